@@ -1,0 +1,233 @@
+//! The abstract syntax tree of a `.gd` file, as written: names are not yet resolved and
+//! nothing is typed. Every node carries the byte span it came from.
+
+use crate::span::Span;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct File {
+    pub fns: Vec<FnDef>,
+    pub optimizers: Vec<Optimizer>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    pub name: Ident,
+    pub hypers: Vec<HyperDecl>,
+    pub states: Vec<StateDecl>,
+    pub globals: Vec<GlobalDecl>,
+    /// `prepare { ... }` blocks, run once per step before any parameter is updated.
+    pub prepares: Vec<Block>,
+    pub updates: Vec<UpdateDef>,
+    pub span: Span,
+}
+
+/// The type a hyperparameter is declared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalarTy {
+    F32,
+    Int,
+    Bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct HyperDecl {
+    pub name: Ident,
+    /// The declared type; `None` when it is taken from the default's literal.
+    pub ty: Option<(ScalarTy, Span)>,
+    pub default: Expr,
+    /// `in lo..=hi`: the values the runtime accepts.
+    pub range: Option<(Expr, Expr)>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDecl {
+    pub name: Ident,
+    /// `None`: shaped like the parameter.
+    pub shape: Option<ShapeExpr>,
+    pub init: Option<Expr>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct GlobalDecl {
+    pub name: Ident,
+    pub init: Expr,
+    pub span: Span,
+}
+
+/// A shape written as `[a, b]`; `[]` is a scalar.
+#[derive(Clone, Debug)]
+pub struct ShapeExpr {
+    pub dims: Vec<Ident>,
+    pub span: Span,
+}
+
+/// The type of a function or update parameter.
+#[derive(Clone, Debug)]
+pub enum TypeExpr {
+    Scalar(ScalarTy, Span),
+    /// `tensor`: any shape.
+    AnyTensor(Span),
+    Shape(ShapeExpr),
+}
+
+impl TypeExpr {
+    pub fn span(&self) -> Span {
+        match self {
+            TypeExpr::Scalar(_, s) | TypeExpr::AnyTensor(s) => *s,
+            TypeExpr::Shape(s) => s.span,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: Ident,
+    pub ty: Option<TypeExpr>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpdateDef {
+    pub param: Param,
+    pub grad: Param,
+    pub body: Block,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct FnDef {
+    pub name: Ident,
+    pub params: Vec<Param>,
+    pub ret: Option<TypeExpr>,
+    pub body: Block,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub stmts: Vec<Stmt>,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignOp {
+    Set,
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Clone, Debug)]
+pub enum Stmt {
+    Let { names: Vec<Ident>, value: Expr, span: Span },
+    Var { name: Ident, value: Expr, span: Span },
+    Assign { target: Ident, op: AssignOp, value: Expr, span: Span },
+    If { cond: Expr, then: Block, otherwise: Option<Block>, span: Span },
+    For { var: Ident, start: Expr, end: Expr, body: Block, span: Span },
+    Every { period: Expr, body: Block, span: Span },
+    Return { value: Expr, span: Span },
+}
+
+impl Stmt {
+    pub fn span(&self) -> Span {
+        match self {
+            Stmt::Let { span, .. }
+            | Stmt::Var { span, .. }
+            | Stmt::Assign { span, .. }
+            | Stmt::If { span, .. }
+            | Stmt::For { span, .. }
+            | Stmt::Every { span, .. }
+            | Stmt::Return { span, .. } => *span,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Pow,
+    MatMul,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+impl BinOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Rem => "%",
+            BinOp::Pow => "^",
+            BinOp::MatMul => "@",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::And => "&&",
+            BinOp::Or => "||",
+        }
+    }
+
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
+    }
+
+    pub fn is_logical(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Not,
+}
+
+#[derive(Clone, Debug)]
+pub struct Arg {
+    /// `axis = 1` names its argument.
+    pub name: Option<Ident>,
+    pub value: Expr,
+}
+
+#[derive(Clone, Debug)]
+pub enum ExprKind {
+    Number(f64),
+    Bool(bool),
+    Name(String),
+    Unary(UnOp, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    Transpose(Box<Expr>),
+    Call(Ident, Vec<Arg>),
+    /// `(a, b, c)`: only as the value of a destructuring `let`.
+    Tuple(Vec<Expr>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}

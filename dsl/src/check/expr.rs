@@ -1,0 +1,468 @@
+//! Checking expressions: names, operators, built-in and user function calls. Each returns
+//! the expression's type, or `None` after reporting an error.
+
+use super::{Checker, Ctx, Entity};
+use crate::ast::{Arg, BinOp, Expr, ExprKind, FnDef, UnOp};
+use crate::builtins::{self, Kind};
+use crate::diagnostic::Diagnostic;
+use crate::span::Span;
+use crate::types::{self, Elem, Shape, ShapeError, Ty};
+use std::collections::HashMap;
+
+impl Checker<'_> {
+    pub(crate) fn check_expr(&mut self, e: &Expr) -> Option<Ty> {
+        match &e.kind {
+            ExprKind::Number(v) => {
+                if !v.is_finite() {
+                    self.error(
+                        Diagnostic::error("E0019", "this number does not fit in a float", e.span)
+                            .label("too large")
+                            .hint("write a smaller literal; f32 holds values up to about 3.4e38"),
+                    );
+                    return None;
+                }
+                Some(Ty::NUM)
+            }
+            ExprKind::Bool(_) => Some(Ty::BOOL),
+            ExprKind::Name(name) => self.check_name(name, e.span),
+            ExprKind::Unary(op, inner) => {
+                let ty = self.check_expr(inner)?;
+                let want = if *op == UnOp::Neg { Elem::Num } else { Elem::Bool };
+                if ty.elem != want {
+                    let (sym, what) = if *op == UnOp::Neg { ("-", "a number") } else { ("!", "a bool") };
+                    self.error(
+                        Diagnostic::error("E0014", format!("`{sym}` needs {what}, found {ty}"), inner.span)
+                            .label(format!("this is {ty}"))
+                            .hint(if *op == UnOp::Neg { "negate numbers; for a bool use `!`" } else { "negate bools; for a number use `-`" }),
+                    );
+                    return None;
+                }
+                Some(ty)
+            }
+            ExprKind::Binary(op, a, b) => {
+                let ta = self.check_expr(a);
+                let tb = self.check_expr(b);
+                self.check_binary(*op, ta?, tb?, a.span, b.span, e.span)
+            }
+            ExprKind::Transpose(inner) => {
+                let ty = self.check_expr(inner)?;
+                match types::transpose(&ty.shape) {
+                    Ok(shape) => Some(Ty { elem: ty.elem, shape }),
+                    Err(err) => {
+                        self.shape_error(err, e.span);
+                        None
+                    }
+                }
+            }
+            ExprKind::Call(name, args) => self.check_call(&name.name, name.span, args, e.span),
+            ExprKind::Tuple(_) => {
+                self.error(
+                    Diagnostic::error("E0022", "a tuple can only be unpacked by `let (a, b) = (x, y)`", e.span)
+                        .label("tuple used as a value")
+                        .hint("bind each element with `let (a, b, c) = (x, y, z)`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports a shape error at `span`, as a mismatch (E0005) or as a matrix operation on a
+    /// value without named dimensions (E0009).
+    pub(crate) fn shape_error(&mut self, err: ShapeError, span: Span) {
+        let d = match err {
+            ShapeError::Mismatch(msg) => Diagnostic::error("E0005", format!("shape mismatch: {msg}"), span)
+                .label("shapes do not agree")
+                .hint("shapes are named: `[rows]` repeats along columns of `[rows, cols]`; use `.T` or a reduction with `axis =` to line them up"),
+            ShapeError::NeedsMatrix(what) => Diagnostic::error(
+                "E0009",
+                format!("{what} needs a matrix shape, but this value has the parameter's own shape"),
+                span,
+            )
+            .label("no matrix shape here")
+            .hint(match self.ctx {
+                Ctx::Fn => "declare the function's parameter as a matrix: `x: [r, c]`",
+                _ => "write the update as `update(p: [rows, cols], g)` so it applies to matrices",
+            }),
+        };
+        self.error(d);
+    }
+
+    fn check_name(&mut self, name: &str, span: Span) -> Option<Ty> {
+        if self.ctx == Ctx::Constant {
+            self.error(
+                Diagnostic::error("E0019", format!("`{name}` is not a literal"), span)
+                    .label("a name in a constant")
+                    .hint("defaults, ranges and global initial values are literals such as `0.9`, `-1`, `true`"),
+            );
+            return None;
+        }
+        if self.ctx == Ctx::Init && builtins::INIT_NAMES.contains(&name) {
+            let shape = self.init_shape.clone().unwrap_or(Shape::Like);
+            if name == "eye" && !matches!(shape.rank2(), Some((a, b)) if a == b) {
+                self.error(
+                    Diagnostic::error("E0020", format!("`eye` needs a square state shape, not {shape}"), span)
+                        .label("not square")
+                        .hint("declare the state as `[rows, rows]` or `[cols, cols]`"),
+                );
+                return None;
+            }
+            return Some(Ty::num(shape));
+        }
+        let Some(entry) = self.lookup(name) else {
+            let hint = if builtins::INIT_NAMES.contains(&name) {
+                format!("`{name}` is a state initialiser; in code write `0 * x` for zeros or `eye(m)` for an identity")
+            } else if builtins::function(name).is_some() {
+                format!("`{name}` is a function: call it as `{name}(...)`")
+            } else {
+                match self.similar_name(name) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "declare it with `let`, `var`, `hyper` or `state` first".to_string(),
+                }
+            };
+            self.error(
+                Diagnostic::error("E0002", format!("unknown name `{name}`"), span)
+                    .label("not defined here")
+                    .hint(hint),
+            );
+            return None;
+        };
+        let matrix_update = matches!(self.ctx, Ctx::Update { matrix: true });
+        match &entry.entity {
+            Entity::State { initialised } => {
+                if !self.used_state.iter().any(|s| s == name) {
+                    self.used_state.push(name.to_string());
+                }
+                if let Some(Ty { shape: Shape::Dims(_), .. }) = &entry.ty {
+                    if !matrix_update {
+                        let shape = entry.ty.as_ref().map(|t| t.shape.to_string()).unwrap_or_default();
+                        self.error(
+                            Diagnostic::error("E0009", format!("state `{name}` has shape {shape}, which needs a matrix parameter"), span)
+                                .label("used in an update for any shape")
+                                .note(entry.span, "declared here")
+                                .hint("use it in `update(p: [rows, cols], g)`"),
+                        );
+                        return None;
+                    }
+                }
+                if !initialised && !self.assigned.iter().any(|s| s == name) {
+                    if !self.reported_uninit.iter().any(|s| s == name) {
+                        self.reported_uninit.push(name.to_string());
+                        self.error(
+                            Diagnostic::error("E0007", format!("state `{name}` is read before it is initialised"), span)
+                                .label("read here")
+                                .note(entry.span, "declared without an initialiser")
+                                .hint(format!("give it an initial value (`state {name} = zeros`) or assign it on every path before this read")),
+                        );
+                    }
+                    return None;
+                }
+            }
+            Entity::ShapeScalar if name != "numel" && !matrix_update && self.ctx != Ctx::Init => {
+                self.error(
+                    Diagnostic::error("E0009", format!("`{name}` needs a matrix parameter"), span)
+                        .label("in an update for any shape")
+                        .hint("write the update as `update(p: [rows, cols], g)`; `numel` works for any shape"),
+                );
+                return None;
+            }
+            _ => {}
+        }
+        entry.ty
+    }
+
+    /// The closest name in scope or among the built-ins, for "did you mean".
+    fn similar_name(&self, name: &str) -> Option<String> {
+        let mut candidates: Vec<String> = self.scopes.iter().flat_map(|s| s.keys().cloned()).collect();
+        candidates.extend(builtins::FUNCTIONS.iter().map(|b| b.name.to_string()));
+        candidates
+            .into_iter()
+            .map(|c| (edit_distance(name, &c), c))
+            .filter(|(d, c)| *d <= 2 && *d < c.len())
+            .min()
+            .map(|(_, c)| c)
+    }
+
+    fn check_binary(&mut self, op: BinOp, ta: Ty, tb: Ty, sa: Span, sb: Span, span: Span) -> Option<Ty> {
+        let want = if op.is_logical() { Elem::Bool } else { Elem::Num };
+        for (t, s) in [(&ta, sa), (&tb, sb)] {
+            if t.elem != want {
+                let what = if want == Elem::Bool { "bools" } else { "numbers" };
+                self.error(
+                    Diagnostic::error("E0014", format!("`{}` needs {what}, found {t}", op.symbol()), s)
+                        .label(format!("this is {t}"))
+                        .hint(if want == Elem::Bool {
+                            "compare numbers first, e.g. `x > 0 && y > 0`"
+                        } else {
+                            "turn a condition into a number with `where(c, 1, 0)`"
+                        }),
+                );
+                return None;
+            }
+        }
+        if op == BinOp::MatMul {
+            if ta.is_scalar() || tb.is_scalar() {
+                self.error(
+                    Diagnostic::error("E0004", "`@` needs two tensors, found a scalar", if ta.is_scalar() { sa } else { sb })
+                        .label("a scalar")
+                        .hint("scale a tensor by a scalar with `*`"),
+                );
+                return None;
+            }
+            return match types::matmul(&ta.shape, &tb.shape) {
+                Ok(shape) => Some(Ty::num(shape)),
+                Err(err) => {
+                    self.shape_error(err, span);
+                    None
+                }
+            };
+        }
+        match types::broadcast(&ta.shape, &tb.shape) {
+            Ok(shape) => {
+                let elem = if op.is_comparison() || op.is_logical() { Elem::Bool } else { Elem::Num };
+                Some(Ty { elem, shape })
+            }
+            Err(err) => {
+                self.shape_error(err, span);
+                None
+            }
+        }
+    }
+
+    fn check_call(&mut self, name: &str, name_span: Span, args: &[Arg], span: Span) -> Option<Ty> {
+        if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
+            return self.check_user_call(f, args, span);
+        }
+        let Some(b) = builtins::function(name) else {
+            let hint = match self.similar_name(name) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "the built-in functions are listed in docs/language.md; define your own with `fn`".to_string(),
+            };
+            self.error(Diagnostic::error("E0002", format!("unknown function `{name}`"), name_span).label("not defined").hint(hint));
+            return None;
+        };
+        let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
+        let mut axis = None;
+        for a in args.iter().filter(|a| a.name.is_some()) {
+            let n = a.name.as_ref().expect("named");
+            if b.kind != Kind::Reduce || n.name != "axis" {
+                self.error(
+                    Diagnostic::error("E0018", format!("`{name}` takes no argument named `{}`", n.name), n.span)
+                        .label("unknown argument")
+                        .hint("only the reductions `sum`, `mean`, `norm` and `max_abs` take a named argument, `axis = 0` or `axis = 1`"),
+                );
+                return None;
+            }
+            match a.value.kind {
+                ExprKind::Number(v) if v == 0.0 || v == 1.0 => axis = Some(v as usize),
+                _ => {
+                    self.error(
+                        Diagnostic::error("E0018", "`axis` must be the literal 0 or 1", a.value.span)
+                            .label("not 0 or 1")
+                            .hint("axis 0 reduces over rows (leaving [cols]); axis 1 over columns (leaving [rows])"),
+                    );
+                    return None;
+                }
+            }
+        }
+        if positional.len() != b.arity {
+            self.error(
+                Diagnostic::error(
+                    "E0003",
+                    format!("`{name}` takes {} argument{}, found {}", b.arity, if b.arity == 1 { "" } else { "s" }, positional.len()),
+                    span,
+                )
+                .label("wrong number of arguments")
+                .hint(format!("{name}: {}", b.doc)),
+            );
+            return None;
+        }
+        let tys: Vec<Option<Ty>> = positional.iter().map(|a| self.check_expr(&a.value)).collect();
+        let tys: Vec<Ty> = tys.into_iter().collect::<Option<_>>()?;
+        for (i, (t, a)) in tys.iter().zip(&positional).enumerate() {
+            let want = if b.kind == Kind::Where && i == 0 { Elem::Bool } else { Elem::Num };
+            if t.elem != want {
+                self.error(
+                    Diagnostic::error("E0014", format!("argument {} of `{name}` must be {}, found {t}", i + 1, if want == Elem::Bool { "a bool" } else { "a number" }), a.value.span)
+                        .label(format!("this is {t}"))
+                        .hint(format!("{name}: {}", b.doc)),
+                );
+                return None;
+            }
+        }
+        match b.kind {
+            Kind::Elementwise | Kind::Where => {
+                let mut shape = Shape::Scalar;
+                for t in &tys {
+                    match types::broadcast(&shape, &t.shape) {
+                        Ok(s) => shape = s,
+                        Err(err) => {
+                            self.shape_error(err, span);
+                            return None;
+                        }
+                    }
+                }
+                Some(Ty::num(shape))
+            }
+            Kind::Reduce | Kind::Dot => {
+                if tys.iter().any(Ty::is_scalar) {
+                    self.error(
+                        Diagnostic::error("E0004", format!("`{name}` reduces a tensor, found a scalar"), positional[0].value.span)
+                            .label("a scalar")
+                            .hint("a reduction of a scalar is the scalar itself; drop the call"),
+                    );
+                    return None;
+                }
+                if b.kind == Kind::Dot && tys[0].shape != tys[1].shape {
+                    self.shape_error(ShapeError::Mismatch(format!("`dot` of {} and {}", tys[0].shape, tys[1].shape)), span);
+                    return None;
+                }
+                match axis {
+                    None => Some(Ty::NUM),
+                    Some(ax) => match types::reduce_axis(&tys[0].shape, ax) {
+                        Ok(s) => Some(Ty::num(s)),
+                        Err(err) => {
+                            self.shape_error(err, span);
+                            None
+                        }
+                    },
+                }
+            }
+            Kind::Eye => match tys[0].shape.rank2() {
+                Some((a, b)) if a == b => Some(tys[0].clone()),
+                _ if tys[0].shape == Shape::Like => {
+                    self.shape_error(ShapeError::NeedsMatrix("`eye`".into()), span);
+                    None
+                }
+                _ => {
+                    self.error(
+                        Diagnostic::error("E0020", format!("`eye` needs a square matrix, found {}", tys[0].shape), span)
+                            .label("not square")
+                            .hint("pass a `[rows, rows]` or `[cols, cols]` matrix, e.g. `eye(x @ x.T)`"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// A call of a user function: arguments are matched against the parameter types, binding
+    /// the function's dimension names (and `tensor`'s shape) to the caller's.
+    fn check_user_call(&mut self, f: &FnDef, args: &[Arg], span: Span) -> Option<Ty> {
+        if let Some(named) = args.iter().find_map(|a| a.name.as_ref()) {
+            self.error(
+                Diagnostic::error("E0018", format!("`{}` takes positional arguments only", f.name.name), named.span)
+                    .label("named argument")
+                    .hint("drop the `name =`"),
+            );
+            return None;
+        }
+        if args.len() != f.params.len() {
+            self.error(
+                Diagnostic::error("E0003", format!("`{}` takes {} arguments, found {}", f.name.name, f.params.len(), args.len()), span)
+                    .label("wrong number of arguments")
+                    .note(f.name.span, "defined here"),
+            );
+            return None;
+        }
+        if let Some(cur) = self.current_fn.clone() {
+            self.calls.entry(cur).or_default().push((f.name.name.clone(), span));
+        }
+        let mut dims: HashMap<String, String> = HashMap::new();
+        let mut like: Option<Shape> = None;
+        let mut ok = true;
+        for (p, a) in f.params.iter().zip(args) {
+            let Some(aty) = self.check_expr(&a.value) else {
+                ok = false;
+                continue;
+            };
+            let Some(pty) = param_type(p) else { continue };
+            if pty.elem != aty.elem {
+                self.error(
+                    Diagnostic::error("E0014", format!("parameter `{}` is {pty}, found {aty}", p.name.name), a.value.span)
+                        .label(format!("this is {aty}"))
+                        .note(p.span, "parameter declared here"),
+                );
+                ok = false;
+                continue;
+            }
+            let mismatch = match (&pty.shape, &aty.shape) {
+                (Shape::Scalar, Shape::Scalar) => None,
+                (Shape::Scalar, _) | (_, Shape::Scalar) => Some(("E0004", format!("parameter `{}` is {pty}, found {aty}", p.name.name))),
+                (Shape::Like, s) => match &like {
+                    Some(l) if l != s => Some(("E0005", format!("all `tensor` arguments share one shape: {l} and {s} differ"))),
+                    _ => {
+                        like = Some(s.clone());
+                        None
+                    }
+                },
+                (Shape::Dims(_), Shape::Like) => {
+                    self.shape_error(ShapeError::NeedsMatrix(format!("parameter `{}: {}`", p.name.name, pty.shape)), a.value.span);
+                    ok = false;
+                    continue;
+                }
+                (Shape::Dims(pd), Shape::Dims(ad)) if pd.len() == ad.len() => {
+                    let mut m = None;
+                    for (x, y) in pd.iter().zip(ad) {
+                        match dims.get(x) {
+                            Some(bound) if bound != y => {
+                                m = Some(("E0005", format!("dimension `{x}` of `{}` is `{bound}` here but `{y}` in this argument", f.name.name)));
+                            }
+                            _ => {
+                                dims.insert(x.clone(), y.clone());
+                            }
+                        }
+                    }
+                    m
+                }
+                (Shape::Dims(_), _) => Some(("E0005", format!("parameter `{}` is {}, found {}", p.name.name, pty.shape, aty.shape))),
+            };
+            if let Some((code, msg)) = mismatch {
+                self.error(
+                    Diagnostic::error(code, format!("shape mismatch: {msg}"), a.value.span)
+                        .label("argument does not fit")
+                        .note(p.span, "parameter declared here"),
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let ret = self.fn_return_type(f, span)?;
+        Some(Ty { elem: ret.elem, shape: substitute(&ret.shape, &dims, like.as_ref()) })
+    }
+}
+
+/// The type a function parameter is declared with (`None` if it has none: reported once,
+/// where the function is defined).
+pub(crate) fn param_type(p: &crate::ast::Param) -> Option<Ty> {
+    use crate::ast::{ScalarTy, TypeExpr};
+    Some(match p.ty.as_ref()? {
+        TypeExpr::Scalar(ScalarTy::Bool, _) => Ty::BOOL,
+        TypeExpr::Scalar(_, _) => Ty::NUM,
+        TypeExpr::AnyTensor(_) => Ty::num(Shape::Like),
+        TypeExpr::Shape(s) => Ty::num(Shape::from_names(s.dims.iter().map(|d| d.name.clone()).collect())),
+    })
+}
+
+/// Replaces a function's dimension names by the caller's.
+pub(crate) fn substitute(shape: &Shape, dims: &HashMap<String, String>, like: Option<&Shape>) -> Shape {
+    match shape {
+        Shape::Like => like.cloned().unwrap_or(Shape::Like),
+        Shape::Dims(d) => Shape::Dims(d.iter().map(|x| dims.get(x).cloned().unwrap_or_else(|| x.clone())).collect()),
+        Shape::Scalar => Shape::Scalar,
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,173 @@
+//! The checker: resolves names, infers the type and shape of every expression, and reports
+//! every error of a file in one run (a failed sub-expression has the type `None`, which
+//! silences follow-on errors). It changes nothing: the lowering trusts a checked AST.
+//!
+//! Scopes, innermost first: `let`/`var`/loop variables, then `p`, `g`, state, the shape
+//! scalars and the `prepare` block's `let`s (inside `update`), then hyperparameters, globals
+//! and `step`. Functions see only their parameters and other functions.
+
+mod expr;
+mod items;
+mod stmt;
+
+use crate::ast::File;
+use crate::diagnostic::Diagnostic;
+use crate::span::Span;
+use crate::types::Ty;
+use std::collections::HashMap;
+
+/// The result of checking: the diagnostics, errors and warnings.
+pub type Checked = Vec<Diagnostic>;
+
+/// Checks a parsed file, returning every diagnostic found.
+pub fn check(file: &File) -> Checked {
+    let mut c = Checker::new(file);
+    c.check_file();
+    c.diags
+}
+
+/// What a name refers to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Entity {
+    Hyper { int: bool },
+    Global,
+    Step,
+    PrepareLet,
+    State { initialised: bool },
+    Param,
+    Grad,
+    ShapeScalar,
+    Let,
+    Var,
+    LoopVar,
+    FnParam,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub entity: Entity,
+    pub ty: Option<Ty>,
+    pub span: Span,
+    pub used: bool,
+}
+
+/// Where the code being checked runs; decides which names and statements are allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ctx {
+    /// A hyperparameter default or range, or a global's initial value: literals only.
+    Constant,
+    /// A state initialiser: hypers, shape scalars, `p`, `zeros`, `eye`.
+    Init,
+    Prepare,
+    Update { matrix: bool },
+    Fn,
+}
+
+pub(crate) struct Checker<'a> {
+    pub file: &'a File,
+    pub diags: Vec<Diagnostic>,
+    /// Scopes, innermost last.
+    pub scopes: Vec<HashMap<String, Entry>>,
+    pub ctx: Ctx,
+    /// Uninitialised state definitely assigned on every path so far, in the current update.
+    pub assigned: Vec<String>,
+    /// Uninitialised state already reported as read too early (reported once each).
+    pub reported_uninit: Vec<String>,
+    /// State names referenced anywhere (for the unused-state warning).
+    pub used_state: Vec<String>,
+    /// The function whose body is being checked, and the functions it calls.
+    pub current_fn: Option<String>,
+    pub calls: HashMap<String, Vec<(String, Span)>>,
+    /// The state shapes of the optimizer being checked, for `eye`/`p` initialisers.
+    pub init_shape: Option<crate::types::Shape>,
+    /// Return types of functions already checked (`None`: the body had errors).
+    pub fn_returns: HashMap<String, Option<Ty>>,
+    /// Functions whose bodies are being checked, outermost first: a call to one of them
+    /// is recursion.
+    pub in_progress: Vec<String>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(file: &'a File) -> Self {
+        Checker {
+            file,
+            diags: Vec::new(),
+            scopes: vec![HashMap::new()],
+            ctx: Ctx::Constant,
+            assigned: Vec::new(),
+            reported_uninit: Vec::new(),
+            used_state: Vec::new(),
+            current_fn: None,
+            calls: HashMap::new(),
+            init_shape: None,
+            fn_returns: HashMap::new(),
+            in_progress: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    pub fn lookup(&mut self, name: &str) -> Option<Entry> {
+        for scope in self.scopes.iter_mut().rev() {
+            if let Some(e) = scope.get_mut(name) {
+                e.used = true;
+                return Some(e.clone());
+            }
+        }
+        None
+    }
+
+    /// Declares a name in the innermost scope; a second declaration in any enclosing scope
+    /// of the same function is a duplicate.
+    pub fn declare(&mut self, name: &str, span: Span, entity: Entity, ty: Option<Ty>) {
+        let previous = self.scopes.iter().rev().find_map(|s| s.get(name)).map(|e| (e.span, e.entity.clone()));
+        if let Some((prev, entity)) = previous {
+            let mut d = Diagnostic::error("E0012", format!("`{name}` is already defined"), span)
+                .label("defined again here")
+                .hint("give it another name; to change a `var`, assign to it without `var`");
+            if matches!(entity, Entity::Step | Entity::ShapeScalar) {
+                d = d.hint(format!("`{name}` is a built-in name"));
+            } else {
+                d = d.note(prev, "first defined here");
+            }
+            self.error(d);
+            return;
+        }
+        let entry = Entry { entity, ty, span, used: false };
+        self.scopes.last_mut().expect("a scope").insert(name.to_string(), entry);
+    }
+
+    pub fn push(&mut self) {
+        self.scopes.push(HashMap::new());
+    }
+
+    pub fn pop(&mut self) {
+        self.scopes.pop();
+    }
+
+    fn check_file(&mut self) {
+        let file = self.file;
+        if file.optimizers.is_empty() {
+            let span = Span::new(0, 0);
+            self.error(
+                Diagnostic::error("E0017", "the file defines no optimizer", span)
+                    .label("expected `optimizer NAME { ... }`")
+                    .hint("a .gd file holds one `optimizer` block and any number of `fn`s"),
+            );
+        }
+        for extra in file.optimizers.iter().skip(1) {
+            self.error(
+                Diagnostic::error("E0017", "a file holds one optimizer", extra.name.span)
+                    .label("a second optimizer")
+                    .note(file.optimizers[0].name.span, "the first optimizer")
+                    .hint("put each optimizer in its own .gd file"),
+            );
+        }
+        self.check_fns();
+        if let Some(opt) = file.optimizers.first() {
+            self.check_optimizer(opt);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Checking statements: bindings, assignments (who may be assigned where), `if`, static
+//! `for` loops, `every`, `return`, and which uninitialised state is assigned on every path.
+
+use super::{Checker, Ctx, Entity};
+use crate::ast::{AssignOp, Block, Expr, ExprKind, Stmt, UnOp};
+use crate::diagnostic::Diagnostic;
+use crate::span::Span;
+use crate::types::{self, Elem, Ty};
+
+impl Checker<'_> {
+    /// Checks a block in a new scope. `fn_body` marks a function's top-level block, the only
+    /// place a `return` (its last statement) may stand.
+    pub(crate) fn check_block(&mut self, block: &Block, fn_body: bool) {
+        self.push();
+        let n = block.stmts.len();
+        for (i, stmt) in block.stmts.iter().enumerate() {
+            if let Stmt::Return { value, span } = stmt {
+                if !(fn_body && i + 1 == n) {
+                    self.error(
+                        Diagnostic::error("E0016", "`return` must be the last statement of a function", *span)
+                            .label(if self.ctx == Ctx::Fn { "not the last statement" } else { "outside a function" })
+                            .hint(if self.ctx == Ctx::Fn {
+                                "compute the result with `var` and `if`, and return it at the end"
+                            } else {
+                                "an update assigns `p` and state instead of returning"
+                            }),
+                    );
+                }
+                self.check_expr(value);
+                continue;
+            }
+            self.check_stmt(stmt);
+        }
+        self.pop();
+    }
+
+    fn check_stmt(&mut self, stmt: &Stmt) {
+        match stmt {
+            Stmt::Let { names, value, span } => {
+                if names.len() == 1 {
+                    let ty = self.check_expr(value);
+                    self.declare(&names[0].name, names[0].span, Entity::Let, ty);
+                    return;
+                }
+                let ExprKind::Tuple(items) = &value.kind else {
+                    self.error(
+                        Diagnostic::error("E0022", format!("`let` unpacks {} names but the value is not a tuple", names.len()), value.span)
+                            .label("not a tuple")
+                            .hint("write the values in parentheses: `let (a, b) = (1, 2)`"),
+                    );
+                    return;
+                };
+                if items.len() != names.len() {
+                    self.error(
+                        Diagnostic::error("E0022", format!("`let` unpacks {} names from {} values", names.len(), items.len()), *span)
+                            .label("counts differ")
+                            .hint("give one value per name"),
+                    );
+                    return;
+                }
+                let tys: Vec<Option<Ty>> = items.iter().map(|e| self.check_expr(e)).collect();
+                for (n, ty) in names.iter().zip(tys) {
+                    self.declare(&n.name, n.span, Entity::Let, ty);
+                }
+            }
+            Stmt::Var { name, value, .. } => {
+                let ty = self.check_expr(value);
+                self.declare(&name.name, name.span, Entity::Var, ty);
+            }
+            Stmt::Assign { target, op, value, span } => self.check_assign(&target.name, target.span, *op, value, *span),
+            Stmt::If { cond, then, otherwise, .. } => {
+                self.check_condition(cond, "`if`");
+                let before = self.assigned.clone();
+                self.check_block(then, false);
+                let after_then = std::mem::replace(&mut self.assigned, before.clone());
+                if let Some(b) = otherwise {
+                    self.check_block(b, false);
+                    let after_else = std::mem::take(&mut self.assigned);
+                    self.assigned = after_then.into_iter().filter(|s| after_else.contains(s)).collect();
+                } else {
+                    self.assigned = before;
+                }
+            }
+            Stmt::For { var, start, end, body, .. } => {
+                self.check_static_bound(start, false);
+                self.check_static_bound(end, true);
+                let before = self.assigned.clone();
+                self.push();
+                self.declare(&var.name, var.span, Entity::LoopVar, Some(Ty::NUM));
+                self.check_block(body, false);
+                self.pop();
+                self.assigned = before;
+            }
+            Stmt::Every { period, body, .. } => {
+                self.check_every_period(period);
+                let before = self.assigned.clone();
+                self.check_block(body, false);
+                self.assigned = before;
+            }
+            Stmt::Return { .. } => {}
+        }
+    }
+
+    fn check_condition(&mut self, cond: &Expr, what: &str) {
+        let Some(ty) = self.check_expr(cond) else { return };
+        if !ty.is_scalar() {
+            self.error(
+                Diagnostic::error("E0004", format!("the condition of {what} must be a scalar, found {ty}"), cond.span)
+                    .label("a tensor condition")
+                    .hint("choose per element with `where(cond, a, b)`, or reduce first, e.g. `norm(g) > 1`"),
+            );
+        } else if ty.elem != Elem::Bool {
+            self.error(
+                Diagnostic::error("E0014", format!("the condition of {what} must be a bool, found {ty}"), cond.span)
+                    .label("a number")
+                    .hint("compare it: `x > 0`, `x != 0`"),
+            );
+        }
+    }
+
+    fn check_assign(&mut self, name: &str, span: Span, op: AssignOp, value: &Expr, stmt_span: Span) {
+        let vty = self.check_expr(value);
+        let Some(entry) = self.scopes.iter().rev().find_map(|s| s.get(name)).cloned() else {
+            self.error(
+                Diagnostic::error("E0002", format!("unknown name `{name}`"), span)
+                    .label("assigned but never declared")
+                    .hint(format!("declare it first: `var {name} = ...` (or `state {name}` in the optimizer)")),
+            );
+            return;
+        };
+        let refuse = |what: &str, hint: &str| {
+            Diagnostic::error("E0013", format!("cannot assign to {what} `{name}`"), span)
+                .label("assigned here")
+                .note(entry.span, "declared here")
+                .hint(hint.to_string())
+        };
+        let d = match (&entry.entity, self.ctx) {
+            (Entity::Hyper { .. }, _) => Some(
+                Diagnostic::error("E0006", format!("cannot assign to hyperparameter `{name}`"), span)
+                    .label("hyperparameters are read-only in code")
+                    .note(entry.span, "declared as `hyper` here")
+                    .hint(format!("hyperparameters are set from training code; compute a new value with `let {name}_t = ...`")),
+            ),
+            (Entity::Grad, _) => Some(refuse("the gradient", "the gradient is read-only; bind a modified copy with `let`")),
+            (Entity::Let, _) => Some(refuse("the `let` binding", "declare it with `var` to reassign it")),
+            (Entity::LoopVar, _) => Some(refuse("the loop variable", "loop variables count iterations; use a `var` for values")),
+            (Entity::FnParam, _) => Some(refuse("the function parameter", "copy it into a `var` first")),
+            (Entity::Step | Entity::ShapeScalar, _) => Some(refuse("the built-in", "built-ins are read-only")),
+            (Entity::PrepareLet, _) => Some(refuse("the `prepare` binding", "values from `prepare` are read-only in `update`")),
+            (Entity::Global, Ctx::Prepare) => None,
+            (Entity::Global, _) => Some(refuse("the global", "globals change once per step, in `prepare { ... }`")),
+            _ => None,
+        };
+        if let Some(d) = d {
+            self.error(d);
+            return;
+        }
+        if let Entity::State { initialised: false } = entry.entity {
+            if op != AssignOp::Set && !self.assigned.iter().any(|s| s == name) {
+                self.check_expr(&Expr { kind: ExprKind::Name(name.to_string()), span });
+            }
+            if !self.assigned.iter().any(|s| s == name) {
+                self.assigned.push(name.to_string());
+            }
+        }
+        if let Entity::State { .. } = entry.entity {
+            if !self.used_state.iter().any(|s| s == name) {
+                self.used_state.push(name.to_string());
+            }
+        }
+        let (Some(target), Some(vty)) = (entry.ty, vty) else { return };
+        let result = if op == AssignOp::Set {
+            types::broadcast(&target.shape, &vty.shape)
+        } else {
+            if vty.elem != Elem::Num || target.elem != Elem::Num {
+                self.error(
+                    Diagnostic::error("E0014", "compound assignment needs numbers", stmt_span)
+                        .label("not a number")
+                        .hint("use `=` for bools"),
+                );
+                return;
+            }
+            types::broadcast(&target.shape, &vty.shape)
+        };
+        match result {
+            Ok(shape) if shape == target.shape && vty.elem == target.elem => {}
+            Ok(_) | Err(_) if vty.elem != target.elem => {
+                self.error(
+                    Diagnostic::error("E0014", format!("`{name}` is {target}, but the value is {vty}"), value.span)
+                        .label(format!("this is {vty}"))
+                        .note(entry.span, "declared here"),
+                );
+            }
+            _ => {
+                let code = if target.is_scalar() != vty.is_scalar() { "E0004" } else { "E0005" };
+                self.error(
+                    Diagnostic::error(code, format!("`{name}` has shape {}, but the value has shape {}", target.shape, vty.shape), value.span)
+                        .label(format!("shape {}", vty.shape))
+                        .note(entry.span, "declared here")
+                        .hint(if vty.is_scalar() || target.is_scalar() {
+                            "a scalar cannot hold a tensor: reduce it (`sum`, `norm`, ...) first"
+                        } else {
+                            "a value keeps its shape: reduce with `axis =`, or transpose with `.T`"
+                        }),
+                );
+            }
+        }
+    }
+
+    /// A `for` bound: an integer literal, or (for the end) an `int` hyperparameter with a
+    /// range, whose upper end bounds the unrolled loop.
+    fn check_static_bound(&mut self, e: &Expr, end: bool) {
+        match &e.kind {
+            ExprKind::Number(v) if v.fract() == 0.0 && *v >= 0.0 && *v <= 1.0e4 => {}
+            ExprKind::Name(n) if end => {
+                let hyper = self.file.optimizers.first().and_then(|o| o.hypers.iter().find(|h| &h.name.name == n));
+                match (self.lookup(n).map(|e| e.entity), hyper) {
+                    (Some(Entity::Hyper { int: true }), Some(h)) if h.range.is_some() => {}
+                    (Some(Entity::Hyper { int: true }), _) => self.error(
+                        Diagnostic::error("E0015", format!("the loop bound `{n}` needs a range"), e.span)
+                            .label("no upper limit known")
+                            .hint(format!("declare it as `hyper {n}: int = ... in 0..=10`: loops are unrolled up to the range's end")),
+                    ),
+                    _ => self.not_static(e),
+                }
+            }
+            _ => self.not_static(e),
+        }
+    }
+
+    fn not_static(&mut self, e: &Expr) {
+        self.check_expr(e);
+        self.error(
+            Diagnostic::error("E0015", "a loop bound must be known when compiling", e.span)
+                .label("not an integer literal or a ranged `int` hyperparameter")
+                .hint("write `for i in 0..5`, or bound it by `hyper n: int = 5 in 0..=10`"),
+        );
+    }
+
+    fn check_every_period(&mut self, e: &Expr) {
+        let bad = |this: &mut Self, msg: String, label: &str| {
+            this.error(
+                Diagnostic::error("E0010", msg, e.span)
+                    .label(label.to_string())
+                    .hint("`every K { ... }` runs on steps 1, K+1, 2K+1, ...; K is a positive integer literal or an `int` hyperparameter"),
+            );
+        };
+        let literal = |e: &Expr| match &e.kind {
+            ExprKind::Number(v) => Some(*v),
+            ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
+                ExprKind::Number(v) => Some(-v),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(v) = literal(e) {
+            if v < 1.0 || v.fract() != 0.0 {
+                bad(self, format!("`every` needs a positive integer period, found {v}"), "not a positive integer");
+            }
+            return;
+        }
+        if let ExprKind::Name(n) = &e.kind {
+            let hyper = self.file.optimizers.first().and_then(|o| o.hypers.iter().find(|h| &h.name.name == n)).cloned();
+            match (self.lookup(n).map(|x| x.entity), hyper) {
+                (Some(Entity::Hyper { int: true }), Some(h)) => {
+                    let lowest = h.range.as_ref().and_then(|(lo, _)| literal(lo)).or_else(|| literal(&h.default));
+                    if lowest.is_some_and(|v| v < 1.0) {
+                        bad(self, format!("the period `{n}` can be {}", lowest.unwrap_or(0.0)), "may be zero or negative");
+                    }
+                }
+                (Some(Entity::Hyper { .. }), _) => bad(self, format!("the period `{n}` must be an `int` hyperparameter"), "not an int"),
+                (None, _) => {
+                    self.check_expr(e);
+                }
+                _ => bad(self, "`every` needs a period known before the step".to_string(), "not a literal or hyperparameter"),
+            }
+            return;
+        }
+        self.check_expr(e);
+        bad(self, "`every` needs a positive integer literal or an `int` hyperparameter".to_string(), "an expression");
+    }
+}
