@@ -1,0 +1,151 @@
+//! The `gdc` command: check a `.gd` file, print any stage of its compilation, or replay a
+//! golden case on the reference interpreter.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gdc_compiler::{compile, golden, ir, plan, CompileError};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gdc", version, about = "The Guided Descent Compiler: optimizers written as .gd files, compiled to fused kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a .gd file and print its diagnostics (exit 0 when clean, 1 on errors).
+    Check {
+        /// The optimizer source file.
+        file: String,
+    },
+    /// Print one stage of the compilation of a .gd file.
+    Emit {
+        /// The optimizer source file.
+        file: String,
+        /// The stage to print.
+        #[arg(long, value_enum, default_value = "plan")]
+        stage: Stage,
+    },
+    /// Replay a golden case (gdc-golden-1 JSON) and compare every step with its tolerance.
+    ///
+    /// Prints, per step, the worst error as a fraction of the tolerance (<= 1 passes).
+    /// Exit 0 when every step is within tolerance, 1 when one is not, 2 on bad input.
+    Replay {
+        /// The optimizer source file.
+        file: String,
+        /// The golden case.
+        case: String,
+        /// Which backend runs the steps.
+        #[arg(long, value_enum, default_value = "interp")]
+        backend: Backend,
+        /// Write the trajectory (parameters after every step) as JSON to this file.
+        #[arg(long)]
+        out: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Stage {
+    /// The syntax tree.
+    Ast,
+    /// The IR as lowered, before any pass.
+    Ir,
+    /// The IR after the optimisation pipeline.
+    IrOpt,
+    /// The kernel plan every backend consumes.
+    Plan,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The float64 reference interpreter.
+    Interp,
+}
+
+fn read(file: &str) -> Result<String, ExitCode> {
+    std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("error: cannot read {file}: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Compiles, printing diagnostics; `Err` carries the exit code.
+fn build(file: &str, source: &str, bad_code: u8) -> Result<gdc_compiler::Compiled, ExitCode> {
+    match compile(source) {
+        Ok(c) => {
+            if !c.warnings.is_empty() {
+                eprint!("{}", gdc_dsl::render(&c.warnings, file, source));
+            }
+            Ok(c)
+        }
+        Err(CompileError::Source(diags)) => {
+            eprint!("{}", gdc_dsl::render(&diags, file, source));
+            let n = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!("error: {file}: {n} error{}", if n == 1 { "" } else { "s" });
+            Err(ExitCode::from(bad_code))
+        }
+        Err(e @ CompileError::Internal(_)) => {
+            eprintln!("{e}\nThis is a bug in gdc; please report it with the .gd file.");
+            Err(ExitCode::from(101))
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
+    match cli.command {
+        Command::Check { file } => {
+            let source = read(&file)?;
+            build(&file, &source, 1)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emit { file, stage } => {
+            let source = read(&file)?;
+            let c = build(&file, &source, 1)?;
+            match stage {
+                Stage::Ast => print!("{:#?}", c.ast),
+                Stage::Ir => print!("{}", ir::print::module_text(&c.ir)),
+                Stage::IrOpt => print!("{}", ir::print::module_text(&c.optimized)),
+                Stage::Plan => print!("{}", plan::print::plan_text(&c.plan)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { file, case, backend: Backend::Interp, out } => {
+            let source = read(&file)?;
+            let c = build(&file, &source, 2)?;
+            let case_data = golden::read_case(&case).map_err(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            })?;
+            let results = golden::replay(c.plan, &case_data).map_err(|e| {
+                eprintln!("error: {case}: {e}");
+                ExitCode::from(2)
+            })?;
+            println!("replay {} on interp: {} step(s), tolerance rel {} abs {}", case, results.len(), case_data.tolerance.rel, case_data.tolerance.abs);
+            let mut failed = 0;
+            for r in &results {
+                let ok = r.worst <= 1.0;
+                failed += usize::from(!ok);
+                println!("step {:>3}: worst {:.4} of tolerance at {}{}", r.step, r.worst, r.at, if ok { "" } else { "  FAIL" });
+            }
+            if let Some(path) = out {
+                let json = serde_json::json!({ "format": "gdc-trajectory-1", "optimizer": case_data.optimizer, "backend": "interp", "steps": results });
+                std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(|e| {
+                    eprintln!("error: cannot write {path}: {e}");
+                    ExitCode::from(2)
+                })?;
+            }
+            if failed == 0 {
+                println!("ok: every step within tolerance");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("FAILED: {failed} of {} steps outside tolerance", results.len());
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    run(Cli::parse()).unwrap_or_else(|code| code)
+}

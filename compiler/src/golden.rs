@@ -1,0 +1,173 @@
+//! Golden cases (`gdc-golden-1`, see tests/golden/README.md): reading and validating a case,
+//! and replaying it on the reference interpreter, step by step, measuring each step's worst
+//! error as a fraction of the case's tolerance (1.0 is the limit).
+
+use crate::interp::{InterpError, Interpreter};
+use crate::plan::Plan;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Case {
+    pub format: String,
+    pub optimizer: String,
+    #[serde(default)]
+    pub reference: String,
+    #[serde(default)]
+    pub hyper: BTreeMap<String, f64>,
+    pub params: Vec<ParamCase>,
+    pub steps: Vec<StepCase>,
+    pub tolerance: Tolerance,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ParamCase {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Vec<f64>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub base_shape: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct StepCase {
+    pub grads: BTreeMap<String, Vec<f64>>,
+    pub expected: BTreeMap<String, Vec<f64>>,
+    #[serde(default)]
+    pub expected_state: Option<BTreeMap<String, Vec<f64>>>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, Copy)]
+pub struct Tolerance {
+    pub rel: f64,
+    pub abs: f64,
+}
+
+/// A case that cannot be replayed: unreadable, malformed, or not matching the optimizer.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid golden case: {message}")]
+    Json { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Interp(#[from] InterpError),
+}
+
+/// Reads and validates a case file.
+pub fn read_case(path: &str) -> Result<Case, CaseError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CaseError::Read { path: path.into(), source })?;
+    let case: Case = serde_json::from_str(&text).map_err(|e| CaseError::Json { path: path.into(), message: e.to_string() })?;
+    validate(&case)?;
+    Ok(case)
+}
+
+fn validate(case: &Case) -> Result<(), CaseError> {
+    let bad = |m: String| Err(CaseError::Invalid(m));
+    if case.format != "gdc-golden-1" {
+        return bad(format!("unknown case format `{}`; expected `gdc-golden-1`", case.format));
+    }
+    if !(case.tolerance.rel >= 0.0 && case.tolerance.abs >= 0.0) {
+        return bad("the tolerance must be non-negative".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for p in &case.params {
+        if !names.insert(p.name.as_str()) {
+            return bad(format!("parameter `{}` appears twice", p.name));
+        }
+        let n: usize = p.shape.iter().product();
+        if p.init.len() != n {
+            return bad(format!("parameter `{}` has shape {:?} ({n} elements) but {} initial values", p.name, p.shape, p.init.len()));
+        }
+    }
+    for (i, s) in case.steps.iter().enumerate() {
+        for (what, map) in [("grads", &s.grads), ("expected", &s.expected)] {
+            for p in &case.params {
+                let n: usize = p.shape.iter().product();
+                match map.get(&p.name) {
+                    None => return bad(format!("step {}: `{what}` has no values for parameter `{}`", i + 1, p.name)),
+                    Some(v) if v.len() != n => {
+                        return bad(format!("step {}: `{what}` of `{}` has {} values, but its shape {:?} has {n}", i + 1, p.name, v.len(), p.shape))
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(extra) = map.keys().find(|k| !names.contains(k.as_str())) {
+                return bad(format!("step {}: `{what}` names `{extra}`, which is not a parameter of the case", i + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The result of one step of a replay.
+#[derive(Debug, Serialize)]
+pub struct StepResult {
+    pub step: usize,
+    /// The worst |actual - expected| / (abs + rel * |expected|) over every checked value.
+    pub worst: f64,
+    /// Where the worst value is (`w[3]`, `state ema.w[0]`).
+    pub at: String,
+    pub params: BTreeMap<String, Vec<f64>>,
+}
+
+/// Replays a case on the interpreter; returns every step's result.
+pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
+    let params: Vec<(String, Vec<usize>, Vec<f64>)> = case.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.init.clone())).collect();
+    let mut it = Interpreter::new(plan, &params)?;
+    for (name, value) in &case.hyper {
+        it.set_hyper(name, *value)?;
+    }
+    let mut values: Vec<Vec<f64>> = case.params.iter().map(|p| p.init.clone()).collect();
+    let tol = case.tolerance;
+    let frac = |a: f64, e: f64| {
+        let err = (a - e).abs();
+        if err.is_nan() {
+            if a.is_nan() && e.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            err / (tol.abs + tol.rel * e.abs())
+        }
+    };
+    let mut results = Vec::new();
+    for (i, s) in case.steps.iter().enumerate() {
+        let grads: Vec<Vec<f64>> = case.params.iter().map(|p| s.grads[&p.name].clone()).collect();
+        it.step(&mut values, &grads)?;
+        let mut worst = 0.0f64;
+        let mut at = String::new();
+        for (p, v) in case.params.iter().zip(&values) {
+            for (j, (a, e)) in v.iter().zip(&s.expected[&p.name]).enumerate() {
+                let f = frac(*a, *e);
+                if f > worst || (f.is_nan() && !worst.is_nan()) {
+                    worst = f;
+                    at = format!("{}[{j}]", p.name);
+                }
+            }
+        }
+        for (key, expected) in s.expected_state.iter().flatten() {
+            let (state, pname) = key.split_once('.').ok_or_else(|| CaseError::Invalid(format!("expected_state key `{key}` is not `state.param`")))?;
+            let pi = case.params.iter().position(|p| p.name == pname).ok_or_else(|| CaseError::Invalid(format!("expected_state names unknown parameter `{pname}`")))?;
+            let t = it.state(pi, state).ok_or_else(|| CaseError::Invalid(format!("the optimizer has no state `{state}` for parameter `{pname}`")))?;
+            if t.data.len() != expected.len() {
+                return Err(CaseError::Invalid(format!("expected_state `{key}` has {} values, the state has {}", expected.len(), t.data.len())));
+            }
+            for (j, (a, e)) in t.data.iter().zip(expected).enumerate() {
+                let f = frac(*a, *e);
+                if f > worst {
+                    worst = f;
+                    at = format!("state {key}[{j}]");
+                }
+            }
+        }
+        let params = case.params.iter().zip(&values).map(|(p, v)| (p.name.clone(), v.clone())).collect();
+        results.push(StepResult { step: i + 1, worst, at, params });
+    }
+    Ok(results)
+}

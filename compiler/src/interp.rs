@@ -1,0 +1,559 @@
+//! The reference interpreter: executes a kernel plan in float64 — the oracle every backend is
+//! compared with. It runs the plan item by item, and a kernel sees only its input buffers,
+//! the host and per-parameter scalars and the reduction slots, so a plan that forgets to
+//! materialise a value fails here with an error instead of computing something.
+
+use crate::ir::{eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, ReduceKind, ShapeScalar, Target, Value};
+use crate::plan::{Buffer, FuncPlan, Item, Plan};
+use gdc_dsl::types::Shape;
+use std::collections::HashMap;
+
+/// A float64 tensor: sizes per dimension (none for a scalar), row-major data, and the
+/// dimension names the plan gave it (`p` stands for the parameter's own, flattened, shape).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub names: Vec<String>,
+    pub sizes: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl Tensor {
+    fn scalar(x: f64) -> Tensor {
+        Tensor { names: vec![], sizes: vec![], data: vec![x] }
+    }
+
+    pub fn as_scalar(&self) -> f64 {
+        self.data[0]
+    }
+}
+
+/// Misuse of the interpreter, or (`Internal`) a plan that cannot run.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InterpError {
+    #[error("unknown hyperparameter `{name}`; this optimizer has: {known}")]
+    UnknownHyper { name: String, known: String },
+    #[error("hyperparameter `{name}` is {ty}, but {value} is not")]
+    HyperType { name: String, ty: &'static str, value: f64 },
+    #[error("hyperparameter `{name}` must be within {lo}..={hi}, got {value}")]
+    HyperRange { name: String, lo: f64, hi: f64, value: f64 },
+    #[error("optimizer `{optimizer}` has no update for parameter `{param}` of shape {shape:?}: {why}")]
+    NoVariant { optimizer: String, param: String, shape: Vec<usize>, why: &'static str },
+    #[error("expected {expected} {what}, got {got}")]
+    Count { what: &'static str, expected: usize, got: usize },
+    #[error("{what} `{param}` has {got} elements, but its shape {shape:?} has {expected}")]
+    Length { what: &'static str, param: String, shape: Vec<usize>, expected: usize, got: usize },
+    #[error("internal error (a compiler bug): {0}")]
+    Internal(String),
+}
+
+/// Where one parameter stands: its variant, dimensions and state buffers.
+#[derive(Clone, Debug)]
+pub struct BoundParam {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub variant: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub numel: usize,
+    /// State buffers by state index (`None`: not used by this parameter's variant).
+    pub states: Vec<Option<Tensor>>,
+}
+
+/// An optimizer bound to parameters, stepping them on the interpreter.
+pub struct Interpreter {
+    pub plan: Plan,
+    pub hypers: Vec<f64>,
+    pub globals: Vec<f64>,
+    pub step: u64,
+    pub params: Vec<BoundParam>,
+    /// The `prepare` block's outputs for the current step.
+    prepare_outs: Vec<f64>,
+}
+
+fn hyper_ty_name(t: HyperTy) -> &'static str {
+    match t {
+        HyperTy::F32 => "f32",
+        HyperTy::Int => "an int",
+        HyperTy::Bool => "a bool (0 or 1)",
+    }
+}
+
+impl Interpreter {
+    /// Binds parameters (name, shape, initial values) and initialises their state.
+    pub fn new(plan: Plan, params: &[(String, Vec<usize>, Vec<f64>)]) -> Result<Interpreter, InterpError> {
+        let m = &plan.module;
+        let hypers = m.hypers.iter().map(|h| h.default).collect();
+        let globals = m.globals.iter().map(|g| g.init).collect();
+        let mut bound = Vec::new();
+        for (name, shape, values) in params {
+            let numel: usize = shape.iter().product();
+            if values.len() != numel {
+                return Err(InterpError::Length { what: "parameter", param: name.clone(), shape: shape.clone(), expected: numel, got: values.len() });
+            }
+            let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
+            let variant = if shape.len() >= 2 { find(Pattern::Matrix).or_else(|| find(Pattern::Any)) } else { find(Pattern::Any) };
+            let Some(variant) = variant else {
+                return Err(InterpError::NoVariant {
+                    optimizer: m.name.clone(),
+                    param: name.clone(),
+                    shape: shape.clone(),
+                    why: "it only updates matrices (rank 2 or more); route this parameter to another optimizer",
+                });
+            };
+            let rows = shape.first().copied().unwrap_or(1);
+            let cols = if rows == 0 { 0 } else { numel / rows };
+            bound.push(BoundParam { name: name.clone(), shape: shape.clone(), variant, rows, cols, numel, states: vec![None; m.states.len()] });
+        }
+        let mut it = Interpreter { plan, hypers, globals, step: 0, params: bound, prepare_outs: Vec::new() };
+        for (i, (_, _, values)) in params.iter().enumerate() {
+            let mut p = values.clone();
+            it.run_param(i, true, &mut p, &[])?;
+        }
+        Ok(it)
+    }
+
+    pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), InterpError> {
+        let m = &self.plan.module;
+        let Some(i) = m.hypers.iter().position(|h| h.name == name) else {
+            let known = m.hypers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(InterpError::UnknownHyper { name: name.into(), known });
+        };
+        let h = &m.hypers[i];
+        let ok = match h.ty {
+            HyperTy::F32 => value.is_finite(),
+            HyperTy::Int => value.fract() == 0.0,
+            HyperTy::Bool => value == 0.0 || value == 1.0,
+        };
+        if !ok {
+            return Err(InterpError::HyperType { name: name.into(), ty: hyper_ty_name(h.ty), value });
+        }
+        if let Some((lo, hi)) = h.range {
+            if value < lo || value > hi {
+                return Err(InterpError::HyperRange { name: name.into(), lo, hi, value });
+            }
+        }
+        self.hypers[i] = value;
+        Ok(())
+    }
+
+    /// State `name` of parameter `param`, if that parameter has it.
+    pub fn state(&self, param: usize, name: &str) -> Option<&Tensor> {
+        let s = self.plan.module.states.iter().position(|st| st.name == name)?;
+        self.params.get(param)?.states[s].as_ref()
+    }
+
+    /// One optimizer step: `params[i]` is updated in place from `grads[i]`.
+    pub fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), InterpError> {
+        if params.len() != self.params.len() || grads.len() != self.params.len() {
+            let got = if params.len() != self.params.len() { params.len() } else { grads.len() };
+            return Err(InterpError::Count { what: "tensors", expected: self.params.len(), got });
+        }
+        for (i, bp) in self.params.iter().enumerate() {
+            for (what, len) in [("parameter", params[i].len()), ("gradient", grads[i].len())] {
+                if len != bp.numel {
+                    return Err(InterpError::Length { what, param: bp.name.clone(), shape: bp.shape.clone(), expected: bp.numel, got: len });
+                }
+            }
+        }
+        self.step += 1;
+        self.run_prepare()?;
+        for i in 0..self.params.len() {
+            self.run_param(i, false, &mut params[i], &grads[i])?;
+        }
+        Ok(())
+    }
+
+    fn run_prepare(&mut self) -> Result<(), InterpError> {
+        let m = &self.plan.module;
+        let mut env: HashMap<Value, f64> = HashMap::new();
+        let mut stores = Vec::new();
+        for v in &self.plan.prepare {
+            let inst = m.prepare.inst(*v);
+            if let Some(g) = inst.guard {
+                if env.get(&g).copied().unwrap_or(0.0) == 0.0 {
+                    env.insert(*v, f64::NAN);
+                    continue;
+                }
+            }
+            if let Op::Store(Target::Global(gi)) = inst.op {
+                stores.push((gi, env[&inst.args[0]]));
+                continue;
+            }
+            let x = self.host_scalar(&m.prepare, *v, &env, None)?;
+            env.insert(*v, x);
+        }
+        for (gi, x) in stores {
+            self.globals[gi] = x;
+        }
+        self.prepare_outs = m.prepare_outs.iter().map(|(_, v)| env[v]).collect();
+        Ok(())
+    }
+}
+
+/// What a kernel can see besides its own values.
+struct Scope<'a> {
+    host: &'a HashMap<Value, f64>,
+    param: &'a HashMap<Value, f64>,
+    slots: &'a HashMap<Value, Tensor>,
+}
+
+impl Interpreter {
+    /// A scalar computed on the host from constants, hyperparameters, `step`, globals,
+    /// `prepare` outputs, shape scalars and earlier host values.
+    fn host_scalar(&self, func: &Func, v: Value, env: &HashMap<Value, f64>, param: Option<&BoundParam>) -> Result<f64, InterpError> {
+        let inst = func.inst(v);
+        let arg = |i: usize| -> Result<f64, InterpError> {
+            env.get(&inst.args[i]).copied().ok_or_else(|| InterpError::Internal(format!("host scalar {v} reads {} before it is computed", inst.args[i])))
+        };
+        Ok(match &inst.op {
+            Op::Const(c) => *c,
+            Op::Bool(b) => f64::from(u8::from(*b)),
+            Op::Hyper(i) => self.hypers[*i],
+            Op::Step => self.step as f64,
+            Op::Global(i) => self.globals[*i],
+            Op::PrepareOut(i) => self.prepare_outs.get(*i).copied().unwrap_or(f64::NAN),
+            Op::Shape(s) => {
+                let p = param.ok_or_else(|| InterpError::Internal(format!("{v} needs a parameter")))?;
+                (match s {
+                    ShapeScalar::Numel => p.numel,
+                    ShapeScalar::Rows => p.rows,
+                    ShapeScalar::Cols => p.cols,
+                }) as f64
+            }
+            Op::Unary(u) => eval_unary(*u, arg(0)?),
+            Op::Binary(b) => eval_binary(*b, arg(0)?, arg(1)?),
+            Op::Select => {
+                if arg(0)? != 0.0 {
+                    arg(1)?
+                } else {
+                    arg(2)?
+                }
+            }
+            op => return Err(InterpError::Internal(format!("{v} ({op:?}) is not a host scalar"))),
+        })
+    }
+
+    /// Runs the init plan (`init`) or the step plan of parameter `i`.
+    fn run_param(&mut self, i: usize, init: bool, p: &mut Vec<f64>, g: &[f64]) -> Result<(), InterpError> {
+        let vi = self.params[i].variant;
+        let variant = &self.plan.module.variants[vi];
+        let (func, fplan) = if init { (&variant.init, &self.plan.variants[vi].init) } else { (&variant.update, &self.plan.variants[vi].update) };
+        let bp = self.params[i].clone();
+        let mut host = HashMap::new();
+        for v in &fplan.host {
+            let x = self.guarded_host(func, *v, &host, Some(&bp))?;
+            host.insert(*v, x);
+        }
+        let mut param = host.clone();
+        for v in &fplan.param {
+            let x = self.guarded_host(func, *v, &param, Some(&bp))?;
+            param.insert(*v, x);
+        }
+        let mut buffers = Buffers { p, g, states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
+        let mut slots: HashMap<Value, Tensor> = HashMap::new();
+        for item in &fplan.items {
+            run_item(&self.plan.module, func, fplan, item, &bp, &mut buffers, &host, &param, &mut slots)?;
+        }
+        self.params[i].states = buffers.states;
+        Ok(())
+    }
+
+    fn guarded_host(&self, func: &Func, v: Value, env: &HashMap<Value, f64>, p: Option<&BoundParam>) -> Result<f64, InterpError> {
+        if let Some(gv) = func.inst(v).guard {
+            if env.get(&gv).copied().unwrap_or(0.0) == 0.0 {
+                return Ok(f64::NAN);
+            }
+        }
+        self.host_scalar(func, v, env, p)
+    }
+}
+
+struct Buffers<'a> {
+    p: &'a mut Vec<f64>,
+    g: &'a [f64],
+    states: Vec<Option<Tensor>>,
+    temps: Vec<Option<Tensor>>,
+}
+
+/// The dimension names of a shape (`p` for the parameter's own flattened shape).
+fn names_of(shape: &Shape) -> Vec<String> {
+    match shape {
+        Shape::Scalar => vec![],
+        Shape::Like => vec!["p".into()],
+        Shape::Dims(d) => d.clone(),
+    }
+}
+
+fn size_of(name: &str, bp: &BoundParam) -> usize {
+    match name {
+        "rows" => bp.rows,
+        "cols" => bp.cols,
+        _ => bp.numel,
+    }
+}
+
+fn tensor_for(shape: &Shape, bp: &BoundParam, data: Vec<f64>) -> Tensor {
+    let names = names_of(shape);
+    let sizes = names.iter().map(|n| size_of(n, bp)).collect();
+    Tensor { names, sizes, data }
+}
+
+fn read_buffer(m: &Module, b: Buffer, shape: &Shape, bp: &BoundParam, bufs: &Buffers) -> Result<Tensor, InterpError> {
+    Ok(match b {
+        Buffer::Param => tensor_for(shape, bp, bufs.p.clone()),
+        Buffer::Grad => tensor_for(shape, bp, bufs.g.to_vec()),
+        Buffer::State(s) => bufs.states[s].clone().ok_or_else(|| InterpError::Internal(format!("state `{}` read before it was initialised", m.states[s].name)))?,
+        Buffer::Temp(t) => bufs.temps[t].clone().ok_or_else(|| InterpError::Internal(format!("temporary t{t} read before it was written")))?,
+    })
+}
+
+/// Broadcasts `x` to the shape `names`/`sizes` (an exact copy when they match).
+fn expand(x: &Tensor, names: &[String], sizes: &[usize]) -> Vec<f64> {
+    let total: usize = sizes.iter().product();
+    if x.names == names {
+        return x.data.clone();
+    }
+    if x.names.is_empty() {
+        return vec![x.data[0]; total];
+    }
+    // Each of x's dimensions sits at some position of the result.
+    let pos: Vec<usize> = x.names.iter().map(|n| names.iter().position(|r| r == n).unwrap_or(0)).collect();
+    let mut out = Vec::with_capacity(total);
+    let mut idx = vec![0usize; sizes.len()];
+    for _ in 0..total {
+        let mut off = 0;
+        for (k, &p) in pos.iter().enumerate() {
+            off = off * x.sizes[k] + idx[p];
+        }
+        out.push(x.data[off]);
+        for d in (0..sizes.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < sizes[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_item(
+    m: &Module,
+    func: &Func,
+    _fplan: &FuncPlan,
+    item: &Item,
+    bp: &BoundParam,
+    bufs: &mut Buffers,
+    host: &HashMap<Value, f64>,
+    param: &HashMap<Value, f64>,
+    slots: &mut HashMap<Value, Tensor>,
+) -> Result<(), InterpError> {
+    let (guard, scalars, inputs) = match item {
+        Item::Kernel(k) => (k.guard, &k.scalars, &k.inputs),
+        Item::Lib(l) => (l.guard, &l.scalars, &l.inputs),
+    };
+    let mut env: HashMap<Value, Option<Tensor>> = HashMap::new();
+    for (v, b) in inputs {
+        let t = read_buffer(m, *b, &func.ty(*v).shape, bp, bufs)?;
+        env.insert(*v, Some(t));
+    }
+    let scope = Scope { host, param: &param.clone(), slots };
+    for v in scalars {
+        let x = eval(m, func, *v, bp, bufs, &env, &scope)?;
+        env.insert(*v, x);
+    }
+    if let Some(gv) = guard {
+        let g = lookup(func, gv, &env, &scope)?;
+        if g.is_none_or(|t| t.as_scalar() == 0.0) {
+            return Ok(());
+        }
+    }
+    match item {
+        Item::Lib(l) => {
+            let x = eval(m, func, l.inst, bp, bufs, &env, &scope)?;
+            let Buffer::Temp(t) = l.output else { return Err(InterpError::Internal("a library call writes a non-temporary".into())) };
+            bufs.temps[t] = x;
+        }
+        Item::Kernel(k) => {
+            for v in &k.body {
+                if matches!(func.inst(*v).op, Op::Store(_)) {
+                    continue;
+                }
+                let x = eval(m, func, *v, bp, bufs, &env, &scope)?;
+                env.insert(*v, x);
+            }
+            let mut new_slots = Vec::new();
+            for r in &k.reductions {
+                if let Some(Some(t)) = env.get(r) {
+                    new_slots.push((*r, t.clone()));
+                }
+            }
+            for (v, b) in &k.outputs {
+                let Some(Some(x)) = env.get(v).cloned().or_else(|| Some(lookup(func, *v, &env, &scope).ok().flatten())) else {
+                    return Err(InterpError::Internal(format!("kernel k{} writes {v}, which was not computed", k.id)));
+                };
+                let shape = match b {
+                    Buffer::Param | Buffer::Grad => Shape::Like,
+                    Buffer::State(s) => crate::ir::verify::state_shape(m, *s, &param_shape(m, bp)),
+                    Buffer::Temp(t) => _fplan.temps[*t].clone(),
+                };
+                let shape = if matches!(b, Buffer::Param) { param_shape(m, bp) } else { shape };
+                let target = tensor_for(&shape, bp, vec![]);
+                let data = expand(&x, &target.names, &target.sizes);
+                let t = Tensor { data, ..target };
+                match b {
+                    Buffer::Param => *bufs.p = t.data,
+                    Buffer::Grad => return Err(InterpError::Internal("a kernel writes the gradient".into())),
+                    Buffer::State(s) => bufs.states[*s] = Some(t),
+                    Buffer::Temp(i) => bufs.temps[*i] = Some(t),
+                }
+            }
+            drop(scope);
+            for (r, t) in new_slots {
+                slots.insert(r, t);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn param_shape(m: &Module, bp: &BoundParam) -> Shape {
+    match m.variants[bp.variant].pattern {
+        Pattern::Matrix => Shape::dims(&["rows", "cols"]),
+        Pattern::Any => Shape::Like,
+    }
+}
+
+/// A value visible to the current kernel: its own, a host or per-parameter scalar, or a
+/// reduction slot. `Ok(None)`: computed under a guard that did not hold.
+fn lookup(func: &Func, v: Value, env: &HashMap<Value, Option<Tensor>>, scope: &Scope) -> Result<Option<Tensor>, InterpError> {
+    if let Some(x) = env.get(&v) {
+        return Ok(x.clone());
+    }
+    if let Some(x) = scope.param.get(&v).or_else(|| scope.host.get(&v)) {
+        return Ok(Some(Tensor::scalar(*x)));
+    }
+    if let Some(t) = scope.slots.get(&v) {
+        return Ok(Some(t.clone()));
+    }
+    if matches!(func.inst(v).op, Op::Reduce(..)) {
+        // A reduction of an item whose guard did not hold.
+        return Ok(None);
+    }
+    Err(InterpError::Internal(format!("{v} is not available here: the plan did not materialise it")))
+}
+
+fn eval(
+    m: &Module,
+    func: &Func,
+    v: Value,
+    bp: &BoundParam,
+    bufs: &Buffers,
+    env: &HashMap<Value, Option<Tensor>>,
+    scope: &Scope,
+) -> Result<Option<Tensor>, InterpError> {
+    let inst = func.inst(v);
+    if let Some(g) = inst.guard {
+        if lookup(func, g, env, scope)?.is_none_or(|t| t.as_scalar() == 0.0) {
+            return Ok(None);
+        }
+    }
+    let ty = func.ty(v);
+    let out = tensor_for(&ty.shape, bp, vec![]);
+    let args: Vec<Option<Tensor>> = match inst.op {
+        // A select reads only the side its scalar condition picks.
+        Op::Select => {
+            let c = lookup(func, inst.args[0], env, scope)?;
+            match c {
+                Some(c) if c.names.is_empty() => {
+                    let pick = if c.as_scalar() != 0.0 { inst.args[1] } else { inst.args[2] };
+                    let x = lookup(func, pick, env, scope)?;
+                    return Ok(x.map(|x| Tensor { data: expand(&x, &out.names, &out.sizes), ..out }));
+                }
+                c => {
+                    let mut a = vec![c];
+                    for x in &inst.args[1..] {
+                        a.push(lookup(func, *x, env, scope)?);
+                    }
+                    a
+                }
+            }
+        }
+        _ => inst.args.iter().map(|a| lookup(func, *a, env, scope)).collect::<Result<_, _>>()?,
+    };
+    if args.iter().any(Option::is_none) {
+        return Ok(None);
+    }
+    let args: Vec<Tensor> = args.into_iter().map(|a| a.expect("checked")).collect();
+    let total: usize = out.sizes.iter().product();
+    let data = match &inst.op {
+        Op::Load(s) => match &bufs.states[*s] {
+            Some(t) => t.data.clone(),
+            None => return Err(InterpError::Internal(format!("state `{}` is not allocated", m.states[*s].name))),
+        },
+        Op::Unary(u) => args[0].data.iter().map(|x| eval_unary(*u, *x)).collect(),
+        Op::Binary(b) => {
+            let x = expand(&args[0], &out.names, &out.sizes);
+            let y = expand(&args[1], &out.names, &out.sizes);
+            x.iter().zip(&y).map(|(a, c)| eval_binary(*b, *a, *c)).collect()
+        }
+        Op::Select => {
+            let c = expand(&args[0], &out.names, &out.sizes);
+            let a = expand(&args[1], &out.names, &out.sizes);
+            let b = expand(&args[2], &out.names, &out.sizes);
+            (0..total).map(|i| if c[i] != 0.0 { a[i] } else { b[i] }).collect()
+        }
+        Op::Broadcast => expand(&args[0], &out.names, &out.sizes),
+        Op::Eye => {
+            let n = out.sizes.first().copied().unwrap_or(0);
+            (0..total).map(|i| if i / n.max(1) == i % n.max(1) { 1.0 } else { 0.0 }).collect()
+        }
+        Op::Reduce(kind, axis) => {
+            let x = &args[0];
+            let fold = |acc: f64, y: f64| match kind {
+                ReduceKind::Sum => acc + y,
+                ReduceKind::MaxAbs => {
+                    if acc.is_nan() || y.is_nan() {
+                        f64::NAN
+                    } else {
+                        acc.max(y.abs())
+                    }
+                }
+            };
+            match axis {
+                None => vec![x.data.iter().fold(0.0, |a, y| fold(a, *y))],
+                Some(ax) => {
+                    let (r, c) = (x.sizes[0], x.sizes.get(1).copied().unwrap_or(1));
+                    if *ax == 0 {
+                        (0..c).map(|j| (0..r).fold(0.0, |a, i| fold(a, x.data[i * c + j]))).collect()
+                    } else {
+                        (0..r).map(|i| x.data[i * c..(i + 1) * c].iter().fold(0.0, |a, y| fold(a, *y))).collect()
+                    }
+                }
+            }
+        }
+        Op::MatMul => {
+            let (a, b) = (&args[0], &args[1]);
+            let (mm, k) = if a.sizes.len() == 2 { (a.sizes[0], a.sizes[1]) } else { (1, a.sizes[0]) };
+            let nn = if b.sizes.len() == 2 { b.sizes[1] } else { 1 };
+            let mut o = vec![0.0; mm * nn];
+            for i in 0..mm {
+                for kk in 0..k {
+                    let x = a.data[i * k + kk];
+                    for j in 0..nn {
+                        o[i * nn + j] += x * b.data[kk * nn + j];
+                    }
+                }
+            }
+            o
+        }
+        Op::Transpose => {
+            let (r, c) = (args[0].sizes[0], args[0].sizes[1]);
+            (0..r * c).map(|idx| args[0].data[(idx % r) * c + idx / r]).collect()
+        }
+        Op::Param | Op::Grad => return Err(InterpError::Internal(format!("{v} reads a buffer the kernel did not list"))),
+        op => return Err(InterpError::Internal(format!("{v} cannot be evaluated in a kernel ({op:?})"))),
+    };
+    Ok(Some(Tensor { data, ..out }))
+}

@@ -1,0 +1,438 @@
+//! The IR: one SSA dataflow function per entry point (the `prepare` block, and per update
+//! variant its state initialisers and its step), instructions in an arena addressed by
+//! typed handles, each with a type (a scalar or a tensor of a named shape) and an optional
+//! guard (a boolean scalar; the instruction runs only when it holds).
+//!
+//! Control flow is gone by this stage: `if` and `every` became guards plus `select` merges,
+//! `for` loops were unrolled, functions inlined. Every instruction defines one value except
+//! stores, which write a state, the parameter or a global when the function ends.
+
+pub mod print;
+pub mod read;
+pub mod verify;
+
+use gdc_dsl::types::{Shape, Ty};
+use std::fmt;
+use std::marker::PhantomData;
+
+/// A typed index into an arena.
+pub struct Handle<T> {
+    index: u32,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> Handle<T> {
+    pub fn new(index: usize) -> Self {
+        Handle { index: index as u32, _marker: PhantomData }
+    }
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Handle<T> {}
+impl<T> PartialEq for Handle<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.index == o.index
+    }
+}
+impl<T> Eq for Handle<T> {}
+impl<T> PartialOrd for Handle<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<T> Ord for Handle<T> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.index.cmp(&o.index)
+    }
+}
+impl<T> std::hash::Hash for Handle<T> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.index.hash(h)
+    }
+}
+impl<T> fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.index)
+    }
+}
+impl<T> fmt::Display for Handle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.index)
+    }
+}
+
+/// A value: the result of an instruction.
+pub type Value = Handle<Inst>;
+
+/// Unary elementwise math.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unary {
+    Neg,
+    Not,
+    Sqrt,
+    Rsqrt,
+    Exp,
+    Log,
+    Abs,
+    Sign,
+}
+
+/// Binary elementwise operations (broadcasting by named dimensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Pow,
+    Min,
+    Max,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Sum,
+    MaxAbs,
+}
+
+/// A shape-derived scalar of the parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShapeScalar {
+    Numel,
+    Rows,
+    Cols,
+}
+
+/// Where a store writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Param,
+    State(usize),
+    Global(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Const(f64),
+    Bool(bool),
+    Hyper(usize),
+    /// The 1-based step number.
+    Step,
+    Shape(ShapeScalar),
+    Global(usize),
+    /// A value bound by `let` in the `prepare` block.
+    PrepareOut(usize),
+    Param,
+    Grad,
+    Load(usize),
+    Unary(Unary),
+    Binary(Binary),
+    /// `select(c, a, b)`: `a` where `c` holds, else `b` (elementwise when `c` is a tensor).
+    Select,
+    /// Repeats a value to the instruction's (larger) shape.
+    Broadcast,
+    /// The identity of the instruction's (square) shape.
+    Eye,
+    /// A reduction of a tensor to a scalar, or along an axis of a matrix.
+    Reduce(ReduceKind, Option<usize>),
+    MatMul,
+    Transpose,
+    Store(Target),
+}
+
+impl Op {
+    /// True for operations that are cheap per element and fuse into loops.
+    pub fn is_elementwise(&self) -> bool {
+        !matches!(self, Op::Reduce(..) | Op::MatMul | Op::Transpose | Op::Store(_))
+    }
+
+    /// True for operations without side effects (everything but stores).
+    pub fn is_pure(&self) -> bool {
+        !matches!(self, Op::Store(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inst {
+    pub op: Op,
+    pub args: Vec<Value>,
+    /// `None` for stores, which define no value.
+    pub ty: Option<Ty>,
+    pub guard: Option<Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuncKind {
+    /// The `prepare` block: host scalars and globals only.
+    Prepare,
+    /// State initialisers of one update variant, run when a parameter is bound.
+    Init,
+    /// One step of one update variant.
+    Update,
+}
+
+/// One function: instructions in definition order (every argument precedes its user).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Func {
+    pub kind: FuncKind,
+    pub insts: Vec<Inst>,
+}
+
+impl Func {
+    pub fn new(kind: FuncKind) -> Func {
+        Func { kind, insts: Vec::new() }
+    }
+
+    pub fn inst(&self, v: Value) -> &Inst {
+        &self.insts[v.index()]
+    }
+
+    pub fn ty(&self, v: Value) -> &Ty {
+        self.insts[v.index()].ty.as_ref().expect("a value-defining instruction")
+    }
+
+    pub fn push(&mut self, inst: Inst) -> Value {
+        self.insts.push(inst);
+        Value::new(self.insts.len() - 1)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = Value> {
+        (0..self.insts.len()).map(Value::new)
+    }
+
+    /// How many instructions use each value (as an argument or a guard).
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut uses = vec![0; self.insts.len()];
+        for inst in &self.insts {
+            for a in inst.args.iter().chain(&inst.guard) {
+                uses[a.index()] += 1;
+            }
+        }
+        uses
+    }
+
+    /// Keeps the instructions for which `keep` holds, renumbering every reference.
+    /// Kept instructions must not refer to dropped ones.
+    pub fn retain(&mut self, keep: &[bool]) {
+        let mut map = vec![usize::MAX; self.insts.len()];
+        let mut out = Vec::new();
+        for (i, inst) in self.insts.drain(..).enumerate() {
+            if keep[i] {
+                map[i] = out.len();
+                out.push(inst);
+            }
+        }
+        for inst in &mut out {
+            for a in inst.args.iter_mut().chain(inst.guard.iter_mut()) {
+                *a = Value::new(map[a.index()]);
+            }
+        }
+        self.insts = out;
+    }
+
+    /// Replaces every use of each value `v` by `to[v]`.
+    pub fn substitute(&mut self, to: &[Value]) {
+        for inst in &mut self.insts {
+            for a in inst.args.iter_mut().chain(inst.guard.iter_mut()) {
+                *a = to[a.index()];
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HyperTy {
+    F32,
+    Int,
+    Bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HyperInfo {
+    pub name: String,
+    pub ty: HyperTy,
+    /// Booleans are 0 or 1.
+    pub default: f64,
+    pub range: Option<(f64, f64)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateInfo {
+    pub name: String,
+    /// `Like` for state shaped like the parameter.
+    pub shape: Shape,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalInfo {
+    pub name: String,
+    pub init: f64,
+}
+
+/// Which parameters an update variant takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// `update(p, g)`: any shape.
+    Any,
+    /// `update(p: [rows, cols], g)`: parameters of rank 2 or more.
+    Matrix,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    pub pattern: Pattern,
+    pub init: Func,
+    pub update: Func,
+}
+
+/// A whole optimizer in IR form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Module {
+    pub name: String,
+    pub hypers: Vec<HyperInfo>,
+    pub states: Vec<StateInfo>,
+    pub globals: Vec<GlobalInfo>,
+    pub prepare: Func,
+    /// The `prepare` block's `let` bindings, visible to updates as `PrepareOut(i)`.
+    pub prepare_outs: Vec<(String, Value)>,
+    pub variants: Vec<Variant>,
+}
+
+impl Module {
+    /// The functions of the module with a label each, in printing order.
+    pub fn funcs(&self) -> Vec<(String, &Func)> {
+        let mut out = vec![("prepare".to_string(), &self.prepare)];
+        for v in &self.variants {
+            let p = pattern_text(v.pattern);
+            out.push((format!("init{p}"), &v.init));
+            out.push((format!("update{p}"), &v.update));
+        }
+        out
+    }
+
+    pub fn funcs_mut(&mut self) -> Vec<&mut Func> {
+        let mut out = vec![&mut self.prepare];
+        for v in &mut self.variants {
+            out.push(&mut v.init);
+            out.push(&mut v.update);
+        }
+        out
+    }
+}
+
+/// `(p)` or `(p: [rows, cols])`.
+pub fn pattern_text(p: Pattern) -> &'static str {
+    match p {
+        Pattern::Any => "(p)",
+        Pattern::Matrix => "(p: [rows, cols])",
+    }
+}
+
+/// The result type of an operation from its arguments' types, by the language's shape
+/// rules; `None` when they do not fit (the verifier reports it).
+pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
+    use gdc_dsl::types::{self as t, Elem};
+    let num = |s: Shape| Some(Ty::num(s));
+    match op {
+        Op::Const(_) | Op::Hyper(_) | Op::Step | Op::Shape(_) | Op::Global(_) => Some(Ty::NUM),
+        Op::Bool(_) => Some(Ty::BOOL),
+        Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => declared.cloned(),
+        Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
+        Op::Unary(_) => num(args.first()?.shape.clone()),
+        Op::Binary(b) => {
+            let shape = t::broadcast(&args.first()?.shape, &args.get(1)?.shape).ok()?;
+            let elem = match b {
+                Binary::Eq | Binary::Ne | Binary::Lt | Binary::Le | Binary::Gt | Binary::Ge => Elem::Bool,
+                Binary::And | Binary::Or => Elem::Bool,
+                _ => Elem::Num,
+            };
+            Some(Ty { elem, shape })
+        }
+        Op::Select => {
+            let s = t::broadcast(&args.first()?.shape, &args.get(1)?.shape).ok()?;
+            let s = t::broadcast(&s, &args.get(2)?.shape).ok()?;
+            Some(Ty { elem: args.get(1)?.elem, shape: s })
+        }
+        Op::Reduce(_, None) => Some(Ty::NUM),
+        Op::Reduce(_, Some(axis)) => num(t::reduce_axis(&args.first()?.shape, *axis).ok()?),
+        Op::MatMul => num(t::matmul(&args.first()?.shape, &args.get(1)?.shape).ok()?),
+        Op::Transpose => num(t::transpose(&args.first()?.shape).ok()?),
+        Op::Store(_) => None,
+    }
+}
+
+/// The value of a unary operation on one element, in float64 (booleans are 0 or 1). The
+/// interpreter and constant folding share it, so folding never changes a result.
+pub fn eval_unary(u: Unary, x: f64) -> f64 {
+    match u {
+        Unary::Neg => -x,
+        Unary::Not => f64::from(u8::from(x == 0.0)),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Rsqrt => 1.0 / x.sqrt(),
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Abs => x.abs(),
+        Unary::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }
+    }
+}
+
+/// The value of a binary operation on one pair of elements, in float64. `min` and `max`
+/// propagate NaN (as PyTorch's `minimum`/`maximum` do); `%` is the remainder of truncating
+/// division.
+pub fn eval_binary(b: Binary, x: f64, y: f64) -> f64 {
+    let bool = |c: bool| f64::from(u8::from(c));
+    match b {
+        Binary::Add => x + y,
+        Binary::Sub => x - y,
+        Binary::Mul => x * y,
+        Binary::Div => x / y,
+        Binary::Rem => x % y,
+        Binary::Pow => x.powf(y),
+        Binary::Min => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.min(y)
+            }
+        }
+        Binary::Max => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.max(y)
+            }
+        }
+        Binary::Eq => bool(x == y),
+        Binary::Ne => bool(x != y),
+        Binary::Lt => bool(x < y),
+        Binary::Le => bool(x <= y),
+        Binary::Gt => bool(x > y),
+        Binary::Ge => bool(x >= y),
+        Binary::And => bool(x != 0.0 && y != 0.0),
+        Binary::Or => bool(x != 0.0 || y != 0.0),
+    }
+}

@@ -1,0 +1,138 @@
+//! The IR verifier, run after lowering and after every pass in debug builds and tests.
+//! A failure is a compiler bug; the error carries the function's text with the offending
+//! instruction marked.
+//!
+//! Invariants:
+//! 1. Every argument and guard refers to an earlier instruction (definition before use).
+//! 2. No instruction uses a store (stores define no value) as an argument or guard.
+//! 3. Each operation has its number of arguments, and its recorded type is the one the
+//!    shape rules give for its arguments' types (`result_type`).
+//! 4. A guard is a scalar bool.
+//! 5. Hyper, state, global and prepare-out indices are in range; a load of state has the
+//!    state's shape (`like(p)` state takes the variant's parameter shape).
+//! 6. Each target is stored at most once per function, with a value of its shape (or one
+//!    that broadcasts to it).
+//! 7. The prepare function reads no parameter, gradient, state or shape scalar and stores
+//!    only globals; init and update functions store no globals; init functions read no
+//!    gradient and no state.
+
+use super::print::{inst_text, module_text};
+use super::*;
+use gdc_dsl::types::{Elem, Shape};
+use std::collections::HashSet;
+
+fn arity(op: &Op) -> usize {
+    match op {
+        Op::Unary(_) | Op::Broadcast | Op::Reduce(..) | Op::Transpose | Op::Store(_) => 1,
+        Op::Binary(_) | Op::MatMul => 2,
+        Op::Select => 3,
+        _ => 0,
+    }
+}
+
+/// Checks every function of the module; the error holds the module text and the reason.
+pub fn verify(m: &Module) -> Result<(), String> {
+    for (label, func) in m.funcs() {
+        let pattern = m.variants.iter().find(|v| std::ptr::eq(&v.update, func) || std::ptr::eq(&v.init, func)).map(|v| v.pattern);
+        if let Err((v, why)) = verify_func(m, func, pattern) {
+            return Err(format!(
+                "IR verifier: in `{label}`, {}: {why}\n--- module ---\n{}",
+                inst_text(m, func, v),
+                module_text(m)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), (Value, String)> {
+    let param_shape = match pattern {
+        Some(Pattern::Matrix) => Shape::dims(&["rows", "cols"]),
+        _ => Shape::Like,
+    };
+    let mut stored = HashSet::new();
+    for v in func.values() {
+        let inst = func.inst(v);
+        let fail = |why: String| Err((v, why));
+        for a in inst.args.iter().chain(&inst.guard) {
+            if a.index() >= v.index() {
+                return fail(format!("{a} is used before it is defined"));
+            }
+            if func.inst(*a).ty.is_none() {
+                return fail(format!("{a} is a store and defines no value"));
+            }
+        }
+        if inst.args.len() != arity(&inst.op) {
+            return fail(format!("expected {} arguments, found {}", arity(&inst.op), inst.args.len()));
+        }
+        if let Some(g) = inst.guard {
+            if *func.ty(g) != Ty::BOOL {
+                return fail(format!("the guard {g} is not a scalar bool"));
+            }
+        }
+        let arg_tys: Vec<&Ty> = inst.args.iter().map(|a| func.ty(*a)).collect();
+        let in_range = match &inst.op {
+            Op::Hyper(i) => *i < m.hypers.len(),
+            Op::Global(i) | Op::Store(Target::Global(i)) => *i < m.globals.len(),
+            Op::PrepareOut(i) => *i < m.prepare_outs.len(),
+            Op::Load(i) | Op::Store(Target::State(i)) => *i < m.states.len(),
+            _ => true,
+        };
+        if !in_range {
+            return fail("an index out of range".into());
+        }
+        let allowed = match (func.kind, &inst.op) {
+            (FuncKind::Prepare, Op::Param | Op::Grad | Op::Load(_) | Op::Shape(_) | Op::PrepareOut(_)) => false,
+            (FuncKind::Prepare, Op::Store(t)) => matches!(t, Target::Global(_)),
+            (_, Op::Store(Target::Global(_))) => false,
+            (FuncKind::Init, Op::Grad | Op::Load(_) | Op::PrepareOut(_)) => false,
+            _ => true,
+        };
+        if !allowed {
+            return fail(format!("not allowed in a {:?} function", func.kind));
+        }
+        if let Op::Store(target) = &inst.op {
+            if !stored.insert(*target) {
+                return fail("a second store to the same target".into());
+            }
+            let want = match target {
+                Target::Param => param_shape.clone(),
+                Target::State(i) => state_shape(m, *i, &param_shape),
+                Target::Global(_) => Shape::Scalar,
+            };
+            let got = &arg_tys[0].shape;
+            if gdc_dsl::types::broadcast(&want, got).ok().as_ref() != Some(&want) || arg_tys[0].elem != Elem::Num {
+                return fail(format!("stores {} into a target of shape {want}", super::print::type_text(arg_tys[0])));
+            }
+            if inst.ty.is_some() {
+                return fail("a store has a type".into());
+            }
+            continue;
+        }
+        let Some(ty) = &inst.ty else { return fail("a value without a type".into()) };
+        let expected = match &inst.op {
+            Op::Param | Op::Grad => Some(Ty::num(param_shape.clone())),
+            Op::Load(i) => Some(Ty::num(state_shape(m, *i, &param_shape))),
+            Op::Broadcast => {
+                let fits = gdc_dsl::types::broadcast(&ty.shape, &arg_tys[0].shape).ok().as_ref() == Some(&ty.shape);
+                if fits { Some(ty.clone()) } else { None }
+            }
+            Op::Eye => matches!(ty.shape.rank2(), Some((a, b)) if a == b).then(|| ty.clone()),
+            Op::PrepareOut(i) => Some(m.prepare.ty(m.prepare_outs[*i].1).clone()),
+            op => result_type(op, &arg_tys, Some(ty)),
+        };
+        if expected.as_ref() != Some(ty) {
+            let want = expected.map_or("no valid type".to_string(), |t| super::print::type_text(&t));
+            return fail(format!("recorded type {}, but the arguments give {want}", super::print::type_text(ty)));
+        }
+    }
+    Ok(())
+}
+
+/// The shape of a state in a variant whose parameter has `param_shape`.
+pub fn state_shape(m: &Module, i: usize, param_shape: &Shape) -> Shape {
+    match &m.states[i].shape {
+        Shape::Like => param_shape.clone(),
+        s => s.clone(),
+    }
+}

@@ -1,0 +1,597 @@
+//! Lowering: a checked AST becomes an IR module. Functions are inlined, `for` loops
+//! unrolled, `if` and `every` become guards plus `select` merges of every variable they
+//! assign, state and the parameter are loaded at the start and stored at the end.
+//!
+//! Guards: an expensive operation (reduction, matrix product, transpose) inside a guarded
+//! region carries the region's guard. An elementwise operation carries the deepest guard of
+//! its arguments instead, so cheap work in a branch runs speculatively and fuses with the
+//! code around it; a merge `select` only reads the side its condition picks.
+//!
+//! Hyperparameters are always read with `hyper` instructions: they are never folded into the
+//! code, so they change at run time without recompiling.
+
+use crate::ir::*;
+use gdc_dsl::ast::{self, AssignOp, BinOp, Block, Expr, ExprKind, FnDef, Stmt, UnOp};
+use gdc_dsl::types::{Shape, Ty};
+use std::collections::HashMap;
+
+/// Lowers the (single) optimizer of a checked file.
+pub fn lower(file: &ast::File) -> Module {
+    let opt = &file.optimizers[0];
+    let hypers = opt
+        .hypers
+        .iter()
+        .map(|h| {
+            let lit = |e: &Expr| match &e.kind {
+                ExprKind::Number(v) => *v,
+                ExprKind::Bool(b) => f64::from(u8::from(*b)),
+                ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
+                    ExprKind::Number(v) => -v,
+                    _ => 0.0,
+                },
+                _ => 0.0,
+            };
+            let ty = match (h.ty.map(|t| t.0), &h.default.kind) {
+                (Some(ast::ScalarTy::Int), _) => HyperTy::Int,
+                (Some(ast::ScalarTy::Bool), _) | (None, ExprKind::Bool(_)) => HyperTy::Bool,
+                _ => HyperTy::F32,
+            };
+            HyperInfo { name: h.name.name.clone(), ty, default: lit(&h.default), range: h.range.as_ref().map(|(a, b)| (lit(a), lit(b))) }
+        })
+        .collect();
+    let states = opt
+        .states
+        .iter()
+        .map(|s| StateInfo {
+            name: s.name.name.clone(),
+            shape: match &s.shape {
+                None => Shape::Like,
+                Some(se) => Shape::from_names(se.dims.iter().map(|d| d.name.clone()).collect()),
+            },
+        })
+        .collect();
+    let globals = opt
+        .globals
+        .iter()
+        .map(|g| GlobalInfo {
+            name: g.name.name.clone(),
+            init: match &g.init.kind {
+                ExprKind::Number(v) => *v,
+                ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
+                    ExprKind::Number(v) => -v,
+                    _ => 0.0,
+                },
+                _ => 0.0,
+            },
+        })
+        .collect();
+    let mut module = Module {
+        name: opt.name.name.clone(),
+        hypers,
+        states,
+        globals,
+        prepare: Func::new(FuncKind::Prepare),
+        prepare_outs: Vec::new(),
+        variants: Vec::new(),
+    };
+
+    let (prepare, outs) = {
+        let mut l = Lowerer::new(file, &module, FuncKind::Prepare);
+        for (i, g) in opt.globals.iter().enumerate() {
+            let v = l.emit(Op::Global(i), vec![], None);
+            l.bind(&g.name.name, v);
+        }
+        let mut names = Vec::new();
+        for block in opt.prepares.iter().take(1) {
+            for stmt in &block.stmts {
+                l.stmt(stmt);
+                match stmt {
+                    Stmt::Let { names: ns, .. } => names.extend(ns.iter().map(|n| n.name.clone())),
+                    Stmt::Var { name, .. } => names.push(name.name.clone()),
+                    _ => {}
+                }
+            }
+        }
+        for (i, g) in opt.globals.iter().enumerate() {
+            let v = l.lookup(&g.name.name);
+            if l.func.inst(v).op != Op::Global(i) {
+                l.emit(Op::Store(Target::Global(i)), vec![v], None);
+            }
+        }
+        let outs: Vec<(String, Value)> = names.into_iter().map(|n| (n.clone(), l.lookup(&n))).collect();
+        (l.func, outs)
+    };
+    module.prepare = prepare;
+    module.prepare_outs = outs;
+
+    for u in &opt.updates {
+        let matrix = matches!(&u.param.ty, Some(ast::TypeExpr::Shape(_)));
+        let (pattern, pshape) =
+            if matrix { (Pattern::Matrix, Shape::dims(&["rows", "cols"])) } else { (Pattern::Any, Shape::Like) };
+        let mut l = Lowerer::new(file, &module, FuncKind::Update);
+        let p0 = l.emit(Op::Param, vec![], Some(Ty::num(pshape.clone())));
+        let g0 = l.emit(Op::Grad, vec![], Some(Ty::num(pshape.clone())));
+        l.bind(&u.param.name.name, p0);
+        l.bind(&u.grad.name.name, g0);
+        let mut loads = Vec::new();
+        for (i, s) in module.states.iter().enumerate() {
+            let v = l.emit(Op::Load(i), vec![], Some(Ty::num(state_shape(&s.shape, &pshape))));
+            l.bind(&s.name, v);
+            loads.push(v);
+        }
+        for (i, (name, _)) in module.prepare_outs.iter().enumerate() {
+            let ty = module.prepare.ty(module.prepare_outs[i].1).clone();
+            let v = l.emit(Op::PrepareOut(i), vec![], Some(ty));
+            l.bind(name, v);
+        }
+        l.push_scope();
+        for stmt in &u.body.stmts {
+            l.stmt(stmt);
+        }
+        l.pop_scope();
+        let p_final = l.lookup(&u.param.name.name);
+        if p_final != p0 {
+            let v = l.fit(p_final, &pshape);
+            l.emit(Op::Store(Target::Param), vec![v], None);
+        }
+        let mut used = Vec::new();
+        for (i, s) in module.states.iter().enumerate() {
+            let v = l.lookup(&s.name);
+            if v != loads[i] {
+                let v = l.fit(v, &state_shape(&s.shape, &pshape));
+                l.emit(Op::Store(Target::State(i)), vec![v], None);
+            }
+        }
+        let uses = l.func.use_counts();
+        for (i, load) in loads.iter().enumerate() {
+            let stored = l.func.insts.iter().any(|inst| inst.op == Op::Store(Target::State(i)));
+            if uses[load.index()] > 0 || stored {
+                used.push(i);
+            }
+        }
+        let update = l.func;
+
+        // Initialisers of the state this variant uses; state without one starts at zero.
+        let mut l = Lowerer::new(file, &module, FuncKind::Init);
+        let p0 = l.emit(Op::Param, vec![], Some(Ty::num(pshape.clone())));
+        l.bind("p", p0);
+        for i in used {
+            let shape = state_shape(&module.states[i].shape, &pshape);
+            l.init_shape = shape.clone();
+            let v = match &opt.states[i].init {
+                Some(e) => l.expr(e),
+                None => l.constant(0.0),
+            };
+            let v = l.fit(v, &shape);
+            l.emit(Op::Store(Target::State(i)), vec![v], None);
+        }
+        let init = l.func;
+        module.variants.push(Variant { pattern, init, update });
+    }
+    module
+}
+
+fn state_shape(declared: &Shape, param: &Shape) -> Shape {
+    if *declared == Shape::Like {
+        param.clone()
+    } else {
+        declared.clone()
+    }
+}
+
+struct Lowerer<'a> {
+    file: &'a ast::File,
+    module: &'a Module,
+    func: Func,
+    /// Name bindings, innermost scope last.
+    scopes: Vec<HashMap<String, Value>>,
+    /// The guard of the current region and its nesting depth.
+    guard: Option<Value>,
+    depth: usize,
+    guard_depth: HashMap<Value, usize>,
+    /// The shape `zeros` and `eye` take in a state initialiser.
+    init_shape: Shape,
+}
+
+impl<'a> Lowerer<'a> {
+    fn new(file: &'a ast::File, module: &'a Module, kind: FuncKind) -> Self {
+        Lowerer {
+            file,
+            module,
+            func: Func::new(kind),
+            scopes: vec![HashMap::new()],
+            guard: None,
+            depth: 0,
+            guard_depth: HashMap::new(),
+            init_shape: Shape::Scalar,
+        }
+    }
+
+    fn push_scope(&mut self) {
+        self.scopes.push(HashMap::new());
+    }
+
+    fn pop_scope(&mut self) {
+        self.scopes.pop();
+    }
+
+    fn bind(&mut self, name: &str, v: Value) {
+        self.scopes.last_mut().expect("scope").insert(name.to_string(), v);
+    }
+
+    /// Rebinds an existing name in the scope that holds it.
+    fn assign(&mut self, name: &str, v: Value) {
+        for scope in self.scopes.iter_mut().rev() {
+            if let Some(slot) = scope.get_mut(name) {
+                *slot = v;
+                return;
+            }
+        }
+        self.bind(name, v);
+    }
+
+    fn lookup(&mut self, name: &str) -> Value {
+        if let Some(v) = self.scopes.iter().rev().find_map(|s| s.get(name)) {
+            return *v;
+        }
+        if let Some(i) = self.module.hypers.iter().position(|h| h.name == name) {
+            return self.emit(Op::Hyper(i), vec![], None);
+        }
+        if let Some(i) = self.module.globals.iter().position(|g| g.name == name) {
+            return self.emit(Op::Global(i), vec![], None);
+        }
+        match name {
+            "step" => self.emit(Op::Step, vec![], None),
+            "numel" => self.emit(Op::Shape(ShapeScalar::Numel), vec![], None),
+            "rows" | "fan_out" => self.emit(Op::Shape(ShapeScalar::Rows), vec![], None),
+            "cols" | "fan_in" => self.emit(Op::Shape(ShapeScalar::Cols), vec![], None),
+            "zeros" => {
+                let z = self.constant(0.0);
+                let shape = self.init_shape.clone();
+                self.fit(z, &shape)
+            }
+            "eye" => {
+                let shape = self.init_shape.clone();
+                self.emit(Op::Eye, vec![], Some(Ty::num(shape)))
+            }
+            // The checker rejects unknown names; a zero keeps lowering total.
+            _ => self.constant(0.0),
+        }
+    }
+
+    fn constant(&mut self, c: f64) -> Value {
+        self.emit(Op::Const(c), vec![], None)
+    }
+
+    /// The guard an instruction gets: see the module documentation.
+    fn guard_for(&self, op: &Op, args: &[Value]) -> Option<Value> {
+        if !op.is_elementwise() {
+            return self.guard;
+        }
+        let mut best: Option<(usize, Value)> = None;
+        for a in args {
+            let Some(g) = self.func.inst(*a).guard else { continue };
+            let d = self.guard_depth.get(&g).copied().unwrap_or(0);
+            let (d, g) = if d > self.depth { (self.depth, self.guard.expect("a guarded region")) } else { (d, g) };
+            if best.is_none_or(|(bd, _)| d > bd) {
+                best = Some((d, g));
+            }
+        }
+        best.map(|(_, g)| g)
+    }
+
+    fn emit(&mut self, op: Op, args: Vec<Value>, declared: Option<Ty>) -> Value {
+        let tys: Vec<&Ty> = args.iter().map(|a| self.func.ty(*a)).collect();
+        let ty = match &op {
+            Op::Store(_) => None,
+            Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast | Op::PrepareOut(_) => declared,
+            _ => Some(result_type(&op, &tys, declared.as_ref()).unwrap_or(Ty::NUM)),
+        };
+        let guard = self.guard_for(&op, &args);
+        self.func.push(Inst { op, args, ty, guard })
+    }
+
+    fn bin(&mut self, b: Binary, x: Value, y: Value) -> Value {
+        self.emit(Op::Binary(b), vec![x, y], None)
+    }
+
+    fn un(&mut self, u: Unary, x: Value) -> Value {
+        self.emit(Op::Unary(u), vec![x], None)
+    }
+
+    /// Broadcasts `v` up to `shape` when it is smaller.
+    fn fit(&mut self, v: Value, shape: &Shape) -> Value {
+        if self.func.ty(v).shape == *shape {
+            v
+        } else {
+            self.emit(Op::Broadcast, vec![v], Some(Ty::num(shape.clone())))
+        }
+    }
+
+    fn and_guard(&mut self, c: Value) -> Value {
+        match self.guard {
+            Some(g) => self.bin(Binary::And, g, c),
+            None => c,
+        }
+    }
+
+    /// Runs `body` in a region guarded by `cond` (and the enclosing guard); every variable it
+    /// reassigns is then merged as `select(cond, new, old)`.
+    fn guarded(&mut self, cond: Value, body: impl FnOnce(&mut Self)) -> Vec<HashMap<String, Value>> {
+        let g = self.and_guard(cond);
+        let saved = (self.guard, self.depth);
+        self.depth += 1;
+        self.guard = Some(g);
+        self.guard_depth.insert(g, self.depth);
+        body(self);
+        self.guard = saved.0;
+        self.depth = saved.1;
+        self.scopes.clone()
+    }
+
+    fn merge(&mut self, cond: Value, then: &[HashMap<String, Value>], otherwise: &[HashMap<String, Value>]) {
+        for (i, scope) in otherwise.iter().enumerate() {
+            for (name, &b) in scope {
+                let a = then[i][name];
+                let v = if a == b { a } else { self.emit(Op::Select, vec![cond, a, b], None) };
+                self.scopes[i].insert(name.clone(), v);
+            }
+        }
+    }
+
+    fn block(&mut self, b: &Block) {
+        self.push_scope();
+        for s in &b.stmts {
+            self.stmt(s);
+        }
+        self.pop_scope();
+    }
+
+    fn stmt(&mut self, s: &Stmt) {
+        match s {
+            Stmt::Let { names, value, .. } => match (&value.kind, names.len()) {
+                (ExprKind::Tuple(items), n) if n > 1 => {
+                    let vs: Vec<Value> = items.iter().map(|e| self.expr(e)).collect();
+                    for (n, v) in names.iter().zip(vs) {
+                        self.bind(&n.name, v);
+                    }
+                }
+                _ => {
+                    let v = self.expr(value);
+                    self.bind(&names[0].name, v);
+                }
+            },
+            Stmt::Var { name, value, .. } => {
+                let v = self.expr(value);
+                self.bind(&name.name, v);
+            }
+            Stmt::Assign { target, op, value, .. } => {
+                let rhs = self.expr(value);
+                let old = self.lookup(&target.name);
+                let v = match op {
+                    AssignOp::Set => rhs,
+                    AssignOp::Add => self.bin(Binary::Add, old, rhs),
+                    AssignOp::Sub => self.bin(Binary::Sub, old, rhs),
+                    AssignOp::Mul => self.bin(Binary::Mul, old, rhs),
+                    AssignOp::Div => self.bin(Binary::Div, old, rhs),
+                };
+                let shape = self.func.ty(old).shape.clone();
+                let v = self.fit(v, &shape);
+                self.assign(&target.name, v);
+            }
+            Stmt::If { cond, then, otherwise, .. } => {
+                let c = self.expr(cond);
+                let before = self.scopes.clone();
+                let after_then = self.guarded(c, |l| l.block(then));
+                self.scopes = before;
+                let not_c = self.un(Unary::Not, c);
+                let after_else = match otherwise {
+                    Some(b) => self.guarded(not_c, |l| l.block(b)),
+                    None => self.scopes.clone(),
+                };
+                self.merge(c, &after_then, &after_else);
+            }
+            Stmt::Every { period, body, .. } => {
+                // Steps 1, K+1, 2K+1, ...: (step - 1) % K == 0.
+                let k = self.expr(period);
+                let step = self.emit(Op::Step, vec![], None);
+                let one = self.constant(1.0);
+                let s1 = self.bin(Binary::Sub, step, one);
+                let r = self.bin(Binary::Rem, s1, k);
+                let zero = self.constant(0.0);
+                let c = self.bin(Binary::Eq, r, zero);
+                self.conditional(c, body);
+            }
+            Stmt::For { var, start, end, body, .. } => {
+                let lit = |e: &Expr| match e.kind {
+                    ExprKind::Number(v) => Some(v as i64),
+                    _ => None,
+                };
+                let lo = lit(start).unwrap_or(0);
+                match lit(end) {
+                    Some(hi) => {
+                        for i in lo..hi {
+                            self.push_scope();
+                            let iv = self.constant(i as f64);
+                            self.bind(&var.name, iv);
+                            self.block(body);
+                            self.pop_scope();
+                        }
+                    }
+                    None => {
+                        // A ranged int hyperparameter: unroll to the range's end, each
+                        // iteration guarded by `i < n`.
+                        let ExprKind::Name(n) = &end.kind else { return };
+                        let max = self.module.hypers.iter().find(|h| &h.name == n).and_then(|h| h.range).map_or(0, |r| r.1 as i64);
+                        let bound = self.lookup(n);
+                        for i in lo..max {
+                            let iv = self.constant(i as f64);
+                            let c = self.bin(Binary::Lt, iv, bound);
+                            self.push_scope();
+                            self.bind(&var.name, iv);
+                            let saved = self.scopes.clone();
+                            let after = self.guarded(c, |l| l.block(body));
+                            self.scopes = saved;
+                            let before = self.scopes.clone();
+                            self.merge(c, &after, &before);
+                            self.pop_scope();
+                        }
+                    }
+                }
+            }
+            Stmt::Return { value, .. } => {
+                let v = self.expr(value);
+                self.bind("return", v);
+            }
+        }
+    }
+
+    fn conditional(&mut self, c: Value, body: &Block) {
+        let before = self.scopes.clone();
+        let after = self.guarded(c, |l| l.block(body));
+        self.scopes = before.clone();
+        self.merge(c, &after, &before);
+    }
+
+    fn expr(&mut self, e: &Expr) -> Value {
+        match &e.kind {
+            ExprKind::Number(v) => self.constant(*v),
+            ExprKind::Bool(b) => self.emit(Op::Bool(*b), vec![], None),
+            ExprKind::Name(n) => self.lookup(n),
+            ExprKind::Unary(op, x) => {
+                let x = self.expr(x);
+                self.un(if *op == UnOp::Neg { Unary::Neg } else { Unary::Not }, x)
+            }
+            ExprKind::Binary(op, a, b) => {
+                let a = self.expr(a);
+                let b = self.expr(b);
+                if *op == BinOp::MatMul {
+                    return self.emit(Op::MatMul, vec![a, b], None);
+                }
+                let op = match op {
+                    BinOp::Add => Binary::Add,
+                    BinOp::Sub => Binary::Sub,
+                    BinOp::Mul => Binary::Mul,
+                    BinOp::Div => Binary::Div,
+                    BinOp::Rem => Binary::Rem,
+                    BinOp::Pow => Binary::Pow,
+                    BinOp::Eq => Binary::Eq,
+                    BinOp::Ne => Binary::Ne,
+                    BinOp::Lt => Binary::Lt,
+                    BinOp::Le => Binary::Le,
+                    BinOp::Gt => Binary::Gt,
+                    BinOp::Ge => Binary::Ge,
+                    BinOp::And => Binary::And,
+                    BinOp::Or => Binary::Or,
+                    BinOp::MatMul => Binary::Mul,
+                };
+                self.bin(op, a, b)
+            }
+            ExprKind::Transpose(x) => {
+                let x = self.expr(x);
+                self.emit(Op::Transpose, vec![x], None)
+            }
+            ExprKind::Tuple(items) => match items.first() {
+                Some(x) => self.expr(x),
+                None => self.constant(0.0),
+            },
+            ExprKind::Call(name, args) => self.call(&name.name, args),
+        }
+    }
+
+    /// The number of elements of a value's shape, as a scalar.
+    fn count(&mut self, shape: &Shape) -> Value {
+        match shape {
+            Shape::Scalar => self.constant(1.0),
+            Shape::Like => self.emit(Op::Shape(ShapeScalar::Numel), vec![], None),
+            Shape::Dims(dims) => {
+                let mut acc: Option<Value> = None;
+                for d in dims.clone() {
+                    let v = match d.as_str() {
+                        "rows" => self.emit(Op::Shape(ShapeScalar::Rows), vec![], None),
+                        _ => self.emit(Op::Shape(ShapeScalar::Cols), vec![], None),
+                    };
+                    acc = Some(match acc {
+                        Some(a) => self.bin(Binary::Mul, a, v),
+                        None => v,
+                    });
+                }
+                acc.unwrap_or_else(|| self.constant(1.0))
+            }
+        }
+    }
+
+    fn call(&mut self, name: &str, args: &[ast::Arg]) -> Value {
+        let axis = args.iter().find(|a| a.name.is_some()).and_then(|a| match a.value.kind {
+            ExprKind::Number(v) => Some(v as usize),
+            _ => None,
+        });
+        let pos: Vec<&Expr> = args.iter().filter(|a| a.name.is_none()).map(|a| &a.value).collect();
+        if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
+            let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
+            return self.inline(f, vals);
+        }
+        let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
+        let x = vals.first().copied().unwrap_or_else(|| self.constant(0.0));
+        match name {
+            "sqrt" => self.un(Unary::Sqrt, x),
+            "rsqrt" => self.un(Unary::Rsqrt, x),
+            "exp" => self.un(Unary::Exp, x),
+            "log" => self.un(Unary::Log, x),
+            "abs" => self.un(Unary::Abs, x),
+            "sign" => self.un(Unary::Sign, x),
+            "min" => self.bin(Binary::Min, x, vals[1]),
+            "max" => self.bin(Binary::Max, x, vals[1]),
+            "clamp" => {
+                let lo = self.bin(Binary::Max, x, vals[1]);
+                self.bin(Binary::Min, lo, vals[2])
+            }
+            "lerp" => {
+                // a + t * (b - a)
+                let d = self.bin(Binary::Sub, vals[1], x);
+                let t = self.bin(Binary::Mul, vals[2], d);
+                self.bin(Binary::Add, x, t)
+            }
+            "where" => self.emit(Op::Select, vec![x, vals[1], vals[2]], None),
+            "sum" => self.emit(Op::Reduce(ReduceKind::Sum, axis), vec![x], None),
+            "max_abs" => self.emit(Op::Reduce(ReduceKind::MaxAbs, axis), vec![x], None),
+            "mean" => {
+                let shape = self.func.ty(x).shape.clone();
+                let s = self.emit(Op::Reduce(ReduceKind::Sum, axis), vec![x], None);
+                let n = match (axis, &shape) {
+                    (Some(ax), Shape::Dims(d)) if d.len() == 2 => self.count(&Shape::Dims(vec![d[ax].clone()])),
+                    _ => self.count(&shape),
+                };
+                self.bin(Binary::Div, s, n)
+            }
+            "norm" => {
+                let sq = self.bin(Binary::Mul, x, x);
+                let s = self.emit(Op::Reduce(ReduceKind::Sum, axis), vec![sq], None);
+                self.un(Unary::Sqrt, s)
+            }
+            "dot" => {
+                let prod = self.bin(Binary::Mul, x, vals[1]);
+                self.emit(Op::Reduce(ReduceKind::Sum, None), vec![prod], None)
+            }
+            "eye" => {
+                let ty = self.func.ty(x).clone();
+                self.emit(Op::Eye, vec![], Some(ty))
+            }
+            _ => self.constant(0.0),
+        }
+    }
+
+    /// Inlines a user function: its body runs in a scope that sees only its parameters.
+    fn inline(&mut self, f: &FnDef, args: Vec<Value>) -> Value {
+        let saved = std::mem::replace(&mut self.scopes, vec![HashMap::new()]);
+        for (p, v) in f.params.iter().zip(args) {
+            self.bind(&p.name.name, v);
+        }
+        for s in &f.body.stmts {
+            self.stmt(s);
+        }
+        let ret = self.scopes[0].get("return").copied();
+        self.scopes = saved;
+        ret.unwrap_or_else(|| self.constant(0.0))
+    }
+}

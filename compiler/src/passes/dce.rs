@@ -1,0 +1,60 @@
+//! Dead-code elimination: an instruction lives if it is a store, a `prepare` output, or an
+//! argument or guard of a living instruction; the rest are removed. Across functions: an
+//! initialiser of state that the variant's update neither reads nor writes is removed too,
+//! so that state is never allocated.
+
+use crate::ir::*;
+
+pub fn run(m: &mut Module) {
+    let outs: Vec<Value> = m.prepare_outs.iter().map(|o| o.1).collect();
+    let map = dce(&mut m.prepare, &outs);
+    for o in &mut m.prepare_outs {
+        o.1 = map[o.1.index()].expect("prepare outputs are live");
+    }
+    for variant in &mut m.variants {
+        dce(&mut variant.update, &[]);
+        let used: Vec<usize> = variant
+            .update
+            .insts
+            .iter()
+            .filter_map(|i| match i.op {
+                Op::Load(s) | Op::Store(Target::State(s)) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let keep: Vec<bool> =
+            variant.init.insts.iter().map(|i| !matches!(i.op, Op::Store(Target::State(s)) if !used.contains(&s))).collect();
+        variant.init.retain(&keep);
+        dce(&mut variant.init, &[]);
+    }
+}
+
+/// Removes dead instructions; returns where each old value went (`None`: removed).
+pub fn dce(func: &mut Func, roots: &[Value]) -> Vec<Option<Value>> {
+    let n = func.insts.len();
+    let mut live = vec![false; n];
+    for r in roots {
+        live[r.index()] = true;
+    }
+    for i in (0..n).rev() {
+        if !func.insts[i].op.is_pure() {
+            live[i] = true;
+        }
+        if live[i] {
+            let inst = &func.insts[i];
+            for a in inst.args.iter().chain(&inst.guard) {
+                live[a.index()] = true;
+            }
+        }
+    }
+    let mut map = Vec::with_capacity(n);
+    let mut next = 0;
+    for &l in &live {
+        map.push(l.then(|| {
+            next += 1;
+            Value::new(next - 1)
+        }));
+    }
+    func.retain(&live);
+    map
+}

@@ -1,0 +1,240 @@
+//! Fusion: cuts a function's tensor work into items. Instructions are visited in order; an
+//! elementwise instruction, a reduction or a store joins the latest kernel that has its
+//! iteration domain and its guard and comes no earlier than its arguments' items — unless
+//! it needs a reduction finished in that very kernel, which only a later item can read.
+//! Otherwise it opens a new kernel. Matrix instructions become library calls.
+//!
+//! Loads of the parameter, the gradient and state are not instructions of any one kernel:
+//! each kernel that uses one reads the buffer itself. A value used outside the item that
+//! computes it is materialised: full reductions into slots, everything else into a
+//! temporary buffer.
+
+use super::{Buffer, Item, Kernel, LibCall, Phase};
+use crate::ir::{Func, Op, Target, Value};
+use gdc_dsl::types::Shape;
+use std::collections::{BTreeSet, HashMap};
+
+fn leaf_buffer(op: &Op) -> Option<Buffer> {
+    match op {
+        Op::Param => Some(Buffer::Param),
+        Op::Grad => Some(Buffer::Grad),
+        Op::Load(s) => Some(Buffer::State(*s)),
+        _ => None,
+    }
+}
+
+fn is_reduce(op: &Op) -> bool {
+    matches!(op, Op::Reduce(..))
+}
+
+/// The item each kernel instruction is placed in, then the items with their buffers.
+pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), String> {
+    let n = func.insts.len();
+    // Reductions each value depends on, transitively.
+    let mut red_deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for v in func.values() {
+        let inst = func.inst(v);
+        let mut deps = BTreeSet::new();
+        for a in inst.args.iter().chain(&inst.guard) {
+            deps.extend(red_deps[a.index()].iter().copied());
+            if is_reduce(&func.inst(*a).op) {
+                deps.insert(a.index());
+            }
+        }
+        red_deps[v.index()] = deps;
+    }
+
+    let mut item_of: Vec<Option<usize>> = vec![None; n];
+    // Per item: Some((domain, guard)) for kernels, None for library calls.
+    let mut items: Vec<Option<(Shape, Option<Value>)>> = Vec::new();
+    let mut members: Vec<Vec<Value>> = Vec::new();
+    for v in func.values() {
+        let inst = func.inst(v);
+        if phases[v.index()] != Phase::Kernel || leaf_buffer(&inst.op).is_some() {
+            continue;
+        }
+        // Items this instruction must follow (strictly) or may share.
+        let mut after = 0usize; // the item index must be >= after
+        let mut strictly_after: Option<usize> = None;
+        let domain = match &inst.op {
+            Op::Store(Target::Param) | Op::Store(Target::State(_)) => func.ty(inst.args[0]).shape.clone(),
+            Op::Reduce(..) => func.ty(inst.args[0]).shape.clone(),
+            _ => func.ty(v).shape.clone(),
+        };
+        let domain = match &inst.op {
+            Op::Store(_) => store_domain(func, v).unwrap_or(domain),
+            _ => domain,
+        };
+        for r in &red_deps[v.index()] {
+            if let Some(it) = item_of[*r] {
+                strictly_after = Some(strictly_after.map_or(it, |s: usize| s.max(it)));
+            }
+        }
+        for a in inst.args.iter().chain(&inst.guard) {
+            if let Some(it) = item_of[a.index()] {
+                match &items[it] {
+                    Some((d, g)) if *d == domain && *g == inst.guard && !is_reduce(&func.inst(*a).op) => after = after.max(it),
+                    _ => strictly_after = Some(strictly_after.map_or(it, |s: usize| s.max(it))),
+                }
+            }
+        }
+        let lower = match strictly_after {
+            Some(s) => after.max(s + 1),
+            None => after,
+        };
+        let is_matrix = matches!(inst.op, Op::MatMul | Op::Transpose);
+        let mut chosen = None;
+        if !is_matrix {
+            for it in (lower..items.len()).rev() {
+                if items[it].as_ref() == Some(&(domain.clone(), inst.guard)) {
+                    chosen = Some(it);
+                    break;
+                }
+            }
+        }
+        let it = chosen.unwrap_or_else(|| {
+            items.push(if is_matrix { None } else { Some((domain.clone(), inst.guard)) });
+            members.push(Vec::new());
+            items.len() - 1
+        });
+        item_of[v.index()] = Some(it);
+        members[it].push(v);
+    }
+
+    // Materialise values used outside their item.
+    let mut temps: Vec<Shape> = Vec::new();
+    let mut temp_of: HashMap<Value, usize> = HashMap::new();
+    let mut users: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for (it, ms) in members.iter().enumerate() {
+        for m in ms {
+            let inst = func.inst(*m);
+            for a in inst.args.iter().chain(&inst.guard) {
+                users[a.index()].insert(it);
+            }
+        }
+    }
+    let phases_ref = phases;
+    let mut out = Vec::new();
+    // Stores per buffer, to detect a later read of an overwritten buffer.
+    let mut store_item: HashMap<Buffer, usize> = HashMap::new();
+    for (it, ms) in members.iter().enumerate() {
+        for m in ms {
+            if let Op::Store(t) = func.inst(*m).op {
+                let b = match t {
+                    Target::Param => Buffer::Param,
+                    Target::State(s) => Buffer::State(s),
+                    Target::Global(_) => continue,
+                };
+                store_item.insert(b, it);
+            }
+        }
+    }
+    for (it, ms) in members.iter().enumerate() {
+        let mut inputs: Vec<(Value, Buffer)> = Vec::new();
+        let mut scalars: BTreeSet<Value> = BTreeSet::new();
+        let add_input = |inputs: &mut Vec<(Value, Buffer)>, temps: &mut Vec<Shape>, temp_of: &mut HashMap<Value, usize>, a: Value| -> Result<(), String> {
+            let ai = func.inst(a);
+            let buffer = if let Some(b) = leaf_buffer(&ai.op) {
+                if ai.ty.as_ref().is_some_and(|t| t.is_scalar()) {
+                    return Ok(());
+                }
+                if store_item.get(&b).is_some_and(|s| *s < it) {
+                    return Err(format!("item {it} reads {a} from a buffer an earlier item overwrote"));
+                }
+                b
+            } else if item_of[a.index()].is_some_and(|i| i != it) && !(is_reduce(&ai.op) && ai.ty.as_ref().is_some_and(|t| t.is_scalar())) {
+                let t = *temp_of.entry(a).or_insert_with(|| {
+                    temps.push(func.ty(a).shape.clone());
+                    temps.len() - 1
+                });
+                Buffer::Temp(t)
+            } else {
+                return Ok(());
+            };
+            if !inputs.iter().any(|(v, _)| *v == a) {
+                inputs.push((a, buffer));
+            }
+            Ok(())
+        };
+        for m in ms {
+            let inst = func.inst(*m);
+            for a in inst.args.iter().chain(&inst.guard) {
+                add_input(&mut inputs, &mut temps, &mut temp_of, *a)?;
+                collect_scalars(func, phases_ref, *a, &mut scalars);
+            }
+        }
+        let guard = ms.first().and_then(|m| func.inst(*m).guard);
+        if let Some(g) = guard {
+            collect_scalars(func, phases_ref, g, &mut scalars);
+        }
+        // Device scalars may read state buffers (scalar state) directly: no input needed.
+        let scalars: Vec<Value> = scalars.into_iter().collect();
+        match &items[it] {
+            None => {
+                let inst = ms[0];
+                let t = *temp_of.entry(inst).or_insert_with(|| {
+                    temps.push(func.ty(inst).shape.clone());
+                    temps.len() - 1
+                });
+                out.push(Item::Lib(LibCall { id: it, guard, scalars, inst, inputs, output: Buffer::Temp(t) }));
+            }
+            Some((domain, _)) => {
+                let mut outputs = Vec::new();
+                let mut reductions = Vec::new();
+                for m in ms {
+                    let inst = func.inst(*m);
+                    match inst.op {
+                        Op::Store(Target::Param) => outputs.push((inst.args[0], Buffer::Param)),
+                        Op::Store(Target::State(s)) => outputs.push((inst.args[0], Buffer::State(s))),
+                        _ => {}
+                    }
+                    let used_elsewhere = users[m.index()].iter().any(|u| *u != it);
+                    let scalar_red = is_reduce(&inst.op) && inst.ty.as_ref().is_some_and(|t| t.is_scalar());
+                    // A full reduction feeds device scalars, which any later item may read.
+                    if scalar_red {
+                        reductions.push(*m);
+                    } else if used_elsewhere {
+                        let t = *temp_of.entry(*m).or_insert_with(|| {
+                            temps.push(func.ty(*m).shape.clone());
+                            temps.len() - 1
+                        });
+                        outputs.push((*m, Buffer::Temp(t)));
+                    }
+                }
+                out.push(Item::Kernel(Kernel {
+                    id: it,
+                    guard,
+                    domain: domain.clone(),
+                    inputs,
+                    scalars,
+                    body: ms.clone(),
+                    outputs,
+                    reductions,
+                }));
+            }
+        }
+    }
+    Ok((out, temps))
+}
+
+/// A store's iteration domain is its target's shape (a smaller value is broadcast).
+fn store_domain(func: &Func, v: Value) -> Option<Shape> {
+    let inst = func.inst(v);
+    let value = func.inst(inst.args[0]);
+    if let Op::Broadcast = value.op {
+        return value.ty.as_ref().map(|t| t.shape.clone());
+    }
+    value.ty.as_ref().map(|t| t.shape.clone())
+}
+
+/// Adds `v` and the device scalars it depends on (in definition order) to `out`.
+fn collect_scalars(func: &Func, phases: &[Phase], v: Value, out: &mut BTreeSet<Value>) {
+    if phases[v.index()] != Phase::Device || out.contains(&v) {
+        return;
+    }
+    out.insert(v);
+    let inst = func.inst(v);
+    for a in inst.args.iter().chain(&inst.guard) {
+        collect_scalars(func, phases, *a, out);
+    }
+}

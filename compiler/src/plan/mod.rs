@@ -1,0 +1,120 @@
+//! The kernel plan: what every backend consumes. For each update variant (and its state
+//! initialisers) it says which scalars the host computes once per step (`host`), which once
+//! per parameter (`param`: they depend on the shape), and the ordered items of the step:
+//! fused elementwise kernels (with their reductions) and library calls (matrix products,
+//! transposes), each possibly guarded by a boolean scalar (`every`, `if`).
+//!
+//! Data moves between items only through buffers (the parameter, the gradient, state,
+//! temporaries) and reduction slots; a kernel reads each of its input buffers once and
+//! writes each output buffer once. Scalars that depend on a reduction ("device scalars")
+//! are recomputed by each kernel that needs them, from the slots.
+
+pub mod fuse;
+pub mod hoist;
+pub mod print;
+
+use crate::ir::{Func, Module, Pattern, Value};
+use gdc_dsl::types::Shape;
+
+/// Where a scalar is computed (tensors are always computed by kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Once per step on the host: constants, hyperparameters, `step`, globals.
+    Host,
+    /// Once per parameter per step on the host: depends on the parameter's shape.
+    Param,
+    /// Inside kernels: depends on a reduction or on scalar state.
+    Device,
+    /// A tensor, a reduction or a store: part of a kernel or a library call.
+    Kernel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buffer {
+    Param,
+    Grad,
+    State(usize),
+    Temp(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub id: usize,
+    pub guard: Option<Value>,
+    /// The iteration space: every body value has this shape or a smaller one.
+    pub domain: Shape,
+    /// Values read from buffers when the kernel starts.
+    pub inputs: Vec<(Value, Buffer)>,
+    /// Device scalars the kernel computes first, in order.
+    pub scalars: Vec<Value>,
+    /// Elementwise instructions, reductions and stores, in order.
+    pub body: Vec<Value>,
+    /// Values written to buffers when the kernel ends (stores and temporaries).
+    pub outputs: Vec<(Value, Buffer)>,
+    /// Full reductions whose results go to slots for later items.
+    pub reductions: Vec<Value>,
+}
+
+/// A library call: one matrix instruction over materialised operands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LibCall {
+    pub id: usize,
+    pub guard: Option<Value>,
+    pub scalars: Vec<Value>,
+    pub inst: Value,
+    pub inputs: Vec<(Value, Buffer)>,
+    pub output: Buffer,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Kernel(Kernel),
+    Lib(LibCall),
+}
+
+/// The plan of one function (an update step or the state initialisers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FuncPlan {
+    pub host: Vec<Value>,
+    pub param: Vec<Value>,
+    pub items: Vec<Item>,
+    /// The shape of each temporary buffer.
+    pub temps: Vec<Shape>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariantPlan {
+    pub pattern: Pattern,
+    pub init: FuncPlan,
+    pub update: FuncPlan,
+}
+
+/// The plan of a whole optimizer; it owns the optimised IR its items refer to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub module: Module,
+    /// The `prepare` function's instructions, all on the host, in order.
+    pub prepare: Vec<Value>,
+    pub variants: Vec<VariantPlan>,
+}
+
+/// Schedules an optimised module into a plan.
+pub fn build(module: Module) -> Result<Plan, String> {
+    let prepare = module.prepare.values().collect();
+    let mut variants = Vec::new();
+    for v in &module.variants {
+        variants.push(VariantPlan {
+            pattern: v.pattern,
+            init: plan_func(&v.init).map_err(|e| format!("init of {:?}: {e}", v.pattern))?,
+            update: plan_func(&v.update).map_err(|e| format!("update of {:?}: {e}", v.pattern))?,
+        });
+    }
+    Ok(Plan { module, prepare, variants })
+}
+
+fn plan_func(func: &Func) -> Result<FuncPlan, String> {
+    let phases = hoist::phases(func);
+    let (host, param) = hoist::host_blocks(func, &phases);
+    let (items, temps) = fuse::fuse(func, &phases)?;
+    Ok(FuncPlan { host, param, items, temps })
+}
