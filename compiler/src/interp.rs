@@ -298,12 +298,14 @@ fn tensor_for(shape: &Shape, bp: &BoundParam, data: Vec<f64>) -> Tensor {
     Tensor { names, sizes, data }
 }
 
-fn read_buffer(m: &Module, b: Buffer, shape: &Shape, bp: &BoundParam, bufs: &Buffers) -> Result<Tensor, InterpError> {
+/// Reads a buffer. A temporary that was never written this step (its producer's guard did
+/// not hold) reads as absent, which only a `select` that does not pick it may consume.
+fn read_buffer(m: &Module, b: Buffer, shape: &Shape, bp: &BoundParam, bufs: &Buffers) -> Result<Option<Tensor>, InterpError> {
     Ok(match b {
-        Buffer::Param => tensor_for(shape, bp, bufs.p.clone()),
-        Buffer::Grad => tensor_for(shape, bp, bufs.g.to_vec()),
-        Buffer::State(s) => bufs.states[s].clone().ok_or_else(|| InterpError::Internal(format!("state `{}` read before it was initialised", m.states[s].name)))?,
-        Buffer::Temp(t) => bufs.temps[t].clone().ok_or_else(|| InterpError::Internal(format!("temporary t{t} read before it was written")))?,
+        Buffer::Param => Some(tensor_for(shape, bp, bufs.p.clone())),
+        Buffer::Grad => Some(tensor_for(shape, bp, bufs.g.to_vec())),
+        Buffer::State(s) => Some(bufs.states[s].clone().ok_or_else(|| InterpError::Internal(format!("state `{}` read before it was initialised", m.states[s].name)))?),
+        Buffer::Temp(t) => bufs.temps[t].clone(),
     })
 }
 
@@ -354,11 +356,9 @@ fn run_item(
         Item::Lib(l) => (l.guard, &l.scalars, &l.inputs),
     };
     let mut env: HashMap<Value, Option<Tensor>> = HashMap::new();
-    for (v, b) in inputs {
-        let t = read_buffer(m, *b, &func.ty(*v).shape, bp, bufs)?;
-        env.insert(*v, Some(t));
-    }
-    let scope = Scope { host, param: &param.clone(), slots };
+    let scope = Scope { host, param, slots };
+    // Device scalars read only slots, host values and scalar state: they and the guard
+    // come first, and a skipped item reads no buffer.
     for v in scalars {
         let x = eval(m, func, *v, bp, bufs, &env, &scope)?;
         env.insert(*v, x);
@@ -368,6 +368,10 @@ fn run_item(
         if g.is_none_or(|t| t.as_scalar() == 0.0) {
             return Ok(());
         }
+    }
+    for (v, b) in inputs {
+        let t = read_buffer(m, *b, &func.ty(*v).shape, bp, bufs)?;
+        env.insert(*v, t);
     }
     match item {
         Item::Lib(l) => {

@@ -272,7 +272,16 @@ impl<'a> Lowerer<'a> {
         for a in args {
             let Some(g) = self.func.inst(*a).guard else { continue };
             let d = self.guard_depth.get(&g).copied().unwrap_or(0);
-            let (d, g) = if d > self.depth { (self.depth, self.guard.expect("a guarded region")) } else { (d, g) };
+            // A guard deeper than the current region belongs to a branch that has closed:
+            // at its merge, the current region's guard is the one that holds.
+            let (d, g) = if d > self.depth {
+                match self.guard {
+                    Some(cur) => (self.depth, cur),
+                    None => continue,
+                }
+            } else {
+                (d, g)
+            };
             if best.is_none_or(|(bd, _)| d > bd) {
                 best = Some((d, g));
             }

@@ -1,0 +1,43 @@
+// Muon: momentum, then the update orthogonalised by a Newton–Schulz iteration, so every
+// direction of a weight matrix moves by the same amount.
+// Reference: Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
+// Matches: torch.optim.Muon (golden cases muon-default, muon-f32): Nesterov momentum,
+// quintic Newton–Schulz on the wide orientation of the matrix, lr scaled by
+// sqrt(max(1, rows / cols)), decoupled weight decay. Matrices only: route vectors elsewhere.
+
+// One quintic Newton–Schulz step, x <- a x + (b A + c A^2) x with A = x x^T.
+fn newton_schulz_step(x: [r, c]) -> [r, c] {
+  let (a, b, c) = (3.4445, -4.775, 2.0315)
+  let gram = x @ x.T
+  return a * x + (b * gram + c * (gram @ gram)) @ x
+}
+
+optimizer muon {
+  hyper lr = 1e-3
+  hyper weight_decay = 0.1
+  hyper momentum = 0.95
+  hyper nesterov = true
+  hyper ns_steps: int = 5 in 0..=10
+  hyper eps = 1e-7
+
+  state buf = zeros
+
+  update(p: [rows, cols], g) {
+    buf = lerp(buf, g, 1 - momentum)
+    let u = where(nesterov, lerp(g, buf, momentum), buf)
+    var x = u / max(norm(u), eps)
+    if rows > cols {
+      // Iterate on the transpose: its Gram matrix is the smaller one.
+      var y = x.T
+      for i in 0..ns_steps {
+        y = newton_schulz_step(y)
+      }
+      x = y.T
+    } else {
+      for i in 0..ns_steps {
+        x = newton_schulz_step(x)
+      }
+    }
+    p = p * (1 - lr * weight_decay) - lr * sqrt(max(1, rows / cols)) * x
+  }
+}
