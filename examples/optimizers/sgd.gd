@@ -1,0 +1,25 @@
+// SGD: stochastic gradient descent with optional (heavy-ball or Nesterov) momentum and L2
+// weight decay added to the gradient.
+// Paper: Sutskever et al., "On the importance of initialization and momentum in deep
+// learning" (ICML 2013) for the momentum form used here.
+// Matches: torch.optim.SGD (golden cases sgd-plain, sgd-nesterov, sgd-dampened): the momentum
+// buffer starts as a copy of the first gradient (no dampening on that step); momentum = 0 is
+// plain SGD.
+optimizer sgd {
+  hyper lr = 1e-3
+  hyper momentum = 0.0
+  hyper dampening = 0.0
+  hyper weight_decay = 0.0
+  hyper nesterov = false
+
+  state buf = zeros   // momentum buffer
+
+  update(p, g) {
+    var d = g + weight_decay * p
+    if momentum != 0 {
+      buf = where(step == 1, d, momentum * buf + (1 - dampening) * d)
+      d = where(nesterov, d + momentum * buf, buf)
+    }
+    p = p - lr * d
+  }
+}
