@@ -1,0 +1,129 @@
+//! The `gdc` command as a user meets it: help on every command, exit codes, and bad input
+//! (malformed, mismatched or missing files) answered with a message and exit code 2, never a
+//! panic.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn gdc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gdc")).args(args).current_dir(root()).output().expect("gdc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("gdc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.display().to_string()
+}
+
+const ADAMW: &str = "examples/optimizers/adamw.gd";
+const CASE: &str = "tests/golden/adamw-default.json";
+
+#[test]
+fn every_command_has_help() {
+    for args in [vec!["--help"], vec!["check", "--help"], vec!["emit", "--help"], vec!["replay", "--help"]] {
+        let (code, out, _) = gdc(&args);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("Usage: gdc"), "{args:?}: {out}");
+    }
+    let (_, out, _) = gdc(&["replay", "--help"]);
+    assert!(out.contains("Exit 0 when every step is within tolerance, 1 when one is not, 2 on bad input"), "{out}");
+}
+
+#[test]
+fn check_exits_0_when_clean_and_1_with_every_error() {
+    assert_eq!(gdc(&["check", ADAMW]).0, 0);
+    let bad = scratch(
+        "bad.gd",
+        "optimizer bad {\n  hyper lr = 0.1\n  state m = zeros\n  update(p, g) {\n    lr = 2\n    p = p - lr * mm\n    m = m @ g\n  }\n}\n",
+    );
+    let (code, _, err) = gdc(&["check", &bad]);
+    assert_eq!(code, 1, "{err}");
+    for code in ["error[E0006]", "error[E0002]", "error[E0009]"] {
+        assert!(err.contains(code), "missing {code} in:\n{err}");
+    }
+    assert!(err.contains("bad.gd:5:5"), "file:line:col of the first error: {err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(gdc(&["check", "no/such/file.gd"]).0, 2);
+}
+
+#[test]
+fn emit_prints_every_stage() {
+    for (stage, needle) in [("ast", "Optimizer"), ("ir", "func update(p)"), ("ir-opt", "func update(p)"), ("plan", "kernel k0 over like(p)")] {
+        let (code, out, err) = gdc(&["emit", ADAMW, "--stage", stage]);
+        assert_eq!(code, 0, "{stage}: {err}");
+        assert!(out.contains(needle), "{stage}: {out}");
+    }
+    let (_, plan, _) = gdc(&["emit", ADAMW, "--stage", "plan"]);
+    assert_eq!(plan.matches("kernel k").count(), 2, "one kernel for init, one for the step:\n{plan}");
+}
+
+#[test]
+fn replay_passes_and_writes_the_trajectory() {
+    let out_path = scratch("traj.json", "");
+    let (code, out, err) = gdc(&["replay", ADAMW, CASE, "--backend", "interp", "--out", &out_path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("step  10: worst"), "{out}");
+    let traj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).expect("written")).expect("json");
+    assert_eq!(traj["steps"].as_array().map(|s| s.len()), Some(10));
+    assert_eq!(traj["steps"][0]["params"]["w"].as_array().map(|w| w.len()), Some(35));
+}
+
+/// A copy of the AdamW case with `edit` applied.
+fn edited_case(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut case: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join(CASE)).expect("case")).expect("json");
+    edit(&mut case);
+    scratch(name, &case.to_string())
+}
+
+#[test]
+fn replay_exits_1_when_a_step_is_outside_tolerance() {
+    let case = edited_case("off.json", |c| {
+        let x = c["steps"][4]["expected"]["w"][0].as_f64().expect("number");
+        c["steps"][4]["expected"]["w"][0] = serde_json::json!(x + 0.01);
+    });
+    let (code, out, _) = gdc(&["replay", ADAMW, &case]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("step   5: worst") && out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn replay_exits_2_on_bad_input() {
+    let cases = [
+        ("malformed.json", scratch("malformed.json", "{ \"format\": \"gdc-golden-1\", ")),
+        ("not-json.json", scratch("not-json.json", "\u{0}\u{1}binary")),
+        ("wrong-format.json", edited_case("wrong-format.json", |c| c["format"] = serde_json::json!("other-9"))),
+        ("wrong-shape.json", edited_case("wrong-shape.json", |c| c["params"][0]["shape"] = serde_json::json!([6, 5]))),
+        ("short-grad.json", edited_case("short-grad.json", |c| {
+            c["steps"][2]["grads"]["w"].as_array_mut().expect("array").pop();
+        })),
+        ("unknown-param.json", edited_case("unknown-param.json", |c| c["steps"][0]["grads"]["zz"] = serde_json::json!([1.0]))),
+        ("unknown-hyper.json", edited_case("unknown-hyper.json", |c| c["hyper"]["momentum"] = serde_json::json!(0.9))),
+        ("missing-steps.json", edited_case("missing-steps.json", |c| {
+            c.as_object_mut().expect("object").remove("steps");
+        })),
+        ("nan-tolerance.json", edited_case("nan-tolerance.json", |c| c["tolerance"]["rel"] = serde_json::json!(-1.0))),
+        ("missing.json", "no/such/case.json".to_string()),
+    ];
+    for (what, path) in cases {
+        let (code, out, err) = gdc(&["replay", ADAMW, &path]);
+        assert_eq!(code, 2, "{what}: {out}{err}");
+        assert!(err.starts_with("error:") && !err.contains("panicked"), "{what}: {err}");
+    }
+    // A .gd file with errors is bad input for replay too.
+    let bad = scratch("broken.gd", "optimizer x { update(p, g) { p = q } }");
+    assert_eq!(gdc(&["replay", &bad, CASE]).0, 2);
+    // A matrix-only optimizer given a vector parameter.
+    let (code, _, err) = gdc(&["replay", "examples/optimizers/muon.gd", "tests/golden/adamw-default.json"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -1,0 +1,148 @@
+//! Each pass on hand-written IR: read the text, run one pass, compare the printed result.
+
+use gdc_compiler::ir::{print::module_text, read::read_module, verify::verify};
+use gdc_compiler::passes::{const_fold, cse, dce, simplify};
+
+/// Runs `pass` on the module in `input` and returns the printed update function.
+fn after(pass: fn(&mut gdc_compiler::ir::Module), input: &str) -> String {
+    let mut m = read_module(input).unwrap_or_else(|e| panic!("bad test IR: {e}"));
+    verify(&m).unwrap_or_else(|e| panic!("test IR does not verify: {e}"));
+    pass(&mut m);
+    verify(&m).unwrap_or_else(|e| panic!("the pass broke the IR: {e}"));
+    let text = module_text(&m);
+    let start = text.find("func update(p) {").expect("an update function");
+    text[start..].trim_end().to_string()
+}
+
+const HEADER: &str = "optimizer t\nhyper lr: f32 = 0.1\nstate m: like(p)\n";
+
+#[test]
+fn const_fold_folds_scalar_literals_but_never_hypers() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = const 1.0 : f32
+  v1 = const 0.9 : f32
+  v2 = sub v0, v1 : f32
+  v3 = hyper lr : f32
+  v4 = mul v2, v3 : f32
+  v5 = param : like(p)
+  v6 = mul v5, v4 : like(p)
+  v7 = store param v6
+}}"
+    );
+    let out = after(const_fold::run, &ir);
+    assert!(out.contains("v2 = const 0.09999999999999998 : f32"), "{out}");
+    assert!(out.contains("v4 = mul v2, v3 : f32"), "hypers are never folded: {out}");
+}
+
+#[test]
+fn simplify_removes_identities_and_unchanged_stores() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = param : like(p)
+  v1 = const 1.0 : f32
+  v2 = const 0.0 : f32
+  v3 = mul v0, v1 : like(p)
+  v4 = add v3, v2 : like(p)
+  v5 = load m : like(p)
+  v6 = store state m v5
+  v7 = store param v4
+}}"
+    );
+    let out = after(simplify::run, &ir);
+    assert!(out.contains("store param v0"), "x * 1 + 0 => x: {out}");
+    assert!(!out.contains("store state m"), "store m (load m) is removed: {out}");
+}
+
+#[test]
+fn simplify_keeps_multiplication_by_zero() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = param : like(p)
+  v1 = const 0.0 : f32
+  v2 = mul v0, v1 : like(p)
+  v3 = store param v2
+}}"
+    );
+    let out = after(simplify::run, &ir);
+    assert!(out.contains("v2 = mul v0, v1"), "x * 0 must stay (NaN * 0 is NaN): {out}");
+}
+
+#[test]
+fn simplify_turns_a_select_of_the_old_state_into_a_guarded_store() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = step : f32
+  v1 = const 2.0 : f32
+  v2 = gt v0, v1 : bool
+  v3 = load m : like(p)
+  v4 = grad : like(p)
+  v5 = add v3, v4 : like(p)
+  v6 = select v2, v5, v3 : like(p)
+  v7 = store state m v6
+}}"
+    );
+    let out = after(simplify::run, &ir);
+    assert!(out.contains("store state m v5 if v2"), "{out}");
+}
+
+#[test]
+fn cse_merges_identical_pure_instructions() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = hyper lr : f32
+  v1 = hyper lr : f32
+  v2 = param : like(p)
+  v3 = mul v2, v0 : like(p)
+  v4 = mul v2, v1 : like(p)
+  v5 = add v3, v4 : like(p)
+  v6 = store param v5
+}}"
+    );
+    let out = after(cse::run, &ir);
+    assert!(out.contains("v5 = add v3, v3"), "{out}");
+}
+
+#[test]
+fn dce_removes_unused_values_and_keeps_stores() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = hyper lr : f32
+  v1 = param : like(p)
+  v2 = sqrt v1 : like(p)
+  v3 = mul v1, v0 : like(p)
+  v4 = store param v3
+}}"
+    );
+    let out = after(dce::run, &ir);
+    assert!(!out.contains("sqrt"), "{out}");
+    assert!(out.contains("v3 = store param v2"), "renumbered, store kept: {out}");
+}
+
+#[test]
+fn the_verifier_rejects_a_use_before_definition() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = param : like(p)
+  v1 = mul v0, v2 : like(p)
+  v2 = hyper lr : f32
+  v3 = store param v1
+}}"
+    );
+    let m = read_module(&ir).expect("reads");
+    let err = verify(&m).expect_err("must be rejected");
+    assert!(err.contains("used before it is defined"), "{err}");
+}
+
+#[test]
+fn the_verifier_rejects_a_wrong_type() {
+    let ir = format!(
+        "{HEADER}func init(p) {{\n}}\nfunc update(p) {{
+  v0 = param : like(p)
+  v1 = sqrt v0 : f32
+}}"
+    );
+    let m = read_module(&ir).expect("reads");
+    let err = verify(&m).expect_err("must be rejected");
+    assert!(err.contains("recorded type f32"), "{err}");
+}

@@ -1,0 +1,97 @@
+//! Hoisting and fusion on hand-written IR: where each scalar is computed, and how tensor
+//! work is cut into kernels and library calls.
+
+use gdc_compiler::ir::{read::read_module, Value};
+use gdc_compiler::plan::{self, hoist, Buffer, Item, Phase};
+
+fn plan_of(text: &str) -> plan::Plan {
+    let m = read_module(text).unwrap_or_else(|e| panic!("{e}"));
+    gdc_compiler::ir::verify::verify(&m).unwrap_or_else(|e| panic!("{e}"));
+    plan::build(m).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const HEADER: &str = "optimizer t\nhyper lr: f32 = 0.1\nhyper beta: f32 = 0.9\nstate m: like(p)\nfunc init(p) {\n}\n";
+
+#[test]
+fn hoisting_puts_each_scalar_where_its_inputs_are() {
+    let m = read_module(&format!(
+        "{HEADER}func update(p) {{
+  v0 = hyper beta : f32
+  v1 = step : f32
+  v2 = pow v0, v1 : f32
+  v3 = shape numel : f32
+  v4 = mul v2, v3 : f32
+  v5 = grad : like(p)
+  v6 = reduce.sum v5 : f32
+  v7 = div v6, v4 : f32
+  v8 = param : like(p)
+  v9 = sub v8, v7 : like(p)
+  v10 = store param v9
+}}"
+    ))
+    .expect("reads");
+    let phases = hoist::phases(&m.variants[0].update);
+    use Phase::*;
+    assert_eq!(phases, vec![Host, Host, Host, Param, Param, Kernel, Kernel, Device, Kernel, Kernel, Kernel]);
+}
+
+#[test]
+fn a_consumer_of_a_reduction_starts_a_new_kernel() {
+    // x = g * 2 ; n = sum(x) ; p = p - x / n : the division needs the finished sum.
+    let p = plan_of(&format!(
+        "{HEADER}func update(p) {{
+  v0 = grad : like(p)
+  v1 = const 2.0 : f32
+  v2 = mul v0, v1 : like(p)
+  v3 = reduce.sum v2 : f32
+  v4 = div v2, v3 : like(p)
+  v5 = param : like(p)
+  v6 = sub v5, v4 : like(p)
+  v7 = store param v6
+}}"
+    ));
+    let items = &p.variants[0].update.items;
+    assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
+    let (Item::Kernel(k0), Item::Kernel(k1)) = (&items[0], &items[1]) else { panic!("two kernels") };
+    assert_eq!(k0.reductions, vec![Value::new(3)]);
+    assert_eq!(k0.outputs, vec![(Value::new(2), Buffer::Temp(0))], "x is materialised for k1");
+    assert!(k1.inputs.contains(&(Value::new(2), Buffer::Temp(0))));
+    assert_eq!(k1.outputs, vec![(Value::new(6), Buffer::Param)]);
+}
+
+#[test]
+fn matrix_products_are_library_calls_between_kernels() {
+    let p = plan_of(
+        "optimizer t\nfunc init(p: [rows, cols]) {\n}\nfunc update(p: [rows, cols]) {
+  v0 = grad : [rows, cols]
+  v1 = transpose v0 : [cols, rows]
+  v2 = matmul v0, v1 : [rows, rows]
+  v3 = matmul v2, v0 : [rows, cols]
+  v4 = param : [rows, cols]
+  v5 = sub v4, v3 : [rows, cols]
+  v6 = store param v5
+}",
+    );
+    let kinds: Vec<&str> = p.variants[0].update.items.iter().map(|i| if matches!(i, Item::Lib(_)) { "call" } else { "kernel" }).collect();
+    assert_eq!(kinds, vec!["call", "call", "call", "kernel"], "{}", plan::print::plan_text(&p));
+}
+
+#[test]
+fn differently_guarded_work_is_not_fused() {
+    let p = plan_of(&format!(
+        "{HEADER}func update(p) {{
+  v0 = step : f32
+  v1 = const 3.0 : f32
+  v2 = gt v0, v1 : bool
+  v3 = grad : like(p)
+  v4 = reduce.sum v3 : f32 if v2
+  v5 = load m : like(p)
+  v6 = add v5, v3 : like(p)
+  v7 = store state m v6
+}}"
+    ));
+    let items = &p.variants[0].update.items;
+    assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
+    let guards: Vec<Option<Value>> = items.iter().map(|i| if let Item::Kernel(k) = i { k.guard } else { None }).collect();
+    assert!(guards.contains(&Some(Value::new(2))) && guards.contains(&None));
+}
