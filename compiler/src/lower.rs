@@ -235,7 +235,8 @@ impl<'a> Lowerer<'a> {
             return *v;
         }
         if let Some(i) = self.module.hypers.iter().position(|h| h.name == name) {
-            return self.emit(Op::Hyper(i), vec![], None);
+            let ty = if self.module.hypers[i].ty == HyperTy::Bool { Ty::BOOL } else { Ty::NUM };
+            return self.emit(Op::Hyper(i), vec![], Some(ty));
         }
         if let Some(i) = self.module.globals.iter().position(|g| g.name == name) {
             return self.emit(Op::Global(i), vec![], None);
@@ -293,7 +294,7 @@ impl<'a> Lowerer<'a> {
         let tys: Vec<&Ty> = args.iter().map(|a| self.func.ty(*a)).collect();
         let ty = match &op {
             Op::Store(_) => None,
-            Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast | Op::PrepareOut(_) => declared,
+            Op::Hyper(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast | Op::PrepareOut(_) => declared,
             _ => Some(result_type(&op, &tys, declared.as_ref()).unwrap_or(Ty::NUM)),
         };
         let guard = self.guard_for(&op, &args);

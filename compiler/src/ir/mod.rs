@@ -350,9 +350,9 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
     use gdc_dsl::types::{self as t, Elem};
     let num = |s: Shape| Some(Ty::num(s));
     match op {
-        Op::Const(_) | Op::Hyper(_) | Op::Step | Op::Shape(_) | Op::Global(_) => Some(Ty::NUM),
+        Op::Const(_) | Op::Step | Op::Shape(_) | Op::Global(_) => Some(Ty::NUM),
         Op::Bool(_) => Some(Ty::BOOL),
-        Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => declared.cloned(),
+        Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => declared.cloned(),
         Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
         Op::Unary(_) => num(args.first()?.shape.clone()),
         Op::Binary(b) => {

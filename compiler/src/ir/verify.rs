@@ -119,6 +119,7 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
             }
             Op::Eye => matches!(ty.shape.rank2(), Some((a, b)) if a == b).then(|| ty.clone()),
             Op::PrepareOut(i) => Some(m.prepare.ty(m.prepare_outs[*i].1).clone()),
+            Op::Hyper(i) => Some(if m.hypers[*i].ty == HyperTy::Bool { Ty::BOOL } else { Ty::NUM }),
             op => result_type(op, &arg_tys, Some(ty)),
         };
         if expected.as_ref() != Some(ty) {

@@ -1,0 +1,53 @@
+//! The one table of example optimizers that drives the end-to-end tests: each optimizer's
+//! file, its golden cases, and how the shared battery exercises it.
+
+use std::path::PathBuf;
+
+pub struct Entry {
+    /// `examples/optimizers/{name}.gd`.
+    pub name: &'static str,
+    /// `tests/golden/{case}.json`, produced by the reference implementation.
+    pub cases: &'static [&'static str],
+    /// The optimizer only updates matrices (it has no `update(p, g)` for any shape).
+    pub matrix_only: bool,
+    /// A learning rate at which it makes steady progress on the battery's quadratic.
+    pub lr: f64,
+}
+
+pub const OPTIMIZERS: &[Entry] = &[
+    Entry { name: "sgd", cases: &["sgd-plain", "sgd-nesterov", "sgd-dampened"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adam", cases: &["adam-default", "adam-l2"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adamw", cases: &["adamw-default", "adamw-optax"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adagrad", cases: &["adagrad-default"], matrix_only: false, lr: 0.5 },
+    Entry { name: "rmsprop", cases: &["rmsprop-plain", "rmsprop-centered"], matrix_only: false, lr: 0.01 },
+    Entry { name: "adamax", cases: &["adamax-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "nadam", cases: &["nadam-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "radam", cases: &["radam-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adafactor", cases: &["adafactor-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "lion", cases: &["lion-default"], matrix_only: false, lr: 0.005 },
+    Entry { name: "lamb", cases: &["lamb-default"], matrix_only: false, lr: 0.02 },
+    Entry { name: "schedule_free_adamw", cases: &["schedule_free_adamw-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "muon", cases: &["muon-default", "muon-f32"], matrix_only: true, lr: 0.02 },
+];
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn source(name: &str) -> String {
+    let path = root().join("examples/optimizers").join(format!("{name}.gd"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Compiles an example optimizer, panicking with its rendered diagnostics on failure.
+pub fn compile(name: &str) -> gdc_compiler::Compiled {
+    let src = source(name);
+    gdc_compiler::compile(&src).unwrap_or_else(|e| match e {
+        gdc_compiler::CompileError::Source(d) => panic!("{}", gdc_dsl::render(&d, name, &src)),
+        other => panic!("{name}: {other}"),
+    })
+}
+
+pub fn case_path(case: &str) -> String {
+    root().join("tests/golden").join(format!("{case}.json")).display().to_string()
+}
