@@ -47,6 +47,11 @@ pub fn parse(source: &str) -> Result<File, Vec<Diagnostic>> {
         match GdParser::parse(Rule::file, &text) {
             Ok(mut pairs) if errors.is_empty() => {
                 let file = pairs.next().expect("the file rule always yields one pair");
+                if let Some(deep) = too_deep(&file, MAX_NESTING) {
+                    return Err(vec![Diagnostic::error("E0001", "this is nested too deeply", span_of(&deep))
+                        .label(format!("more than {MAX_NESTING} levels of nesting"))
+                        .hint("split long expressions and deep nesting into several `let` bindings")]);
+                }
                 return Ok(build_file(file));
             }
             Ok(_) => return Err(errors),
@@ -64,8 +69,55 @@ pub fn parse(source: &str) -> Result<File, Vec<Diagnostic>> {
     }
 }
 
+/// How deeply expressions and blocks may nest. The AST is walked recursively (here, in the
+/// checker and in the lowering), so a limit keeps absurd input from overflowing the stack.
+const MAX_NESTING: usize = 1000;
+
+/// Finds where the nesting of `pair` exceeds `budget`. Each pair costs one level, and an
+/// expression also costs one per operand and operator, which bounds the depth of the tree
+/// the operator-precedence parser builds from it. The recursion is bounded by the budget.
+fn too_deep<'i>(pair: &Pair<'i, Rule>, budget: usize) -> Option<Pair<'i, Rule>> {
+    let weight =
+        1 + if pair.as_rule() == Rule::expr { pair.clone().into_inner().filter(not_keyword).count() } else { 0 };
+    if weight > budget {
+        return Some(pair.clone());
+    }
+    pair.clone().into_inner().filter(not_keyword).find_map(|child| too_deep(&child, budget - weight))
+}
+
+/// The span of a pair without the whitespace and comments pest includes at its end when the
+/// rule ends in an optional or repeated part that matched nothing (`expr`, `param`, ...).
+fn span_of(pair: &Pair<Rule>) -> Span {
+    let start = pair.as_span().start();
+    let mut cur = pair.clone();
+    loop {
+        let end = cur.as_span().end();
+        let Some(last) = cur.clone().into_inner().filter(not_keyword).last() else { return Span::new(start, end) };
+        let tail = &cur.as_str()[last.as_span().end() - cur.as_span().start()..];
+        if !is_trivia(tail) {
+            return Span::new(start, end);
+        }
+        cur = last;
+    }
+}
+
+/// True when `s` holds only whitespace and `//` comments.
+fn is_trivia(mut s: &str) -> bool {
+    loop {
+        s = s.trim_start();
+        if s.is_empty() {
+            return true;
+        }
+        match s.strip_prefix("//") {
+            Some(rest) => s = rest.find('\n').map_or("", |i| &rest[i..]),
+            None => return false,
+        }
+    }
+}
+
 /// Replaces the line holding `pos` with spaces, unless that would unbalance braces or
 /// parentheses (which would only cause spurious errors further down). Returns whether it did.
+/// Every byte becomes a space, so the byte positions of later errors stay those of `source`.
 fn blank_line_at(text: &mut String, pos: usize) -> bool {
     let pos = pos.min(text.len());
     let start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
@@ -77,7 +129,8 @@ fn blank_line_at(text: &mut String, pos: usize) -> bool {
     if line.trim().is_empty() || !balance('{', '}') || !balance('(', ')') || !balance('[', ']') {
         return false;
     }
-    let blank: String = line.chars().map(|c| if c.is_whitespace() { c } else { ' ' }).collect();
+    let blank: String =
+        line.chars().map(|c| if c.is_whitespace() { c.to_string() } else { " ".repeat(c.len_utf8()) }).collect();
     text.replace_range(start..end, &blank);
     true
 }
@@ -86,77 +139,132 @@ fn rule_name(rule: &Rule) -> &'static str {
     match rule {
         Rule::ident => "a name",
         Rule::expr | Rule::number | Rule::boolean | Rule::call | Rule::paren => "an expression",
-        Rule::optimizer => "`optimizer`",
-        Rule::fn_def => "`fn`",
-        Rule::hyper_decl => "`hyper`",
-        Rule::state_decl => "`state`",
-        Rule::global_decl => "`global`",
-        Rule::prepare_block => "`prepare`",
-        Rule::update_def => "`update`",
+        Rule::optimizer | Rule::kw_optimizer => "`optimizer`",
+        Rule::fn_def | Rule::kw_fn => "`fn`",
+        Rule::hyper_decl | Rule::kw_hyper => "`hyper`",
+        Rule::state_decl | Rule::kw_state => "`state`",
+        Rule::global_decl | Rule::kw_global => "`global`",
+        Rule::prepare_block | Rule::kw_prepare => "`prepare`",
+        Rule::update_def | Rule::kw_update => "`update`",
+        Rule::kw_let | Rule::kw_var | Rule::kw_if | Rule::kw_for | Rule::kw_every | Rule::kw_return => "a statement",
+        Rule::kw_else => "`else`",
+        Rule::kw_in => "`in`",
         Rule::block => "a block `{ ... }`",
-        Rule::let_stmt | Rule::var_stmt | Rule::if_stmt | Rule::for_stmt | Rule::every_stmt => {
-            "a statement"
-        }
+        Rule::let_stmt | Rule::var_stmt | Rule::if_stmt | Rule::for_stmt | Rule::every_stmt => "a statement",
         Rule::return_stmt | Rule::assign_stmt => "a statement",
         Rule::assign_op => "`=`",
         Rule::scalar_ty | Rule::shape => "a type (`f32`, `int`, `bool`, `tensor` or `[dims]`)",
+        Rule::hyper_ty => "`f32`, `int` or `bool`",
         Rule::param => "a parameter",
         Rule::hyper_range => "`in lo..=hi`",
         Rule::pattern => "a name or `(a, b)`",
         Rule::arg => "an argument",
         Rule::EOI => "the end of the file",
         Rule::transpose => "`.T`",
-        Rule::or | Rule::and | Rule::eq | Rule::ne | Rule::le | Rule::ge | Rule::lt | Rule::gt => {
-            "an operator"
-        }
-        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem | Rule::matmul | Rule::pow => {
-            "an operator"
-        }
+        Rule::or | Rule::and | Rule::eq | Rule::ne | Rule::le | Rule::ge | Rule::lt | Rule::gt => "an operator",
+        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem | Rule::matmul | Rule::pow => "an operator",
         Rule::neg | Rule::not => "an expression",
         _ => "something else",
     }
 }
 
 fn syntax_diagnostic(variant: &ErrorVariant<Rule>, pos: usize, text: &str) -> Diagnostic {
-    let found: String = text[pos..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .take(16)
-        .collect();
-    let mut expected: Vec<&str> = match variant {
-        ErrorVariant::ParsingError { positives, .. } => positives.iter().map(rule_name).collect(),
-        ErrorVariant::CustomError { .. } => Vec::new(),
+    let found: String = text[pos..].chars().take_while(|c| !c.is_whitespace()).take(16).collect();
+    let end = pos + found.len().max(usize::from(pos < text.len()));
+    let found_text = if found.is_empty() { "the end of the file".to_string() } else { format!("`{found}`") };
+    let positives = match variant {
+        ErrorVariant::ParsingError { positives, .. } => positives,
+        // pest reports its own limits (its stack guard) as custom errors.
+        ErrorVariant::CustomError { message } => {
+            return Diagnostic::error("E0001", format!("the parser gave up here: {message}"), Span::new(pos, end))
+                .label("too deeply nested")
+                .hint("split deep nesting into several `let` bindings");
+        }
     };
+    let mut expected: Vec<&str> = positives.iter().map(rule_name).collect();
     expected.sort();
     expected.dedup();
+    // After a complete expression, an operator or `.T` could always follow; when a new
+    // statement or member could start instead, those alternatives only add noise.
+    let structural = expected.iter().any(|e| STRUCTURAL.contains(e));
+    if structural {
+        expected.retain(|e| !matches!(*e, "an operator" | "`.T`" | "`in lo..=hi`" | "`in`" | "`else`"));
+    }
+    // A name is an expression, and starts an assignment: say the more general thing once.
+    if expected.contains(&"an expression") || expected.contains(&"a statement") {
+        expected.retain(|e| *e != "a name");
+    }
+    let has = |what: &str| expected.contains(&what);
+    let foreign = found.chars().next().filter(|c| !c.is_ascii());
+    let foreign_hint;
+    let hint = if let Some(c) = foreign {
+        foreign_hint = format!(
+            "`{c}` is not part of the language, whose operators are ASCII: `+ - * / % ^ @ == != < <= > >= && || !`"
+        );
+        foreign_hint.as_str()
+    } else if has("an expression") {
+        "an expression is a number, a name, a call like `sqrt(v)`, or operators between them"
+    } else if found.is_empty() {
+        "the file ended early: is a closing `}` missing?"
+    } else if has("`hyper`") {
+        "an optimizer holds `hyper`, `state`, `global`, `prepare { ... }` and `update(p, g) { ... }`; statements such as `let` go inside `prepare` or `update`"
+    } else if has("a statement") {
+        "each line of a block is `let`, `var`, an assignment `x = ...`, `if`, `for`, `every` or `return`"
+    } else if has("`=`") {
+        "a statement that starts with a name assigns to it: `x = ...`, `x += ...`; is an operator missing?"
+    } else if has("`optimizer`") {
+        "a file holds `fn` definitions and one `optimizer NAME { ... }`"
+    } else if has("`f32`, `int` or `bool`") {
+        "a hyperparameter is a scalar: `f32`, `int` or `bool`; per-parameter tensors are `state`"
+    } else if has("a name") {
+        "a name starts with a letter or `_`; keywords such as `let`, `in` or `state` cannot be names"
+    } else {
+        "see docs/language.md for the syntax of each construct"
+    };
     let expected = match expected.len() {
         0 => "valid syntax".to_string(),
         1 => expected[0].to_string(),
         n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
-    };
-    let found_text = if found.is_empty() { "the end of the file".to_string() } else { format!("`{found}`") };
-    let end = pos + found.len().max(if pos < text.len() { 1 } else { 0 });
-    let hint = if expected.contains("expression") {
-        "an expression is a number, a name, a call like `sqrt(v)`, or operators between them"
-    } else if found.is_empty() {
-        "the file ended early: is a closing `}` missing?"
-    } else if expected.contains("statement") || expected.contains("`hyper`") {
-        "each line of a block is `let`, `var`, an assignment `x = ...`, `if`, `for`, `every` or `return`; an optimizer holds `hyper`, `state`, `global`, `prepare` and `update`"
-    } else {
-        "see docs/language.md for the syntax of each construct"
     };
     Diagnostic::error("E0001", format!("syntax error: expected {expected}, found {found_text}"), Span::new(pos, end))
         .label(format!("expected {expected} here"))
         .hint(hint)
 }
 
+/// Expected items that start a statement, a member or an item.
+const STRUCTURAL: &[&str] =
+    &["a statement", "`hyper`", "`state`", "`global`", "`prepare`", "`update`", "`fn`", "`optimizer`"];
+
+/// Keyword tokens are rules of their own (so `variance` is not `var iance`); the AST
+/// builder skips them.
+fn not_keyword(pair: &Pair<Rule>) -> bool {
+    !matches!(
+        pair.as_rule(),
+        Rule::kw_optimizer
+            | Rule::kw_hyper
+            | Rule::kw_state
+            | Rule::kw_global
+            | Rule::kw_prepare
+            | Rule::kw_update
+            | Rule::kw_fn
+            | Rule::kw_let
+            | Rule::kw_var
+            | Rule::kw_if
+            | Rule::kw_else
+            | Rule::kw_for
+            | Rule::kw_in
+            | Rule::kw_every
+            | Rule::kw_return
+    )
+}
+
 fn ident(pair: Pair<Rule>) -> Ident {
-    Ident { name: pair.as_str().to_string(), span: pair.as_span().into() }
+    Ident { name: pair.as_str().to_string(), span: span_of(&pair) }
 }
 
 fn build_file(pair: Pair<Rule>) -> File {
     let mut file = File::default();
-    for item in pair.into_inner() {
+    for item in pair.into_inner().filter(not_keyword) {
         match item.as_rule() {
             Rule::optimizer => file.optimizers.push(build_optimizer(item)),
             Rule::fn_def => file.fns.push(build_fn(item)),
@@ -167,8 +275,8 @@ fn build_file(pair: Pair<Rule>) -> File {
 }
 
 fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
-    let span = pair.as_span().into();
-    let mut inner = pair.into_inner();
+    let span = span_of(&pair);
+    let mut inner = pair.into_inner().filter(not_keyword);
     let name = ident(inner.next().expect("optimizer name"));
     let mut opt = Optimizer {
         name,
@@ -180,37 +288,37 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
         span,
     };
     for member in inner {
-        let span: Span = member.as_span().into();
+        let span: Span = span_of(&member);
         match member.as_rule() {
             Rule::hyper_decl => {
-                let mut it = member.into_inner().peekable();
+                let mut it = member.into_inner().filter(not_keyword).peekable();
                 let name = ident(it.next().expect("hyper name"));
-                let ty = it.next_if(|p| p.as_rule() == Rule::scalar_ty).map(|p| (scalar_ty(p.as_str()), p.as_span().into()));
+                let ty = it.next_if(|p| p.as_rule() == Rule::hyper_ty).map(|p| (scalar_ty(p.as_str()), span_of(&p)));
                 let default = build_expr(it.next().expect("hyper default"));
                 let range = it.next().map(|r| {
-                    let mut r = r.into_inner();
+                    let mut r = r.into_inner().filter(not_keyword);
                     (build_expr(r.next().expect("lo")), build_expr(r.next().expect("hi")))
                 });
                 opt.hypers.push(HyperDecl { name, ty, default, range, span });
             }
             Rule::state_decl => {
-                let mut it = member.into_inner().peekable();
+                let mut it = member.into_inner().filter(not_keyword).peekable();
                 let name = ident(it.next().expect("state name"));
                 let shape = it.next_if(|p| p.as_rule() == Rule::shape).map(build_shape);
                 let init = it.next().map(build_expr);
                 opt.states.push(StateDecl { name, shape, init, span });
             }
             Rule::global_decl => {
-                let mut it = member.into_inner();
+                let mut it = member.into_inner().filter(not_keyword);
                 let name = ident(it.next().expect("global name"));
                 let init = build_expr(it.next().expect("global init"));
                 opt.globals.push(GlobalDecl { name, init, span });
             }
             Rule::prepare_block => {
-                opt.prepares.push(build_block(member.into_inner().next().expect("block")));
+                opt.prepares.push(build_block(member.into_inner().find(not_keyword).expect("block")));
             }
             Rule::update_def => {
-                let mut it = member.into_inner();
+                let mut it = member.into_inner().filter(not_keyword);
                 let param = build_param(it.next().expect("p"));
                 let grad = build_param(it.next().expect("g"));
                 let body = build_block(it.next().expect("body"));
@@ -231,12 +339,12 @@ fn scalar_ty(s: &str) -> ScalarTy {
 }
 
 fn build_shape(pair: Pair<Rule>) -> ShapeExpr {
-    let span = pair.as_span().into();
-    ShapeExpr { dims: pair.into_inner().map(ident).collect(), span }
+    let span = span_of(&pair);
+    ShapeExpr { dims: pair.into_inner().filter(not_keyword).map(ident).collect(), span }
 }
 
 fn build_type(pair: Pair<Rule>) -> TypeExpr {
-    let span: Span = pair.as_span().into();
+    let span: Span = span_of(&pair);
     match pair.as_rule() {
         Rule::shape => TypeExpr::Shape(build_shape(pair)),
         _ if pair.as_str() == "tensor" => TypeExpr::AnyTensor(span),
@@ -245,16 +353,16 @@ fn build_type(pair: Pair<Rule>) -> TypeExpr {
 }
 
 fn build_param(pair: Pair<Rule>) -> Param {
-    let span = pair.as_span().into();
-    let mut it = pair.into_inner();
+    let span = span_of(&pair);
+    let mut it = pair.into_inner().filter(not_keyword);
     let name = ident(it.next().expect("param name"));
     let ty = it.next().map(build_type);
     Param { name, ty, span }
 }
 
 fn build_fn(pair: Pair<Rule>) -> FnDef {
-    let span = pair.as_span().into();
-    let mut it = pair.into_inner();
+    let span = span_of(&pair);
+    let mut it = pair.into_inner().filter(not_keyword);
     let name = ident(it.next().expect("fn name"));
     let mut params = Vec::new();
     let mut ret = None;
@@ -270,17 +378,17 @@ fn build_fn(pair: Pair<Rule>) -> FnDef {
 }
 
 fn build_block(pair: Pair<Rule>) -> Block {
-    let span = pair.as_span().into();
-    Block { stmts: pair.into_inner().map(build_stmt).collect(), span }
+    let span = span_of(&pair);
+    Block { stmts: pair.into_inner().filter(not_keyword).map(build_stmt).collect(), span }
 }
 
 fn build_stmt(pair: Pair<Rule>) -> Stmt {
-    let span: Span = pair.as_span().into();
+    let span: Span = span_of(&pair);
     let rule = pair.as_rule();
-    let mut it = pair.into_inner();
+    let mut it = pair.into_inner().filter(not_keyword);
     match rule {
         Rule::let_stmt => {
-            let names = it.next().expect("pattern").into_inner().map(ident).collect();
+            let names = it.next().expect("pattern").into_inner().filter(not_keyword).map(ident).collect();
             Stmt::Let { names, value: build_expr(it.next().expect("value")), span }
         }
         Rule::var_stmt => {
@@ -361,7 +469,7 @@ fn build_expr(pair: Pair<Rule>) -> Expr {
 }
 
 fn build_primary(pair: Pair<Rule>) -> Expr {
-    let span: Span = pair.as_span().into();
+    let span: Span = span_of(&pair);
     let kind = match pair.as_rule() {
         // The grammar only admits digits, a dot and an exponent, which f64 always parses;
         // an overflowing literal becomes infinity, which the checker reports.
@@ -369,11 +477,11 @@ fn build_primary(pair: Pair<Rule>) -> Expr {
         Rule::boolean => ExprKind::Bool(pair.as_str() == "true"),
         Rule::ident => ExprKind::Name(pair.as_str().to_string()),
         Rule::call => {
-            let mut it = pair.into_inner();
+            let mut it = pair.into_inner().filter(not_keyword);
             let name = ident(it.next().expect("callee"));
             let args = it
                 .map(|arg| {
-                    let mut parts: Vec<Pair<Rule>> = arg.into_inner().collect();
+                    let mut parts: Vec<Pair<Rule>> = arg.into_inner().filter(not_keyword).collect();
                     let value = build_expr(parts.pop().expect("arg value"));
                     Arg { name: parts.pop().map(ident), value }
                 })
@@ -381,7 +489,7 @@ fn build_primary(pair: Pair<Rule>) -> Expr {
             ExprKind::Call(name, args)
         }
         Rule::paren => {
-            let mut items: Vec<Expr> = pair.into_inner().map(build_expr).collect();
+            let mut items: Vec<Expr> = pair.into_inner().filter(not_keyword).map(build_expr).collect();
             if items.len() == 1 {
                 return items.pop().expect("one item");
             }
