@@ -77,7 +77,7 @@ impl fmt::Display for Ty {
             (Elem::Num, Shape::Scalar) => write!(f, "f32"),
             (Elem::Bool, Shape::Scalar) => write!(f, "bool"),
             (Elem::Num, s) => write!(f, "{s}"),
-            (Elem::Bool, s) => write!(f, "bool{s}"),
+            (Elem::Bool, s) => write!(f, "bool {s}"),
         }
     }
 }
@@ -124,9 +124,7 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, ShapeError> {
 pub fn matmul(a: &Shape, b: &Shape) -> Result<Shape, ShapeError> {
     let (x, y) = match (a, b) {
         (Shape::Dims(x), Shape::Dims(y)) => (x, y),
-        (Shape::Like, _) | (_, Shape::Like) => {
-            return Err(ShapeError::NeedsMatrix(format!("`@` of {a} and {b}")))
-        }
+        (Shape::Like, _) | (_, Shape::Like) => return Err(ShapeError::NeedsMatrix(format!("`@` of {a} and {b}"))),
         _ => return Err(ShapeError::Mismatch(format!("`@` needs two tensors, got {a} and {b}"))),
     };
     let inner_ok = x.last() == y.first();

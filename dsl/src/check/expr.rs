@@ -13,9 +13,9 @@ impl Checker<'_> {
     pub(crate) fn check_expr(&mut self, e: &Expr) -> Option<Ty> {
         match &e.kind {
             ExprKind::Number(v) => {
-                if !v.is_finite() {
+                if !super::items::fits_f32(*v) {
                     self.error(
-                        Diagnostic::error("E0019", "this number does not fit in a float", e.span)
+                        Diagnostic::error("E0019", "this number does not fit in f32", e.span)
                             .label("too large")
                             .hint("write a smaller literal; f32 holds values up to about 3.4e38"),
                     );
@@ -33,7 +33,11 @@ impl Checker<'_> {
                     self.error(
                         Diagnostic::error("E0014", format!("`{sym}` needs {what}, found {ty}"), inner.span)
                             .label(format!("this is {ty}"))
-                            .hint(if *op == UnOp::Neg { "negate numbers; for a bool use `!`" } else { "negate bools; for a number use `-`" }),
+                            .hint(if *op == UnOp::Neg {
+                                "negate numbers; for a bool use `!`"
+                            } else {
+                                "negate bools; for a number use `-`"
+                            }),
                     );
                     return None;
                 }
@@ -75,10 +79,13 @@ impl Checker<'_> {
                 .hint("shapes are named: `[rows]` repeats along columns of `[rows, cols]`; use `.T` or a reduction with `axis =` to line them up"),
             ShapeError::NeedsMatrix(what) => Diagnostic::error(
                 "E0009",
-                format!("{what} needs a matrix shape, but this value has the parameter's own shape"),
+                match self.ctx {
+                    Ctx::Fn => format!("{what} needs a matrix, but this value is a `tensor` of any shape"),
+                    _ => format!("{what} needs a matrix, but this value is shaped like a parameter of any rank"),
+                },
                 span,
             )
-            .label("no matrix shape here")
+            .label("no rows and columns here")
             .hint(match self.ctx {
                 Ctx::Fn => "declare the function's parameter as a matrix: `x: [r, c]`",
                 _ => "write the update as `update(p: [rows, cols], g)` so it applies to matrices",
@@ -109,20 +116,22 @@ impl Checker<'_> {
             return Some(Ty::num(shape));
         }
         let Some(entry) = self.lookup(name) else {
+            if let Some(d) = self.unavailable(name, span) {
+                self.error(d);
+                return None;
+            }
             let hint = if builtins::INIT_NAMES.contains(&name) {
                 format!("`{name}` is a state initialiser; in code write `0 * x` for zeros or `eye(m)` for an identity")
             } else if builtins::function(name).is_some() {
                 format!("`{name}` is a function: call it as `{name}(...)`")
             } else {
-                match self.similar_name(name) {
+                match self.similar_name(name, false) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "declare it with `let`, `var`, `hyper` or `state` first".to_string(),
                 }
             };
             self.error(
-                Diagnostic::error("E0002", format!("unknown name `{name}`"), span)
-                    .label("not defined here")
-                    .hint(hint),
+                Diagnostic::error("E0002", format!("unknown name `{name}`"), span).label("not defined here").hint(hint),
             );
             return None;
         };
@@ -132,15 +141,27 @@ impl Checker<'_> {
                 if !self.used_state.iter().any(|s| s == name) {
                     self.used_state.push(name.to_string());
                 }
+                match self.ctx {
+                    Ctx::Prepare => {
+                        let d = self.state_in_prepare(name, span, &entry);
+                        self.error(d);
+                        return None;
+                    }
+                    Ctx::Init => {
+                        self.error(
+                            Diagnostic::error("E0023", format!("state `{name}` cannot be read in a state initialiser"), span)
+                                .label("another state")
+                                .note(entry.span, "declared here")
+                                .hint("initialise from `zeros`, numbers, hyperparameters, `p` and `eye`; copy one state into another in `update`"),
+                        );
+                        return None;
+                    }
+                    _ => {}
+                }
                 if let Some(Ty { shape: Shape::Dims(_), .. }) = &entry.ty {
                     if !matrix_update {
-                        let shape = entry.ty.as_ref().map(|t| t.shape.to_string()).unwrap_or_default();
-                        self.error(
-                            Diagnostic::error("E0009", format!("state `{name}` has shape {shape}, which needs a matrix parameter"), span)
-                                .label("used in an update for any shape")
-                                .note(entry.span, "declared here")
-                                .hint("use it in `update(p: [rows, cols], g)`"),
-                        );
+                        let d = self.state_needs_matrix(name, span, &entry);
+                        self.error(d);
                         return None;
                     }
                 }
@@ -170,16 +191,59 @@ impl Checker<'_> {
         entry.ty
     }
 
-    /// The closest name in scope or among the built-ins, for "did you mean".
-    fn similar_name(&self, name: &str) -> Option<String> {
-        let mut candidates: Vec<String> = self.scopes.iter().flat_map(|s| s.keys().cloned()).collect();
-        candidates.extend(builtins::FUNCTIONS.iter().map(|b| b.name.to_string()));
+    /// The closest function (`call`) or name in scope, for "did you mean".
+    fn similar_name(&self, name: &str, call: bool) -> Option<String> {
+        let candidates: Vec<String> = if call {
+            let builtin = builtins::FUNCTIONS.iter().map(|b| b.name.to_string());
+            builtin.chain(self.file.fns.iter().map(|f| f.name.name.clone())).collect()
+        } else {
+            self.scopes.iter().flat_map(|s| s.keys().cloned()).collect()
+        };
         candidates
             .into_iter()
             .map(|c| (edit_distance(name, &c), c))
-            .filter(|(d, c)| *d <= 2 && *d < c.len())
+            .filter(|(d, c)| *d <= 2 && *d < name.len().max(c.len()) && *d < name.len().min(c.len()).max(2))
             .min()
             .map(|(_, c)| c)
+    }
+
+    /// A name that exists, but not where it is used: state, the parameter, the gradient and
+    /// the shape scalars in `prepare`, which runs once for all parameters; the gradient in
+    /// a state initialiser.
+    fn unavailable(&self, name: &str, span: Span) -> Option<Diagnostic> {
+        let opt = self.file.optimizers.first()?;
+        let is_param = opt.updates.iter().any(|u| u.param.name.name == name);
+        let is_grad = opt.updates.iter().any(|u| u.grad.name.name == name);
+        match self.ctx {
+            Ctx::Prepare if is_param || is_grad || builtins::SHAPE_SCALARS.contains(&name) => Some(
+                Diagnostic::error("E0023", format!("`{name}` cannot be used in `prepare`"), span)
+                    .label("belongs to one parameter")
+                    .hint("`prepare` runs once per step for all parameters; per-parameter work goes in `update`"),
+            ),
+            Ctx::Init if is_grad => Some(
+                Diagnostic::error("E0023", format!("the gradient `{name}` cannot be used in a state initialiser"), span)
+                    .label("no gradient yet")
+                    .hint("state is initialised before the first step; initialise from `zeros`, numbers, hyperparameters, `p` and `eye`"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// State is per parameter; `prepare` runs once per step for all of them.
+    pub(crate) fn state_in_prepare(&self, name: &str, span: Span, entry: &super::Entry) -> Diagnostic {
+        Diagnostic::error("E0023", format!("state `{name}` cannot be used in `prepare`"), span)
+            .label("per-parameter state")
+            .note(entry.span, "declared here")
+            .hint("`prepare` runs once per step for all parameters; read and assign state in `update`")
+    }
+
+    /// State shaped `[rows]`, `[cols, cols]`, ... exists only for matrix parameters.
+    pub(crate) fn state_needs_matrix(&self, name: &str, span: Span, entry: &super::Entry) -> Diagnostic {
+        let shape = entry.ty.as_ref().map(|t| t.shape.to_string()).unwrap_or_default();
+        Diagnostic::error("E0009", format!("state `{name}` has shape {shape}, which needs a matrix parameter"), span)
+            .label("used in an update for any shape")
+            .note(entry.span, "declared here")
+            .hint("use it in `update(p: [rows, cols], g)`, or declare it without a shape (like the parameter)")
     }
 
     fn check_binary(&mut self, op: BinOp, ta: Ty, tb: Ty, sa: Span, sb: Span, span: Span) -> Option<Ty> {
@@ -202,9 +266,13 @@ impl Checker<'_> {
         if op == BinOp::MatMul {
             if ta.is_scalar() || tb.is_scalar() {
                 self.error(
-                    Diagnostic::error("E0004", "`@` needs two tensors, found a scalar", if ta.is_scalar() { sa } else { sb })
-                        .label("a scalar")
-                        .hint("scale a tensor by a scalar with `*`"),
+                    Diagnostic::error(
+                        "E0004",
+                        "`@` needs two tensors, found a scalar",
+                        if ta.is_scalar() { sa } else { sb },
+                    )
+                    .label("a scalar")
+                    .hint("scale a tensor by a scalar with `*`"),
                 );
                 return None;
             }
@@ -233,15 +301,21 @@ impl Checker<'_> {
             return self.check_user_call(f, args, span);
         }
         let Some(b) = builtins::function(name) else {
-            let hint = match self.similar_name(name) {
+            let hint = match self.similar_name(name, true) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => "the built-in functions are listed in docs/language.md; define your own with `fn`".to_string(),
             };
-            self.error(Diagnostic::error("E0002", format!("unknown function `{name}`"), name_span).label("not defined").hint(hint));
+            self.error(
+                Diagnostic::error("E0002", format!("unknown function `{name}`"), name_span)
+                    .label("not defined")
+                    .hint(hint),
+            );
+            self.check_args(args);
             return None;
         };
         let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
         let mut axis = None;
+        let mut ok = true;
         for a in args.iter().filter(|a| a.name.is_some()) {
             let n = a.name.as_ref().expect("named");
             if b.kind != Kind::Reduce || n.name != "axis" {
@@ -250,7 +324,17 @@ impl Checker<'_> {
                         .label("unknown argument")
                         .hint("only the reductions `sum`, `mean`, `norm` and `max_abs` take a named argument, `axis = 0` or `axis = 1`"),
                 );
-                return None;
+                ok = false;
+                continue;
+            }
+            if axis.is_some() {
+                self.error(
+                    Diagnostic::error("E0018", "`axis` is given twice", n.span)
+                        .label("a second `axis`")
+                        .hint("a reduction runs along one axis: `axis = 0` or `axis = 1`"),
+                );
+                ok = false;
+                continue;
             }
             match a.value.kind {
                 ExprKind::Number(v) if v == 0.0 || v == 1.0 => axis = Some(v as usize),
@@ -260,7 +344,7 @@ impl Checker<'_> {
                             .label("not 0 or 1")
                             .hint("axis 0 reduces over rows (leaving [cols]); axis 1 over columns (leaving [rows])"),
                     );
-                    return None;
+                    ok = false;
                 }
             }
         }
@@ -268,12 +352,21 @@ impl Checker<'_> {
             self.error(
                 Diagnostic::error(
                     "E0003",
-                    format!("`{name}` takes {} argument{}, found {}", b.arity, if b.arity == 1 { "" } else { "s" }, positional.len()),
+                    format!(
+                        "`{name}` takes {} argument{}, found {}",
+                        b.arity,
+                        if b.arity == 1 { "" } else { "s" },
+                        positional.len()
+                    ),
                     span,
                 )
                 .label("wrong number of arguments")
                 .hint(format!("{name}: {}", b.doc)),
             );
+            ok = false;
+        }
+        if !ok {
+            self.check_args(&positional.into_iter().cloned().collect::<Vec<_>>());
             return None;
         }
         let tys: Vec<Option<Ty>> = positional.iter().map(|a| self.check_expr(&a.value)).collect();
@@ -282,9 +375,17 @@ impl Checker<'_> {
             let want = if b.kind == Kind::Where && i == 0 { Elem::Bool } else { Elem::Num };
             if t.elem != want {
                 self.error(
-                    Diagnostic::error("E0014", format!("argument {} of `{name}` must be {}, found {t}", i + 1, if want == Elem::Bool { "a bool" } else { "a number" }), a.value.span)
-                        .label(format!("this is {t}"))
-                        .hint(format!("{name}: {}", b.doc)),
+                    Diagnostic::error(
+                        "E0014",
+                        format!(
+                            "argument {} of `{name}` must be {}, found {t}",
+                            i + 1,
+                            if want == Elem::Bool { "a bool" } else { "a number" }
+                        ),
+                        a.value.span,
+                    )
+                    .label(format!("this is {t}"))
+                    .hint(format!("{name}: {}", b.doc)),
                 );
                 return None;
             }
@@ -306,14 +407,24 @@ impl Checker<'_> {
             Kind::Reduce | Kind::Dot => {
                 if tys.iter().any(Ty::is_scalar) {
                     self.error(
-                        Diagnostic::error("E0004", format!("`{name}` reduces a tensor, found a scalar"), positional[0].value.span)
-                            .label("a scalar")
-                            .hint("a reduction of a scalar is the scalar itself; drop the call"),
+                        Diagnostic::error(
+                            "E0004",
+                            format!("`{name}` reduces a tensor, found a scalar"),
+                            positional[0].value.span,
+                        )
+                        .label("a scalar")
+                        .hint("a reduction of a scalar is the scalar itself; drop the call"),
                     );
                     return None;
                 }
                 if b.kind == Kind::Dot && tys[0].shape != tys[1].shape {
-                    self.shape_error(ShapeError::Mismatch(format!("`dot` of {} and {}", tys[0].shape, tys[1].shape)), span);
+                    self.shape_error(
+                        ShapeError::Mismatch(format!(
+                            "`dot` needs two tensors of one shape, found {} and {}",
+                            tys[0].shape, tys[1].shape
+                        )),
+                        span,
+                    );
                     return None;
                 }
                 match axis {
@@ -335,13 +446,25 @@ impl Checker<'_> {
                 }
                 _ => {
                     self.error(
-                        Diagnostic::error("E0020", format!("`eye` needs a square matrix, found {}", tys[0].shape), span)
-                            .label("not square")
-                            .hint("pass a `[rows, rows]` or `[cols, cols]` matrix, e.g. `eye(x @ x.T)`"),
+                        Diagnostic::error(
+                            "E0020",
+                            format!("`eye` needs a square matrix, found {}", tys[0].shape),
+                            span,
+                        )
+                        .label("not square")
+                        .hint("pass a `[rows, rows]` or `[cols, cols]` matrix, e.g. `eye(x @ x.T)`"),
                     );
                     None
                 }
             },
+        }
+    }
+
+    /// Checks argument values only for the errors inside them (and to mark state as used),
+    /// after the call itself was found wrong.
+    fn check_args(&mut self, args: &[Arg]) {
+        for a in args {
+            self.check_expr(&a.value);
         }
     }
 
@@ -352,16 +475,29 @@ impl Checker<'_> {
             self.error(
                 Diagnostic::error("E0018", format!("`{}` takes positional arguments only", f.name.name), named.span)
                     .label("named argument")
-                    .hint("drop the `name =`"),
+                    .hint("drop the `name =`: arguments are matched by position"),
             );
+            self.check_args(args);
             return None;
         }
         if args.len() != f.params.len() {
+            let n = f.params.len();
             self.error(
-                Diagnostic::error("E0003", format!("`{}` takes {} arguments, found {}", f.name.name, f.params.len(), args.len()), span)
-                    .label("wrong number of arguments")
-                    .note(f.name.span, "defined here"),
+                Diagnostic::error(
+                    "E0003",
+                    format!(
+                        "`{}` takes {n} argument{}, found {}",
+                        f.name.name,
+                        if n == 1 { "" } else { "s" },
+                        args.len()
+                    ),
+                    span,
+                )
+                .label("wrong number of arguments")
+                .note(f.name.span, "defined here")
+                .hint(format!("call it as {}", signature(f))),
             );
+            self.check_args(args);
             return None;
         }
         if let Some(cur) = self.current_fn.clone() {
@@ -378,25 +514,41 @@ impl Checker<'_> {
             let Some(pty) = param_type(p) else { continue };
             if pty.elem != aty.elem {
                 self.error(
-                    Diagnostic::error("E0014", format!("parameter `{}` is {pty}, found {aty}", p.name.name), a.value.span)
-                        .label(format!("this is {aty}"))
-                        .note(p.span, "parameter declared here"),
+                    Diagnostic::error(
+                        "E0014",
+                        format!("parameter `{}` is {pty}, found {aty}", p.name.name),
+                        a.value.span,
+                    )
+                    .label(format!("this is {aty}"))
+                    .note(p.span, "parameter declared here")
+                    .hint(if pty.elem == Elem::Bool {
+                        "pass a condition such as `x > 0`"
+                    } else {
+                        "turn a condition into a number with `where(c, 1, 0)`"
+                    }),
                 );
                 ok = false;
                 continue;
             }
             let mismatch = match (&pty.shape, &aty.shape) {
                 (Shape::Scalar, Shape::Scalar) => None,
-                (Shape::Scalar, _) | (_, Shape::Scalar) => Some(("E0004", format!("parameter `{}` is {pty}, found {aty}", p.name.name))),
+                (Shape::Scalar, _) | (_, Shape::Scalar) => {
+                    Some(("E0004", format!("parameter `{}` is {pty}, found {aty}", p.name.name)))
+                }
                 (Shape::Like, s) => match &like {
-                    Some(l) if l != s => Some(("E0005", format!("all `tensor` arguments share one shape: {l} and {s} differ"))),
+                    Some(l) if l != s => {
+                        Some(("E0005", format!("all `tensor` arguments share one shape: {l} and {s} differ")))
+                    }
                     _ => {
                         like = Some(s.clone());
                         None
                     }
                 },
                 (Shape::Dims(_), Shape::Like) => {
-                    self.shape_error(ShapeError::NeedsMatrix(format!("parameter `{}: {}`", p.name.name, pty.shape)), a.value.span);
+                    self.shape_error(
+                        ShapeError::NeedsMatrix(format!("parameter `{}: {}`", p.name.name, pty.shape)),
+                        a.value.span,
+                    );
                     ok = false;
                     continue;
                 }
@@ -405,7 +557,13 @@ impl Checker<'_> {
                     for (x, y) in pd.iter().zip(ad) {
                         match dims.get(x) {
                             Some(bound) if bound != y => {
-                                m = Some(("E0005", format!("dimension `{x}` of `{}` is `{bound}` here but `{y}` in this argument", f.name.name)));
+                                m = Some((
+                                    "E0005",
+                                    format!(
+                                        "dimension `{x}` of `{}` is `{bound}` here but `{y}` in this argument",
+                                        f.name.name
+                                    ),
+                                ));
                             }
                             _ => {
                                 dims.insert(x.clone(), y.clone());
@@ -414,13 +572,21 @@ impl Checker<'_> {
                     }
                     m
                 }
-                (Shape::Dims(_), _) => Some(("E0005", format!("parameter `{}` is {}, found {}", p.name.name, pty.shape, aty.shape))),
+                (Shape::Dims(_), _) => {
+                    Some(("E0005", format!("parameter `{}` is {}, found {}", p.name.name, pty.shape, aty.shape)))
+                }
             };
             if let Some((code, msg)) = mismatch {
+                let hint = match &pty.shape {
+                    Shape::Scalar => "pass a scalar: reduce a tensor first (`sum`, `norm`, ...)",
+                    Shape::Like => "every `tensor` parameter of a function takes the same shape",
+                    Shape::Dims(_) => "a dimension name stands for one size in all parameters; transpose with `.T` or reduce with `axis =` to line them up",
+                };
                 self.error(
                     Diagnostic::error(code, format!("shape mismatch: {msg}"), a.value.span)
                         .label("argument does not fit")
-                        .note(p.span, "parameter declared here"),
+                        .note(p.span, "parameter declared here")
+                        .hint(hint),
                 );
                 ok = false;
             }
@@ -431,6 +597,32 @@ impl Checker<'_> {
         let ret = self.fn_return_type(f, span)?;
         Some(Ty { elem: ret.elem, shape: substitute(&ret.shape, &dims, like.as_ref()) })
     }
+}
+
+/// `name(x: tensor, s: f32)`, for hints.
+fn signature(f: &FnDef) -> String {
+    use crate::ast::{ScalarTy, TypeExpr};
+    let params: Vec<String> = f
+        .params
+        .iter()
+        .map(|p| match &p.ty {
+            None => p.name.name.clone(),
+            Some(TypeExpr::Scalar(t, _)) => {
+                let t = match t {
+                    ScalarTy::F32 => "f32",
+                    ScalarTy::Int => "int",
+                    ScalarTy::Bool => "bool",
+                };
+                format!("{}: {t}", p.name.name)
+            }
+            Some(TypeExpr::AnyTensor(_)) => format!("{}: tensor", p.name.name),
+            Some(TypeExpr::Shape(s)) => {
+                let dims: Vec<&str> = s.dims.iter().map(|d| d.name.as_str()).collect();
+                format!("{}: [{}]", p.name.name, dims.join(", "))
+            }
+        })
+        .collect();
+    format!("`{}({})`", f.name.name, params.join(", "))
 }
 
 /// The type a function parameter is declared with (`None` if it has none: reported once,

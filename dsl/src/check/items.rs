@@ -41,11 +41,17 @@ impl Checker<'_> {
                 }
             }
             if !matches!(f.body.stmts.last(), Some(Stmt::Return { .. })) {
-                self.error(
-                    Diagnostic::error("E0016", format!("function `{}` does not end with `return`", f.name.name), f.span)
-                        .label("no `return` at the end")
-                        .hint("end the body with `return value`"),
-                );
+                let mut d = Diagnostic::error(
+                    "E0016",
+                    format!("function `{}` does not end with `return`", f.name.name),
+                    f.name.span,
+                )
+                .label("its body must end with `return value`")
+                .hint("a function computes one value: end the body with `return value`");
+                if let Some(last) = f.body.stmts.last() {
+                    d = d.note(last.span(), "the last statement");
+                }
+                self.error(d);
             }
         }
         for f in &file.fns {
@@ -57,9 +63,15 @@ impl Checker<'_> {
     /// `return` (memoised). A call that reaches a function being checked is recursion.
     pub(crate) fn fn_return_type(&mut self, f: &FnDef, call: Span) -> Option<Ty> {
         let name = f.name.name.clone();
-        if self.in_progress.contains(&name) {
+        if let Some(pos) = self.in_progress.iter().position(|n| *n == name) {
+            let through: Vec<String> = self.in_progress[pos + 1..].iter().map(|n| format!("`{n}`")).collect();
+            let msg = if through.is_empty() {
+                format!("function `{name}` calls itself")
+            } else {
+                format!("function `{name}` calls itself through {}", through.join(", "))
+            };
             self.error(
-                Diagnostic::error("E0011", format!("function `{name}` calls itself"), call)
+                Diagnostic::error("E0011", msg, call)
                     .label("recursive call")
                     .note(f.name.span, "defined here")
                     .hint("functions are inlined, so they cannot recurse; use a `for` loop with a fixed count"),
@@ -109,10 +121,18 @@ impl Checker<'_> {
                         _ => f.span,
                     };
                     self.error(
-                        Diagnostic::error("E0016", format!("`{name}` returns {actual}, but its signature says {want}"), span)
-                            .label(format!("this is {actual}"))
-                            .note(declared.span(), "declared return type")
-                            .hint("change the declared type or the returned value"),
+                        Diagnostic::error(
+                            "E0016",
+                            format!(
+                                "`{name}` returns {}, but its signature says {}",
+                                fn_ty_text(&actual),
+                                fn_ty_text(&want)
+                            ),
+                            span,
+                        )
+                        .label(format!("this is {}", fn_ty_text(&actual)))
+                        .note(declared.span(), "declared return type")
+                        .hint("change the declared type or the returned value"),
                     );
                     None
                 } else {
@@ -148,12 +168,18 @@ impl Checker<'_> {
             Stmt::Let { names, value: crate::ast::Expr { kind: ExprKind::Tuple(items), .. }, .. } => {
                 for (n, e) in names.iter().zip(items) {
                     let ty = self.check_expr(e);
-                    self.scopes.last_mut().expect("scope").insert(n.name.clone(), super::Entry { entity: Entity::Let, ty, span: n.span, used: true });
+                    self.scopes
+                        .last_mut()
+                        .expect("scope")
+                        .insert(n.name.clone(), super::Entry { entity: Entity::Let, ty, span: n.span, used: true });
                 }
             }
             Stmt::Var { name, value, .. } => {
                 let ty = self.check_expr(value);
-                self.scopes.last_mut().expect("scope").insert(name.name.clone(), super::Entry { entity: Entity::Var, ty, span: name.span, used: true });
+                self.scopes
+                    .last_mut()
+                    .expect("scope")
+                    .insert(name.name.clone(), super::Entry { entity: Entity::Var, ty, span: name.span, used: true });
             }
             _ => {}
         }
@@ -162,7 +188,7 @@ impl Checker<'_> {
 
     pub(crate) fn check_optimizer(&mut self, opt: &Optimizer) {
         self.scopes = vec![HashMap::new()];
-        self.declare("step", Span::default(), Entity::Step, Some(Ty::NUM));
+        self.declare_quietly("step", Span::default(), Entity::Step, Some(Ty::NUM));
         self.push();
         for h in &opt.hypers {
             let ty = self.check_hyper(h);
@@ -170,91 +196,25 @@ impl Checker<'_> {
             self.declare(&h.name.name, h.name.span, Entity::Hyper { int }, ty);
         }
         for gl in &opt.globals {
-            self.ctx = Ctx::Constant;
-            self.check_expr(&gl.init);
+            self.check_global(gl);
             self.declare(&gl.name.name, gl.name.span, Entity::Global, Some(Ty::NUM));
         }
-        // State names live beside hypers and globals: declare them once here for duplicate
-        // detection, then again in each update's own scope.
+        // State names live beside hypers and globals: declared here for duplicate detection,
+        // and typed with the parameter's shape inside each update. A state with a bad shape
+        // has no type, which silences follow-on errors.
         let mut state_tys = Vec::new();
+        let mut declared = Vec::new();
         for s in &opt.states {
-            let shape = match &s.shape {
-                None => Shape::Like,
-                Some(se) => {
-                    for d in &se.dims {
-                        if !builtins::DIMS.contains(&d.name.as_str()) {
-                            self.error(
-                                Diagnostic::error("E0020", format!("unknown dimension `{}` in a state shape", d.name), d.span)
-                                    .label("not a dimension")
-                                    .hint("state shapes are built from `rows` and `cols`: `[rows]`, `[cols]`, `[rows, rows]`, `[cols, cols]`, `[rows, cols]`, or `[]` for a scalar"),
-                            );
-                        }
-                    }
-                    if se.dims.len() > 2 {
-                        self.error(
-                            Diagnostic::error("E0020", "state shapes have at most two dimensions", se.span)
-                                .label("too many dimensions")
-                                .hint("use `[rows, cols]` for a matrix"),
-                        );
-                    }
-                    Shape::from_names(se.dims.iter().map(|d| d.name.clone()).collect())
-                }
-            };
-            let ty = Ty::num(shape.clone());
-            if let Some(init) = &s.init {
-                self.ctx = Ctx::Init;
-                self.init_shape = Some(shape.clone());
-                self.push();
-                let param_shape = if matches!(shape, Shape::Dims(_)) { Shape::dims(&["rows", "cols"]) } else { Shape::Like };
-                self.declare("p", Span::default(), Entity::Param, Some(Ty::num(param_shape)));
-                for n in builtins::SHAPE_SCALARS {
-                    self.declare(n, Span::default(), Entity::ShapeScalar, Some(Ty::NUM));
-                }
-                if let Some(ity) = self.check_expr(init) {
-                    let fits = types::broadcast(&shape, &ity.shape).is_ok_and(|b| b == shape);
-                    if !fits || ity.elem != ty.elem {
-                        self.error(
-                            Diagnostic::error("E0005", format!("state `{}` has shape {shape}, but its initial value has shape {}", s.name.name, ity.shape), init.span)
-                                .label(format!("shape {}", ity.shape))
-                                .hint("initialise with `zeros`, a number, a hyperparameter, `p` (a copy of the parameter) or `eye` (square shapes)"),
-                        );
-                    }
-                }
-                self.pop();
-                self.init_shape = None;
-            }
+            let ty = self.check_state(s);
             state_tys.push(ty.clone());
-            self.declare(&s.name.name, s.name.span, Entity::State { initialised: s.init.is_some() }, Some(ty));
+            self.declare(&s.name.name, s.name.span, Entity::State { initialised: s.init.is_some() }, ty);
+            let scope = self.scopes.last().expect("the optimizer scope");
+            declared.push(scope.get(&s.name.name).is_some_and(|e| e.span == s.name.span));
         }
-        // `prepare`: once per step; its top-level `let`s are visible to the updates.
-        let mut prepare_lets = Vec::new();
-        for (i, block) in opt.prepares.iter().enumerate() {
-            if i > 0 {
-                self.error(
-                    Diagnostic::error("E0012", "an optimizer has one `prepare` block", block.span)
-                        .label("a second `prepare`")
-                        .hint("merge the blocks"),
-                );
-                continue;
-            }
-            self.ctx = Ctx::Prepare;
-            self.push();
-            for stmt in &block.stmts {
-                if let Stmt::Return { span, .. } = stmt {
-                    self.error(
-                        Diagnostic::error("E0016", "`return` must be the last statement of a function", *span)
-                            .label("outside a function")
-                            .hint("`prepare` assigns globals and binds values with `let`"),
-                    );
-                    continue;
-                }
-                self.check_block(&crate::ast::Block { stmts: vec![stmt.clone()], span: block.span }, false);
-                self.rebind_top(stmt, &mut prepare_lets);
-            }
-            self.pop();
-        }
+        let prepare_lets = self.check_prepare(opt);
         self.check_updates(opt, &state_tys, &prepare_lets);
-        for s in &opt.states {
+        // A state that could not be declared (a duplicate name) was reported already.
+        for s in opt.states.iter().zip(declared).filter_map(|(s, ok)| ok.then_some(s)) {
             if !self.used_state.contains(&s.name.name) {
                 self.error(
                     Diagnostic::warning("W0008", format!("state `{}` is never used", s.name.name), s.name.span)
@@ -265,33 +225,158 @@ impl Checker<'_> {
         }
     }
 
-    /// Records a `prepare` statement's bindings so they stay visible after its block.
-    fn rebind_top(&mut self, stmt: &Stmt, lets: &mut Vec<(String, Span, Option<Ty>)>) {
-        let before = self.diags.len();
-        match stmt {
-            Stmt::Let { names, value, .. } if names.len() == 1 => {
-                let ty = self.check_expr(value);
-                lets.push((names[0].name.clone(), names[0].span, ty.clone()));
-                self.scopes.last_mut().expect("scope").insert(names[0].name.clone(), super::Entry { entity: Entity::Let, ty, span: names[0].span, used: true });
-            }
-            Stmt::Let { names, value: crate::ast::Expr { kind: ExprKind::Tuple(items), .. }, .. } => {
-                for (n, e) in names.iter().zip(items) {
-                    let ty = self.check_expr(e);
-                    lets.push((n.name.clone(), n.span, ty.clone()));
-                    self.scopes.last_mut().expect("scope").insert(n.name.clone(), super::Entry { entity: Entity::Let, ty, span: n.span, used: true });
-                }
-            }
-            Stmt::Var { name, value, .. } => {
-                let ty = self.check_expr(value);
-                lets.push((name.name.clone(), name.span, ty.clone()));
-                self.scopes.last_mut().expect("scope").insert(name.name.clone(), super::Entry { entity: Entity::Var, ty, span: name.span, used: true });
-            }
-            _ => {}
-        }
-        self.diags.truncate(before);
+    /// A global starts at a number literal; only `prepare` changes it.
+    fn check_global(&mut self, gl: &crate::ast::GlobalDecl) {
+        let problem = match literal(&gl.init) {
+            Some(Ok(v)) if fits_f32(v) => return,
+            Some(Ok(_)) => ("too large", "f32 holds values up to about 3.4e38".to_string()),
+            Some(Err(_)) => ("a bool", "globals are f32 scalars; keep a flag as `1` or `0`".to_string()),
+            None => (
+                "not a literal",
+                format!(
+                    "start it at a number such as `global {} = 1`, and compute its value in `prepare {{ ... }}`",
+                    gl.name.name
+                ),
+            ),
+        };
+        self.error(
+            Diagnostic::error(
+                "E0019",
+                format!("the initial value of global `{}` must be a number literal", gl.name.name),
+                gl.init.span,
+            )
+            .label(problem.0)
+            .hint(problem.1),
+        );
     }
 
-    fn check_updates(&mut self, opt: &Optimizer, state_tys: &[Ty], prepare_lets: &[(String, Span, Option<Ty>)]) {
+    /// Checks a state's shape and initialiser; returns its type (`None` if the shape is bad).
+    fn check_state(&mut self, s: &crate::ast::StateDecl) -> Option<Ty> {
+        let shape = match &s.shape {
+            None => Shape::Like,
+            Some(se) => {
+                let mut ok = true;
+                for d in &se.dims {
+                    if !builtins::DIMS.contains(&d.name.as_str()) {
+                        ok = false;
+                        self.error(
+                            Diagnostic::error("E0020", format!("unknown dimension `{}` in a state shape", d.name), d.span)
+                                .label("not a dimension")
+                                .hint("state shapes are built from `rows` and `cols`: `[rows]`, `[cols]`, `[rows, rows]`, `[cols, cols]`, `[rows, cols]`, or `[]` for a scalar"),
+                        );
+                    }
+                }
+                if se.dims.len() > 2 {
+                    ok = false;
+                    self.error(
+                        Diagnostic::error("E0020", "state shapes have at most two dimensions", se.span)
+                            .label("too many dimensions")
+                            .hint("use `[rows, cols]` for a matrix; a parameter of higher rank is viewed as [rows, cols] with cols the product of the other dimensions"),
+                    );
+                }
+                if !ok {
+                    return None;
+                }
+                Shape::from_names(se.dims.iter().map(|d| d.name.clone()).collect())
+            }
+        };
+        let ty = Ty::num(shape.clone());
+        let Some(init) = &s.init else { return Some(ty) };
+        self.ctx = Ctx::Init;
+        self.init_shape = Some(shape.clone());
+        self.push();
+        let param_shape = if matches!(shape, Shape::Dims(_)) { Shape::dims(&["rows", "cols"]) } else { Shape::Like };
+        self.declare_quietly("p", Span::default(), Entity::Param, Some(Ty::num(param_shape)));
+        for n in builtins::SHAPE_SCALARS {
+            self.declare_quietly(n, Span::default(), Entity::ShapeScalar, Some(Ty::NUM));
+        }
+        if let Some(ity) = self.check_expr(init) {
+            let fits = types::broadcast(&shape, &ity.shape).is_ok_and(|b| b == shape);
+            let name = &s.name.name;
+            let hint = "initialise with `zeros`, a number, a hyperparameter, `p` (a copy of the parameter), `eye` (square shapes), or an expression of these";
+            if ity.elem != ty.elem {
+                self.error(
+                    Diagnostic::error(
+                        "E0014",
+                        format!("state `{name}` holds numbers, but its initial value is {ity}"),
+                        init.span,
+                    )
+                    .label(format!("this is {ity}"))
+                    .hint(hint),
+                );
+            } else if !fits {
+                let code = if shape == Shape::Scalar || ity.is_scalar() { "E0004" } else { "E0005" };
+                self.error(
+                    Diagnostic::error(
+                        code,
+                        format!("state `{name}` has shape {shape}, but its initial value has shape {}", ity.shape),
+                        init.span,
+                    )
+                    .label(format!("shape {}", ity.shape))
+                    .hint(hint),
+                );
+            }
+        }
+        self.pop();
+        self.init_shape = None;
+        Some(ty)
+    }
+
+    /// `prepare`: once per step, before any parameter. Its top-level `let`s and `var`s are
+    /// returned, to be visible (read-only) in the updates.
+    fn check_prepare(&mut self, opt: &Optimizer) -> Vec<(String, Span, Option<Ty>)> {
+        let mut lets = Vec::new();
+        for (i, block) in opt.prepares.iter().enumerate() {
+            if i > 0 {
+                let brace = Span::new(block.span.start as usize, block.span.start as usize + 1);
+                self.error(
+                    Diagnostic::error("E0012", "an optimizer has one `prepare` block", brace)
+                        .label("a second `prepare` block")
+                        .note(opt.prepares[0].span, "the first one")
+                        .hint("merge the blocks"),
+                );
+                continue;
+            }
+            self.ctx = Ctx::Prepare;
+            self.assigned.clear();
+            self.push();
+            for stmt in &block.stmts {
+                if let Stmt::Return { span, value } = stmt {
+                    self.error(
+                        Diagnostic::error("E0016", "`return` must be the last statement of a function", *span)
+                            .label("outside a function")
+                            .hint("`prepare` assigns globals and binds values with `let`; the updates read them"),
+                    );
+                    self.check_expr(value);
+                    continue;
+                }
+                self.check_stmt(stmt);
+            }
+            let scope = self.scopes.last().expect("the prepare scope");
+            for stmt in &block.stmts {
+                let names: Vec<&crate::ast::Ident> = match stmt {
+                    Stmt::Let { names, .. } => names.iter().collect(),
+                    Stmt::Var { name, .. } => vec![name],
+                    _ => Vec::new(),
+                };
+                for n in names {
+                    // Only names this statement declared (not a duplicate it failed to).
+                    if let Some(e) = scope.get(&n.name).filter(|e| e.span == n.span) {
+                        lets.push((n.name.clone(), n.span, e.ty.clone()));
+                    }
+                }
+            }
+            self.pop();
+        }
+        lets
+    }
+
+    fn check_updates(
+        &mut self,
+        opt: &Optimizer,
+        state_tys: &[Option<Ty>],
+        prepare_lets: &[(String, Span, Option<Ty>)],
+    ) {
         if opt.updates.is_empty() {
             self.error(
                 Diagnostic::error("E0017", format!("optimizer `{}` has no `update`", opt.name.name), opt.name.span)
@@ -306,88 +391,100 @@ impl Checker<'_> {
                 Some(TypeExpr::Shape(s)) if s.dims.iter().map(|d| d.name.as_str()).eq(["rows", "cols"]) => true,
                 Some(other) => {
                     self.error(
-                        Diagnostic::error("E0017", "an update's parameter is `p` (any shape) or `p: [rows, cols]` (matrices)", other.span())
-                            .label("not an update pattern")
-                            .hint("write `update(p, g)` or `update(p: [rows, cols], g)`"),
+                        Diagnostic::error(
+                            "E0017",
+                            "an update's parameter is `p` (any shape) or `p: [rows, cols]` (matrices)",
+                            other.span(),
+                        )
+                        .label("not an update pattern")
+                        .hint("write `update(p, g)` or `update(p: [rows, cols], g)`"),
                     );
                     continue;
                 }
             };
-            if let Some(TypeExpr::Shape(gs)) = &u.grad.ty {
-                let pdims: Vec<&str> = if matrix { vec!["rows", "cols"] } else { vec![] };
-                if !gs.dims.iter().map(|d| d.name.as_str()).eq(pdims) {
-                    self.error(
-                        Diagnostic::error("E0005", "the gradient has the parameter's shape", gs.span)
-                            .label("differs from the parameter's")
-                            .hint("drop the gradient's type: it is always the parameter's"),
-                    );
-                }
-            }
-            if let Some((_, prev)) = seen.iter().find(|(m, _)| *m == matrix) {
+            let grad_fits = match &u.grad.ty {
+                None | Some(TypeExpr::AnyTensor(_)) => true,
+                Some(TypeExpr::Shape(gs)) => matrix && gs.dims.iter().map(|d| d.name.as_str()).eq(["rows", "cols"]),
+                Some(TypeExpr::Scalar(..)) => false,
+            };
+            if !grad_fits {
+                let gty = u.grad.ty.as_ref().expect("a declared type");
                 self.error(
-                    Diagnostic::error("E0017", "two updates for the same parameter shapes", u.span)
-                        .label("a second update")
+                    Diagnostic::error("E0005", "the gradient has the parameter's shape", gty.span())
+                        .label("differs from the parameter's")
+                        .hint("drop the gradient's type: it is always the parameter's"),
+                );
+            }
+            // `update` itself: the bodies are long, so point at the keyword.
+            let head =
+                |u: &crate::ast::UpdateDef| Span::new(u.span.start as usize, u.span.start as usize + "update".len());
+            if let Some((_, prev)) = seen.iter().find(|(m, _)| *m == matrix) {
+                let what = if matrix { "`update(p: [rows, cols], g)`" } else { "`update(p, g)`" };
+                self.error(
+                    Diagnostic::error("E0017", format!("a second {what}"), head(u))
+                        .label("a second update for the same parameters")
                         .note(*prev, "the first one")
                         .hint("an optimizer has at most one `update(p, g)` and one `update(p: [rows, cols], g)`; matrices take the second"),
                 );
                 continue;
             }
-            seen.push((matrix, u.span));
+            seen.push((matrix, head(u)));
             self.ctx = Ctx::Update { matrix };
             self.assigned.clear();
             self.push();
             let pshape = if matrix { Shape::dims(&["rows", "cols"]) } else { Shape::Like };
+            for n in builtins::SHAPE_SCALARS {
+                self.declare_quietly(n, Span::default(), Entity::ShapeScalar, Some(Ty::NUM));
+            }
+            // Checked where `prepare` declared them; a clash with `p` or `g` is reported below.
+            for (name, span, ty) in prepare_lets {
+                self.declare_quietly(name, *span, Entity::PrepareLet, ty.clone());
+            }
             self.declare(&u.param.name.name, u.param.name.span, Entity::Param, Some(Ty::num(pshape.clone())));
             self.declare(&u.grad.name.name, u.grad.name.span, Entity::Grad, Some(Ty::num(pshape.clone())));
-            for n in builtins::SHAPE_SCALARS {
-                self.declare(n, Span::default(), Entity::ShapeScalar, Some(Ty::NUM));
-            }
-            for (name, span, ty) in prepare_lets {
-                self.declare(name, *span, Entity::PrepareLet, ty.clone());
-            }
             // State declared like the parameter takes the update's parameter shape.
-            for (s, ty) in opt.states.iter().zip(state_tys) {
-                let ty = if ty.shape == Shape::Like { Ty::num(pshape.clone()) } else { ty.clone() };
-                if let Some(scope) = self.scopes.iter_mut().rev().find(|sc| sc.contains_key(&s.name.name)) {
-                    if let Some(e) = scope.get_mut(&s.name.name) {
-                        e.ty = Some(ty);
-                    }
-                }
-            }
+            self.set_state_types(opt, state_tys, Some(&pshape));
             self.check_block(&u.body, false);
             self.pop();
-            for (s, ty) in opt.states.iter().zip(state_tys) {
-                if let Some(scope) = self.scopes.iter_mut().rev().find(|sc| sc.contains_key(&s.name.name)) {
-                    if let Some(e) = scope.get_mut(&s.name.name) {
-                        e.ty = Some(ty.clone());
-                    }
-                }
+            self.set_state_types(opt, state_tys, None);
+        }
+    }
+
+    /// Gives each state its type, with `like(p)` replaced by `pshape` when there is one.
+    fn set_state_types(&mut self, opt: &Optimizer, state_tys: &[Option<Ty>], pshape: Option<&Shape>) {
+        for (s, ty) in opt.states.iter().zip(state_tys) {
+            let ty = match (ty, pshape) {
+                (Some(t), Some(p)) if t.shape == Shape::Like => Some(Ty::num(p.clone())),
+                _ => ty.clone(),
+            };
+            let entry = self.scopes.iter_mut().rev().find_map(|sc| sc.get_mut(&s.name.name));
+            if let Some(e) = entry.filter(|e| matches!(e.entity, Entity::State { .. })) {
+                e.ty = ty;
             }
         }
     }
 
     /// A hyperparameter's default and range are literals of its type.
     fn check_hyper(&mut self, h: &crate::ast::HyperDecl) -> Option<Ty> {
-        let literal = |e: &crate::ast::Expr| -> Option<Result<f64, bool>> {
-            match &e.kind {
-                ExprKind::Number(v) => Some(Ok(*v)),
-                ExprKind::Bool(b) => Some(Err(*b)),
-                ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
-                    ExprKind::Number(v) => Some(Ok(-v)),
-                    _ => None,
-                },
-                _ => None,
-            }
-        };
-        let not_literal = |e: &crate::ast::Expr| {
-            Diagnostic::error("E0019", format!("the default of `{}` must be a literal", h.name.name), e.span)
+        let name = &h.name.name;
+        let not_literal = |e: &crate::ast::Expr, what: &str| {
+            Diagnostic::error("E0019", format!("the {what} of `{name}` must be a literal"), e.span)
                 .label("not a literal")
                 .hint("hyperparameter defaults and ranges are literals such as `1e-3`, `-1`, `true`; they are set at run time, not computed")
         };
+        let too_large = |e: &crate::ast::Expr| {
+            Diagnostic::error("E0019", "this number does not fit in f32", e.span)
+                .label("too large")
+                .hint("write a smaller literal; f32 holds values up to about 3.4e38")
+        };
         let Some(default) = literal(&h.default) else {
-            self.error(not_literal(&h.default));
+            self.error(not_literal(&h.default, "default"));
             return None;
         };
+        if matches!(default, Ok(v) if !fits_f32(v)) {
+            self.error(too_large(&h.default));
+            return None;
+        }
         let ty = match (h.ty.map(|t| t.0), default) {
             (None | Some(ScalarTy::F32), Ok(_)) => ScalarTy::F32,
             (None | Some(ScalarTy::Bool), Err(_)) => ScalarTy::Bool,
@@ -399,37 +496,100 @@ impl Checker<'_> {
                     ScalarTy::Bool => "bool",
                 };
                 self.error(
-                    Diagnostic::error("E0019", format!("`{}` is declared {tname}, but its default is not", h.name.name), h.default.span)
-                        .label(format!("not {tname}"))
-                        .hint(match t {
-                            ScalarTy::Int => "an int default is a whole number such as `5`",
-                            ScalarTy::Bool => "a bool default is `true` or `false`",
-                            ScalarTy::F32 => "an f32 default is a number such as `0.9`",
-                        }),
+                    Diagnostic::error(
+                        "E0019",
+                        format!("`{name}` is declared {tname}, but its default is not"),
+                        h.default.span,
+                    )
+                    .label(format!("not {tname}"))
+                    .hint(match t {
+                        ScalarTy::Int => "an int default is a whole number such as `5`",
+                        ScalarTy::Bool => "a bool default is `true` or `false`",
+                        ScalarTy::F32 => "an f32 default is a number such as `0.9`",
+                    }),
                 );
                 return None;
             }
         };
         if let Some((lo, hi)) = &h.range {
-            match (literal(lo), literal(hi), default) {
-                (Some(Ok(l)), Some(Ok(u)), Ok(d)) if ty != ScalarTy::Bool => {
-                    if l > u || d < l || d > u {
-                        self.error(
-                            Diagnostic::error("E0019", format!("the default {d} of `{}` is outside its range {l}..={u}", h.name.name), h.span)
-                                .label("outside the range")
-                                .hint("the range is `in lo..=hi` with lo <= default <= hi"),
-                        );
-                    }
+            let range_span = lo.span.to(hi.span);
+            let bound = |this: &mut Self, e: &crate::ast::Expr| -> Option<f64> {
+                match literal(e) {
+                    None => this.error(not_literal(e, "range")),
+                    Some(Ok(v)) if !fits_f32(v) => this.error(too_large(e)),
+                    Some(Ok(v)) if ty == ScalarTy::Int && v.fract() != 0.0 => this.error(
+                        Diagnostic::error(
+                            "E0019",
+                            format!("the range of the int `{name}` must hold whole numbers"),
+                            e.span,
+                        )
+                        .label("not a whole number")
+                        .hint("write the range as `in 0..=10`"),
+                    ),
+                    Some(Ok(v)) => return Some(v),
+                    Some(Err(_)) => this.error(
+                        Diagnostic::error("E0019", format!("the range of `{name}` must hold numbers"), e.span)
+                            .label("a bool")
+                            .hint("write the range as `in lo..=hi` with numbers"),
+                    ),
                 }
-                (Some(_), Some(_), _) => self.error(
-                    Diagnostic::error("E0019", format!("`{}` cannot have a range", h.name.name), lo.span.to(hi.span))
-                        .label("range of a bool")
-                        .hint("ranges are for f32 and int hyperparameters"),
-                ),
-                (None, _, _) => self.error(not_literal(lo)),
-                (_, None, _) => self.error(not_literal(hi)),
+                None
+            };
+            if ty == ScalarTy::Bool {
+                self.error(
+                    Diagnostic::error("E0019", format!("the bool `{name}` cannot have a range"), range_span)
+                        .label("a range on a bool")
+                        .hint("ranges are for f32 and int hyperparameters; drop `in ...`"),
+                );
+            } else if let (Some(l), Some(u), Ok(d)) = (bound(self, lo), bound(self, hi), default) {
+                if l > u {
+                    self.error(
+                        Diagnostic::error("E0019", format!("the range {l}..={u} of `{name}` is empty"), range_span)
+                            .label("the low end is above the high end")
+                            .hint("write the range as `in lo..=hi` with lo <= hi"),
+                    );
+                } else if d < l || d > u {
+                    self.error(
+                        Diagnostic::error(
+                            "E0019",
+                            format!("the default {d} of `{name}` is outside its range {l}..={u}"),
+                            h.default.span,
+                        )
+                        .label(format!("not in {l}..={u}"))
+                        .note(range_span, "the range")
+                        .hint("the default must lie in the range: lo <= default <= hi"),
+                    );
+                }
             }
         }
         Some(if ty == ScalarTy::Bool { Ty::BOOL } else { Ty::NUM })
     }
+}
+
+/// A type as a function signature writes it: the shape shared by `tensor` parameters is
+/// `tensor`, not the parameter's shape.
+fn fn_ty_text(ty: &Ty) -> String {
+    match (&ty.shape, ty.elem) {
+        (Shape::Like, types::Elem::Num) => "tensor".to_string(),
+        (Shape::Like, types::Elem::Bool) => "bool tensor".to_string(),
+        _ => ty.to_string(),
+    }
+}
+
+/// The value of a literal: a number (possibly negated) or a bool.
+pub(crate) fn literal(e: &crate::ast::Expr) -> Option<Result<f64, bool>> {
+    match &e.kind {
+        ExprKind::Number(v) => Some(Ok(*v)),
+        ExprKind::Bool(b) => Some(Err(*b)),
+        ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
+            ExprKind::Number(v) => Some(Ok(-v)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// True when a number survives the conversion to f32 (every value reaches a kernel as f32).
+pub(crate) fn fits_f32(v: f64) -> bool {
+    v.abs() <= f64::from(f32::MAX)
 }

@@ -26,6 +26,11 @@ pub fn check(file: &File) -> Checked {
     c.diags
 }
 
+/// `step` and the shape scalars: names no declaration may take.
+pub(crate) fn is_builtin_name(name: &str) -> bool {
+    name == "step" || crate::builtins::SHAPE_SCALARS.contains(&name)
+}
+
 /// What a name refers to.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Entity {
@@ -59,7 +64,9 @@ pub(crate) enum Ctx {
     /// A state initialiser: hypers, shape scalars, `p`, `zeros`, `eye`.
     Init,
     Prepare,
-    Update { matrix: bool },
+    Update {
+        matrix: bool,
+    },
     Fn,
 }
 
@@ -120,21 +127,37 @@ impl<'a> Checker<'a> {
     }
 
     /// Declares a name in the innermost scope; a second declaration in any enclosing scope
-    /// of the same function is a duplicate.
+    /// of the same function is a duplicate, and the built-in names are reserved. `_` binds
+    /// nothing (`for _ in 0..5`).
     pub fn declare(&mut self, name: &str, span: Span, entity: Entity, ty: Option<Ty>) {
-        let previous = self.scopes.iter().rev().find_map(|s| s.get(name)).map(|e| (e.span, e.entity.clone()));
-        if let Some((prev, entity)) = previous {
-            let mut d = Diagnostic::error("E0012", format!("`{name}` is already defined"), span)
-                .label("defined again here")
-                .hint("give it another name; to change a `var`, assign to it without `var`");
-            if matches!(entity, Entity::Step | Entity::ShapeScalar) {
-                d = d.hint(format!("`{name}` is a built-in name"));
-            } else {
-                d = d.note(prev, "first defined here");
-            }
-            self.error(d);
+        if name == "_" {
             return;
         }
+        if is_builtin_name(name) {
+            self.error(
+                Diagnostic::error("E0012", format!("`{name}` is a built-in name"), span)
+                    .label("cannot be declared")
+                    .hint(format!("give it another name; `{name}` always means the built-in")),
+            );
+            return;
+        }
+        let previous = self.scopes.iter().rev().find_map(|s| s.get(name)).map(|e| e.span);
+        if let Some(prev) = previous {
+            self.error(
+                Diagnostic::error("E0012", format!("`{name}` is already defined"), span)
+                    .label("defined again here")
+                    .note(prev, "first defined here")
+                    .hint("give it another name; to change a `var`, assign to it without `var`"),
+            );
+            return;
+        }
+        let entry = Entry { entity, ty, span, used: false };
+        self.scopes.last_mut().expect("a scope").insert(name.to_string(), entry);
+    }
+
+    /// Declares a built-in (`step`, `p` in an initialiser, the shape scalars) or a name already
+    /// checked elsewhere (a `prepare` binding), without reporting anything.
+    pub fn declare_quietly(&mut self, name: &str, span: Span, entity: Entity, ty: Option<Ty>) {
         let entry = Entry { entity, ty, span, used: false };
         self.scopes.last_mut().expect("a scope").insert(name.to_string(), entry);
     }

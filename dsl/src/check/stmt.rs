@@ -1,11 +1,15 @@
 //! Checking statements: bindings, assignments (who may be assigned where), `if`, static
 //! `for` loops, `every`, `return`, and which uninitialised state is assigned on every path.
 
+use super::items::literal;
 use super::{Checker, Ctx, Entity};
-use crate::ast::{AssignOp, Block, Expr, ExprKind, Stmt, UnOp};
+use crate::ast::{AssignOp, Block, Expr, ExprKind, Stmt};
 use crate::diagnostic::Diagnostic;
 use crate::span::Span;
-use crate::types::{self, Elem, Ty};
+use crate::types::{self, Elem, Shape, Ty};
+
+/// The most iterations a `for` loop may unroll to.
+const MAX_UNROLL: f64 = 10_000.0;
 
 impl Checker<'_> {
     /// Checks a block in a new scope. `fn_body` marks a function's top-level block, the only
@@ -19,10 +23,12 @@ impl Checker<'_> {
                     self.error(
                         Diagnostic::error("E0016", "`return` must be the last statement of a function", *span)
                             .label(if self.ctx == Ctx::Fn { "not the last statement" } else { "outside a function" })
-                            .hint(if self.ctx == Ctx::Fn {
-                                "compute the result with `var` and `if`, and return it at the end"
-                            } else {
-                                "an update assigns `p` and state instead of returning"
+                            .hint(match self.ctx {
+                                Ctx::Fn => "compute the result with `var` and `if`, and return it at the end",
+                                Ctx::Prepare => {
+                                    "`prepare` assigns globals and binds values with `let`; the updates read them"
+                                }
+                                _ => "an update assigns `p` and state instead of returning",
                             }),
                     );
                 }
@@ -34,7 +40,7 @@ impl Checker<'_> {
         self.pop();
     }
 
-    fn check_stmt(&mut self, stmt: &Stmt) {
+    pub(crate) fn check_stmt(&mut self, stmt: &Stmt) {
         match stmt {
             Stmt::Let { names, value, span } => {
                 if names.len() == 1 {
@@ -44,17 +50,25 @@ impl Checker<'_> {
                 }
                 let ExprKind::Tuple(items) = &value.kind else {
                     self.error(
-                        Diagnostic::error("E0022", format!("`let` unpacks {} names but the value is not a tuple", names.len()), value.span)
-                            .label("not a tuple")
-                            .hint("write the values in parentheses: `let (a, b) = (1, 2)`"),
+                        Diagnostic::error(
+                            "E0022",
+                            format!("`let` unpacks {} names but the value is not a tuple", names.len()),
+                            value.span,
+                        )
+                        .label("not a tuple")
+                        .hint("write the values in parentheses: `let (a, b) = (1, 2)`"),
                     );
                     return;
                 };
                 if items.len() != names.len() {
                     self.error(
-                        Diagnostic::error("E0022", format!("`let` unpacks {} names from {} values", names.len(), items.len()), *span)
-                            .label("counts differ")
-                            .hint("give one value per name"),
+                        Diagnostic::error(
+                            "E0022",
+                            format!("`let` unpacks {} names from {} values", names.len(), items.len()),
+                            *span,
+                        )
+                        .label("counts differ")
+                        .hint("give one value per name"),
                     );
                     return;
                 }
@@ -128,29 +142,52 @@ impl Checker<'_> {
             );
             return;
         };
+        let builtin = matches!(entry.entity, Entity::Step | Entity::ShapeScalar);
         let refuse = |what: &str, hint: &str| {
-            Diagnostic::error("E0013", format!("cannot assign to {what} `{name}`"), span)
+            let d = Diagnostic::error("E0013", format!("cannot assign to {what} `{name}`"), span)
                 .label("assigned here")
-                .note(entry.span, "declared here")
-                .hint(hint.to_string())
+                .hint(hint.to_string());
+            // Built-ins have no declaration to point at.
+            if builtin {
+                d
+            } else {
+                d.note(entry.span, "declared here")
+            }
         };
         let d = match (&entry.entity, self.ctx) {
             (Entity::Hyper { .. }, _) => Some(
                 Diagnostic::error("E0006", format!("cannot assign to hyperparameter `{name}`"), span)
                     .label("hyperparameters are read-only in code")
                     .note(entry.span, "declared as `hyper` here")
-                    .hint(format!("hyperparameters are set from training code; compute a new value with `let {name}_t = ...`")),
+                    .hint(format!(
+                        "hyperparameters are set from training code; compute a new value with `let {name}_t = ...`"
+                    )),
             ),
-            (Entity::Grad, _) => Some(refuse("the gradient", "the gradient is read-only; bind a modified copy with `let`")),
+            (Entity::Grad, _) => {
+                Some(refuse("the gradient", "the gradient is read-only; bind a modified copy with `let`"))
+            }
             (Entity::Let, _) => Some(refuse("the `let` binding", "declare it with `var` to reassign it")),
-            (Entity::LoopVar, _) => Some(refuse("the loop variable", "loop variables count iterations; use a `var` for values")),
+            (Entity::LoopVar, _) => {
+                Some(refuse("the loop variable", "loop variables count iterations; use a `var` for values"))
+            }
             (Entity::FnParam, _) => Some(refuse("the function parameter", "copy it into a `var` first")),
             (Entity::Step | Entity::ShapeScalar, _) => Some(refuse("the built-in", "built-ins are read-only")),
-            (Entity::PrepareLet, _) => Some(refuse("the `prepare` binding", "values from `prepare` are read-only in `update`")),
+            (Entity::PrepareLet, _) => {
+                Some(refuse("the `prepare` binding", "values from `prepare` are read-only in `update`"))
+            }
             (Entity::Global, Ctx::Prepare) => None,
             (Entity::Global, _) => Some(refuse("the global", "globals change once per step, in `prepare { ... }`")),
+            (Entity::State { .. }, Ctx::Prepare) => Some(self.state_in_prepare(name, span, &entry)),
+            (Entity::State { .. }, Ctx::Update { matrix: false }) if matches!(&entry.ty, Some(t) if matches!(t.shape, Shape::Dims(_))) => {
+                Some(self.state_needs_matrix(name, span, &entry))
+            }
             _ => None,
         };
+        if let Entity::State { .. } = entry.entity {
+            if !self.used_state.iter().any(|s| s == name) {
+                self.used_state.push(name.to_string());
+            }
+        }
         if let Some(d) = d {
             self.error(d);
             return;
@@ -161,11 +198,6 @@ impl Checker<'_> {
             }
             if !self.assigned.iter().any(|s| s == name) {
                 self.assigned.push(name.to_string());
-            }
-        }
-        if let Entity::State { .. } = entry.entity {
-            if !self.used_state.iter().any(|s| s == name) {
-                self.used_state.push(name.to_string());
             }
         }
         let (Some(target), Some(vty)) = (entry.ty, vty) else { return };
@@ -193,8 +225,13 @@ impl Checker<'_> {
             }
             _ => {
                 let code = if target.is_scalar() != vty.is_scalar() { "E0004" } else { "E0005" };
+                let msg = if target.is_scalar() {
+                    format!("`{name}` is a scalar, but the value has shape {}", vty.shape)
+                } else {
+                    format!("`{name}` has shape {}, but the value has shape {}", target.shape, vty.shape)
+                };
                 self.error(
-                    Diagnostic::error(code, format!("`{name}` has shape {}, but the value has shape {}", target.shape, vty.shape), value.span)
+                    Diagnostic::error(code, msg, value.span)
                         .label(format!("shape {}", vty.shape))
                         .note(entry.span, "declared here")
                         .hint(if vty.is_scalar() || target.is_scalar() {
@@ -211,16 +248,20 @@ impl Checker<'_> {
     /// range, whose upper end bounds the unrolled loop.
     fn check_static_bound(&mut self, e: &Expr, end: bool) {
         match &e.kind {
-            ExprKind::Number(v) if v.fract() == 0.0 && *v >= 0.0 && *v <= 1.0e4 => {}
+            ExprKind::Number(v) if v.fract() == 0.0 && *v <= MAX_UNROLL => {}
+            ExprKind::Number(v) if v.fract() == 0.0 => self.too_many_iterations(e, *v),
             ExprKind::Name(n) if end => {
                 let hyper = self.file.optimizers.first().and_then(|o| o.hypers.iter().find(|h| &h.name.name == n));
                 match (self.lookup(n).map(|e| e.entity), hyper) {
-                    (Some(Entity::Hyper { int: true }), Some(h)) if h.range.is_some() => {}
-                    (Some(Entity::Hyper { int: true }), _) => self.error(
-                        Diagnostic::error("E0015", format!("the loop bound `{n}` needs a range"), e.span)
-                            .label("no upper limit known")
-                            .hint(format!("declare it as `hyper {n}: int = ... in 0..=10`: loops are unrolled up to the range's end")),
-                    ),
+                    (Some(Entity::Hyper { int: true }), Some(h)) => match h.range.as_ref().map(|(_, hi)| literal(hi)) {
+                        Some(Some(Ok(hi))) if hi > MAX_UNROLL => self.too_many_iterations(e, hi),
+                        Some(_) => {}
+                        None => self.error(
+                            Diagnostic::error("E0015", format!("the loop bound `{n}` needs a range"), e.span)
+                                .label("no upper limit known")
+                                .hint(format!("declare it as `hyper {n}: int = ... in 0..=10`: loops are unrolled up to the range's end")),
+                        ),
+                    },
                     _ => self.not_static(e),
                 }
             }
@@ -228,11 +269,19 @@ impl Checker<'_> {
         }
     }
 
+    fn too_many_iterations(&mut self, e: &Expr, n: f64) {
+        self.error(
+            Diagnostic::error("E0015", format!("a loop is unrolled, and {n} iterations are too many"), e.span)
+                .label(format!("more than {MAX_UNROLL}"))
+                .hint("loops are unrolled when compiling; keep them short, or use `every` to spread work over steps"),
+        );
+    }
+
     fn not_static(&mut self, e: &Expr) {
         self.check_expr(e);
         self.error(
             Diagnostic::error("E0015", "a loop bound must be known when compiling", e.span)
-                .label("not an integer literal or a ranged `int` hyperparameter")
+                .label("not a whole-number literal or a ranged `int` hyperparameter")
                 .hint("write `for i in 0..5`, or bound it by `hyper n: int = 5 in 0..=10`"),
         );
     }
@@ -245,15 +294,8 @@ impl Checker<'_> {
                     .hint("`every K { ... }` runs on steps 1, K+1, 2K+1, ...; K is a positive integer literal or an `int` hyperparameter"),
             );
         };
-        let literal = |e: &Expr| match &e.kind {
-            ExprKind::Number(v) => Some(*v),
-            ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
-                ExprKind::Number(v) => Some(-v),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(v) = literal(e) {
+        let number = |e: &Expr| literal(e).and_then(Result::ok);
+        if let Some(v) = number(e) {
             if v < 1.0 || v.fract() != 0.0 {
                 bad(self, format!("`every` needs a positive integer period, found {v}"), "not a positive integer");
             }
@@ -263,16 +305,26 @@ impl Checker<'_> {
             let hyper = self.file.optimizers.first().and_then(|o| o.hypers.iter().find(|h| &h.name.name == n)).cloned();
             match (self.lookup(n).map(|x| x.entity), hyper) {
                 (Some(Entity::Hyper { int: true }), Some(h)) => {
-                    let lowest = h.range.as_ref().and_then(|(lo, _)| literal(lo)).or_else(|| literal(&h.default));
+                    let lowest = h.range.as_ref().and_then(|(lo, _)| number(lo)).or_else(|| number(&h.default));
                     if lowest.is_some_and(|v| v < 1.0) {
-                        bad(self, format!("the period `{n}` can be {}", lowest.unwrap_or(0.0)), "may be zero or negative");
+                        bad(
+                            self,
+                            format!("the period `{n}` can be {}", lowest.unwrap_or(0.0)),
+                            "may be zero or negative",
+                        );
                     }
                 }
-                (Some(Entity::Hyper { .. }), _) => bad(self, format!("the period `{n}` must be an `int` hyperparameter"), "not an int"),
+                (Some(Entity::Hyper { .. }), _) => {
+                    bad(self, format!("the period `{n}` must be an `int` hyperparameter"), "not an int")
+                }
                 (None, _) => {
                     self.check_expr(e);
                 }
-                _ => bad(self, "`every` needs a period known before the step".to_string(), "not a literal or hyperparameter"),
+                _ => bad(
+                    self,
+                    "`every` needs a period known before the step".to_string(),
+                    "not a literal or hyperparameter",
+                ),
             }
             return;
         }
