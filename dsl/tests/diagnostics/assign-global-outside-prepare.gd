@@ -1,0 +1,14 @@
+// expect: E0013
+optimizer clipped {
+  hyper lr = 0.01
+  global scale = 1
+  prepare {
+    let s = 2 * lr
+  }
+  update(p, g) {
+    scale = 2
+    s = 3
+    step = 1
+    p = p - lr * scale * s * g
+  }
+}

@@ -1,0 +1,7 @@
+// expect: E0005
+optimizer sgd {
+  hyper lr = 0.01
+  update(p: [rows, cols], g) {
+    p = p - lr * (g + g.T)
+  }
+}

@@ -1,0 +1,7 @@
+// expect: E0001
+optimizer sgd {
+  hyper lr = 0.01
+  update(p, g) {
+    p = p - lr g
+  }
+}

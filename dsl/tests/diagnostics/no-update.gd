@@ -1,0 +1,4 @@
+// expect: E0017
+optimizer empty {
+  hyper lr = 0.01
+}

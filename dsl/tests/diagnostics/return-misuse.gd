@@ -1,0 +1,8 @@
+// expect: E0016
+optimizer sgd {
+  hyper lr = 0.01
+  update(p, g) {
+    p = p - lr * g
+    return p
+  }
+}
