@@ -1,0 +1,107 @@
+//! Everything after the checker is total on checked input: every mutation of every example
+//! that the checker accepts compiles without an internal error, and its plan steps on the
+//! interpreter without one (NaN is allowed; a crash or a plan bug is not).
+
+use gdc_compiler::interp::{InterpError, Interpreter};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TOKENS: &[&str] = &[
+    " + g", " * 2", " - p", " / m", "sqrt(", ")", " @ g.T", ".T", " ^ 2", "-", " 0 ", " 1e-8 ", "step", "numel", "rows",
+    " where(step > 2, ", ", 1)", "norm(g)", "sum(g, axis = 1)", "every 2 { ", " }", "if step > 1 { ", " } else { ",
+    "let z = g\n", "var q = p\n", "p = p * 0.5\n", "for i in 0..2 { ", "\n", " && ", " > ", "max(", "lerp(",
+];
+
+fn mutate(src: &str, rng: &mut Rng) -> String {
+    let chars: Vec<char> = src.chars().collect();
+    let n = chars.len();
+    let at = rng.below(n);
+    let len = 1 + rng.below(12);
+    let end = (at + len).min(n);
+    let mut out: Vec<char> = chars[..at].to_vec();
+    match rng.below(4) {
+        0 => out.extend(&chars[end..]),
+        1 => {
+            out.extend(TOKENS[rng.below(TOKENS.len())].chars());
+            out.extend(&chars[at..]);
+        }
+        2 => {
+            out.extend(&chars[at..end]);
+            out.extend(&chars[at..]);
+        }
+        _ => {
+            out.extend(TOKENS[rng.below(TOKENS.len())].chars());
+            out.extend(&chars[end..]);
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn exercise(src: &str) -> Result<(), String> {
+    let compiled = match gdc_compiler::compile(src) {
+        Ok(c) => c,
+        Err(gdc_compiler::CompileError::Source(_)) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let params = vec![("w".to_string(), vec![3, 2], vec![0.5, -1.0, 0.25, 2.0, -0.5, 1.5]), ("b".to_string(), vec![4], vec![0.1, -0.2, 0.3, -0.4])];
+    for p in [&params[..], &params[..1]] {
+        let mut it = match Interpreter::new(compiled.plan.clone(), p) {
+            Ok(it) => it,
+            Err(InterpError::Internal(e)) => return Err(e),
+            Err(_) => continue,
+        };
+        let mut values: Vec<Vec<f64>> = p.iter().map(|x| x.2.clone()).collect();
+        let grads: Vec<Vec<f64>> = p.iter().map(|x| x.2.iter().map(|v| v * 0.3 - 0.1).collect()).collect();
+        for _ in 0..3 {
+            if let Err(InterpError::Internal(e)) = it.step(&mut values, &grads) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn checked_mutations_compile_and_run_without_internal_errors() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/optimizers");
+    let mut sources: Vec<(String, String)> = std::fs::read_dir(dir)
+        .expect("examples")
+        .map(|e| e.expect("entry").path())
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("read")))
+        .collect();
+    sources.sort();
+    let mut rng = Rng(0x0dd_ba11);
+    let (mut accepted, mut failures) = (0, Vec::new());
+    for round in 0..5000 {
+        let (name, src) = &sources[round % sources.len()];
+        let mut text = src.clone();
+        for _ in 0..1 + rng.below(2) {
+            text = mutate(&text, &mut rng);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| exercise(&text)));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("{name} (round {round}): {e}\n--- source ---\n{text}")),
+            Err(_) => failures.push(format!("{name} (round {round}): PANIC\n--- source ---\n{text}")),
+        }
+        if gdc_dsl::front_end(&text).0.is_some() {
+            accepted += 1;
+        }
+    }
+    println!("{accepted} of 5000 mutations passed the checker and were compiled and run");
+    assert!(accepted > 200, "too few mutations reach the compiler to test it: {accepted}");
+    assert!(failures.is_empty(), "{} failures, first:\n{}", failures.len(), failures[0]);
+}
