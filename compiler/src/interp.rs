@@ -79,7 +79,8 @@ fn hyper_ty_name(t: HyperTy) -> &'static str {
 }
 
 impl Interpreter {
-    /// Binds parameters (name, shape, initial values) and initialises their state.
+    /// Binds parameters (name, shape, initial values). Their state is initialised at the
+    /// first step.
     pub fn new(plan: Plan, params: &[(String, Vec<usize>, Vec<f64>)]) -> Result<Interpreter, InterpError> {
         let m = &plan.module;
         let hypers = m.hypers.iter().map(|h| h.default).collect();
@@ -104,12 +105,7 @@ impl Interpreter {
             let cols = if rows == 0 { 0 } else { numel / rows };
             bound.push(BoundParam { name: name.clone(), shape: shape.clone(), variant, rows, cols, numel, states: vec![None; m.states.len()] });
         }
-        let mut it = Interpreter { plan, hypers, globals, step: 0, params: bound, prepare_outs: Vec::new() };
-        for (i, (_, _, values)) in params.iter().enumerate() {
-            let mut p = values.clone();
-            it.run_param(i, true, &mut p, &[])?;
-        }
-        Ok(it)
+        Ok(Interpreter { plan, hypers, globals, step: 0, params: bound, prepare_outs: Vec::new() })
     }
 
     pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), InterpError> {
@@ -153,6 +149,14 @@ impl Interpreter {
                 if len != bp.numel {
                     return Err(InterpError::Length { what, param: bp.name.clone(), shape: bp.shape.clone(), expected: bp.numel, got: len });
                 }
+            }
+        }
+        // State is initialised at the first step, from the parameters and hyperparameters
+        // in force then (as PyTorch's optimizers initialise state lazily in `step`).
+        if self.step == 0 {
+            for i in 0..self.params.len() {
+                let mut p = params[i].clone();
+                self.run_param(i, true, &mut p, &[])?;
             }
         }
         self.step += 1;

@@ -11,15 +11,12 @@ optimizer adagrad {
   hyper initial_accumulator_value = 0.0
   hyper eps = 1e-10
 
-  // Running sum of squared gradients, starting at initial_accumulator_value. It is seeded on
-  // the first step rather than with `state sum_sq = initial_accumulator_value`, because state
-  // is initialised before a run sets its hyperparameters (the default would be used).
-  state sum_sq = zeros
+  state sum_sq = initial_accumulator_value   // running sum of squared gradients
 
   update(p, g) {
     let d = g + weight_decay * p
     let clr = lr / (1 + (step - 1) * lr_decay)
-    sum_sq = where(step == 1, initial_accumulator_value, sum_sq) + d * d
+    sum_sq = sum_sq + d * d
     p = p - clr * d / (sqrt(sum_sq) + eps)
   }
 }

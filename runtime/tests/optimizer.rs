@@ -66,3 +66,14 @@ fn binding_errors_are_typed() {
     let vector = Optimizer::from_source(muon, &[ParamSpec::new("bias", &[4])], &[&w]);
     assert!(vector.err().is_some_and(|e| e.to_string().contains("only updates matrices")));
 }
+
+#[test]
+fn state_is_initialised_at_the_first_step_with_the_hyperparameters_then_in_force() {
+    let src = include_str!("../../examples/optimizers/adagrad.gd");
+    let mut w = vec![1.0f32, 2.0];
+    let mut opt = Optimizer::from_source(src, &[ParamSpec::new("w", &[2])], &[&w]).expect("binds");
+    assert_eq!(opt.state("w", "sum_sq"), None, "no state before the first step");
+    opt.set_hyper("initial_accumulator_value", 0.5).expect("known");
+    opt.step(&mut [&mut w], &[&[1.0, -2.0]]).expect("steps");
+    assert_eq!(opt.state("w", "sum_sq"), Some(vec![1.5, 4.5]), "0.5 + g^2");
+}
