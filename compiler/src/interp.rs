@@ -397,7 +397,13 @@ fn run_item(
                     new_slots.push((*r, t.clone()));
                 }
             }
-            for (v, b) in &k.outputs {
+            for out in &k.outputs {
+                let (v, b) = (&out.value, &out.buffer);
+                if let Some(g) = out.guard {
+                    if lookup(func, g, &env, &scope)?.is_none_or(|t| t.as_scalar() == 0.0) {
+                        continue;
+                    }
+                }
                 let Some(Some(x)) = env.get(v).cloned().or_else(|| Some(lookup(func, *v, &env, &scope).ok().flatten())) else {
                     return Err(InterpError::Internal(format!("kernel k{} writes {v}, which was not computed", k.id)));
                 };

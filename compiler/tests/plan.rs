@@ -2,7 +2,7 @@
 //! work is cut into kernels and library calls.
 
 use gdc_compiler::ir::{read::read_module, Value};
-use gdc_compiler::plan::{self, hoist, Buffer, Item, Phase};
+use gdc_compiler::plan::{self, hoist, Buffer, Item, Output, Phase};
 
 fn plan_of(text: &str) -> plan::Plan {
     let m = read_module(text).unwrap_or_else(|e| panic!("{e}"));
@@ -54,9 +54,9 @@ fn a_consumer_of_a_reduction_starts_a_new_kernel() {
     assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
     let (Item::Kernel(k0), Item::Kernel(k1)) = (&items[0], &items[1]) else { panic!("two kernels") };
     assert_eq!(k0.reductions, vec![Value::new(3)]);
-    assert_eq!(k0.outputs, vec![(Value::new(2), Buffer::Temp(0))], "x is materialised for k1");
+    assert_eq!(k0.outputs, vec![Output { value: Value::new(2), buffer: Buffer::Temp(0), guard: None }], "x is materialised for k1");
     assert!(k1.inputs.contains(&(Value::new(2), Buffer::Temp(0))));
-    assert_eq!(k1.outputs, vec![(Value::new(6), Buffer::Param)]);
+    assert_eq!(k1.outputs, vec![Output { value: Value::new(6), buffer: Buffer::Param, guard: None }]);
 }
 
 #[test]
@@ -94,4 +94,28 @@ fn differently_guarded_work_is_not_fused() {
     assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
     let guards: Vec<Option<Value>> = items.iter().map(|i| if let Item::Kernel(k) = i { k.guard } else { None }).collect();
     assert!(guards.contains(&Some(Value::new(2))) && guards.contains(&None));
+}
+
+#[test]
+fn a_store_guarded_by_a_host_scalar_is_a_conditional_write_of_the_same_kernel() {
+    // if momentum != 0 { m = m + g }: one kernel, whose write of m is conditional.
+    let p = plan_of(&format!(
+        "{HEADER}func update(p) {{
+  v0 = hyper beta : f32
+  v1 = const 0.0 : f32
+  v2 = ne v0, v1 : bool
+  v3 = load m : like(p)
+  v4 = grad : like(p)
+  v5 = add v3, v4 : like(p)
+  v6 = param : like(p)
+  v7 = sub v6, v5 : like(p)
+  v8 = store param v7
+  v9 = store state m v5 if v2
+}}"
+    ));
+    let items = &p.variants[0].update.items;
+    assert_eq!(items.len(), 1, "{}", plan::print::plan_text(&p));
+    let Item::Kernel(k) = &items[0] else { panic!("a kernel") };
+    assert!(k.outputs.contains(&Output { value: Value::new(5), buffer: Buffer::State(0), guard: Some(Value::new(2)) }));
+    assert!(p.variants[0].update.temps.is_empty());
 }

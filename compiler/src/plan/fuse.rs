@@ -1,15 +1,16 @@
 //! Fusion: cuts a function's tensor work into items. Instructions are visited in order; an
-//! elementwise instruction, a reduction or a store joins the latest kernel that has its
+//! elementwise instruction, a reduction or a store joins the earliest kernel that has its
 //! iteration domain and its guard and comes no earlier than its arguments' items — unless
 //! it needs a reduction finished in that very kernel, which only a later item can read.
-//! Otherwise it opens a new kernel. Matrix instructions become library calls.
+//! Otherwise it opens a new kernel. Matrix instructions become library calls. A store
+//! guarded by a host scalar fuses as a conditional write of the kernel of its value.
 //!
 //! Loads of the parameter, the gradient and state are not instructions of any one kernel:
 //! each kernel that uses one reads the buffer itself. A value used outside the item that
 //! computes it is materialised: full reductions into slots, everything else into a
 //! temporary buffer.
 
-use super::{Buffer, Item, Kernel, LibCall, Phase};
+use super::{Buffer, Item, Kernel, LibCall, Output, Phase};
 use crate::ir::{Func, Op, Target, Value};
 use gdc_dsl::types::Shape;
 use std::collections::{BTreeSet, HashMap};
@@ -65,6 +66,7 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             Op::Store(_) => store_domain(func, v).unwrap_or(domain),
             _ => domain,
         };
+        let key_guard = fusion_guard(func, phases, v);
         for r in &red_deps[v.index()] {
             if let Some(it) = item_of[*r] {
                 strictly_after = Some(strictly_after.map_or(it, |s: usize| s.max(it)));
@@ -73,7 +75,7 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         for a in inst.args.iter().chain(&inst.guard) {
             if let Some(it) = item_of[a.index()] {
                 match &items[it] {
-                    Some((d, g)) if *d == domain && *g == inst.guard && !is_reduce(&func.inst(*a).op) => after = after.max(it),
+                    Some((d, g)) if *d == domain && *g == key_guard && !is_reduce(&func.inst(*a).op) => after = after.max(it),
                     _ => strictly_after = Some(strictly_after.map_or(it, |s: usize| s.max(it))),
                 }
             }
@@ -85,15 +87,15 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         let is_matrix = matches!(inst.op, Op::MatMul | Op::Transpose);
         let mut chosen = None;
         if !is_matrix {
-            for it in (lower..items.len()).rev() {
-                if items[it].as_ref() == Some(&(domain.clone(), inst.guard)) {
+            for it in lower..items.len() {
+                if items[it].as_ref() == Some(&(domain.clone(), key_guard)) {
                     chosen = Some(it);
                     break;
                 }
             }
         }
         let it = chosen.unwrap_or_else(|| {
-            items.push(if is_matrix { None } else { Some((domain.clone(), inst.guard)) });
+            items.push(if is_matrix { None } else { Some((domain.clone(), key_guard)) });
             members.push(Vec::new());
             items.len() - 1
         });
@@ -163,7 +165,7 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                 collect_scalars(func, phases_ref, *a, &mut scalars);
             }
         }
-        let guard = ms.first().and_then(|m| func.inst(*m).guard);
+        let guard = ms.first().and_then(|m| fusion_guard(func, phases_ref, *m));
         if let Some(g) = guard {
             collect_scalars(func, phases_ref, g, &mut scalars);
         }
@@ -184,8 +186,8 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                 for m in ms {
                     let inst = func.inst(*m);
                     match inst.op {
-                        Op::Store(Target::Param) => outputs.push((inst.args[0], Buffer::Param)),
-                        Op::Store(Target::State(s)) => outputs.push((inst.args[0], Buffer::State(s))),
+                        Op::Store(Target::Param) => outputs.push(Output { value: inst.args[0], buffer: Buffer::Param, guard: inst.guard }),
+                        Op::Store(Target::State(s)) => outputs.push(Output { value: inst.args[0], buffer: Buffer::State(s), guard: inst.guard }),
                         _ => {}
                     }
                     let used_elsewhere = users[m.index()].iter().any(|u| *u != it);
@@ -198,7 +200,7 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                             temps.push(func.ty(*m).shape.clone());
                             temps.len() - 1
                         });
-                        outputs.push((*m, Buffer::Temp(t)));
+                        outputs.push(Output { value: *m, buffer: Buffer::Temp(t), guard: None });
                     }
                 }
                 out.push(Item::Kernel(Kernel {
@@ -215,6 +217,16 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         }
     }
     Ok((out, temps))
+}
+
+/// The guard that decides which kernel an instruction may join: its own, except for a store
+/// guarded by a host scalar, which takes its value's (the write itself is conditional).
+fn fusion_guard(func: &Func, phases: &[Phase], v: Value) -> Option<Value> {
+    let inst = func.inst(v);
+    match (&inst.op, inst.guard) {
+        (Op::Store(_), Some(g)) if matches!(phases[g.index()], Phase::Host | Phase::Param) => func.inst(inst.args[0]).guard,
+        _ => inst.guard,
+    }
 }
 
 /// A store's iteration domain is its target's shape (a smaller value is broadcast).

@@ -50,9 +50,18 @@ pub struct Kernel {
     /// Elementwise instructions, reductions and stores, in order.
     pub body: Vec<Value>,
     /// Values written to buffers when the kernel ends (stores and temporaries).
-    pub outputs: Vec<(Value, Buffer)>,
+    pub outputs: Vec<Output>,
     /// Full reductions whose results go to slots for later items.
     pub reductions: Vec<Value>,
+}
+
+/// A buffer a kernel writes when it ends; a store guarded by a host scalar (`if momentum
+/// != 0 { buf = ... }`) is a conditional write inside the kernel, not a kernel of its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Output {
+    pub value: Value,
+    pub buffer: Buffer,
+    pub guard: Option<Value>,
 }
 
 /// A library call: one matrix instruction over materialised operands.

@@ -35,7 +35,14 @@ fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent:
         match item {
             Item::Kernel(k) => {
                 let reads: Vec<String> = k.inputs.iter().map(|(v, b)| format!("{}={v}", buffer_text(m, *b))).collect();
-                let writes: Vec<String> = k.outputs.iter().map(|(v, b)| format!("{}={v}", buffer_text(m, *b))).collect();
+                let writes: Vec<String> = k
+                    .outputs
+                    .iter()
+                    .map(|o| {
+                        let guard = o.guard.map(|g| format!(" if {g}")).unwrap_or_default();
+                        format!("{}={}{guard}", buffer_text(m, o.buffer), o.value)
+                    })
+                    .collect();
                 let guard = k.guard.map(|g| format!(" if {g}")).unwrap_or_default();
                 let _ = writeln!(
                     out,
