@@ -1,16 +1,12 @@
-//! Dead-code elimination: an instruction lives if it is a store, a `prepare` output, or an
-//! argument or guard of a living instruction; the rest are removed. Across functions: an
-//! initialiser of state that the variant's update neither reads nor writes is removed too,
-//! so that state is never allocated.
+//! Dead-code elimination: an instruction lives if it is a store, a `prepare` output some
+//! update reads, or an argument or guard of a living instruction; the rest are removed.
+//! Across functions: a `prepare` output no update reads is dropped, and an initialiser of
+//! state that the variant's update neither reads nor writes is removed, so that state is
+//! never allocated.
 
 use crate::ir::*;
 
 pub fn run(m: &mut Module) {
-    let outs: Vec<Value> = m.prepare_outs.iter().map(|o| o.1).collect();
-    let map = dce(&mut m.prepare, &outs);
-    for o in &mut m.prepare_outs {
-        o.1 = map[o.1.index()].expect("prepare outputs are live");
-    }
     for variant in &mut m.variants {
         dce(&mut variant.update, &[]);
         let used: Vec<usize> = variant
@@ -26,6 +22,33 @@ pub fn run(m: &mut Module) {
             variant.init.insts.iter().map(|i| !matches!(i.op, Op::Store(Target::State(s)) if !used.contains(&s))).collect();
         variant.init.retain(&keep);
         dce(&mut variant.init, &[]);
+    }
+    // `prepare` outputs no update reads are dropped, and the rest renumbered.
+    let read: Vec<bool> = (0..m.prepare_outs.len())
+        .map(|i| m.variants.iter().any(|v| v.update.insts.iter().any(|inst| inst.op == Op::PrepareOut(i))))
+        .collect();
+    let mut renumber = vec![0; read.len()];
+    let mut next = 0;
+    for (i, r) in read.iter().enumerate() {
+        renumber[i] = next;
+        next += usize::from(*r);
+    }
+    let mut i = 0;
+    m.prepare_outs.retain(|_| {
+        i += 1;
+        read[i - 1]
+    });
+    for v in &mut m.variants {
+        for inst in &mut v.update.insts {
+            if let Op::PrepareOut(k) = &mut inst.op {
+                *k = renumber[*k];
+            }
+        }
+    }
+    let outs: Vec<Value> = m.prepare_outs.iter().map(|o| o.1).collect();
+    let map = dce(&mut m.prepare, &outs);
+    for o in &mut m.prepare_outs {
+        o.1 = map[o.1.index()].expect("prepare outputs are live");
     }
 }
 

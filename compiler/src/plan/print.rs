@@ -17,7 +17,8 @@ fn buffer_text(m: &Module, b: Buffer) -> String {
 
 fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent: &str) {
     if !plan.host.is_empty() {
-        let _ = writeln!(out, "{indent}host, once per step:");
+        let when = if func.kind == crate::ir::FuncKind::Init { "once" } else { "once per step" };
+        let _ = writeln!(out, "{indent}host, {when}:");
         for v in &plan.host {
             let _ = writeln!(out, "{indent}  {}", inst_text(m, func, *v));
         }
