@@ -1,0 +1,136 @@
+//! The language's constructs run on the interpreter and give the values worked out by hand:
+//! scalar state, `every`, `if`/`else` around matrix work, ranged loops, functions, `prepare`
+//! with globals, broadcasting, axis reductions, `eye`.
+
+use gdc_compiler::interp::Interpreter;
+
+fn bind(src: &str, params: &[(&str, &[usize], &[f64])]) -> Interpreter {
+    let c = gdc_compiler::compile(src).unwrap_or_else(|e| match e {
+        gdc_compiler::CompileError::Source(d) => panic!("{}", gdc_dsl::render(&d, "test.gd", src)),
+        other => panic!("{other}"),
+    });
+    let ps: Vec<(String, Vec<usize>, Vec<f64>)> = params.iter().map(|(n, s, v)| (n.to_string(), s.to_vec(), v.to_vec())).collect();
+    Interpreter::new(c.plan, &ps).expect("binds")
+}
+
+fn close(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12 * (1.0 + y.abs()))
+}
+
+#[test]
+fn scalar_state_and_every() {
+    let src = "optimizer t {
+      hyper lr = 0.5
+      hyper k: int = 2
+      state count: [] = 0
+      state acc = zeros
+      update(p, g) {
+        count = count + 1
+        every k { acc = acc + g }
+        p = p - lr * count * acc
+      }
+    }";
+    let mut it = bind(src, &[("w", &[1], &[0.0])]);
+    let mut p = vec![vec![0.0]];
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        it.step(&mut p, &[vec![1.0]]).expect("steps");
+        seen.push(p[0][0]);
+    }
+    // every 2 runs on steps 1 and 3: acc = 1, 1, 2, 2; count = 1..4.
+    assert_eq!(seen, vec![-0.5, -1.5, -4.5, -8.5]);
+    assert_eq!(it.state(0, "count").map(|t| t.data.clone()), Some(vec![4.0]));
+}
+
+#[test]
+fn matrix_state_eye_axis_sums_and_broadcasting() {
+    let src = "optimizer t {
+      state L: [rows, rows] = 2 * eye
+      state r: [rows] = 1
+      state c: [cols] = zeros
+      update(p: [rows, cols], g) {
+        L = L + g @ g.T
+        r = r + sum(g, axis = 1)
+        c = c + mean(g, axis = 0)
+        p = (L @ p) + r * c
+      }
+    }";
+    // p = [[1, 2, 3], [4, 5, 6]], g = [[1, 0, 1], [0, 2, 0]]
+    let mut it = bind(src, &[("w", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    let mut p = vec![vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]];
+    it.step(&mut p, &[vec![1.0, 0.0, 1.0, 0.0, 2.0, 0.0]]).expect("steps");
+    // L = 2I + g g^T = [[4, 0], [0, 6]]; r = 1 + [2, 2] = [3, 3]; c = [0.5, 1, 0.5]
+    // L @ p = [[4, 8, 12], [24, 30, 36]]; r * c = [[1.5, 3, 1.5], [1.5, 3, 1.5]]
+    assert_eq!(p[0], vec![5.5, 11.0, 13.5, 25.5, 33.0, 37.5]);
+    assert_eq!(it.state(0, "L").map(|t| t.data.clone()), Some(vec![4.0, 0.0, 0.0, 6.0]));
+}
+
+#[test]
+fn if_else_around_matrix_work_ranged_loops_and_functions() {
+    let src = "
+    fn double(x: tensor) -> tensor { return 2 * x }
+    fn gram(x: [a, b]) -> [a, a] { return x @ x.T }
+    optimizer t {
+      hyper n: int = 1 in 0..=4
+      update(p: [rows, cols], g) {
+        var x = g
+        for i in 0..n { x = double(x) }
+        if rows > cols {
+          p = p - x
+        } else {
+          p = p - gram(x) @ p
+        }
+      }
+    }";
+    // 1x2 (wide): p = p - (x x^T) p with x = 2^n g.
+    let mut it = bind(src, &[("w", &[1, 2], &[1.0, 1.0])]);
+    it.set_hyper("n", 3.0).expect("in range");
+    let mut p = vec![vec![1.0, 1.0]];
+    it.step(&mut p, &[vec![0.25, 0.0]]).expect("steps");
+    // x = [2, 0], x x^T = 4, p = [1 - 4, 1 - 4]
+    assert_eq!(p[0], vec![-3.0, -3.0]);
+    // 2x1 (tall): p = p - x.
+    let mut it = bind(src, &[("w", &[2, 1], &[1.0, 1.0])]);
+    let mut p = vec![vec![1.0, 1.0]];
+    it.step(&mut p, &[vec![0.25, 0.5]]).expect("steps");
+    assert_eq!(p[0], vec![0.5, 0.0]);
+    assert!(it.set_hyper("n", 5.0).is_err(), "outside the declared range");
+}
+
+#[test]
+fn prepare_and_globals_carry_across_steps() {
+    let src = "optimizer t {
+      hyper lr = 1.0
+      global total = 0
+      prepare {
+        total = total + step
+        let scale = lr / total
+      }
+      update(p, g) { p = p - scale * g }
+    }";
+    let mut it = bind(src, &[("a", &[2], &[0.0, 0.0]), ("b", &[1], &[0.0])]);
+    let mut p = vec![vec![0.0, 0.0], vec![0.0]];
+    let g = vec![vec![1.0, 2.0], vec![3.0]];
+    it.step(&mut p, &g).expect("steps"); // total 1
+    it.step(&mut p, &g).expect("steps"); // total 3
+    let third = 1.0 + 1.0 / 3.0;
+    assert!(close(&p[0], &[-third, -2.0 * third]) && close(&p[1], &[-3.0 * third]), "{p:?}");
+    assert_eq!(it.globals, vec![3.0], "updated once per step, not once per parameter");
+}
+
+#[test]
+fn where_min_max_clamp_sign_and_reductions() {
+    let src = "optimizer t {
+      update(p, g) {
+        let a = where(g > 0, sqrt(g), -1)
+        let b = clamp(g, -1, 1) + sign(g) + abs(g) * max_abs(g)
+        p = a + b + dot(g, g) + norm(g) + max(g, 0) + min(g, 0) + exp(0 * g) + log(1 + 0 * g) + rsqrt(4 + 0 * g)
+      }
+    }";
+    let mut it = bind(src, &[("w", &[2], &[0.0, 0.0])]);
+    let mut p = vec![vec![0.0, 0.0]];
+    it.step(&mut p, &[vec![4.0, -3.0]]).expect("steps");
+    // g = [4, -3]: a = [2, -1]; b = [1 + 1 + 16, -1 - 1 + 12]; dot 25; norm 5; max [4, 0];
+    // min [0, -3]; exp 1; log 0; rsqrt 0.5.
+    assert_eq!(p[0], vec![2.0 + 18.0 + 25.0 + 5.0 + 4.0 + 0.0 + 1.0 + 0.5, -1.0 + 10.0 + 25.0 + 5.0 + 0.0 - 3.0 + 1.0 + 0.5]);
+}
