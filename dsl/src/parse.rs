@@ -41,6 +41,9 @@ const MAX_SYNTAX_ERRORS: usize = 20;
 
 /// Parses a whole file. On syntax errors the AST is empty and every error found is returned.
 pub fn parse(source: &str) -> Result<File, Vec<Diagnostic>> {
+    // Track the literal tokens tried at the furthest position, not just the rules: a
+    // missing `=` or `}` is reported where it is missing. (A process-wide pest setting.)
+    pest::set_error_detail(true);
     let mut text = source.to_string();
     let mut errors = Vec::new();
     loop {
@@ -56,11 +59,9 @@ pub fn parse(source: &str) -> Result<File, Vec<Diagnostic>> {
             }
             Ok(_) => return Err(errors),
             Err(e) => {
-                let pos = match e.location {
-                    InputLocation::Pos(p) => p,
-                    InputLocation::Span((s, _)) => s,
-                };
-                errors.push(syntax_diagnostic(&e.variant, pos, &text));
+                let d = syntax_diagnostic(&e, &text);
+                let pos = d.span.start as usize;
+                errors.push(d);
                 if errors.len() >= MAX_SYNTAX_ERRORS || !blank_line_at(&mut text, pos) {
                     return Err(errors);
                 }
@@ -168,40 +169,98 @@ fn rule_name(rule: &Rule) -> &'static str {
     }
 }
 
-fn syntax_diagnostic(variant: &ErrorVariant<Rule>, pos: usize, text: &str) -> Diagnostic {
-    let found: String = text[pos..].chars().take_while(|c| !c.is_whitespace()).take(16).collect();
-    let end = pos + found.len().max(usize::from(pos < text.len()));
-    let found_text = if found.is_empty() { "the end of the file".to_string() } else { format!("`{found}`") };
-    let positives = match variant {
-        ErrorVariant::ParsingError { positives, .. } => positives,
+/// Punctuation worth naming when it is what the parser expected.
+const PUNCTUATION: &[&str] = &["=", ":", ",", "(", ")", "{", "}", "[", "]", "->", "..", "..="];
+
+/// Where pest last expected a punctuation token, and which ones, when that is further into
+/// the input than any rule it tried (pest's own error position only counts rules, so
+/// `let x: f32 = 1` would be reported at `let` rather than at `:`).
+fn furthest_punctuation(e: &pest::error::Error<Rule>) -> Option<(usize, Vec<String>)> {
+    let attempts = e.parse_attempts()?;
+    let mut tokens: Vec<String> = attempts
+        .expected_tokens()
+        .iter()
+        .map(|t| t.to_string())
+        .filter(|t| PUNCTUATION.contains(&t.as_str()))
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    (!tokens.is_empty()).then_some((attempts.max_position, tokens))
+}
+
+fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
+    let rule_pos = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let positives = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.as_slice(),
         // pest reports its own limits (its stack guard) as custom errors.
         ErrorVariant::CustomError { message } => {
-            return Diagnostic::error("E0001", format!("the parser gave up here: {message}"), Span::new(pos, end))
+            let end = rule_pos + usize::from(rule_pos < text.len());
+            return Diagnostic::error("E0001", format!("the parser gave up here: {message}"), Span::new(rule_pos, end))
                 .label("too deeply nested")
                 .hint("split deep nesting into several `let` bindings");
         }
     };
-    let mut expected: Vec<&str> = positives.iter().map(rule_name).collect();
+    // Punctuation tried at or beyond the rules' position is the better guess.
+    let (mut pos, punctuation) = match furthest_punctuation(e) {
+        Some((p, tokens)) if p >= rule_pos => (p, tokens),
+        _ => (rule_pos, Vec::new()),
+    };
+    let quoted: Vec<String> = punctuation.iter().map(|t| format!("`{t}`")).collect();
+    let mut expected: Vec<&str> = quoted.iter().map(String::as_str).collect();
+    if pos == rule_pos {
+        expected.extend(positives.iter().map(|r| -> &str { rule_name(r) }));
+    }
     expected.sort();
     expected.dedup();
-    // After a complete expression, an operator or `.T` could always follow; when a new
-    // statement or member could start instead, those alternatives only add noise.
-    let structural = expected.iter().any(|e| STRUCTURAL.contains(e));
-    if structural {
+    // After a complete expression, an operator or `.T` could always follow; when
+    // punctuation, a new statement or a member could come instead, those only add noise.
+    if !quoted.is_empty() || expected.iter().any(|e| STRUCTURAL.contains(e)) {
         expected.retain(|e| !matches!(*e, "an operator" | "`.T`" | "`in lo..=hi`" | "`in`" | "`else`"));
     }
     // A name is an expression, and starts an assignment: say the more general thing once.
     if expected.contains(&"an expression") || expected.contains(&"a statement") {
         expected.retain(|e| *e != "a name");
     }
+    // `(` opens an expression, or a call's arguments after a complete name.
+    if expected.contains(&"an expression") || expected.contains(&"a statement") {
+        expected.retain(|e| *e != "`(`");
+    }
     let has = |what: &str| expected.contains(&what);
+    // A closing bracket missing at the end of a line is only noticed on the next one:
+    // point at the end of the line where it is missing.
+    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let mut at_line_end = false;
+    if (has("`)`") || has("`]`")) && line_start > 0 && text[line_start..pos].trim().is_empty() {
+        let previous = text[..line_start - 1].trim_end();
+        let previous_line = &previous[previous.rfind('\n').map_or(0, |i| i + 1)..];
+        if !previous.is_empty() && !previous_line.contains("//") {
+            pos = previous.len();
+            at_line_end = true;
+        }
+    }
+    let found: String = text[pos..].chars().take_while(|c| !c.is_whitespace()).take(16).collect();
+    let end = pos + found.len().max(usize::from(pos < text.len() && !at_line_end));
+    let found_text = if at_line_end {
+        "the end of the line".to_string()
+    } else if found.is_empty() {
+        "the end of the file".to_string()
+    } else {
+        format!("`{found}`")
+    };
     let foreign = found.chars().next().filter(|c| !c.is_ascii());
-    let foreign_hint;
+    let owned_hint;
     let hint = if let Some(c) = foreign {
-        foreign_hint = format!(
+        owned_hint = format!(
             "`{c}` is not part of the language, whose operators are ASCII: `+ - * / % ^ @ == != < <= > >= && || !`"
         );
-        foreign_hint.as_str()
+        owned_hint.as_str()
+    } else if has("`)`") || has("`]`") {
+        "is a closing bracket missing, or a `,` between arguments?"
+    } else if has("an expression") && found.starts_with('=') && text[..pos].ends_with("..") {
+        "a `for` range is `a..b`, which excludes b; `..=` only appears in hyperparameter ranges"
     } else if has("an expression") {
         "an expression is a number, a name, a call like `sqrt(v)`, or operators between them"
     } else if found.is_empty() {
@@ -210,6 +269,8 @@ fn syntax_diagnostic(variant: &ErrorVariant<Rule>, pos: usize, text: &str) -> Di
         "an optimizer holds `hyper`, `state`, `global`, `prepare { ... }` and `update(p, g) { ... }`; statements such as `let` go inside `prepare` or `update`"
     } else if has("a statement") {
         "each line of a block is `let`, `var`, an assignment `x = ...`, `if`, `for`, `every` or `return`"
+    } else if has("`=`") && found.starts_with(':') {
+        "`let` and `var` take no type: it comes from the value"
     } else if has("`=`") {
         "a statement that starts with a name assigns to it: `x = ...`, `x += ...`; is an operator missing?"
     } else if has("`optimizer`") {

@@ -124,7 +124,7 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, ShapeError> {
 pub fn matmul(a: &Shape, b: &Shape) -> Result<Shape, ShapeError> {
     let (x, y) = match (a, b) {
         (Shape::Dims(x), Shape::Dims(y)) => (x, y),
-        (Shape::Like, _) | (_, Shape::Like) => return Err(ShapeError::NeedsMatrix(format!("`@` of {a} and {b}"))),
+        (Shape::Like, _) | (_, Shape::Like) => return Err(ShapeError::NeedsMatrix("`@`".into())),
         _ => return Err(ShapeError::Mismatch(format!("`@` needs two tensors, got {a} and {b}"))),
     };
     let inner_ok = x.last() == y.first();
