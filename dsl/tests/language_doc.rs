@@ -192,6 +192,11 @@ fn documented_details_hold() {
         "optimizer o { update(p, g) {
            if step > 1 { let d = g p = p - d } else if step > 2 { let d = 2 * g p = p - d }
            for _ in 0..2 { for _ in 0..2 { p = p - g } } } }",
+        // State without an initial value, assigned in both branches or in a literal loop.
+        "optimizer o { state a state b update(p, g) {
+           if step > 1 { a = g } else { a = 2 * g }
+           for i in 0..2 { b = g }
+           p = p - a - b } }",
         // `every` with an int hyperparameter whose range starts at 1.
         "optimizer o { hyper k: int = 3 in 1..=10 update(p, g) { every k { p = p - g } } }",
         // Hyperparameters, `p` and `eye` in initialisers; numel, rows, cols there too.

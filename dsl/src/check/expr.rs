@@ -124,6 +124,8 @@ impl Checker<'_> {
                 format!("`{name}` is a state initialiser; in code write `0 * x` for zeros or `eye(m)` for an identity")
             } else if builtins::function(name).is_some() {
                 format!("`{name}` is a function: call it as `{name}(...)`")
+            } else if self.ctx == Ctx::Fn && self.is_optimizer_name(name) {
+                format!("a function sees only its parameters: pass `{name}` as an argument")
             } else {
                 match self.similar_name(name, false) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -210,7 +212,7 @@ impl Checker<'_> {
     /// A name that exists, but not where it is used: state, the parameter, the gradient and
     /// the shape scalars in `prepare`, which runs once for all parameters; the gradient in
     /// a state initialiser.
-    fn unavailable(&self, name: &str, span: Span) -> Option<Diagnostic> {
+    pub(crate) fn unavailable(&self, name: &str, span: Span) -> Option<Diagnostic> {
         let opt = self.file.optimizers.first()?;
         let is_param = opt.updates.iter().any(|u| u.param.name.name == name);
         let is_grad = opt.updates.iter().any(|u| u.grad.name.name == name);
@@ -227,6 +229,17 @@ impl Checker<'_> {
             ),
             _ => None,
         }
+    }
+
+    /// A name the optimizer defines: hyperparameters, globals, state, the update's
+    /// parameter and gradient, and the built-ins.
+    fn is_optimizer_name(&self, name: &str) -> bool {
+        let Some(opt) = self.file.optimizers.first() else { return false };
+        super::is_builtin_name(name)
+            || opt.hypers.iter().any(|h| h.name.name == name)
+            || opt.globals.iter().any(|g| g.name.name == name)
+            || opt.states.iter().any(|s| s.name.name == name)
+            || opt.updates.iter().any(|u| u.param.name.name == name || u.grad.name.name == name)
     }
 
     /// State is per parameter; `prepare` runs once per step for all of them.

@@ -103,7 +103,16 @@ impl Checker<'_> {
                 self.declare(&var.name, var.span, Entity::LoopVar, Some(Ty::NUM));
                 self.check_block(body, false);
                 self.pop();
-                self.assigned = before;
+                // A loop between literals runs at least once when its end is past its
+                // start, so what its body assigns is assigned; a loop bounded by a
+                // hyperparameter may run zero times.
+                let runs = match (&start.kind, &end.kind) {
+                    (ExprKind::Number(a), ExprKind::Number(b)) => b > a,
+                    _ => false,
+                };
+                if !runs {
+                    self.assigned = before;
+                }
             }
             Stmt::Every { period, body, .. } => {
                 self.check_every_period(period);
@@ -135,6 +144,10 @@ impl Checker<'_> {
     fn check_assign(&mut self, name: &str, span: Span, op: AssignOp, value: &Expr, stmt_span: Span) {
         let vty = self.check_expr(value);
         let Some(entry) = self.scopes.iter().rev().find_map(|s| s.get(name)).cloned() else {
+            if let Some(d) = self.unavailable(name, span) {
+                self.error(d);
+                return;
+            }
             self.error(
                 Diagnostic::error("E0002", format!("unknown name `{name}`"), span)
                     .label("assigned but never declared")
@@ -278,7 +291,10 @@ impl Checker<'_> {
     }
 
     fn not_static(&mut self, e: &Expr) {
-        self.check_expr(e);
+        // An unknown name in the bound is reported as such, and once.
+        if self.check_expr(e).is_none() {
+            return;
+        }
         self.error(
             Diagnostic::error("E0015", "a loop bound must be known when compiling", e.span)
                 .label("not a whole-number literal or a ranged `int` hyperparameter")

@@ -8,6 +8,7 @@ optimizer clipped {
     scale = 1 / (1 + norm(m))
     m = 0
     let n = rows * norm(g)
+    p = 0
   }
   update(p, g) {
     m = 0.9 * m + g
