@@ -1,9 +1,15 @@
 // Muon: momentum, then the update orthogonalised by a Newton–Schulz iteration, so every
 // direction of a weight matrix moves by the same amount.
 // Reference: Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
-// Matches: torch.optim.Muon (golden cases muon-default, muon-f32): Nesterov momentum,
-// quintic Newton–Schulz on the wide orientation of the matrix, lr scaled by
-// sqrt(max(1, rows / cols)), decoupled weight decay. Matrices only: route vectors elsewhere.
+// Matches: torch.optim.Muon, _single_tensor_muon (golden cases muon-default, muon-f32):
+// buf = lerp(buf, g, 1 - momentum), Nesterov (when on) as torch's g.lerp(buf, momentum),
+// the matrix divided by max(Frobenius norm, eps), ns_steps quintic Newton–Schulz steps with
+// Keller Jordan's coefficients (3.4445, -4.775, 2.0315) on the wide orientation of the
+// matrix, decoupled weight decay with the unscaled lr, and the update's lr scaled by
+// sqrt(max(1, rows / cols)). The golden cases fix the coefficients and the normalisation:
+// Polar Express coefficients or Schatten normalisation miss them by hundreds of tolerances.
+// ns_steps goes up to 99, as torch (it refuses 100 or more). Matrices only: route vectors
+// elsewhere.
 
 // One quintic Newton–Schulz step, x <- a x + (b A + c A^2) x with A = x x^T.
 fn newton_schulz_step(x: [r, c]) -> [r, c] {
@@ -17,7 +23,7 @@ optimizer muon {
   hyper weight_decay = 0.1
   hyper momentum = 0.95
   hyper nesterov = true
-  hyper ns_steps: int = 5 in 0..=10
+  hyper ns_steps: int = 5 in 0..=99
   hyper eps = 1e-7
 
   state buf = zeros
