@@ -147,7 +147,11 @@ impl<'a> Checker<'a> {
                 Diagnostic::error("E0012", format!("`{name}` is already defined"), span)
                     .label("defined again here")
                     .note(prev, "first defined here")
-                    .hint("give it another name; to change a `var`, assign to it without `var`"),
+                    .hint(if matches!(entity, Entity::Let | Entity::Var) {
+                        "names cannot be shadowed: give it another name, or declare a `var` once and assign it"
+                    } else {
+                        "give it another name"
+                    }),
             );
             return;
         }
