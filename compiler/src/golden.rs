@@ -61,7 +61,8 @@ pub enum CaseError {
 /// Reads and validates a case file.
 pub fn read_case(path: &str) -> Result<Case, CaseError> {
     let text = std::fs::read_to_string(path).map_err(|source| CaseError::Read { path: path.into(), source })?;
-    let case: Case = serde_json::from_str(&text).map_err(|e| CaseError::Json { path: path.into(), message: e.to_string() })?;
+    let case: Case =
+        serde_json::from_str(&text).map_err(|e| CaseError::Json { path: path.into(), message: e.to_string() })?;
     validate(&case)?;
     Ok(case)
 }
@@ -81,7 +82,12 @@ fn validate(case: &Case) -> Result<(), CaseError> {
         }
         let n: usize = p.shape.iter().product();
         if p.init.len() != n {
-            return bad(format!("parameter `{}` has shape {:?} ({n} elements) but {} initial values", p.name, p.shape, p.init.len()));
+            return bad(format!(
+                "parameter `{}` has shape {:?} ({n} elements) but {} initial values",
+                p.name,
+                p.shape,
+                p.init.len()
+            ));
         }
     }
     for (i, s) in case.steps.iter().enumerate() {
@@ -91,7 +97,13 @@ fn validate(case: &Case) -> Result<(), CaseError> {
                 match map.get(&p.name) {
                     None => return bad(format!("step {}: `{what}` has no values for parameter `{}`", i + 1, p.name)),
                     Some(v) if v.len() != n => {
-                        return bad(format!("step {}: `{what}` of `{}` has {} values, but its shape {:?} has {n}", i + 1, p.name, v.len(), p.shape))
+                        return bad(format!(
+                            "step {}: `{what}` of `{}` has {} values, but its shape {:?} has {n}",
+                            i + 1,
+                            p.name,
+                            v.len(),
+                            p.shape
+                        ))
                     }
                     _ => {}
                 }
@@ -117,7 +129,8 @@ pub struct StepResult {
 
 /// Replays a case on the interpreter; returns every step's result.
 pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
-    let params: Vec<(String, Vec<usize>, Vec<f64>)> = case.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.init.clone())).collect();
+    let params: Vec<(String, Vec<usize>, Vec<f64>)> =
+        case.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.init.clone())).collect();
     let mut it = Interpreter::new(plan, &params)?;
     for (name, value) in &case.hyper {
         it.set_hyper(name, *value)?;
@@ -152,11 +165,23 @@ pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
             }
         }
         for (key, expected) in s.expected_state.iter().flatten() {
-            let (state, pname) = key.split_once('.').ok_or_else(|| CaseError::Invalid(format!("expected_state key `{key}` is not `state.param`")))?;
-            let pi = case.params.iter().position(|p| p.name == pname).ok_or_else(|| CaseError::Invalid(format!("expected_state names unknown parameter `{pname}`")))?;
-            let t = it.state(pi, state).ok_or_else(|| CaseError::Invalid(format!("the optimizer has no state `{state}` for parameter `{pname}`")))?;
+            let (state, pname) = key
+                .split_once('.')
+                .ok_or_else(|| CaseError::Invalid(format!("expected_state key `{key}` is not `state.param`")))?;
+            let pi = case
+                .params
+                .iter()
+                .position(|p| p.name == pname)
+                .ok_or_else(|| CaseError::Invalid(format!("expected_state names unknown parameter `{pname}`")))?;
+            let t = it.state(pi, state).ok_or_else(|| {
+                CaseError::Invalid(format!("the optimizer has no state `{state}` for parameter `{pname}`"))
+            })?;
             if t.data.len() != expected.len() {
-                return Err(CaseError::Invalid(format!("expected_state `{key}` has {} values, the state has {}", expected.len(), t.data.len())));
+                return Err(CaseError::Invalid(format!(
+                    "expected_state `{key}` has {} values, the state has {}",
+                    expected.len(),
+                    t.data.len()
+                )));
             }
             for (j, (a, e)) in t.data.iter().zip(expected).enumerate() {
                 let f = frac(*a, *e);

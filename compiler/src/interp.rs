@@ -89,10 +89,20 @@ impl Interpreter {
         for (name, shape, values) in params {
             let numel: usize = shape.iter().product();
             if values.len() != numel {
-                return Err(InterpError::Length { what: "parameter", param: name.clone(), shape: shape.clone(), expected: numel, got: values.len() });
+                return Err(InterpError::Length {
+                    what: "parameter",
+                    param: name.clone(),
+                    shape: shape.clone(),
+                    expected: numel,
+                    got: values.len(),
+                });
             }
             let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
-            let variant = if shape.len() >= 2 { find(Pattern::Matrix).or_else(|| find(Pattern::Any)) } else { find(Pattern::Any) };
+            let variant = if shape.len() >= 2 {
+                find(Pattern::Matrix).or_else(|| find(Pattern::Any))
+            } else {
+                find(Pattern::Any)
+            };
             let Some(variant) = variant else {
                 return Err(InterpError::NoVariant {
                     optimizer: m.name.clone(),
@@ -102,8 +112,16 @@ impl Interpreter {
                 });
             };
             let rows = shape.first().copied().unwrap_or(1);
-            let cols = if rows == 0 { 0 } else { numel / rows };
-            bound.push(BoundParam { name: name.clone(), shape: shape.clone(), variant, rows, cols, numel, states: vec![None; m.states.len()] });
+            let cols = numel.checked_div(rows).unwrap_or(0);
+            bound.push(BoundParam {
+                name: name.clone(),
+                shape: shape.clone(),
+                variant,
+                rows,
+                cols,
+                numel,
+                states: vec![None; m.states.len()],
+            });
         }
         Ok(Interpreter { plan, hypers, globals, step: 0, params: bound, prepare_outs: Vec::new() })
     }
@@ -147,15 +165,21 @@ impl Interpreter {
         for (i, bp) in self.params.iter().enumerate() {
             for (what, len) in [("parameter", params[i].len()), ("gradient", grads[i].len())] {
                 if len != bp.numel {
-                    return Err(InterpError::Length { what, param: bp.name.clone(), shape: bp.shape.clone(), expected: bp.numel, got: len });
+                    return Err(InterpError::Length {
+                        what,
+                        param: bp.name.clone(),
+                        shape: bp.shape.clone(),
+                        expected: bp.numel,
+                        got: len,
+                    });
                 }
             }
         }
         // State is initialised at the first step, from the parameters and hyperparameters
         // in force then (as PyTorch's optimizers initialise state lazily in `step`).
         if self.step == 0 {
-            for i in 0..self.params.len() {
-                let mut p = params[i].clone();
+            for (i, initial) in params.iter().enumerate() {
+                let mut p = initial.clone();
                 self.run_param(i, true, &mut p, &[])?;
             }
         }
@@ -204,10 +228,18 @@ struct Scope<'a> {
 impl Interpreter {
     /// A scalar computed on the host from constants, hyperparameters, `step`, globals,
     /// `prepare` outputs, shape scalars and earlier host values.
-    fn host_scalar(&self, func: &Func, v: Value, env: &HashMap<Value, f64>, param: Option<&BoundParam>) -> Result<f64, InterpError> {
+    fn host_scalar(
+        &self,
+        func: &Func,
+        v: Value,
+        env: &HashMap<Value, f64>,
+        param: Option<&BoundParam>,
+    ) -> Result<f64, InterpError> {
         let inst = func.inst(v);
         let arg = |i: usize| -> Result<f64, InterpError> {
-            env.get(&inst.args[i]).copied().ok_or_else(|| InterpError::Internal(format!("host scalar {v} reads {} before it is computed", inst.args[i])))
+            env.get(&inst.args[i]).copied().ok_or_else(|| {
+                InterpError::Internal(format!("host scalar {v} reads {} before it is computed", inst.args[i]))
+            })
         };
         Ok(match &inst.op {
             Op::Const(c) => *c,
@@ -241,7 +273,11 @@ impl Interpreter {
     fn run_param(&mut self, i: usize, init: bool, p: &mut Vec<f64>, g: &[f64]) -> Result<(), InterpError> {
         let vi = self.params[i].variant;
         let variant = &self.plan.module.variants[vi];
-        let (func, fplan) = if init { (&variant.init, &self.plan.variants[vi].init) } else { (&variant.update, &self.plan.variants[vi].update) };
+        let (func, fplan) = if init {
+            (&variant.init, &self.plan.variants[vi].init)
+        } else {
+            (&variant.update, &self.plan.variants[vi].update)
+        };
         let bp = self.params[i].clone();
         let mut host = HashMap::new();
         for v in &fplan.host {
@@ -262,7 +298,13 @@ impl Interpreter {
         Ok(())
     }
 
-    fn guarded_host(&self, func: &Func, v: Value, env: &HashMap<Value, f64>, p: Option<&BoundParam>) -> Result<f64, InterpError> {
+    fn guarded_host(
+        &self,
+        func: &Func,
+        v: Value,
+        env: &HashMap<Value, f64>,
+        p: Option<&BoundParam>,
+    ) -> Result<f64, InterpError> {
         if let Some(gv) = func.inst(v).guard {
             if env.get(&gv).copied().unwrap_or(0.0) == 0.0 {
                 return Ok(f64::NAN);
@@ -304,11 +346,19 @@ fn tensor_for(shape: &Shape, bp: &BoundParam, data: Vec<f64>) -> Tensor {
 
 /// Reads a buffer. A temporary that was never written this step (its producer's guard did
 /// not hold) reads as absent, which only a `select` that does not pick it may consume.
-fn read_buffer(m: &Module, b: Buffer, shape: &Shape, bp: &BoundParam, bufs: &Buffers) -> Result<Option<Tensor>, InterpError> {
+fn read_buffer(
+    m: &Module,
+    b: Buffer,
+    shape: &Shape,
+    bp: &BoundParam,
+    bufs: &Buffers,
+) -> Result<Option<Tensor>, InterpError> {
     Ok(match b {
         Buffer::Param => Some(tensor_for(shape, bp, bufs.p.clone())),
         Buffer::Grad => Some(tensor_for(shape, bp, bufs.g.to_vec())),
-        Buffer::State(s) => Some(bufs.states[s].clone().ok_or_else(|| InterpError::Internal(format!("state `{}` read before it was initialised", m.states[s].name)))?),
+        Buffer::State(s) => Some(bufs.states[s].clone().ok_or_else(|| {
+            InterpError::Internal(format!("state `{}` read before it was initialised", m.states[s].name))
+        })?),
         Buffer::Temp(t) => bufs.temps[t].clone(),
     })
 }
@@ -380,7 +430,9 @@ fn run_item(
     match item {
         Item::Lib(l) => {
             let x = eval(m, func, l.inst, bp, bufs, &env, &scope)?;
-            let Buffer::Temp(t) = l.output else { return Err(InterpError::Internal("a library call writes a non-temporary".into())) };
+            let Buffer::Temp(t) = l.output else {
+                return Err(InterpError::Internal("a library call writes a non-temporary".into()));
+            };
             bufs.temps[t] = x;
         }
         Item::Kernel(k) => {
@@ -404,7 +456,8 @@ fn run_item(
                         continue;
                     }
                 }
-                let Some(Some(x)) = env.get(v).cloned().or_else(|| Some(lookup(func, *v, &env, &scope).ok().flatten())) else {
+                let Some(Some(x)) = env.get(v).cloned().or_else(|| Some(lookup(func, *v, &env, &scope).ok().flatten()))
+                else {
                     return Err(InterpError::Internal(format!("kernel k{} writes {v}, which was not computed", k.id)));
                 };
                 let shape = match b {
@@ -423,7 +476,6 @@ fn run_item(
                     Buffer::Temp(i) => bufs.temps[*i] = Some(t),
                 }
             }
-            drop(scope);
             for (r, t) in new_slots {
                 slots.insert(r, t);
             }
@@ -441,7 +493,12 @@ fn param_shape(m: &Module, bp: &BoundParam) -> Shape {
 
 /// A value visible to the current kernel: its own, a host or per-parameter scalar, or a
 /// reduction slot. `Ok(None)`: computed under a guard that did not hold.
-fn lookup(func: &Func, v: Value, env: &HashMap<Value, Option<Tensor>>, scope: &Scope) -> Result<Option<Tensor>, InterpError> {
+fn lookup(
+    func: &Func,
+    v: Value,
+    env: &HashMap<Value, Option<Tensor>>,
+    scope: &Scope,
+) -> Result<Option<Tensor>, InterpError> {
     if let Some(x) = env.get(&v) {
         return Ok(x.clone());
     }
@@ -566,7 +623,9 @@ fn eval(
             let (r, c) = (args[0].sizes[0], args[0].sizes[1]);
             (0..r * c).map(|idx| args[0].data[(idx % r) * c + idx / r]).collect()
         }
-        Op::Param | Op::Grad => return Err(InterpError::Internal(format!("{v} reads a buffer the kernel did not list"))),
+        Op::Param | Op::Grad => {
+            return Err(InterpError::Internal(format!("{v} reads a buffer the kernel did not list")))
+        }
         op => return Err(InterpError::Internal(format!("{v} cannot be evaluated in a kernel ({op:?})"))),
     };
     Ok(Some(Tensor { data, ..out }))

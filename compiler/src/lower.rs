@@ -36,7 +36,12 @@ pub fn lower(file: &ast::File) -> Module {
                 (Some(ast::ScalarTy::Bool), _) | (None, ExprKind::Bool(_)) => HyperTy::Bool,
                 _ => HyperTy::F32,
             };
-            HyperInfo { name: h.name.name.clone(), ty, default: lit(&h.default), range: h.range.as_ref().map(|(a, b)| (lit(a), lit(b))) }
+            HyperInfo {
+                name: h.name.name.clone(),
+                ty,
+                default: lit(&h.default),
+                range: h.range.as_ref().map(|(a, b)| (lit(a), lit(b))),
+            }
         })
         .collect();
     let states = opt
@@ -432,7 +437,13 @@ impl<'a> Lowerer<'a> {
                         // A ranged int hyperparameter: unroll to the range's end, each
                         // iteration guarded by `i < n`.
                         let ExprKind::Name(n) = &end.kind else { return };
-                        let max = self.module.hypers.iter().find(|h| &h.name == n).and_then(|h| h.range).map_or(0, |r| r.1 as i64);
+                        let max = self
+                            .module
+                            .hypers
+                            .iter()
+                            .find(|h| &h.name == n)
+                            .and_then(|h| h.range)
+                            .map_or(0, |r| r.1 as i64);
                         let bound = self.lookup(n);
                         for i in lo..max {
                             let iv = self.constant(i as f64);

@@ -59,7 +59,12 @@ fn check_exits_0_when_clean_and_1_with_every_error() {
 
 #[test]
 fn emit_prints_every_stage() {
-    for (stage, needle) in [("ast", "Optimizer"), ("ir", "func update(p)"), ("ir-opt", "func update(p)"), ("plan", "kernel k0 over like(p)")] {
+    for (stage, needle) in [
+        ("ast", "Optimizer"),
+        ("ir", "func update(p)"),
+        ("ir-opt", "func update(p)"),
+        ("plan", "kernel k0 over like(p)"),
+    ] {
         let (code, out, err) = gdc(&["emit", ADAMW, "--stage", stage]);
         assert_eq!(code, 0, "{stage}: {err}");
         assert!(out.contains(needle), "{stage}: {out}");
@@ -74,14 +79,16 @@ fn replay_passes_and_writes_the_trajectory() {
     let (code, out, err) = gdc(&["replay", ADAMW, CASE, "--backend", "interp", "--out", &out_path]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("step  10: worst"), "{out}");
-    let traj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).expect("written")).expect("json");
+    let traj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).expect("written")).expect("json");
     assert_eq!(traj["steps"].as_array().map(|s| s.len()), Some(10));
     assert_eq!(traj["steps"][0]["params"]["w"].as_array().map(|w| w.len()), Some(35));
 }
 
 /// A copy of the AdamW case with `edit` applied.
 fn edited_case(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
-    let mut case: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join(CASE)).expect("case")).expect("json");
+    let mut case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(CASE)).expect("case")).expect("json");
     edit(&mut case);
     scratch(name, &case.to_string())
 }
@@ -104,14 +111,23 @@ fn replay_exits_2_on_bad_input() {
         ("not-json.json", scratch("not-json.json", "\u{0}\u{1}binary")),
         ("wrong-format.json", edited_case("wrong-format.json", |c| c["format"] = serde_json::json!("other-9"))),
         ("wrong-shape.json", edited_case("wrong-shape.json", |c| c["params"][0]["shape"] = serde_json::json!([6, 5]))),
-        ("short-grad.json", edited_case("short-grad.json", |c| {
-            c["steps"][2]["grads"]["w"].as_array_mut().expect("array").pop();
-        })),
-        ("unknown-param.json", edited_case("unknown-param.json", |c| c["steps"][0]["grads"]["zz"] = serde_json::json!([1.0]))),
+        (
+            "short-grad.json",
+            edited_case("short-grad.json", |c| {
+                c["steps"][2]["grads"]["w"].as_array_mut().expect("array").pop();
+            }),
+        ),
+        (
+            "unknown-param.json",
+            edited_case("unknown-param.json", |c| c["steps"][0]["grads"]["zz"] = serde_json::json!([1.0])),
+        ),
         ("unknown-hyper.json", edited_case("unknown-hyper.json", |c| c["hyper"]["momentum"] = serde_json::json!(0.9))),
-        ("missing-steps.json", edited_case("missing-steps.json", |c| {
-            c.as_object_mut().expect("object").remove("steps");
-        })),
+        (
+            "missing-steps.json",
+            edited_case("missing-steps.json", |c| {
+                c.as_object_mut().expect("object").remove("steps");
+            }),
+        ),
         ("nan-tolerance.json", edited_case("nan-tolerance.json", |c| c["tolerance"]["rel"] = serde_json::json!(-1.0))),
         ("missing.json", "no/such/case.json".to_string()),
     ];

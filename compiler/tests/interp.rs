@@ -9,7 +9,8 @@ fn bind(src: &str, params: &[(&str, &[usize], &[f64])]) -> Interpreter {
         gdc_compiler::CompileError::Source(d) => panic!("{}", gdc_dsl::render(&d, "test.gd", src)),
         other => panic!("{other}"),
     });
-    let ps: Vec<(String, Vec<usize>, Vec<f64>)> = params.iter().map(|(n, s, v)| (n.to_string(), s.to_vec(), v.to_vec())).collect();
+    let ps: Vec<(String, Vec<usize>, Vec<f64>)> =
+        params.iter().map(|(n, s, v)| (n.to_string(), s.to_vec(), v.to_vec())).collect();
     Interpreter::new(c.plan, &ps).expect("binds")
 }
 
@@ -132,5 +133,8 @@ fn where_min_max_clamp_sign_and_reductions() {
     it.step(&mut p, &[vec![4.0, -3.0]]).expect("steps");
     // g = [4, -3]: a = [2, -1]; b = [1 + 1 + 16, -1 - 1 + 12]; dot 25; norm 5; max [4, 0];
     // min [0, -3]; exp 1; log 0; rsqrt 0.5.
-    assert_eq!(p[0], vec![2.0 + 18.0 + 25.0 + 5.0 + 4.0 + 0.0 + 1.0 + 0.5, -1.0 + 10.0 + 25.0 + 5.0 + 0.0 - 3.0 + 1.0 + 0.5]);
+    assert_eq!(
+        p[0],
+        vec![2.0 + 18.0 + 25.0 + 5.0 + 4.0 + 0.0 + 1.0 + 0.5, -1.0 + 10.0 + 25.0 + 5.0 + 0.0 - 3.0 + 1.0 + 0.5]
+    );
 }

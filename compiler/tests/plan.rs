@@ -54,7 +54,11 @@ fn a_consumer_of_a_reduction_starts_a_new_kernel() {
     assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
     let (Item::Kernel(k0), Item::Kernel(k1)) = (&items[0], &items[1]) else { panic!("two kernels") };
     assert_eq!(k0.reductions, vec![Value::new(3)]);
-    assert_eq!(k0.outputs, vec![Output { value: Value::new(2), buffer: Buffer::Temp(0), guard: None }], "x is materialised for k1");
+    assert_eq!(
+        k0.outputs,
+        vec![Output { value: Value::new(2), buffer: Buffer::Temp(0), guard: None }],
+        "x is materialised for k1"
+    );
     assert!(k1.inputs.contains(&(Value::new(2), Buffer::Temp(0))));
     assert_eq!(k1.outputs, vec![Output { value: Value::new(6), buffer: Buffer::Param, guard: None }]);
 }
@@ -72,7 +76,8 @@ fn matrix_products_are_library_calls_between_kernels() {
   v6 = store param v5
 }",
     );
-    let kinds: Vec<&str> = p.variants[0].update.items.iter().map(|i| if matches!(i, Item::Lib(_)) { "call" } else { "kernel" }).collect();
+    let kinds: Vec<&str> =
+        p.variants[0].update.items.iter().map(|i| if matches!(i, Item::Lib(_)) { "call" } else { "kernel" }).collect();
     assert_eq!(kinds, vec!["call", "call", "call", "kernel"], "{}", plan::print::plan_text(&p));
 }
 
@@ -92,7 +97,8 @@ fn differently_guarded_work_is_not_fused() {
     ));
     let items = &p.variants[0].update.items;
     assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
-    let guards: Vec<Option<Value>> = items.iter().map(|i| if let Item::Kernel(k) = i { k.guard } else { None }).collect();
+    let guards: Vec<Option<Value>> =
+        items.iter().map(|i| if let Item::Kernel(k) = i { k.guard } else { None }).collect();
     assert!(guards.contains(&Some(Value::new(2))) && guards.contains(&None));
 }
 

@@ -20,9 +20,38 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    " + g", " * 2", " - p", " / m", "sqrt(", ")", " @ g.T", ".T", " ^ 2", "-", " 0 ", " 1e-8 ", "step", "numel", "rows",
-    " where(step > 2, ", ", 1)", "norm(g)", "sum(g, axis = 1)", "every 2 { ", " }", "if step > 1 { ", " } else { ",
-    "let z = g\n", "var q = p\n", "p = p * 0.5\n", "for i in 0..2 { ", "\n", " && ", " > ", "max(", "lerp(",
+    " + g",
+    " * 2",
+    " - p",
+    " / m",
+    "sqrt(",
+    ")",
+    " @ g.T",
+    ".T",
+    " ^ 2",
+    "-",
+    " 0 ",
+    " 1e-8 ",
+    "step",
+    "numel",
+    "rows",
+    " where(step > 2, ",
+    ", 1)",
+    "norm(g)",
+    "sum(g, axis = 1)",
+    "every 2 { ",
+    " }",
+    "if step > 1 { ",
+    " } else { ",
+    "let z = g\n",
+    "var q = p\n",
+    "p = p * 0.5\n",
+    "for i in 0..2 { ",
+    "\n",
+    " && ",
+    " > ",
+    "max(",
+    "lerp(",
 ];
 
 fn mutate(src: &str, rng: &mut Rng) -> String {
@@ -56,7 +85,10 @@ fn exercise(src: &str) -> Result<(), String> {
         Err(gdc_compiler::CompileError::Source(_)) => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    let params = vec![("w".to_string(), vec![3, 2], vec![0.5, -1.0, 0.25, 2.0, -0.5, 1.5]), ("b".to_string(), vec![4], vec![0.1, -0.2, 0.3, -0.4])];
+    let params = [
+        ("w".to_string(), vec![3, 2], vec![0.5, -1.0, 0.25, 2.0, -0.5, 1.5]),
+        ("b".to_string(), vec![4], vec![0.1, -0.2, 0.3, -0.4]),
+    ];
     for p in [&params[..], &params[..1]] {
         let mut it = match Interpreter::new(compiled.plan.clone(), p) {
             Ok(it) => it,

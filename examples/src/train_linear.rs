@@ -90,7 +90,9 @@ fn main() -> ExitCode {
     let xs: Vec<Vec<f64>> = (0..BATCH).map(|_| (0..IN).map(|i| scale[i] * rng.normal()).collect()).collect();
     let ys: Vec<Vec<f64>> = xs
         .iter()
-        .map(|x| (0..OUT).map(|o| (0..IN).map(|i| teacher[o * IN + i] * x[i]).sum::<f64>() + 0.01 * rng.normal()).collect())
+        .map(|x| {
+            (0..OUT).map(|o| (0..IN).map(|i| teacher[o * IN + i] * x[i]).sum::<f64>() + 0.01 * rng.normal()).collect()
+        })
         .collect();
 
     let params = vec![

@@ -57,7 +57,9 @@ impl Optimizer {
             }
         }
         if initial.len() != params.len() {
-            return Err(InterpError::Count { what: "initial values", expected: params.len(), got: initial.len() }.into());
+            return Err(
+                InterpError::Count { what: "initial values", expected: params.len(), got: initial.len() }.into()
+            );
         }
         let bound: Vec<(String, Vec<usize>, Vec<f64>)> = params
             .iter()
@@ -96,7 +98,14 @@ impl Optimizer {
 
     /// The hyperparameters: name, type and current value.
     pub fn hypers(&self) -> Vec<(String, HyperTy, f64)> {
-        self.interp.plan.module.hypers.iter().zip(&self.interp.hypers).map(|(h, v)| (h.name.clone(), h.ty, *v)).collect()
+        self.interp
+            .plan
+            .module
+            .hypers
+            .iter()
+            .zip(&self.interp.hypers)
+            .map(|(h, v)| (h.name.clone(), h.ty, *v))
+            .collect()
     }
 
     /// Steps taken so far.

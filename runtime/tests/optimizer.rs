@@ -59,7 +59,9 @@ fn binding_errors_are_typed() {
     let dup = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[4]), ParamSpec::new("w", &[4])], &[&w, &w]);
     assert!(matches!(dup, Err(RuntimeError::DuplicateParam(n)) if n == "w"));
     let short = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[5])], &[&w]);
-    assert!(short.err().is_some_and(|e| e.to_string().contains("parameter `w` has 4 elements, but its shape [5] has 5")));
+    assert!(short
+        .err()
+        .is_some_and(|e| e.to_string().contains("parameter `w` has 4 elements, but its shape [5] has 5")));
     let broken = Optimizer::from_source("optimizer x { update(p, g) { p = q } }", &[ParamSpec::new("w", &[4])], &[&w]);
     assert!(broken.err().is_some_and(|e| e.to_string().contains("unknown name `q`")));
     let muon = include_str!("../../examples/optimizers/muon.gd");

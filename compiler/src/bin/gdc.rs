@@ -6,7 +6,11 @@ use gdc_compiler::{compile, golden, ir, plan, CompileError};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gdc", version, about = "The Guided Descent Compiler: optimizers written as .gd files, compiled to fused kernels")]
+#[command(
+    name = "gdc",
+    version,
+    about = "The Guided Descent Compiler: optimizers written as .gd files, compiled to fused kernels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,12 +125,24 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 eprintln!("error: {case}: {e}");
                 ExitCode::from(2)
             })?;
-            println!("replay {} on interp: {} step(s), tolerance rel {} abs {}", case, results.len(), case_data.tolerance.rel, case_data.tolerance.abs);
+            println!(
+                "replay {} on interp: {} step(s), tolerance rel {} abs {}",
+                case,
+                results.len(),
+                case_data.tolerance.rel,
+                case_data.tolerance.abs
+            );
             let mut failed = 0;
             for r in &results {
                 let ok = r.worst <= 1.0;
                 failed += usize::from(!ok);
-                println!("step {:>3}: worst {:.4} of tolerance at {}{}", r.step, r.worst, r.at, if ok { "" } else { "  FAIL" });
+                println!(
+                    "step {:>3}: worst {:.4} of tolerance at {}{}",
+                    r.step,
+                    r.worst,
+                    r.at,
+                    if ok { "" } else { "  FAIL" }
+                );
             }
             if let Some(path) = out {
                 let json = serde_json::json!({ "format": "gdc-trajectory-1", "optimizer": case_data.optimizer, "backend": "interp", "steps": results });

@@ -352,7 +352,9 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
     match op {
         Op::Const(_) | Op::Step | Op::Shape(_) | Op::Global(_) => Some(Ty::NUM),
         Op::Bool(_) => Some(Ty::BOOL),
-        Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => declared.cloned(),
+        Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => {
+            declared.cloned()
+        }
         Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
         Op::Unary(_) => num(args.first()?.shape.clone()),
         Op::Binary(b) => {

@@ -41,11 +41,19 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             current = if label == "prepare" {
                 Some((FuncKind::Prepare, 0))
             } else if label.starts_with("init") {
-                m.variants.push(Variant { pattern, init: Func::new(FuncKind::Init), update: Func::new(FuncKind::Update) });
+                m.variants.push(Variant {
+                    pattern,
+                    init: Func::new(FuncKind::Init),
+                    update: Func::new(FuncKind::Update),
+                });
                 Some((FuncKind::Init, m.variants.len() - 1))
             } else if label.starts_with("update") {
                 if m.variants.last().is_none_or(|v| v.pattern != pattern || !v.update.insts.is_empty()) {
-                    m.variants.push(Variant { pattern, init: Func::new(FuncKind::Init), update: Func::new(FuncKind::Update) });
+                    m.variants.push(Variant {
+                        pattern,
+                        init: Func::new(FuncKind::Init),
+                        update: Func::new(FuncKind::Update),
+                    });
                 }
                 Some((FuncKind::Update, m.variants.len() - 1))
             } else {
@@ -137,11 +145,13 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
     let mnemonic = words.next().ok_or("empty instruction")?;
     let rest: Vec<&str> = words.collect();
     // Immediates come first, then comma-separated value arguments.
-    let (imm, args) = match rest.iter().position(|w| w.starts_with('v') && w[1..].trim_end_matches(',').parse::<usize>().is_ok()) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (&rest[..], &[][..]),
-    };
-    let args: Vec<Value> = args.iter().map(|a| read_value(a.trim_end_matches(','))).collect::<Option<_>>().ok_or("bad argument")?;
+    let (imm, args) =
+        match rest.iter().position(|w| w.starts_with('v') && w[1..].trim_end_matches(',').parse::<usize>().is_ok()) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (&rest[..], &[][..]),
+        };
+    let args: Vec<Value> =
+        args.iter().map(|a| read_value(a.trim_end_matches(','))).collect::<Option<_>>().ok_or("bad argument")?;
     let first = |what: &str| imm.first().copied().ok_or(format!("`{mnemonic}` needs {what}"));
     let op = match mnemonic {
         "const" => Op::Const(first("a number")?.parse().map_err(|_| "bad number")?),
@@ -176,7 +186,12 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
                 "max_abs" => ReduceKind::MaxAbs,
                 _ => return Err("unknown reduction".into()),
             };
-            let axis = imm.first().and_then(|a| a.strip_prefix("axis=")).map(|a| a.parse()).transpose().map_err(|_| "bad axis")?;
+            let axis = imm
+                .first()
+                .and_then(|a| a.strip_prefix("axis="))
+                .map(|a| a.parse())
+                .transpose()
+                .map_err(|_| "bad axis")?;
             Op::Reduce(kind, axis)
         }
         other => {

@@ -33,7 +33,8 @@ fn arity(op: &Op) -> usize {
 /// Checks every function of the module; the error holds the module text and the reason.
 pub fn verify(m: &Module) -> Result<(), String> {
     for (label, func) in m.funcs() {
-        let pattern = m.variants.iter().find(|v| std::ptr::eq(&v.update, func) || std::ptr::eq(&v.init, func)).map(|v| v.pattern);
+        let pattern =
+            m.variants.iter().find(|v| std::ptr::eq(&v.update, func) || std::ptr::eq(&v.init, func)).map(|v| v.pattern);
         if let Err((v, why)) = verify_func(m, func, pattern) {
             return Err(format!(
                 "IR verifier: in `{label}`, {}: {why}\n--- module ---\n{}",
@@ -115,7 +116,11 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
             Op::Load(i) => Some(Ty::num(state_shape(m, *i, &param_shape))),
             Op::Broadcast => {
                 let fits = gdc_dsl::types::broadcast(&ty.shape, &arg_tys[0].shape).ok().as_ref() == Some(&ty.shape);
-                if fits { Some(ty.clone()) } else { None }
+                if fits {
+                    Some(ty.clone())
+                } else {
+                    None
+                }
             }
             Op::Eye => matches!(ty.shape.rank2(), Some((a, b)) if a == b).then(|| ty.clone()),
             Op::PrepareOut(i) => Some(m.prepare.ty(m.prepare_outs[*i].1).clone()),

@@ -18,8 +18,12 @@ pub fn run(m: &mut Module) {
                 _ => None,
             })
             .collect();
-        let keep: Vec<bool> =
-            variant.init.insts.iter().map(|i| !matches!(i.op, Op::Store(Target::State(s)) if !used.contains(&s))).collect();
+        let keep: Vec<bool> = variant
+            .init
+            .insts
+            .iter()
+            .map(|i| !matches!(i.op, Op::Store(Target::State(s)) if !used.contains(&s)))
+            .collect();
         variant.init.retain(&keep);
         dce(&mut variant.init, &[]);
     }

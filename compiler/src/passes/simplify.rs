@@ -72,7 +72,12 @@ pub fn simplify(func: &mut Func) {
     func.substitute(&to);
     for (target, value, cond, guard) in appended {
         let guard = match guard {
-            Some(g) => func.push(Inst { op: Op::Binary(Binary::And), args: vec![g, cond], ty: Some(gdc_dsl::types::Ty::BOOL), guard: None }),
+            Some(g) => func.push(Inst {
+                op: Op::Binary(Binary::And),
+                args: vec![g, cond],
+                ty: Some(gdc_dsl::types::Ty::BOOL),
+                guard: None,
+            }),
             None => cond,
         };
         func.push(Inst { op: Op::Store(target), args: vec![value], ty: None, guard: Some(guard) });

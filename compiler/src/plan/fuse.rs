@@ -75,7 +75,9 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         for a in inst.args.iter().chain(&inst.guard) {
             if let Some(it) = item_of[a.index()] {
                 match &items[it] {
-                    Some((d, g)) if *d == domain && *g == key_guard && !is_reduce(&func.inst(*a).op) => after = after.max(it),
+                    Some((d, g)) if *d == domain && *g == key_guard && !is_reduce(&func.inst(*a).op) => {
+                        after = after.max(it)
+                    }
                     _ => strictly_after = Some(strictly_after.map_or(it, |s: usize| s.max(it))),
                 }
             }
@@ -85,15 +87,12 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             None => after,
         };
         let is_matrix = matches!(inst.op, Op::MatMul | Op::Transpose);
-        let mut chosen = None;
-        if !is_matrix {
-            for it in lower..items.len() {
-                if items[it].as_ref() == Some(&(domain.clone(), key_guard)) {
-                    chosen = Some(it);
-                    break;
-                }
-            }
-        }
+        let key = Some((domain.clone(), key_guard));
+        let chosen = if is_matrix {
+            None
+        } else {
+            items.iter().enumerate().skip(lower).find(|(_, k)| **k == key).map(|(it, _)| it)
+        };
         let it = chosen.unwrap_or_else(|| {
             items.push(if is_matrix { None } else { Some((domain.clone(), key_guard)) });
             members.push(Vec::new());
@@ -134,7 +133,11 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
     for (it, ms) in members.iter().enumerate() {
         let mut inputs: Vec<(Value, Buffer)> = Vec::new();
         let mut scalars: BTreeSet<Value> = BTreeSet::new();
-        let add_input = |inputs: &mut Vec<(Value, Buffer)>, temps: &mut Vec<Shape>, temp_of: &mut HashMap<Value, usize>, a: Value| -> Result<(), String> {
+        let add_input = |inputs: &mut Vec<(Value, Buffer)>,
+                         temps: &mut Vec<Shape>,
+                         temp_of: &mut HashMap<Value, usize>,
+                         a: Value|
+         -> Result<(), String> {
             let ai = func.inst(a);
             let buffer = if let Some(b) = leaf_buffer(&ai.op) {
                 if ai.ty.as_ref().is_some_and(|t| t.is_scalar()) {
@@ -144,7 +147,9 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                     return Err(format!("item {it} reads {a} from a buffer an earlier item overwrote"));
                 }
                 b
-            } else if item_of[a.index()].is_some_and(|i| i != it) && !(is_reduce(&ai.op) && ai.ty.as_ref().is_some_and(|t| t.is_scalar())) {
+            } else if item_of[a.index()].is_some_and(|i| i != it)
+                && !(is_reduce(&ai.op) && ai.ty.as_ref().is_some_and(|t| t.is_scalar()))
+            {
                 let t = *temp_of.entry(a).or_insert_with(|| {
                     temps.push(func.ty(a).shape.clone());
                     temps.len() - 1
@@ -186,8 +191,12 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                 for m in ms {
                     let inst = func.inst(*m);
                     match inst.op {
-                        Op::Store(Target::Param) => outputs.push(Output { value: inst.args[0], buffer: Buffer::Param, guard: inst.guard }),
-                        Op::Store(Target::State(s)) => outputs.push(Output { value: inst.args[0], buffer: Buffer::State(s), guard: inst.guard }),
+                        Op::Store(Target::Param) => {
+                            outputs.push(Output { value: inst.args[0], buffer: Buffer::Param, guard: inst.guard })
+                        }
+                        Op::Store(Target::State(s)) => {
+                            outputs.push(Output { value: inst.args[0], buffer: Buffer::State(s), guard: inst.guard })
+                        }
                         _ => {}
                     }
                     let used_elsewhere = users[m.index()].iter().any(|u| *u != it);
@@ -224,7 +233,9 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
 fn fusion_guard(func: &Func, phases: &[Phase], v: Value) -> Option<Value> {
     let inst = func.inst(v);
     match (&inst.op, inst.guard) {
-        (Op::Store(_), Some(g)) if matches!(phases[g.index()], Phase::Host | Phase::Param) => func.inst(inst.args[0]).guard,
+        (Op::Store(_), Some(g)) if matches!(phases[g.index()], Phase::Host | Phase::Param) => {
+            func.inst(inst.args[0]).guard
+        }
         _ => inst.guard,
     }
 }

@@ -30,7 +30,11 @@ fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent:
         }
     }
     for (t, shape) in plan.temps.iter().enumerate() {
-        let _ = writeln!(out, "{indent}temp t{t}: {}", crate::ir::print::type_text(&gdc_dsl::types::Ty::num(shape.clone())));
+        let _ = writeln!(
+            out,
+            "{indent}temp t{t}: {}",
+            crate::ir::print::type_text(&gdc_dsl::types::Ty::num(shape.clone()))
+        );
     }
     for item in &plan.items {
         match item {
@@ -51,14 +55,22 @@ fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent:
                     k.id,
                     crate::ir::print::type_text(&gdc_dsl::types::Ty::num(k.domain.clone()))
                 );
-                let _ = writeln!(out, "{indent}  reads {}", if reads.is_empty() { "nothing".into() } else { reads.join(", ") });
+                let _ = writeln!(
+                    out,
+                    "{indent}  reads {}",
+                    if reads.is_empty() { "nothing".into() } else { reads.join(", ") }
+                );
                 for v in &k.scalars {
                     let _ = writeln!(out, "{indent}  scalar {}", inst_text(m, func, *v));
                 }
                 for v in &k.body {
                     let _ = writeln!(out, "{indent}  {}", inst_text(m, func, *v));
                 }
-                let _ = writeln!(out, "{indent}  writes {}", if writes.is_empty() { "nothing".into() } else { writes.join(", ") });
+                let _ = writeln!(
+                    out,
+                    "{indent}  writes {}",
+                    if writes.is_empty() { "nothing".into() } else { writes.join(", ") }
+                );
                 if !k.reductions.is_empty() {
                     let r: Vec<String> = k.reductions.iter().map(|v| v.to_string()).collect();
                     let _ = writeln!(out, "{indent}  reduces {}", r.join(", "));

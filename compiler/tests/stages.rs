@@ -1,0 +1,61 @@
+//! Every example optimizer through every stage: the IR and plan text are snapshotted, the IR
+//! text reads back to the same module, and AdamW's plan is one fused kernel.
+
+use gdc_compiler::{compile, ir, plan};
+
+fn compile_file(path: &std::path::Path) -> gdc_compiler::Compiled {
+    let src = std::fs::read_to_string(path).expect("readable example");
+    compile(&src).unwrap_or_else(|e| match e {
+        gdc_compiler::CompileError::Source(d) => panic!("{}", gdc_dsl::render(&d, &path.display().to_string(), &src)),
+        other => panic!("{other}"),
+    })
+}
+
+#[test]
+fn plans_of_every_example() {
+    insta::glob!("../../examples/optimizers", "*.gd", |path| {
+        let c = compile_file(path);
+        insta::assert_snapshot!("plan", plan::print::plan_text(&c.plan));
+    });
+}
+
+#[test]
+fn optimized_ir_of_every_example() {
+    insta::glob!("../../examples/optimizers", "*.gd", |path| {
+        let c = compile_file(path);
+        insta::assert_snapshot!("ir-opt", ir::print::module_text(&c.optimized));
+    });
+}
+
+#[test]
+fn ir_text_reads_back_to_the_same_module() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/optimizers");
+    for entry in std::fs::read_dir(dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        let c = compile_file(&path);
+        for m in [&c.ir, &c.optimized] {
+            let text = ir::print::module_text(m);
+            let back = ir::read::read_module(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(ir::print::module_text(&back), text, "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn adamw_is_one_fused_kernel_reading_and_writing_each_buffer_once() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/optimizers/adamw.gd"));
+    let c = compile_file(path);
+    let update = &c.plan.variants[0].update;
+    assert_eq!(update.items.len(), 1, "{}", plan::print::plan_text(&c.plan));
+    let plan::Item::Kernel(k) = &update.items[0] else { panic!("not a kernel") };
+    let mut reads: Vec<plan::Buffer> = k.inputs.iter().map(|(_, b)| *b).collect();
+    let mut writes: Vec<plan::Buffer> = k.outputs.iter().map(|o| o.buffer).collect();
+    reads.sort_by_key(|b| format!("{b:?}"));
+    writes.sort_by_key(|b| format!("{b:?}"));
+    use plan::Buffer::*;
+    assert_eq!(reads, vec![Grad, Param, State(0), State(1)]);
+    assert_eq!(writes, vec![Param, State(0), State(1)]);
+    assert!(update.temps.is_empty());
+    // Bias corrections and the decay factor are host work, once per step.
+    assert!(update.host.len() >= 10);
+}
