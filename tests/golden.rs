@@ -44,3 +44,22 @@ fn the_table_covers_every_example_and_its_cases() {
         }
     }
 }
+
+#[test]
+fn every_transcribed_case_passes_on_the_interpreter() {
+    let dir = root().join("tests/transcribed/cases");
+    let mut paths: Vec<std::path::PathBuf> =
+        std::fs::read_dir(&dir).expect("cases").map(|e| e.expect("entry").path()).collect();
+    paths.sort();
+    assert!(paths.len() >= 40, "the transcribed cases are missing: {}", paths.len());
+    let mut failures = Vec::new();
+    for path in paths {
+        let data = read_case(&path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let c = compile(&data.optimizer);
+        let steps = replay(c.plan, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for s in steps.iter().filter(|s| s.worst.is_nan() || s.worst > 1.0) {
+            failures.push(format!("{} step {}: {:.3} of tolerance at {}", path.display(), s.step, s.worst, s.at));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

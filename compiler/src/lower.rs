@@ -196,6 +196,9 @@ struct Lowerer<'a> {
     guard_depth: HashMap<Value, usize>,
     /// The shape `zeros` and `eye` take in a state initialiser.
     init_shape: Shape,
+    /// Inside an inlined function: what each `int` parameter was given, when that is known
+    /// at compile time (a literal, or the name of a ranged hyperparameter).
+    static_args: HashMap<String, Expr>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -209,6 +212,7 @@ impl<'a> Lowerer<'a> {
             depth: 0,
             guard_depth: HashMap::new(),
             init_shape: Shape::Scalar,
+            static_args: HashMap::new(),
         }
     }
 
@@ -418,12 +422,17 @@ impl<'a> Lowerer<'a> {
                 self.conditional(c, body);
             }
             Stmt::For { var, start, end, body, .. } => {
+                let resolve = |e: &Expr| match &e.kind {
+                    ExprKind::Name(n) => self.static_args.get(n).cloned().unwrap_or_else(|| e.clone()),
+                    _ => e.clone(),
+                };
+                let (start, end) = (resolve(start), resolve(end));
                 let lit = |e: &Expr| match e.kind {
                     ExprKind::Number(v) => Some(v as i64),
                     _ => None,
                 };
-                let lo = lit(start).unwrap_or(0);
-                match lit(end) {
+                let lo = lit(&start).unwrap_or(0);
+                match lit(&end) {
                     Some(hi) => {
                         for i in lo..hi {
                             self.push_scope();
@@ -550,7 +559,15 @@ impl<'a> Lowerer<'a> {
         let pos: Vec<&Expr> = args.iter().filter(|a| a.name.is_none()).map(|a| &a.value).collect();
         if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
             let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
-            return self.inline(f, vals);
+            // A static argument of the caller's own parameter resolves to what it was given.
+            let exprs: Vec<Expr> = pos
+                .iter()
+                .map(|e| match &e.kind {
+                    ExprKind::Name(n) => self.static_args.get(n).cloned().unwrap_or_else(|| (*e).clone()),
+                    _ => (*e).clone(),
+                })
+                .collect();
+            return self.inline(f, vals, exprs);
         }
         let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
         let x = vals.first().copied().unwrap_or_else(|| self.constant(0.0));
@@ -603,8 +620,10 @@ impl<'a> Lowerer<'a> {
     }
 
     /// Inlines a user function: its body runs in a scope that sees only its parameters.
-    fn inline(&mut self, f: &FnDef, args: Vec<Value>) -> Value {
+    fn inline(&mut self, f: &FnDef, args: Vec<Value>, exprs: Vec<Expr>) -> Value {
         let saved = std::mem::replace(&mut self.scopes, vec![HashMap::new()]);
+        let static_args = f.params.iter().zip(exprs).map(|(p, e)| (p.name.name.clone(), e)).collect();
+        let saved_static = std::mem::replace(&mut self.static_args, static_args);
         for (p, v) in f.params.iter().zip(args) {
             self.bind(&p.name.name, v);
         }
@@ -613,6 +632,7 @@ impl<'a> Lowerer<'a> {
         }
         let ret = self.scopes[0].get("return").copied();
         self.scopes = saved;
+        self.static_args = saved_static;
         ret.unwrap_or_else(|| self.constant(0.0))
     }
 }

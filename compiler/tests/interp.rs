@@ -138,3 +138,23 @@ fn where_min_max_clamp_sign_and_reductions() {
         vec![2.0 + 18.0 + 25.0 + 5.0 + 4.0 + 0.0 + 1.0 + 0.5, -1.0 + 10.0 + 25.0 + 5.0 + 0.0 - 3.0 + 1.0 + 0.5]
     );
 }
+
+#[test]
+fn an_int_function_parameter_bounds_a_loop() {
+    let src = "
+    fn halve(x: tensor, n: int) -> tensor {
+      var y = x
+      for i in 0..n { y = 0.5 * y }
+      return y
+    }
+    fn twice(x: tensor, k: int) -> tensor { return halve(halve(x, k), k) }
+    optimizer t {
+      hyper n: int = 1 in 0..=3
+      update(p, g) { p = halve(g, 2) + twice(g, n) }
+    }";
+    let mut it = bind(src, &[("w", &[1], &[0.0])]);
+    it.set_hyper("n", 3.0).expect("in range");
+    let mut p = vec![vec![0.0]];
+    it.step(&mut p, &[vec![64.0]]).expect("steps");
+    assert_eq!(p[0], vec![16.0 + 1.0]);
+}

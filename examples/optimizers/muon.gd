@@ -11,11 +11,16 @@
 // ns_steps goes up to 99, as torch (it refuses 100 or more). Matrices only: route vectors
 // elsewhere.
 
-// One quintic Newton–Schulz step, x <- a x + (b A + c A^2) x with A = x x^T.
-fn newton_schulz_step(x: [r, c]) -> [r, c] {
+// `steps` quintic Newton–Schulz steps, x <- a x + (b A + c A^2) x with A = x x^T: they push
+// every singular value of x towards 1, keeping its singular vectors.
+fn newton_schulz(x0: [m, n], steps: int) -> [m, n] {
   let (a, b, c) = (3.4445, -4.775, 2.0315)
-  let gram = x @ x.T
-  return a * x + (b * gram + c * (gram @ gram)) @ x
+  var x = x0
+  for i in 0..steps {
+    let gram = x @ x.T
+    x = a * x + (b * gram + c * (gram @ gram)) @ x
+  }
+  return x
 }
 
 optimizer muon {
@@ -33,16 +38,9 @@ optimizer muon {
     let u = where(nesterov, lerp(g, buf, momentum), buf)
     var x = u / max(norm(u), eps)
     if rows > cols {
-      // Iterate on the transpose: its Gram matrix is the smaller one.
-      var y = x.T
-      for i in 0..ns_steps {
-        y = newton_schulz_step(y)
-      }
-      x = y.T
+      x = newton_schulz(x.T, ns_steps).T   // the smaller Gram matrix
     } else {
-      for i in 0..ns_steps {
-        x = newton_schulz_step(x)
-      }
+      x = newton_schulz(x, ns_steps)
     }
     p = p * (1 - lr * weight_decay) - lr * sqrt(max(1, rows / cols)) * x
   }

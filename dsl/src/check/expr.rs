@@ -608,6 +608,19 @@ impl Checker<'_> {
             return None;
         }
         let ret = self.fn_return_type(f, span)?;
+        let bounds = self.loop_bound_params.get(&f.name.name).cloned().unwrap_or_default();
+        for i in bounds {
+            if !self.is_static_bound(&args[i].value) {
+                let p = &f.params[i];
+                self.error(
+                    Diagnostic::error("E0015", format!("`{}` bounds a loop in `{}`, so it must be known when compiling", p.name.name, f.name.name), args[i].value.span)
+                        .label("not a whole-number literal or a ranged `int` hyperparameter")
+                        .note(p.span, "used as a loop bound")
+                        .hint("pass a literal such as `5`, or an `int` hyperparameter with a range (`hyper n: int = 5 in 0..=10`)"),
+                );
+                return None;
+            }
+        }
         Some(Ty { elem: ret.elem, shape: substitute(&ret.shape, &dims, like.as_ref()) })
     }
 }

@@ -87,7 +87,8 @@ impl Checker<'_> {
         let saved_fn = self.current_fn.replace(name.clone());
         let saved_assigned = std::mem::take(&mut self.assigned);
         for p in &f.params {
-            self.declare(&p.name.name, p.name.span, Entity::FnParam, param_type(p));
+            let int = matches!(p.ty, Some(TypeExpr::Scalar(ScalarTy::Int, _)));
+            self.declare(&p.name.name, p.name.span, Entity::FnParam { int }, param_type(p));
         }
         let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
         self.check_block(&f.body, true);

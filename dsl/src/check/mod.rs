@@ -34,18 +34,25 @@ pub(crate) fn is_builtin_name(name: &str) -> bool {
 /// What a name refers to.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Entity {
-    Hyper { int: bool },
+    Hyper {
+        int: bool,
+    },
     Global,
     Step,
     PrepareLet,
-    State { initialised: bool },
+    State {
+        initialised: bool,
+    },
     Param,
     Grad,
     ShapeScalar,
     Let,
     Var,
     LoopVar,
-    FnParam,
+    /// A function parameter; `int` ones may bound loops (then every call passes a static value).
+    FnParam {
+        int: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +99,8 @@ pub(crate) struct Checker<'a> {
     /// Functions whose bodies are being checked, outermost first: a call to one of them
     /// is recursion.
     pub in_progress: Vec<String>,
+    /// Per function, the indices of its `int` parameters that bound a `for` loop.
+    pub loop_bound_params: HashMap<String, Vec<usize>>,
 }
 
 impl<'a> Checker<'a> {
@@ -109,6 +118,7 @@ impl<'a> Checker<'a> {
             init_shape: None,
             fn_returns: HashMap::new(),
             in_progress: Vec::new(),
+            loop_bound_params: HashMap::new(),
         }
     }
 

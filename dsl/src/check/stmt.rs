@@ -183,7 +183,7 @@ impl Checker<'_> {
             (Entity::LoopVar, _) => {
                 Some(refuse("the loop variable", "loop variables count iterations; use a `var` for values"))
             }
-            (Entity::FnParam, _) => Some(refuse("the function parameter", "copy it into a `var` first")),
+            (Entity::FnParam { .. }, _) => Some(refuse("the function parameter", "copy it into a `var` first")),
             (Entity::Step | Entity::ShapeScalar, _) => Some(refuse("the built-in", "built-ins are read-only")),
             (Entity::PrepareLet, _) => {
                 Some(refuse("the `prepare` binding", "values from `prepare` are read-only in `update`"))
@@ -275,10 +275,66 @@ impl Checker<'_> {
                                 .hint(format!("declare it as `hyper {n}: int = ... in 0..=10`: loops are unrolled up to the range's end")),
                         ),
                     },
+                    (Some(Entity::FnParam { int: true }), _) => {
+                        // Static at every call: `check_user_call` checks the arguments.
+                        let current = self.current_fn.clone().unwrap_or_default();
+                        let index = self
+                            .file
+                            .fns
+                            .iter()
+                            .find(|f| f.name.name == current)
+                            .and_then(|f| f.params.iter().position(|p| &p.name.name == n));
+                        if let Some(i) = index {
+                            let entry = self.loop_bound_params.entry(current).or_default();
+                            if !entry.contains(&i) {
+                                entry.push(i);
+                            }
+                        }
+                    }
                     _ => self.not_static(e),
                 }
             }
             _ => self.not_static(e),
+        }
+    }
+
+    /// Whether an argument for an `int` parameter that bounds a loop is known when compiling:
+    /// a whole-number literal, a ranged `int` hyperparameter, or such a parameter itself.
+    pub(crate) fn is_static_bound(&mut self, e: &Expr) -> bool {
+        match &e.kind {
+            ExprKind::Number(v) => v.fract() == 0.0 && *v >= 0.0 && *v <= MAX_UNROLL,
+            ExprKind::Name(n) => {
+                let ranged = self
+                    .file
+                    .optimizers
+                    .first()
+                    .and_then(|o| o.hypers.iter().find(|h| &h.name.name == n))
+                    .is_some_and(|h| h.range.is_some());
+                match self.scopes.iter().rev().find_map(|s| s.get(n)).map(|e| e.entity.clone()) {
+                    Some(Entity::Hyper { int: true }) => ranged,
+                    Some(Entity::FnParam { int: true }) => {
+                        // Passed on to a loop: the enclosing function's callers must pass a
+                        // static value too.
+                        if let Some(current) = self.current_fn.clone() {
+                            let index = self
+                                .file
+                                .fns
+                                .iter()
+                                .find(|f| f.name.name == current)
+                                .and_then(|f| f.params.iter().position(|p| &p.name.name == n));
+                            if let Some(i) = index {
+                                let entry = self.loop_bound_params.entry(current).or_default();
+                                if !entry.contains(&i) {
+                                    entry.push(i);
+                                }
+                            }
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
         }
     }
 
