@@ -98,17 +98,25 @@ impl Interpreter {
                 });
             }
             let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
-            let variant = if shape.len() >= 2 {
-                find(Pattern::Matrix).or_else(|| find(Pattern::Any))
-            } else {
-                find(Pattern::Any)
+            // The most specific update that fits the parameter's rank.
+            let variant = match shape.len() {
+                0 => find(Pattern::Any),
+                1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
+                _ => find(Pattern::Matrix).or_else(|| find(Pattern::Any)),
             };
             let Some(variant) = variant else {
+                let why = if find(Pattern::Matrix).is_some() && find(Pattern::Vector).is_none() {
+                    "it only updates matrices (rank 2 or more); route this parameter to another optimizer"
+                } else if find(Pattern::Vector).is_some() && find(Pattern::Matrix).is_none() {
+                    "it only updates vectors (rank 1); route this parameter to another optimizer"
+                } else {
+                    "it updates only vectors and matrices; route this parameter to another optimizer"
+                };
                 return Err(InterpError::NoVariant {
                     optimizer: m.name.clone(),
                     param: name.clone(),
                     shape: shape.clone(),
-                    why: "it only updates matrices (rank 2 or more); route this parameter to another optimizer",
+                    why,
                 });
             };
             let rows = shape.first().copied().unwrap_or(1);
@@ -485,10 +493,7 @@ fn run_item(
 }
 
 fn param_shape(m: &Module, bp: &BoundParam) -> Shape {
-    match m.variants[bp.variant].pattern {
-        Pattern::Matrix => Shape::dims(&["rows", "cols"]),
-        Pattern::Any => Shape::Like,
-    }
+    m.variants[bp.variant].pattern.param_shape()
 }
 
 /// A value visible to the current kernel: its own, a host or per-parameter scalar, or a
@@ -619,6 +624,11 @@ fn eval(
             }
             o
         }
+        Op::Outer => {
+            let (a, b) = (&args[0].data, &args[1].data);
+            a.iter().flat_map(|x| b.iter().map(move |y| x * y)).collect()
+        }
+        Op::InvRoot => inv_root(&args[0].data, args[0].sizes[0], args[1].as_scalar()),
         Op::Transpose => {
             let (r, c) = (args[0].sizes[0], args[0].sizes[1]);
             (0..r * c).map(|idx| args[0].data[(idx % r) * c + idx / r]).collect()
@@ -629,4 +639,67 @@ fn eval(
         op => return Err(InterpError::Internal(format!("{v} cannot be evaluated in a kernel ({op:?})"))),
     };
     Ok(Some(Tensor { data, ..out }))
+}
+
+/// m^(-1/k) for the symmetric part of the n x n matrix `m`: V diag(f(l)) V^T over its
+/// eigenpairs, with f(l) = l^(-1/k) above the rank cutoff n * eps * max(l) and 0 at or below
+/// it (the root on m's numerical range, as numpy's `pinv` treats singular values).
+fn inv_root(m: &[f64], n: usize, k: f64) -> Vec<f64> {
+    let (values, vectors) = symmetric_eigen(m, n);
+    let cutoff = n as f64 * f64::EPSILON * values.iter().fold(0.0f64, |a, l| a.max(*l));
+    let f: Vec<f64> = values.iter().map(|l| if *l > cutoff { l.powf(-1.0 / k) } else { 0.0 }).collect();
+    let mut out = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            out[i * n + j] = (0..n).map(|e| vectors[i * n + e] * f[e] * vectors[j * n + e]).sum();
+        }
+    }
+    out
+}
+
+/// Eigenvalues and eigenvectors (column e of the row-major result) of the symmetric part of
+/// an n x n matrix, by cyclic Jacobi rotations in float64: slow, simple and accurate, as an
+/// oracle should be.
+fn symmetric_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut a: Vec<f64> = (0..n * n).map(|i| 0.5 * (m[i] + m[(i % n) * n + i / n])).collect();
+    let mut v: Vec<f64> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
+    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j].powi(2))
+            .sum();
+        if off.sqrt() <= 1e-15 * scale || !off.is_finite() {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                // `signum(0.0)` is 1: a zero angle rotates by 45 degrees, as it should.
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for r in 0..n {
+                    let (arp, arq) = (a[r * n + p], a[r * n + q]);
+                    a[r * n + p] = c * arp - s * arq;
+                    a[r * n + q] = s * arp + c * arq;
+                }
+                for r in 0..n {
+                    let (apr, aqr) = (a[p * n + r], a[q * n + r]);
+                    a[p * n + r] = c * apr - s * aqr;
+                    a[q * n + r] = s * apr + c * aqr;
+                }
+                for r in 0..n {
+                    let (vrp, vrq) = (v[r * n + p], v[r * n + q]);
+                    v[r * n + p] = c * vrp - s * vrq;
+                    v[r * n + q] = s * vrp + c * vrq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| a[i * n + i]).collect(), v)
 }

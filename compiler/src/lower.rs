@@ -110,9 +110,12 @@ pub fn lower(file: &ast::File) -> Module {
     module.prepare_outs = outs;
 
     for u in &opt.updates {
-        let matrix = matches!(&u.param.ty, Some(ast::TypeExpr::Shape(_)));
-        let (pattern, pshape) =
-            if matrix { (Pattern::Matrix, Shape::dims(&["rows", "cols"])) } else { (Pattern::Any, Shape::Like) };
+        let pattern = match &u.param.ty {
+            Some(ast::TypeExpr::Shape(s)) if s.dims.len() == 1 => Pattern::Vector,
+            Some(ast::TypeExpr::Shape(_)) => Pattern::Matrix,
+            _ => Pattern::Any,
+        };
+        let pshape = pattern.param_shape();
         let mut l = Lowerer::new(file, &module, FuncKind::Update);
         let p0 = l.emit(Op::Param, vec![], Some(Ty::num(pshape.clone())));
         let g0 = l.emit(Op::Grad, vec![], Some(Ty::num(pshape.clone())));
@@ -615,6 +618,8 @@ impl<'a> Lowerer<'a> {
                 let ty = self.func.ty(x).clone();
                 self.emit(Op::Eye, vec![], Some(ty))
             }
+            "outer" => self.emit(Op::Outer, vec![x, vals[1]], None),
+            "inv_root" => self.emit(Op::InvRoot, vec![x, vals[1]], None),
             _ => self.constant(0.0),
         }
     }

@@ -158,3 +158,45 @@ fn an_int_function_parameter_bounds_a_loop() {
     it.step(&mut p, &[vec![64.0]]).expect("steps");
     assert_eq!(p[0], vec![16.0 + 1.0]);
 }
+
+#[test]
+fn outer_and_inv_root_on_vectors_and_matrices() {
+    // A vector update: L = outer(g, g) + diag-free part, p = inv_root(L + I, 2) @ g.
+    let src = "optimizer t {
+      state L: [rows, rows] = eye
+      update(p: [rows], g) {
+        L = L + outer(g, g)
+        p = inv_root(L, 2) @ g
+      }
+    }";
+    let mut it = bind(src, &[("b", &[2], &[0.0, 0.0])]);
+    let mut p = vec![vec![0.0, 0.0]];
+    it.step(&mut p, &[vec![3.0, 4.0]]).expect("steps");
+    // L = I + g g^T has eigenvalue 26 along g and 1 across: L^(-1/2) g = g / sqrt(26).
+    let s = 26f64.sqrt();
+    assert!(close(&p[0], &[3.0 / s, 4.0 / s]), "{p:?}");
+    assert_eq!(it.state(0, "L").map(|t| t.data.clone()), Some(vec![10.0, 12.0, 12.0, 17.0]));
+
+    // A rotated matrix Q diag(4, 9) Q^T: its inverse square root is Q diag(1/2, 1/3) Q^T.
+    let src = "optimizer t {
+      state out: [rows, rows] = zeros
+      update(p: [rows, cols], g) { out = inv_root(g @ g.T, 4) }
+    }";
+    let (c, s) = (0.6f64, 0.8f64); // a rotation by atan(4/3)
+                                   // g = Q diag(2, 3) Q^T, so g g^T = Q diag(4, 9) Q^T and (g g^T)^(-1/4) = Q diag(1/sqrt 2, 1/sqrt 3) Q^T.
+    let q = |a: f64, b: f64| vec![c * c * a + s * s * b, c * s * (a - b), c * s * (a - b), s * s * a + c * c * b];
+    let mut it = bind(src, &[("w", &[2, 2], &[0.0; 4])]);
+    let mut p = vec![vec![0.0; 4]];
+    it.step(&mut p, &[q(2.0, 3.0)]).expect("steps");
+    let want = q(1.0 / 2f64.sqrt(), 1.0 / 3f64.sqrt());
+    let p = [it.state(0, "out").expect("state").data.clone()];
+    assert!(p[0].iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{:?} vs {want:?}", p[0]);
+
+    // A singular matrix: the zero eigenvalue gives 0, not infinity.
+    let mut it = bind(src, &[("w", &[2, 2], &[0.0; 4])]);
+    let mut p = vec![vec![0.0; 4]];
+    it.step(&mut p, &[q(2.0, 0.0)]).expect("steps");
+    let want = q(1.0 / 2f64.sqrt(), 0.0);
+    let p = [it.state(0, "out").expect("state").data.clone()];
+    assert!(p[0].iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12 && a.is_finite()), "{:?} vs {want:?}", p[0]);
+}

@@ -14,6 +14,10 @@ pub enum Kind {
     Dot,
     /// `eye(m)`: the identity shaped like the square matrix `m`.
     Eye,
+    /// `outer(a, b)`: the outer product of two vectors, `[a] x [b] -> [a, b]`.
+    Outer,
+    /// `inv_root(m, k)`: the inverse k-th root of a symmetric positive semi-definite matrix.
+    InvRoot,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +46,13 @@ pub const FUNCTIONS: &[Builtin] = &[
     Builtin { name: "max_abs", arity: 1, kind: Kind::Reduce, doc: "largest absolute value" },
     Builtin { name: "dot", arity: 2, kind: Kind::Dot, doc: "sum of the elementwise product" },
     Builtin { name: "eye", arity: 1, kind: Kind::Eye, doc: "identity shaped like a square matrix" },
+    Builtin { name: "outer", arity: 2, kind: Kind::Outer, doc: "outer(a, b)[i, j] = a[i] * b[j] for vectors a, b" },
+    Builtin {
+        name: "inv_root",
+        arity: 2,
+        kind: Kind::InvRoot,
+        doc: "inv_root(m, k) = m^(-1/k) for a symmetric positive semi-definite m, on its numerical range (eigenvalues at or below n * eps * max give 0)",
+    },
 ];
 
 pub fn function(name: &str) -> Option<&'static Builtin> {

@@ -153,13 +153,19 @@ pub enum Op {
     Reduce(ReduceKind, Option<usize>),
     MatMul,
     Transpose,
+    /// `outer(a, b)`: `[a] x [b] -> [a, b]`.
+    Outer,
+    /// `inv_root(m, k)`: m^(-1/k) of the symmetric part of `m`, on its numerical range:
+    /// eigenvalues at or below n * eps * max eigenvalue (eps of the precision it runs in)
+    /// give zero, a pseudo-inverse root, never NaN or infinity.
+    InvRoot,
     Store(Target),
 }
 
 impl Op {
     /// True for operations that are cheap per element and fuse into loops.
     pub fn is_elementwise(&self) -> bool {
-        !matches!(self, Op::Reduce(..) | Op::MatMul | Op::Transpose | Op::Store(_))
+        !matches!(self, Op::Reduce(..) | Op::MatMul | Op::Transpose | Op::Outer | Op::InvRoot | Op::Store(_))
     }
 
     /// True for operations without side effects (everything but stores).
@@ -290,8 +296,21 @@ pub struct GlobalInfo {
 pub enum Pattern {
     /// `update(p, g)`: any shape.
     Any,
+    /// `update(p: [rows], g)`: parameters of rank 1.
+    Vector,
     /// `update(p: [rows, cols], g)`: parameters of rank 2 or more.
     Matrix,
+}
+
+impl Pattern {
+    /// The shape of a parameter this variant updates.
+    pub fn param_shape(self) -> Shape {
+        match self {
+            Pattern::Any => Shape::Like,
+            Pattern::Vector => Shape::dims(&["rows"]),
+            Pattern::Matrix => Shape::dims(&["rows", "cols"]),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -340,6 +359,7 @@ impl Module {
 pub fn pattern_text(p: Pattern) -> &'static str {
     match p {
         Pattern::Any => "(p)",
+        Pattern::Vector => "(p: [rows])",
         Pattern::Matrix => "(p: [rows, cols])",
     }
 }
@@ -375,6 +395,16 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         Op::Reduce(_, Some(axis)) => num(t::reduce_axis(&args.first()?.shape, *axis).ok()?),
         Op::MatMul => num(t::matmul(&args.first()?.shape, &args.get(1)?.shape).ok()?),
         Op::Transpose => num(t::transpose(&args.first()?.shape).ok()?),
+        Op::Outer => match (&args.first()?.shape, &args.get(1)?.shape) {
+            (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {
+                num(Shape::Dims(vec![a[0].clone(), b[0].clone()]))
+            }
+            _ => None,
+        },
+        Op::InvRoot => match (args.first()?.shape.rank2(), args.get(1)?.is_scalar()) {
+            (Some((a, b)), true) if a == b => Some((*args.first()?).clone()),
+            _ => None,
+        },
         Op::Store(_) => None,
     }
 }

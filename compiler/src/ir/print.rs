@@ -112,6 +112,8 @@ pub fn op_text(m: &Module, func: &Func, op: &Op) -> String {
         }
         Op::MatMul => "matmul".into(),
         Op::Transpose => "transpose".into(),
+        Op::Outer => "outer".into(),
+        Op::InvRoot => "inv_root".into(),
         Op::Store(Target::Param) => "store param".into(),
         Op::Store(Target::State(i)) => format!("store state {}", m.states[*i].name),
         Op::Store(Target::Global(i)) => format!("store global {}", m.globals[*i].name),

@@ -37,7 +37,13 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             m.globals.push(GlobalInfo { name: name.trim().into(), init });
         } else if let Some(rest) = line.strip_prefix("func ") {
             let label = rest.trim_end_matches('{').trim();
-            let pattern = if label.contains("[rows, cols]") { Pattern::Matrix } else { Pattern::Any };
+            let pattern = if label.contains("[rows, cols]") {
+                Pattern::Matrix
+            } else if label.contains("[rows]") {
+                Pattern::Vector
+            } else {
+                Pattern::Any
+            };
             current = if label == "prepare" {
                 Some((FuncKind::Prepare, 0))
             } else if label.starts_with("init") {
@@ -174,6 +180,8 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "eye" => Op::Eye,
         "matmul" => Op::MatMul,
         "transpose" => Op::Transpose,
+        "outer" => Op::Outer,
+        "inv_root" => Op::InvRoot,
         "store" => match (first("a target")?, imm.get(1)) {
             ("param", _) => Op::Store(Target::Param),
             ("state", Some(n)) => Op::Store(Target::State(index_of(m.states.iter().map(|s| s.name.clone()), n)?)),

@@ -24,7 +24,7 @@ use std::collections::HashSet;
 fn arity(op: &Op) -> usize {
     match op {
         Op::Unary(_) | Op::Broadcast | Op::Reduce(..) | Op::Transpose | Op::Store(_) => 1,
-        Op::Binary(_) | Op::MatMul => 2,
+        Op::Binary(_) | Op::MatMul | Op::Outer | Op::InvRoot => 2,
         Op::Select => 3,
         _ => 0,
     }
@@ -47,10 +47,7 @@ pub fn verify(m: &Module) -> Result<(), String> {
 }
 
 fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), (Value, String)> {
-    let param_shape = match pattern {
-        Some(Pattern::Matrix) => Shape::dims(&["rows", "cols"]),
-        _ => Shape::Like,
-    };
+    let param_shape = pattern.map_or(Shape::Like, Pattern::param_shape);
     let mut stored = HashSet::new();
     for v in func.values() {
         let inst = func.inst(v);

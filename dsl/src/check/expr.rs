@@ -137,7 +137,10 @@ impl Checker<'_> {
             );
             return None;
         };
-        let matrix_update = matches!(self.ctx, Ctx::Update { matrix: true });
+        let update_dims = match self.ctx {
+            Ctx::Update { dims } => dims,
+            _ => 0,
+        };
         match &entry.entity {
             Entity::State { initialised } => {
                 if !self.used_state.iter().any(|s| s == name) {
@@ -160,8 +163,8 @@ impl Checker<'_> {
                     }
                     _ => {}
                 }
-                if let Some(Ty { shape: Shape::Dims(_), .. }) = &entry.ty {
-                    if !matrix_update {
+                if let Some(Ty { shape: shape @ Shape::Dims(_), .. }) = &entry.ty {
+                    if !super::shape_available(update_dims, shape) {
                         let d = self.state_needs_matrix(name, span, &entry);
                         self.error(d);
                         return None;
@@ -180,11 +183,15 @@ impl Checker<'_> {
                     return None;
                 }
             }
-            Entity::ShapeScalar if name != "numel" && !matrix_update && self.ctx != Ctx::Init => {
+            Entity::ShapeScalar
+                if name != "numel"
+                    && self.ctx != Ctx::Init
+                    && !(update_dims == 2 || (update_dims == 1 && name == "rows")) =>
+            {
                 self.error(
                     Diagnostic::error("E0009", format!("`{name}` needs a matrix parameter"), span)
-                        .label("in an update for any shape")
-                        .hint("write the update as `update(p: [rows, cols], g)`; `numel` works for any shape"),
+                        .label(if update_dims == 1 { "in an update for vectors" } else { "in an update for any shape" })
+                        .hint("write the update as `update(p: [rows, cols], g)` (a vector's update has `rows` only); `numel` works for any shape"),
                 );
                 return None;
             }
@@ -253,8 +260,12 @@ impl Checker<'_> {
     /// State shaped `[rows]`, `[cols, cols]`, ... exists only for matrix parameters.
     pub(crate) fn state_needs_matrix(&self, name: &str, span: Span, entry: &super::Entry) -> Diagnostic {
         let shape = entry.ty.as_ref().map(|t| t.shape.to_string()).unwrap_or_default();
+        let label = match self.ctx {
+            Ctx::Update { dims: 1 } => "used in an update for vectors, which have no `cols`",
+            _ => "used in an update for any shape",
+        };
         Diagnostic::error("E0009", format!("state `{name}` has shape {shape}, which needs a matrix parameter"), span)
-            .label("used in an update for any shape")
+            .label(label)
             .note(entry.span, "declared here")
             .hint("use it in `update(p: [rows, cols], g)`, or declare it without a shape (like the parameter)")
     }
@@ -449,6 +460,68 @@ impl Checker<'_> {
                             None
                         }
                     },
+                }
+            }
+            Kind::Outer => match (&tys[0].shape, &tys[1].shape) {
+                (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {
+                    Some(Ty::num(Shape::Dims(vec![a[0].clone(), b[0].clone()])))
+                }
+                (Shape::Like, _) | (_, Shape::Like) => {
+                    self.error(
+                        Diagnostic::error(
+                            "E0009",
+                            "`outer` needs vectors, but this value is shaped like a parameter of any rank",
+                            span,
+                        )
+                        .label("no named dimension here")
+                        .hint("write the update as `update(p: [rows], g)` so it applies to vectors"),
+                    );
+                    None
+                }
+                (a, b) => {
+                    self.error(
+                        Diagnostic::error(
+                            "E0005",
+                            format!("shape mismatch: `outer` needs two vectors, found {a} and {b}"),
+                            span,
+                        )
+                        .label("not two vectors")
+                        .hint("outer(a, b) of a `[rows]` and a `[cols]` (or the same) vector; for matrices use `@`"),
+                    );
+                    None
+                }
+            },
+            Kind::InvRoot => {
+                if !tys[1].is_scalar() {
+                    self.error(
+                        Diagnostic::error(
+                            "E0004",
+                            "the root of `inv_root(m, k)` must be a scalar",
+                            positional[1].value.span,
+                        )
+                        .label("a tensor")
+                        .hint("write the root as a number, e.g. `inv_root(L, 4)` for L^(-1/4)"),
+                    );
+                    return None;
+                }
+                match tys[0].shape.rank2() {
+                    Some((a, b)) if a == b => Some(tys[0].clone()),
+                    _ if tys[0].shape == Shape::Like => {
+                        self.shape_error(ShapeError::NeedsMatrix("`inv_root`".into()), span);
+                        None
+                    }
+                    _ => {
+                        self.error(
+                            Diagnostic::error(
+                                "E0020",
+                                format!("`inv_root` needs a square matrix, found {}", tys[0].shape),
+                                span,
+                            )
+                            .label("not square")
+                            .hint("pass a symmetric `[rows, rows]` or `[cols, cols]` matrix, such as `g @ g.T`"),
+                        );
+                        None
+                    }
                 }
             }
             Kind::Eye => match tys[0].shape.rank2() {

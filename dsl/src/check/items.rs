@@ -385,27 +385,31 @@ impl Checker<'_> {
                     .hint("add `update(p, g) { ... }`, or `update(p: [rows, cols], g) { ... }` for matrices"),
             );
         }
-        let mut seen: Vec<(bool, Span)> = Vec::new();
+        let mut seen: Vec<(usize, Span)> = Vec::new();
         for u in &opt.updates {
-            let matrix = match &u.param.ty {
-                None | Some(TypeExpr::AnyTensor(_)) => false,
-                Some(TypeExpr::Shape(s)) if s.dims.iter().map(|d| d.name.as_str()).eq(["rows", "cols"]) => true,
+            let dims = match &u.param.ty {
+                None | Some(TypeExpr::AnyTensor(_)) => 0,
+                Some(TypeExpr::Shape(s)) if s.dims.iter().map(|d| d.name.as_str()).eq(["rows"]) => 1,
+                Some(TypeExpr::Shape(s)) if s.dims.iter().map(|d| d.name.as_str()).eq(["rows", "cols"]) => 2,
                 Some(other) => {
                     self.error(
                         Diagnostic::error(
                             "E0017",
-                            "an update's parameter is `p` (any shape) or `p: [rows, cols]` (matrices)",
+                            "an update's parameter is `p` (any shape), `p: [rows]` (vectors) or `p: [rows, cols]` (matrices)",
                             other.span(),
                         )
                         .label("not an update pattern")
-                        .hint("write `update(p, g)` or `update(p: [rows, cols], g)`"),
+                        .hint("write `update(p, g)`, `update(p: [rows], g)` or `update(p: [rows, cols], g)`"),
                     );
                     continue;
                 }
             };
+            let pattern_dims: &[&str] = &["rows", "cols"][..dims];
             let grad_fits = match &u.grad.ty {
                 None | Some(TypeExpr::AnyTensor(_)) => true,
-                Some(TypeExpr::Shape(gs)) => matrix && gs.dims.iter().map(|d| d.name.as_str()).eq(["rows", "cols"]),
+                Some(TypeExpr::Shape(gs)) => {
+                    dims > 0 && gs.dims.iter().map(|d| d.name.as_str()).eq(pattern_dims.iter().copied())
+                }
                 Some(TypeExpr::Scalar(..)) => false,
             };
             if !grad_fits {
@@ -419,21 +423,21 @@ impl Checker<'_> {
             // `update` itself: the bodies are long, so point at the keyword.
             let head =
                 |u: &crate::ast::UpdateDef| Span::new(u.span.start as usize, u.span.start as usize + "update".len());
-            if let Some((_, prev)) = seen.iter().find(|(m, _)| *m == matrix) {
-                let what = if matrix { "`update(p: [rows, cols], g)`" } else { "`update(p, g)`" };
+            if let Some((_, prev)) = seen.iter().find(|(m, _)| *m == dims) {
+                let what = ["`update(p, g)`", "`update(p: [rows], g)`", "`update(p: [rows, cols], g)`"][dims];
                 self.error(
                     Diagnostic::error("E0017", format!("a second {what}"), head(u))
                         .label("a second update for the same parameters")
                         .note(*prev, "the first one")
-                        .hint("an optimizer has at most one `update(p, g)` and one `update(p: [rows, cols], g)`; matrices take the second"),
+                        .hint("an optimizer has at most one update per pattern; a parameter takes the most specific one that fits it"),
                 );
                 continue;
             }
-            seen.push((matrix, head(u)));
-            self.ctx = Ctx::Update { matrix };
+            seen.push((dims, head(u)));
+            self.ctx = Ctx::Update { dims };
             self.assigned.clear();
             self.push();
-            let pshape = if matrix { Shape::dims(&["rows", "cols"]) } else { Shape::Like };
+            let pshape = if dims == 0 { Shape::Like } else { Shape::dims(pattern_dims) };
             for n in builtins::SHAPE_SCALARS {
                 self.declare_quietly(n, Span::default(), Entity::ShapeScalar, Some(Ty::NUM));
             }

@@ -72,9 +72,27 @@ pub(crate) enum Ctx {
     Init,
     Prepare,
     Update {
-        matrix: bool,
+        /// The update's named dimensions: 0 (`update(p, g)`), 1 (`[rows]`), 2 (`[rows, cols]`).
+        dims: usize,
     },
     Fn,
+}
+
+/// Whether an update with `dims` named dimensions has the dimension `name`.
+pub(crate) fn has_dim(dims: usize, name: &str) -> bool {
+    match name {
+        "rows" => dims >= 1,
+        "cols" => dims >= 2,
+        _ => false,
+    }
+}
+
+/// Whether every dimension of `shape` exists in an update with `dims` named dimensions.
+pub(crate) fn shape_available(dims: usize, shape: &crate::types::Shape) -> bool {
+    match shape {
+        crate::types::Shape::Dims(d) => d.iter().all(|x| has_dim(dims, x)),
+        _ => true,
+    }
 }
 
 pub(crate) struct Checker<'a> {

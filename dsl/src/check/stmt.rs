@@ -6,7 +6,7 @@ use super::{Checker, Ctx, Entity};
 use crate::ast::{AssignOp, Block, Expr, ExprKind, Stmt};
 use crate::diagnostic::Diagnostic;
 use crate::span::Span;
-use crate::types::{self, Elem, Shape, Ty};
+use crate::types::{self, Elem, Ty};
 
 /// The most iterations a `for` loop may unroll to.
 const MAX_UNROLL: f64 = 10_000.0;
@@ -191,7 +191,7 @@ impl Checker<'_> {
             (Entity::Global, Ctx::Prepare) => None,
             (Entity::Global, _) => Some(refuse("the global", "globals change once per step, in `prepare { ... }`")),
             (Entity::State { .. }, Ctx::Prepare) => Some(self.state_in_prepare(name, span, &entry)),
-            (Entity::State { .. }, Ctx::Update { matrix: false }) if matches!(&entry.ty, Some(t) if matches!(t.shape, Shape::Dims(_))) => {
+            (Entity::State { .. }, Ctx::Update { dims }) if matches!(&entry.ty, Some(t) if !super::shape_available(dims, &t.shape)) => {
                 Some(self.state_needs_matrix(name, span, &entry))
             }
             _ => None,
