@@ -28,7 +28,7 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "lamb", cases: &["lamb-default"], matrix_only: false, lr: 0.02 },
     Entry { name: "schedule_free_adamw", cases: &["schedule_free_adamw-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "muon", cases: &["muon-default", "muon-f32"], matrix_only: true, lr: 0.02 },
-    Entry { name: "shampoo", cases: &["shampoo-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "shampoo", cases: &["shampoo-default"], matrix_only: false, lr: 1.0 },
 ];
 
 pub fn root() -> PathBuf {
