@@ -61,8 +61,13 @@ pub enum CaseError {
 /// Reads and validates a case file.
 pub fn read_case(path: &str) -> Result<Case, CaseError> {
     let text = std::fs::read_to_string(path).map_err(|source| CaseError::Read { path: path.into(), source })?;
+    parse_case(&text, path)
+}
+
+/// Parses and validates a case from its text; `path` names it in errors.
+pub fn parse_case(text: &str, path: &str) -> Result<Case, CaseError> {
     let case: Case =
-        serde_json::from_str(&text).map_err(|e| CaseError::Json { path: path.into(), message: e.to_string() })?;
+        serde_json::from_str(text).map_err(|e| CaseError::Json { path: path.into(), message: e.to_string() })?;
     validate(&case)?;
     Ok(case)
 }
@@ -80,7 +85,9 @@ fn validate(case: &Case) -> Result<(), CaseError> {
         if !names.insert(p.name.as_str()) {
             return bad(format!("parameter `{}` appears twice", p.name));
         }
-        let n: usize = p.shape.iter().product();
+        let Some(n) = p.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)) else {
+            return bad(format!("parameter `{}` has shape {:?}, too large to hold", p.name, p.shape));
+        };
         if p.init.len() != n {
             return bad(format!(
                 "parameter `{}` has shape {:?} ({n} elements) but {} initial values",
@@ -93,7 +100,7 @@ fn validate(case: &Case) -> Result<(), CaseError> {
     for (i, s) in case.steps.iter().enumerate() {
         for (what, map) in [("grads", &s.grads), ("expected", &s.expected)] {
             for p in &case.params {
-                let n: usize = p.shape.iter().product();
+                let n: usize = p.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
                 match map.get(&p.name) {
                     None => return bad(format!("step {}: `{what}` has no values for parameter `{}`", i + 1, p.name)),
                     Some(v) if v.len() != n => {

@@ -8,6 +8,10 @@ use crate::plan::{Buffer, FuncPlan, Item, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
 
+/// The most elements one buffer may have (2^31): larger ones are refused when a parameter is
+/// bound, with an error, rather than failing an allocation midway through a step.
+pub const MAX_ELEMENTS: u64 = 1 << 31;
+
 /// A float64 tensor: sizes per dimension (none for a scalar), row-major data, and the
 /// dimension names the plan gave it (`p` stands for the parameter's own, flattened, shape).
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +46,8 @@ pub enum InterpError {
     Count { what: &'static str, expected: usize, got: usize },
     #[error("{what} `{param}` has {got} elements, but its shape {shape:?} has {expected}")]
     Length { what: &'static str, param: String, shape: Vec<usize>, expected: usize, got: usize },
+    #[error("parameter `{param}` of shape {shape:?} needs a {what} of {elements} elements, more than the {limit} this backend holds")]
+    TooLarge { param: String, shape: Vec<usize>, what: String, elements: u128, limit: u64 },
     #[error("internal error (a compiler bug): {0}")]
     Internal(String),
 }
@@ -87,7 +93,7 @@ impl Interpreter {
         let globals = m.globals.iter().map(|g| g.init).collect();
         let mut bound = Vec::new();
         for (name, shape, values) in params {
-            let numel: usize = shape.iter().product();
+            let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
             if values.len() != numel {
                 return Err(InterpError::Length {
                     what: "parameter",
@@ -121,6 +127,34 @@ impl Interpreter {
             };
             let rows = shape.first().copied().unwrap_or(1);
             let cols = numel.checked_div(rows).unwrap_or(0);
+            // Every buffer of the variant (state and temporaries) must fit before any is made.
+            let v = &m.variants[variant];
+            let plans = [&plan.variants[variant].init, &plan.variants[variant].update];
+            let shapes = m.states.iter().map(|st| (format!("state `{}`", st.name), st.shape.clone())).chain(
+                plans
+                    .iter()
+                    .flat_map(|fp| fp.temps.iter().enumerate().map(|(t, s)| (format!("temporary t{t}"), s.clone()))),
+            );
+            for (what, shape_expr) in shapes {
+                let shape_expr = if shape_expr == Shape::Like { v.pattern.param_shape() } else { shape_expr };
+                let elements: u128 = names_of(&shape_expr)
+                    .iter()
+                    .map(|n| match n.as_str() {
+                        "rows" => rows as u128,
+                        "cols" => cols as u128,
+                        _ => numel as u128,
+                    })
+                    .product();
+                if elements > u128::from(MAX_ELEMENTS) {
+                    return Err(InterpError::TooLarge {
+                        param: name.clone(),
+                        shape: shape.clone(),
+                        what,
+                        elements,
+                        limit: MAX_ELEMENTS,
+                    });
+                }
+            }
             bound.push(BoundParam {
                 name: name.clone(),
                 shape: shape.clone(),

@@ -137,3 +137,58 @@ fn checked_mutations_compile_and_run_without_internal_errors() {
     assert!(accepted > 200, "too few mutations reach the compiler to test it: {accepted}");
     assert!(failures.is_empty(), "{} failures, first:\n{}", failures.len(), failures[0]);
 }
+
+#[test]
+fn malformed_and_mutated_cases_are_errors_not_panics() {
+    use gdc_compiler::golden::{parse_case, replay, CaseError};
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let adamw =
+        gdc_compiler::compile(&std::fs::read_to_string(format!("{root}/examples/optimizers/adamw.gd")).expect("adamw"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let shampoo = gdc_compiler::compile(
+        &std::fs::read_to_string(format!("{root}/examples/optimizers/shampoo.gd")).expect("shampoo"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(format!("{root}/tests/golden/adamw-default.json")).expect("case");
+    let mut rng = Rng(0xca5e);
+    let mut outcomes = [0usize; 3]; // parse error, replay error, replayed
+    for round in 0..400 {
+        let mut t = text.clone();
+        for _ in 0..1 + rng.below(3) {
+            let chars: Vec<char> = t.chars().collect();
+            let at = rng.below(chars.len());
+            let end = (at + 1 + rng.below(8)).min(chars.len());
+            let insert = ["9", "-", "1e308", "[", "]", "{", "\"w\"", ",", "0", "null", "\"\u{e9}\"", "4294967296"]
+                [rng.below(12)];
+            t = chars[..at].iter().collect::<String>()
+                + if rng.below(2) == 0 { insert } else { "" }
+                + &chars[end..].iter().collect::<String>();
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| match parse_case(&t, "mutated.json") {
+            Err(_) => 0,
+            Ok(case) => match replay(adamw.plan.clone(), &case) {
+                Err(CaseError::Interp(gdc_compiler::interp::InterpError::Internal(e))) => panic!("internal error: {e}"),
+                Err(_) => 1,
+                Ok(_) => 2,
+            },
+        }));
+        match result {
+            Ok(k) => outcomes[k] += 1,
+            Err(_) => panic!("round {round} panicked on:\n{t}"),
+        }
+    }
+    println!("parse errors {}, replay errors {}, replayed {}", outcomes[0], outcomes[1], outcomes[2]);
+    assert!(outcomes[0] > 0 && outcomes[2] > 0, "{outcomes:?}");
+
+    // Shapes too large to hold are refused with a message, before anything is allocated.
+    let huge = r#"{"format": "gdc-golden-1", "optimizer": "adamw", "params": [{"name": "w", "shape": [4294967296, 4294967296], "init": []}], "steps": [], "tolerance": {"rel": 0, "abs": 0}}"#;
+    let err = parse_case(huge, "huge.json").expect_err("too large");
+    assert!(err.to_string().contains("too large to hold"), "{err}");
+    let wide = format!(
+        r#"{{"format": "gdc-golden-1", "optimizer": "shampoo", "params": [{{"name": "v", "shape": [100000], "init": [{}]}}], "steps": [], "tolerance": {{"rel": 0, "abs": 0}}}}"#,
+        vec!["0"; 100000].join(",")
+    );
+    let case = parse_case(&wide, "wide.json").expect("a valid case");
+    let err = replay(shampoo.plan.clone(), &case).expect_err("L would be 10^10 elements");
+    assert!(err.to_string().contains("needs a state `L` of 10000000000 elements"), "{err}");
+}
