@@ -275,26 +275,30 @@ impl Checker<'_> {
                                 .hint(format!("declare it as `hyper {n}: int = ... in 0..=10`: loops are unrolled up to the range's end")),
                         ),
                     },
-                    (Some(Entity::FnParam { int: true }), _) => {
-                        // Static at every call: `check_user_call` checks the arguments.
-                        let current = self.current_fn.clone().unwrap_or_default();
-                        let index = self
-                            .file
-                            .fns
-                            .iter()
-                            .find(|f| f.name.name == current)
-                            .and_then(|f| f.params.iter().position(|p| &p.name.name == n));
-                        if let Some(i) = index {
-                            let entry = self.loop_bound_params.entry(current).or_default();
-                            if !entry.contains(&i) {
-                                entry.push(i);
-                            }
-                        }
-                    }
+                    // Static at every call: `check_user_call` checks the arguments.
+                    (Some(Entity::FnParam { int: true }), _) => self.record_loop_bound(n),
                     _ => self.not_static(e),
                 }
             }
             _ => self.not_static(e),
+        }
+    }
+
+    /// Records that parameter `name` of the function being checked bounds a loop, so every
+    /// call must pass a static value for it.
+    fn record_loop_bound(&mut self, name: &str) {
+        let Some(current) = self.current_fn.clone() else { return };
+        let index = self
+            .file
+            .fns
+            .iter()
+            .find(|f| f.name.name == current)
+            .and_then(|f| f.params.iter().position(|p| p.name.name == name));
+        if let Some(i) = index {
+            let entry = self.loop_bound_params.entry(current).or_default();
+            if !entry.contains(&i) {
+                entry.push(i);
+            }
         }
     }
 
@@ -312,23 +316,10 @@ impl Checker<'_> {
                     .is_some_and(|h| h.range.is_some());
                 match self.scopes.iter().rev().find_map(|s| s.get(n)).map(|e| e.entity.clone()) {
                     Some(Entity::Hyper { int: true }) => ranged,
+                    // Passed on to a loop: the enclosing function's callers must pass a static
+                    // value too.
                     Some(Entity::FnParam { int: true }) => {
-                        // Passed on to a loop: the enclosing function's callers must pass a
-                        // static value too.
-                        if let Some(current) = self.current_fn.clone() {
-                            let index = self
-                                .file
-                                .fns
-                                .iter()
-                                .find(|f| f.name.name == current)
-                                .and_then(|f| f.params.iter().position(|p| &p.name.name == n));
-                            if let Some(i) = index {
-                                let entry = self.loop_bound_params.entry(current).or_default();
-                                if !entry.contains(&i) {
-                                    entry.push(i);
-                                }
-                            }
-                        }
+                        self.record_loop_bound(n);
                         true
                     }
                     _ => false,
