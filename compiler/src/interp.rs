@@ -439,7 +439,7 @@ fn expand(x: &Tensor, names: &[String], sizes: &[usize]) -> Vec<f64> {
 fn run_item(
     m: &Module,
     func: &Func,
-    _fplan: &FuncPlan,
+    fplan: &FuncPlan,
     item: &Item,
     bp: &BoundParam,
     bufs: &mut Buffers,
@@ -505,7 +505,7 @@ fn run_item(
                 let shape = match b {
                     Buffer::Param | Buffer::Grad => Shape::Like,
                     Buffer::State(s) => crate::ir::verify::state_shape(m, *s, &param_shape(m, bp)),
-                    Buffer::Temp(t) => _fplan.temps[*t].clone(),
+                    Buffer::Temp(t) => fplan.temps[*t].clone(),
                 };
                 let shape = if matches!(b, Buffer::Param) { param_shape(m, bp) } else { shape };
                 let target = tensor_for(&shape, bp, vec![]);

@@ -474,6 +474,8 @@ impl<'a> Lowerer<'a> {
             }
             Stmt::Return { value, .. } => {
                 let v = self.expr(value);
+                // `return` is a keyword, so this binding cannot clash with a user's name;
+                // `inline` reads it back.
                 self.bind("return", v);
             }
         }

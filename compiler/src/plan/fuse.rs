@@ -57,14 +57,11 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         // Items this instruction must follow (strictly) or may share.
         let mut after = 0usize; // the item index must be >= after
         let mut strictly_after: Option<usize> = None;
+        // A store iterates over its value (lowering broadcast it to the target's shape), a
+        // reduction over its argument, anything else over its result.
         let domain = match &inst.op {
-            Op::Store(Target::Param) | Op::Store(Target::State(_)) => func.ty(inst.args[0]).shape.clone(),
-            Op::Reduce(..) => func.ty(inst.args[0]).shape.clone(),
+            Op::Store(_) | Op::Reduce(..) => func.ty(inst.args[0]).shape.clone(),
             _ => func.ty(v).shape.clone(),
-        };
-        let domain = match &inst.op {
-            Op::Store(_) => store_domain(func, v).unwrap_or(domain),
-            _ => domain,
         };
         let key_guard = fusion_guard(func, phases, v);
         for r in &red_deps[v.index()] {
@@ -114,7 +111,6 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             }
         }
     }
-    let phases_ref = phases;
     let mut out = Vec::new();
     // Stores per buffer, to detect a later read of an overwritten buffer.
     let mut store_item: HashMap<Buffer, usize> = HashMap::new();
@@ -167,12 +163,12 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             let inst = func.inst(*m);
             for a in inst.args.iter().chain(&inst.guard) {
                 add_input(&mut inputs, &mut temps, &mut temp_of, *a)?;
-                collect_scalars(func, phases_ref, *a, &mut scalars);
+                collect_scalars(func, phases, *a, &mut scalars);
             }
         }
-        let guard = ms.first().and_then(|m| fusion_guard(func, phases_ref, *m));
+        let guard = ms.first().and_then(|m| fusion_guard(func, phases, *m));
         if let Some(g) = guard {
-            collect_scalars(func, phases_ref, g, &mut scalars);
+            collect_scalars(func, phases, g, &mut scalars);
         }
         // Device scalars may read state buffers (scalar state) directly: no input needed.
         let scalars: Vec<Value> = scalars.into_iter().collect();
@@ -238,16 +234,6 @@ fn fusion_guard(func: &Func, phases: &[Phase], v: Value) -> Option<Value> {
         }
         _ => inst.guard,
     }
-}
-
-/// A store's iteration domain is its target's shape (a smaller value is broadcast).
-fn store_domain(func: &Func, v: Value) -> Option<Shape> {
-    let inst = func.inst(v);
-    let value = func.inst(inst.args[0]);
-    if let Op::Broadcast = value.op {
-        return value.ty.as_ref().map(|t| t.shape.clone());
-    }
-    value.ty.as_ref().map(|t| t.shape.clone())
 }
 
 /// Adds `v` and the device scalars it depends on (in definition order) to `out`.
