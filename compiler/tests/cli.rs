@@ -60,7 +60,7 @@ fn check_exits_0_when_clean_and_1_with_every_error() {
 #[test]
 fn emit_prints_every_stage() {
     for (stage, needle) in [
-        ("ast", "Optimizer"),
+        ("ast", "optimizer adamw {"),
         ("ir", "func update(p)"),
         ("ir-opt", "func update(p)"),
         ("plan", "kernel k0 over like(p)"),

@@ -6,6 +6,7 @@ pub mod builtins;
 pub mod check;
 pub mod diagnostic;
 pub mod parse;
+pub mod print;
 pub mod span;
 pub mod types;
 

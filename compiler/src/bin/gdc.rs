@@ -107,7 +107,7 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
             let source = read(&file)?;
             let c = build(&file, &source, 1)?;
             match stage {
-                Stage::Ast => print!("{:#?}", c.ast),
+                Stage::Ast => print!("{}", gdc_dsl::print::file_text(&c.ast)),
                 Stage::Ir => print!("{}", ir::print::module_text(&c.ir)),
                 Stage::IrOpt => print!("{}", ir::print::module_text(&c.optimized)),
                 Stage::Plan => print!("{}", plan::print::plan_text(&c.plan)),

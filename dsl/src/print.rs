@@ -1,0 +1,162 @@
+//! The stable text form of the AST: canonical `.gd` source, one statement per line, every
+//! compound expression in parentheses so the parser's grouping is visible. Parsing the
+//! printed text gives back the same AST (spans aside), which the tests check.
+
+use crate::ast::*;
+use std::fmt::Write;
+
+/// Prints a whole file.
+pub fn file_text(file: &File) -> String {
+    let mut out = String::new();
+    for f in &file.fns {
+        let params: Vec<String> = f.params.iter().map(param_text).collect();
+        let ret = f.ret.as_ref().map(|t| format!(" -> {}", type_text(t))).unwrap_or_default();
+        let _ = writeln!(out, "fn {}({}){ret} {{", f.name.name, params.join(", "));
+        block_body(&mut out, &f.body, 1);
+        out.push_str("}\n\n");
+    }
+    for o in &file.optimizers {
+        let _ = writeln!(out, "optimizer {} {{", o.name.name);
+        for h in &o.hypers {
+            let ty = h.ty.map(|(t, _)| format!(": {}", scalar_text(t))).unwrap_or_default();
+            let range = h
+                .range
+                .as_ref()
+                .map(|(lo, hi)| format!(" in {}..={}", expr_text(lo), expr_text(hi)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  hyper {}{ty} = {}{range}", h.name.name, expr_text(&h.default));
+        }
+        for s in &o.states {
+            let shape = s.shape.as_ref().map(|sh| format!(": {}", shape_text(sh))).unwrap_or_default();
+            let init = s.init.as_ref().map(|e| format!(" = {}", expr_text(e))).unwrap_or_default();
+            let _ = writeln!(out, "  state {}{shape}{init}", s.name.name);
+        }
+        for g in &o.globals {
+            let _ = writeln!(out, "  global {} = {}", g.name.name, expr_text(&g.init));
+        }
+        for p in &o.prepares {
+            out.push_str("  prepare {\n");
+            block_body(&mut out, p, 2);
+            out.push_str("  }\n");
+        }
+        for u in &o.updates {
+            let _ = writeln!(out, "  update({}, {}) {{", param_text(&u.param), param_text(&u.grad));
+            block_body(&mut out, &u.body, 2);
+            out.push_str("  }\n");
+        }
+        out.push_str("}\n");
+    }
+    out
+}
+
+fn scalar_text(t: ScalarTy) -> &'static str {
+    match t {
+        ScalarTy::F32 => "f32",
+        ScalarTy::Int => "int",
+        ScalarTy::Bool => "bool",
+    }
+}
+
+fn shape_text(s: &ShapeExpr) -> String {
+    let dims: Vec<&str> = s.dims.iter().map(|d| d.name.as_str()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn type_text(t: &TypeExpr) -> String {
+    match t {
+        TypeExpr::Scalar(s, _) => scalar_text(*s).to_string(),
+        TypeExpr::AnyTensor(_) => "tensor".to_string(),
+        TypeExpr::Shape(s) => shape_text(s),
+    }
+}
+
+fn param_text(p: &Param) -> String {
+    match &p.ty {
+        Some(t) => format!("{}: {}", p.name.name, type_text(t)),
+        None => p.name.name.clone(),
+    }
+}
+
+fn block_body(out: &mut String, b: &Block, depth: usize) {
+    for s in &b.stmts {
+        stmt_text(out, s, depth);
+    }
+}
+
+fn stmt_text(out: &mut String, s: &Stmt, depth: usize) {
+    let pad = "  ".repeat(depth);
+    match s {
+        Stmt::Let { names, value, .. } if names.len() == 1 => {
+            let _ = writeln!(out, "{pad}let {} = {}", names[0].name, expr_text(value));
+        }
+        Stmt::Let { names, value, .. } => {
+            let names: Vec<&str> = names.iter().map(|n| n.name.as_str()).collect();
+            let _ = writeln!(out, "{pad}let ({}) = {}", names.join(", "), expr_text(value));
+        }
+        Stmt::Var { name, value, .. } => {
+            let _ = writeln!(out, "{pad}var {} = {}", name.name, expr_text(value));
+        }
+        Stmt::Assign { target, op, value, .. } => {
+            let op = match op {
+                AssignOp::Set => "=",
+                AssignOp::Add => "+=",
+                AssignOp::Sub => "-=",
+                AssignOp::Mul => "*=",
+                AssignOp::Div => "/=",
+            };
+            let _ = writeln!(out, "{pad}{} {op} {}", target.name, expr_text(value));
+        }
+        Stmt::If { cond, then, otherwise, .. } => {
+            let _ = writeln!(out, "{pad}if {} {{", expr_text(cond));
+            block_body(out, then, depth + 1);
+            if let Some(b) = otherwise {
+                let _ = writeln!(out, "{pad}}} else {{");
+                block_body(out, b, depth + 1);
+            }
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::For { var, start, end, body, .. } => {
+            let _ = writeln!(out, "{pad}for {} in {}..{} {{", var.name, expr_text(start), expr_text(end));
+            block_body(out, body, depth + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::Every { period, body, .. } => {
+            let _ = writeln!(out, "{pad}every {} {{", expr_text(period));
+            block_body(out, body, depth + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::Return { value, .. } => {
+            let _ = writeln!(out, "{pad}return {}", expr_text(value));
+        }
+    }
+}
+
+/// An expression with every operator application in parentheses.
+pub fn expr_text(e: &Expr) -> String {
+    match &e.kind {
+        // Whole numbers print as integers (`5`, not `5.0`); others as the shortest text that
+        // parses back to the same f64 (`1e-8`, `0.9`).
+        ExprKind::Number(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", *v as i64),
+        ExprKind::Number(v) => format!("{v:?}"),
+        ExprKind::Bool(b) => b.to_string(),
+        ExprKind::Name(n) => n.clone(),
+        ExprKind::Unary(UnOp::Neg, x) => format!("(-{})", expr_text(x)),
+        ExprKind::Unary(UnOp::Not, x) => format!("(!{})", expr_text(x)),
+        ExprKind::Binary(op, a, b) => format!("({} {} {})", expr_text(a), op.symbol(), expr_text(b)),
+        ExprKind::Transpose(x) => format!("{}.T", expr_text(x)),
+        ExprKind::Call(name, args) => {
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| match &a.name {
+                    Some(n) => format!("{} = {}", n.name, expr_text(&a.value)),
+                    None => expr_text(&a.value),
+                })
+                .collect();
+            format!("{}({})", name.name, args.join(", "))
+        }
+        ExprKind::Tuple(items) => {
+            let items: Vec<String> = items.iter().map(expr_text).collect();
+            format!("({})", items.join(", "))
+        }
+    }
+}
