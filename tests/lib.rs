@@ -29,6 +29,7 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "schedule_free_adamw", cases: &["schedule_free_adamw-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "muon", cases: &["muon-default", "muon-f32"], matrix_only: true, lr: 0.02 },
     Entry { name: "shampoo", cases: &["shampoo-default"], matrix_only: false, lr: 1.0 },
+    Entry { name: "soap", cases: &["soap-default"], matrix_only: false, lr: 0.05 },
 ];
 
 pub fn root() -> PathBuf {

@@ -663,6 +663,30 @@ fn eval(
             a.iter().flat_map(|x| b.iter().map(move |y| x * y)).collect()
         }
         Op::InvRoot => inv_root(&args[0].data, args[0].sizes[0], args[1].as_scalar()),
+        Op::Eigvecs | Op::Eigvals => {
+            let n = args[0].sizes[0];
+            let (values, vectors) = sorted_eigen(&args[0].data, n);
+            if inst.op == Op::Eigvals {
+                values
+            } else {
+                vectors
+            }
+        }
+        Op::Qr => qr(&args[0].data, args[0].sizes[0], args[0].sizes[1]),
+        Op::SortPerm => {
+            let key = &args[0].data;
+            let n = key.len();
+            let mut idx: Vec<usize> = (0..n).collect();
+            // Descending, NaN last, ties in index order (a stable sort).
+            idx.sort_by(|a, b| {
+                key[*b].partial_cmp(&key[*a]).unwrap_or_else(|| key[*a].is_nan().cmp(&key[*b].is_nan()))
+            });
+            let mut p = vec![0.0; n * n];
+            for (j, i) in idx.iter().enumerate() {
+                p[i * n + j] = 1.0;
+            }
+            p
+        }
         Op::Transpose => {
             let (r, c) = (args[0].sizes[0], args[0].sizes[1]);
             (0..r * c).map(|idx| args[0].data[(idx % r) * c + idx / r]).collect()
@@ -736,4 +760,69 @@ fn symmetric_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
         }
     }
     ((0..n).map(|i| a[i * n + i]).collect(), v)
+}
+
+/// Eigenvalues ascending and the matching eigenvectors as the columns of a row-major matrix.
+fn sorted_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let (values, vectors) = symmetric_eigen(m, n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    let sorted_values = order.iter().map(|e| values[*e]).collect();
+    let mut sorted_vectors = vec![0.0; n * n];
+    for (j, e) in order.iter().enumerate() {
+        for i in 0..n {
+            sorted_vectors[i * n + j] = vectors[i * n + e];
+        }
+    }
+    (sorted_values, sorted_vectors)
+}
+
+/// The Q of m = Q R for an r x c matrix, by Householder reflections in float64, with each
+/// column's sign chosen so that R's diagonal is non-negative. Q has m's shape: orthonormal
+/// columns for the first min(r, c), zero columns beyond (a wide matrix has only r).
+fn qr(m: &[f64], r: usize, c: usize) -> Vec<f64> {
+    let mut a = m.to_vec();
+    let k = r.min(c);
+    let mut reflectors: Vec<Vec<f64>> = Vec::with_capacity(k);
+    let mut signs = vec![1.0; k];
+    for j in 0..k {
+        let norm = (j..r).map(|i| a[i * c + j].powi(2)).sum::<f64>().sqrt();
+        let x0 = a[j * c + j];
+        let alpha = if x0 > 0.0 { -norm } else { norm };
+        let mut v: Vec<f64> = (j..r).map(|i| a[i * c + j]).collect();
+        v[0] -= alpha;
+        let vnorm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if vnorm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= vnorm);
+            for col in j..c {
+                let d: f64 = (j..r).map(|i| v[i - j] * a[i * c + col]).sum();
+                for i in j..r {
+                    a[i * c + col] -= 2.0 * v[i - j] * d;
+                }
+            }
+        }
+        // R[j][j] is now a[j][j]; flip Q's column where it is negative.
+        signs[j] = if a[j * c + j] < 0.0 { -1.0 } else { 1.0 };
+        reflectors.push(v);
+    }
+    // Q = H_0 H_1 ... H_{k-1} applied to the first k columns of the identity.
+    let mut q = vec![0.0; r * c];
+    for j in 0..k {
+        q[j * c + j] = 1.0;
+    }
+    for j in (0..k).rev() {
+        let v = &reflectors[j];
+        for col in 0..k {
+            let d: f64 = (j..r).map(|i| v[i - j] * q[i * c + col]).sum();
+            for i in j..r {
+                q[i * c + col] -= 2.0 * v[i - j] * d;
+            }
+        }
+    }
+    for i in 0..r {
+        for (j, s) in signs.iter().enumerate() {
+            q[i * c + j] *= s;
+        }
+    }
+    q
 }

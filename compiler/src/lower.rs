@@ -353,7 +353,10 @@ impl<'a> Lowerer<'a> {
 
     fn merge(&mut self, cond: Value, then: &[HashMap<String, Value>], otherwise: &[HashMap<String, Value>]) {
         for (i, scope) in otherwise.iter().enumerate() {
-            for (name, &b) in scope {
+            // In name order, so the IR is the same from run to run.
+            let mut names: Vec<(&String, &Value)> = scope.iter().collect();
+            names.sort();
+            for (name, &b) in names {
                 let a = then[i][name];
                 let v = if a == b { a } else { self.emit(Op::Select, vec![cond, a, b], None) };
                 self.scopes[i].insert(name.clone(), v);
@@ -622,6 +625,10 @@ impl<'a> Lowerer<'a> {
             }
             "outer" => self.emit(Op::Outer, vec![x, vals[1]], None),
             "inv_root" => self.emit(Op::InvRoot, vec![x, vals[1]], None),
+            "eigvecs" => self.emit(Op::Eigvecs, vec![x], None),
+            "eigvals" => self.emit(Op::Eigvals, vec![x], None),
+            "qr" => self.emit(Op::Qr, vec![x], None),
+            "sort_perm" => self.emit(Op::SortPerm, vec![x], None),
             _ => self.constant(0.0),
         }
     }

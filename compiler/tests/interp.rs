@@ -200,3 +200,56 @@ fn outer_and_inv_root_on_vectors_and_matrices() {
     let p = [it.state(0, "out").expect("state").data.clone()];
     assert!(p[0].iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12 && a.is_finite()), "{:?} vs {want:?}", p[0]);
 }
+
+#[test]
+fn eigvecs_eigvals_qr_and_sort_perm() {
+    let src = "optimizer t {
+      state vals: [rows] = zeros
+      state vecs: [rows, rows] = zeros
+      state q: [rows, cols] = zeros
+      state perm: [cols, cols] = zeros
+      update(p: [rows, cols], g) {
+        let s = g @ g.T
+        vals = eigvals(s)
+        vecs = eigvecs(s)
+        q = qr(g)
+        perm = sort_perm(sum(g, axis = 0))
+      }
+    }";
+    // g = [[3, 0], [4, 5], [0, 0]]: g g^T = [[9, 12, 0], [12, 41, 20], [0, 20, 25]]... use the
+    // decompositions' defining properties rather than hand-made digits.
+    let g = vec![3.0, 0.0, 4.0, 5.0, 0.0, 0.0];
+    let mut it = bind(src, &[("w", &[3, 2], &[0.0; 6])]);
+    let mut p = vec![vec![0.0; 6]];
+    it.step(&mut p, std::slice::from_ref(&g)).expect("steps");
+    let state = |n: &str| it.state(0, n).expect("state").data.clone();
+    let (vals, vecs, q, perm) = (state("vals"), state("vecs"), state("q"), state("perm"));
+    // s = g g^T has rank 2: eigenvalues ascending, the first (numerically) zero.
+    assert!(vals[0].abs() < 1e-9 && vals[0] <= vals[1] && vals[1] <= vals[2], "{vals:?}");
+    let s = |i: usize, j: usize| (0..2).map(|k| g[i * 2 + k] * g[j * 2 + k]).sum::<f64>();
+    for e in 0..3 {
+        for i in 0..3 {
+            let sv: f64 = (0..3).map(|j| s(i, j) * vecs[j * 3 + e]).sum();
+            assert!((sv - vals[e] * vecs[i * 3 + e]).abs() < 1e-9, "S v = lambda v for pair {e}");
+        }
+    }
+    // qr(g): orthonormal columns, and R = Q^T g upper triangular with a non-negative diagonal.
+    let dot = |a: usize, b: usize| (0..3).map(|i| q[i * 2 + a] * q[i * 2 + b]).sum::<f64>();
+    assert!((dot(0, 0) - 1.0).abs() < 1e-12 && (dot(1, 1) - 1.0).abs() < 1e-12 && dot(0, 1).abs() < 1e-12);
+    let r = |a: usize, b: usize| (0..3).map(|i| q[i * 2 + a] * g[i * 2 + b]).sum::<f64>();
+    assert!(
+        r(1, 0).abs() < 1e-12 && r(0, 0) > 0.0 && r(1, 1) > 0.0,
+        "R = [[{}, {}], [{}, {}]]",
+        r(0, 0),
+        r(0, 1),
+        r(1, 0),
+        r(1, 1)
+    );
+    assert!((r(0, 0) - 5.0).abs() < 1e-12, "the first column of g has norm 5");
+    // Column sums of g are [7, 5]: already descending, so the identity.
+    assert_eq!(perm, vec![1.0, 0.0, 0.0, 1.0]);
+    let mut it = bind(src, &[("w", &[3, 2], &[0.0; 6])]);
+    let mut p = vec![vec![0.0; 6]];
+    it.step(&mut p, &[vec![0.0, 1.0, 0.0, 2.0, 0.0, 3.0]]).expect("steps");
+    assert_eq!(it.state(0, "perm").expect("perm").data, vec![0.0, 1.0, 1.0, 0.0], "[0, 6] sorts to [6, 0]");
+}

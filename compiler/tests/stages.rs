@@ -59,3 +59,14 @@ fn adamw_is_one_fused_kernel_reading_and_writing_each_buffer_once() {
     // Bias corrections and the decay factor are host work, once per step.
     assert!(update.host.len() >= 10);
 }
+
+#[test]
+fn compiling_twice_gives_the_same_ir_and_plan() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/optimizers");
+    for entry in std::fs::read_dir(dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        let (a, b) = (compile_file(&path), compile_file(&path));
+        assert_eq!(ir::print::module_text(&a.ir), ir::print::module_text(&b.ir), "{}", path.display());
+        assert_eq!(plan::print::plan_text(&a.plan), plan::print::plan_text(&b.plan), "{}", path.display());
+    }
+}

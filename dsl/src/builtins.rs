@@ -18,6 +18,13 @@ pub enum Kind {
     Outer,
     /// `inv_root(m, k)`: the inverse k-th root of a symmetric positive semi-definite matrix.
     InvRoot,
+    /// `eigvecs(m)`, `eigvals(m)`: the eigendecomposition of a symmetric matrix.
+    Eigvecs,
+    Eigvals,
+    /// `qr(m)`: the orthonormal factor of a matrix.
+    Qr,
+    /// `sort_perm(key)`: the permutation matrix that orders a vector's entries descending.
+    SortPerm,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +54,25 @@ pub const FUNCTIONS: &[Builtin] = &[
     Builtin { name: "dot", arity: 2, kind: Kind::Dot, doc: "sum of the elementwise product" },
     Builtin { name: "eye", arity: 1, kind: Kind::Eye, doc: "identity shaped like a square matrix" },
     Builtin { name: "outer", arity: 2, kind: Kind::Outer, doc: "outer(a, b)[i, j] = a[i] * b[j] for vectors a, b" },
+    Builtin {
+        name: "eigvecs",
+        arity: 1,
+        kind: Kind::Eigvecs,
+        doc: "eigvecs(m): the eigenvectors of a symmetric matrix, as orthonormal columns, eigenvalues ascending",
+    },
+    Builtin { name: "eigvals", arity: 1, kind: Kind::Eigvals, doc: "eigvals(m): the eigenvalues of a symmetric matrix, ascending" },
+    Builtin {
+        name: "qr",
+        arity: 1,
+        kind: Kind::Qr,
+        doc: "qr(m): Q of m = Q R, orthonormal columns, R's diagonal non-negative (Householder)",
+    },
+    Builtin {
+        name: "sort_perm",
+        arity: 1,
+        kind: Kind::SortPerm,
+        doc: "sort_perm(key): the permutation P with key's largest entry first: x @ P reorders x's columns, P.T @ x its rows",
+    },
     Builtin {
         name: "inv_root",
         arity: 2,

@@ -159,13 +159,34 @@ pub enum Op {
     /// eigenvalues at or below n * eps * max eigenvalue (eps of the precision it runs in)
     /// give zero, a pseudo-inverse root, never NaN or infinity.
     InvRoot,
+    /// `eigvecs(m)`, `eigvals(m)`: eigenvectors (columns) and eigenvalues of the symmetric
+    /// part of `m`, eigenvalues ascending.
+    Eigvecs,
+    Eigvals,
+    /// `qr(m)`: the orthonormal factor of `m = Q R`, with R's diagonal non-negative.
+    Qr,
+    /// `sort_perm(key)`: the permutation matrix P, P[idx[j], j] = 1, with idx the order of
+    /// `key` descending (ties in index order).
+    SortPerm,
     Store(Target),
 }
 
 impl Op {
     /// True for operations that are cheap per element and fuse into loops.
     pub fn is_elementwise(&self) -> bool {
-        !matches!(self, Op::Reduce(..) | Op::MatMul | Op::Transpose | Op::Outer | Op::InvRoot | Op::Store(_))
+        !matches!(
+            self,
+            Op::Reduce(..)
+                | Op::MatMul
+                | Op::Transpose
+                | Op::Outer
+                | Op::InvRoot
+                | Op::Eigvecs
+                | Op::Eigvals
+                | Op::Qr
+                | Op::SortPerm
+                | Op::Store(_)
+        )
     }
 
     /// True for operations without side effects (everything but stores).
@@ -399,6 +420,13 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
             (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {
                 num(Shape::Dims(vec![a[0].clone(), b[0].clone()]))
             }
+            _ => None,
+        },
+        Op::Eigvecs => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|_| (*args[0]).clone()),
+        Op::Eigvals => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|(a, _)| Ty::num(Shape::dims(&[a]))),
+        Op::Qr => args.first()?.shape.rank2().map(|_| (*args[0]).clone()),
+        Op::SortPerm => match &args.first()?.shape {
+            Shape::Dims(d) if d.len() == 1 => num(Shape::Dims(vec![d[0].clone(), d[0].clone()])),
             _ => None,
         },
         Op::InvRoot => match (args.first()?.shape.rank2(), args.get(1)?.is_scalar()) {

@@ -182,6 +182,10 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "transpose" => Op::Transpose,
         "outer" => Op::Outer,
         "inv_root" => Op::InvRoot,
+        "eigvecs" => Op::Eigvecs,
+        "eigvals" => Op::Eigvals,
+        "qr" => Op::Qr,
+        "sort_perm" => Op::SortPerm,
         "store" => match (first("a target")?, imm.get(1)) {
             ("param", _) => Op::Store(Target::Param),
             ("state", Some(n)) => Op::Store(Target::State(index_of(m.states.iter().map(|s| s.name.clone()), n)?)),

@@ -23,7 +23,15 @@ use std::collections::HashSet;
 
 fn arity(op: &Op) -> usize {
     match op {
-        Op::Unary(_) | Op::Broadcast | Op::Reduce(..) | Op::Transpose | Op::Store(_) => 1,
+        Op::Unary(_)
+        | Op::Broadcast
+        | Op::Reduce(..)
+        | Op::Transpose
+        | Op::Eigvecs
+        | Op::Eigvals
+        | Op::Qr
+        | Op::SortPerm
+        | Op::Store(_) => 1,
         Op::Binary(_) | Op::MatMul | Op::Outer | Op::InvRoot => 2,
         Op::Select => 3,
         _ => 0,

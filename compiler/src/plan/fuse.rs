@@ -83,7 +83,7 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             Some(s) => after.max(s + 1),
             None => after,
         };
-        let is_matrix = matches!(inst.op, Op::MatMul | Op::Transpose | Op::Outer | Op::InvRoot);
+        let is_matrix = !inst.op.is_elementwise() && !matches!(inst.op, Op::Reduce(..) | Op::Store(_));
         let key = Some((domain.clone(), key_guard));
         let chosen = if is_matrix {
             None

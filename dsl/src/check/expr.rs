@@ -491,6 +491,45 @@ impl Checker<'_> {
                     None
                 }
             },
+            Kind::Eigvecs | Kind::Eigvals | Kind::Qr => {
+                let what = b.name;
+                match tys[0].shape.rank2() {
+                    Some((a, c)) if a == c || b.kind == Kind::Qr => Some(Ty::num(match b.kind {
+                        Kind::Eigvals => Shape::Dims(vec![a.to_string()]),
+                        _ => tys[0].shape.clone(),
+                    })),
+                    _ if tys[0].shape == Shape::Like => {
+                        self.shape_error(ShapeError::NeedsMatrix(format!("`{what}`")), span);
+                        None
+                    }
+                    _ => {
+                        let need = if b.kind == Kind::Qr { "a matrix" } else { "a square matrix" };
+                        self.error(
+                            Diagnostic::error("E0020", format!("`{what}` needs {need}, found {}", tys[0].shape), span)
+                                .label(if b.kind == Kind::Qr { "not a matrix" } else { "not square" })
+                                .hint(format!("{what}: {}", b.doc)),
+                        );
+                        None
+                    }
+                }
+            }
+            Kind::SortPerm => {
+                match &tys[0].shape {
+                    Shape::Dims(d) if d.len() == 1 => Some(Ty::num(Shape::Dims(vec![d[0].clone(), d[0].clone()]))),
+                    Shape::Like => {
+                        self.shape_error(ShapeError::NeedsMatrix("`sort_perm`".into()), span);
+                        None
+                    }
+                    other => {
+                        self.error(
+                        Diagnostic::error("E0005", format!("shape mismatch: `sort_perm` needs a vector, found {other}"), span)
+                            .label("not a vector")
+                            .hint("sort by a `[rows]` or `[cols]` key, such as `eigvals(m)` or `sum(q * (m @ q), axis = 0)`"),
+                    );
+                        None
+                    }
+                }
+            }
             Kind::InvRoot => {
                 if !tys[1].is_scalar() {
                     self.error(
