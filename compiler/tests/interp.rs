@@ -253,3 +253,22 @@ fn eigvecs_eigvals_qr_and_sort_perm() {
     it.step(&mut p, &[vec![0.0, 1.0, 0.0, 2.0, 0.0, 3.0]]).expect("steps");
     assert_eq!(it.state(0, "perm").expect("perm").data, vec![0.0, 1.0, 1.0, 0.0], "[0, 6] sorts to [6, 0]");
 }
+
+#[test]
+fn an_old_state_value_read_after_the_state_is_overwritten() {
+    // `old` is needed after a reduction of the new `m`, so after `m`'s buffer is rewritten.
+    let src = "optimizer t {
+      state m = zeros
+      update(p, g) {
+        let old = m
+        m = m + g
+        p = p - old * norm(m)
+      }
+    }";
+    let mut it = bind(src, &[("w", &[2], &[1.0, 1.0])]);
+    let mut p = vec![vec![1.0, 1.0]];
+    it.step(&mut p, &[vec![3.0, 4.0]]).expect("steps");
+    assert_eq!(p[0], vec![1.0, 1.0], "old m is zero at the first step");
+    it.step(&mut p, &[vec![3.0, 4.0]]).expect("steps");
+    assert_eq!(p[0], vec![1.0 - 30.0, 1.0 - 40.0], "old m = [3, 4], |new m| = 10");
+}

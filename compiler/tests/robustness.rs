@@ -52,6 +52,13 @@ const TOKENS: &[&str] = &[
     " > ",
     "max(",
     "lerp(",
+    "let o = p\n",
+    " * o",
+    " * norm(p)",
+    "p = p + g\n",
+    " / norm(o)",
+    "let o = m\n",
+    "m = m * 2\n",
 ];
 
 fn mutate(src: &str, rng: &mut Rng) -> String {
@@ -117,7 +124,7 @@ fn checked_mutations_compile_and_run_without_internal_errors() {
     sources.sort();
     let mut rng = Rng(0x0dd_ba11);
     let (mut accepted, mut failures) = (0, Vec::new());
-    for round in 0..5000 {
+    for round in 0..8000 {
         let (name, src) = &sources[round % sources.len()];
         let mut text = src.clone();
         for _ in 0..1 + rng.below(2) {
@@ -133,7 +140,7 @@ fn checked_mutations_compile_and_run_without_internal_errors() {
             accepted += 1;
         }
     }
-    println!("{accepted} of 5000 mutations passed the checker and were compiled and run");
+    println!("{accepted} of 8000 mutations passed the checker and were compiled and run");
     assert!(accepted > 200, "too few mutations reach the compiler to test it: {accepted}");
     assert!(failures.is_empty(), "{} failures, first:\n{}", failures.len(), failures[0]);
 }

@@ -126,7 +126,40 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             }
         }
     }
+    // A load read after its buffer was overwritten (`let old = m; m = ...; ... old ...` with
+    // the last use past a reduction) is copied to a temporary by an unguarded kernel of its
+    // own, just before the overwriting item.
+    let mut saved: HashMap<Value, usize> = HashMap::new();
+    let mut saves_before: HashMap<usize, Vec<(Value, Buffer, usize)>> = HashMap::new();
+    for v in func.values() {
+        let inst = func.inst(v);
+        let Some(b) = leaf_buffer(&inst.op) else { continue };
+        if inst.ty.as_ref().is_some_and(|t| t.is_scalar()) {
+            continue;
+        }
+        if let Some(&s) = store_item.get(&b) {
+            if users[v.index()].iter().any(|u| *u > s) {
+                temps.push(func.ty(v).shape.clone());
+                saved.insert(v, temps.len() - 1);
+                saves_before.entry(s).or_default().push((v, b, temps.len() - 1));
+            }
+        }
+    }
+    let mut next_id = members.len();
     for (it, ms) in members.iter().enumerate() {
+        for (v, b, t) in saves_before.remove(&it).unwrap_or_default() {
+            out.push(Item::Kernel(Kernel {
+                id: next_id,
+                guard: None,
+                domain: func.ty(v).shape.clone(),
+                inputs: vec![(v, b)],
+                scalars: Vec::new(),
+                body: Vec::new(),
+                outputs: vec![Output { value: v, buffer: Buffer::Temp(t), guard: None }],
+                reductions: Vec::new(),
+            }));
+            next_id += 1;
+        }
         let mut inputs: Vec<(Value, Buffer)> = Vec::new();
         let mut scalars: BTreeSet<Value> = BTreeSet::new();
         let add_input = |inputs: &mut Vec<(Value, Buffer)>,
@@ -139,10 +172,10 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                 if ai.ty.as_ref().is_some_and(|t| t.is_scalar()) {
                     return Ok(());
                 }
-                if store_item.get(&b).is_some_and(|s| *s < it) {
-                    return Err(format!("item {it} reads {a} from a buffer an earlier item overwrote"));
+                match saved.get(&a) {
+                    Some(t) if store_item.get(&b).is_some_and(|s| *s < it) => Buffer::Temp(*t),
+                    _ => b,
                 }
-                b
             } else if item_of[a.index()].is_some_and(|i| i != it)
                 && !(is_reduce(&ai.op) && ai.ty.as_ref().is_some_and(|t| t.is_scalar()))
             {
