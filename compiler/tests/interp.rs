@@ -272,3 +272,16 @@ fn an_old_state_value_read_after_the_state_is_overwritten() {
     it.step(&mut p, &[vec![3.0, 4.0]]).expect("steps");
     assert_eq!(p[0], vec![1.0 - 30.0, 1.0 - 40.0], "old m = [3, 4], |new m| = 10");
 }
+
+#[test]
+fn bools_compare_with_equality() {
+    let src = "optimizer t {
+      hyper a = true
+      hyper b = false
+      update(p, g) { p = where(a == b, 1, 0) + where(a != b, 10, 0) + where(g > 0 == (g > 1), 100, 0) }
+    }";
+    let mut it = bind(src, &[("w", &[2], &[0.0, 0.0])]);
+    let mut p = vec![vec![0.0, 0.0]];
+    it.step(&mut p, &[vec![0.5, 2.0]]).expect("steps");
+    assert_eq!(p[0], vec![10.0, 110.0]);
+}

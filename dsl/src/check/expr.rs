@@ -271,7 +271,9 @@ impl Checker<'_> {
     }
 
     fn check_binary(&mut self, op: BinOp, ta: Ty, tb: Ty, sa: Span, sb: Span, span: Span) -> Option<Ty> {
-        let want = if op.is_logical() { Elem::Bool } else { Elem::Num };
+        // `==` and `!=` compare two bools as well as two numbers.
+        let bool_equality = matches!(op, BinOp::Eq | BinOp::Ne) && ta.elem == Elem::Bool && tb.elem == Elem::Bool;
+        let want = if op.is_logical() || bool_equality { Elem::Bool } else { Elem::Num };
         for (t, s) in [(&ta, sa), (&tb, sb)] {
             if t.elem != want {
                 let what = if want == Elem::Bool { "bools" } else { "numbers" };
