@@ -643,8 +643,16 @@ fn eval(
                 }
             }
         }
-        Op::MatMul => {
-            let (a, b) = (&args[0], &args[1]);
+        Op::MatMul { ta, tb } => {
+            let read = |t: &Tensor, transposed: bool| {
+                if !transposed {
+                    return t.clone();
+                }
+                let (r, c) = (t.sizes[0], t.sizes[1]);
+                let data = (0..r * c).map(|idx| t.data[(idx % r) * c + idx / r]).collect();
+                Tensor { names: vec![t.names[1].clone(), t.names[0].clone()], sizes: vec![c, r], data }
+            };
+            let (a, b) = (&read(&args[0], *ta), &read(&args[1], *tb));
             let (mm, k) = if a.sizes.len() == 2 { (a.sizes[0], a.sizes[1]) } else { (1, a.sizes[0]) };
             let nn = if b.sizes.len() == 2 { b.sizes[1] } else { 1 };
             let mut o = vec![0.0; mm * nn];

@@ -504,7 +504,7 @@ impl<'a> Lowerer<'a> {
                 let a = self.expr(a);
                 let b = self.expr(b);
                 if *op == BinOp::MatMul {
-                    return self.emit(Op::MatMul, vec![a, b], None);
+                    return self.emit(Op::MatMul { ta: false, tb: false }, vec![a, b], None);
                 }
                 let op = match op {
                     BinOp::Add => Binary::Add,

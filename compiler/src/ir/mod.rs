@@ -151,7 +151,11 @@ pub enum Op {
     Eye,
     /// A reduction of a tensor to a scalar, or along an axis of a matrix.
     Reduce(ReduceKind, Option<usize>),
-    MatMul,
+    /// `a @ b`, each operand optionally read transposed (`ta`, `tb`), as BLAS takes them.
+    MatMul {
+        ta: bool,
+        tb: bool,
+    },
     Transpose,
     /// `outer(a, b)`: `[a] x [b] -> [a, b]`.
     Outer,
@@ -177,7 +181,7 @@ impl Op {
         !matches!(
             self,
             Op::Reduce(..)
-                | Op::MatMul
+                | Op::MatMul { .. }
                 | Op::Transpose
                 | Op::Outer
                 | Op::InvRoot
@@ -414,7 +418,10 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         }
         Op::Reduce(_, None) => Some(Ty::NUM),
         Op::Reduce(_, Some(axis)) => num(t::reduce_axis(&args.first()?.shape, *axis).ok()?),
-        Op::MatMul => num(t::matmul(&args.first()?.shape, &args.get(1)?.shape).ok()?),
+        Op::MatMul { ta, tb } => {
+            let side = |s: &Shape, t: bool| if t { t::transpose(s).ok() } else { Some(s.clone()) };
+            num(t::matmul(&side(&args.first()?.shape, *ta)?, &side(&args.get(1)?.shape, *tb)?).ok()?)
+        }
         Op::Transpose => num(t::transpose(&args.first()?.shape).ok()?),
         Op::Outer => match (&args.first()?.shape, &args.get(1)?.shape) {
             (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {

@@ -110,7 +110,12 @@ pub fn op_text(m: &Module, func: &Func, op: &Op) -> String {
                 None => format!("reduce.{k}"),
             }
         }
-        Op::MatMul => "matmul".into(),
+        Op::MatMul { ta, tb } => match (ta, tb) {
+            (false, false) => "matmul".into(),
+            (true, false) => "matmul.tn".into(),
+            (false, true) => "matmul.nt".into(),
+            (true, true) => "matmul.tt".into(),
+        },
         Op::Transpose => "transpose".into(),
         Op::Outer => "outer".into(),
         Op::InvRoot => "inv_root".into(),

@@ -32,7 +32,7 @@ fn arity(op: &Op) -> usize {
         | Op::Qr
         | Op::SortPerm
         | Op::Store(_) => 1,
-        Op::Binary(_) | Op::MatMul | Op::Outer | Op::InvRoot => 2,
+        Op::Binary(_) | Op::MatMul { .. } | Op::Outer | Op::InvRoot => 2,
         Op::Select => 3,
         _ => 0,
     }

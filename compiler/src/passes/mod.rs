@@ -4,6 +4,7 @@
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod fold_transpose;
 pub mod simplify;
 
 use crate::ir::{verify::verify, Module};
@@ -18,6 +19,7 @@ pub const PIPELINE: &[Pass] = &[
     ("simplify", simplify::run),
     ("const-fold", const_fold::run),
     ("simplify", simplify::run),
+    ("fold-transpose", fold_transpose::run),
     ("cse", cse::run),
     ("dce", dce::run),
 ];
