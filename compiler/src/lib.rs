@@ -36,7 +36,7 @@ pub enum CompileError {
 pub fn compile(source: &str) -> Result<Compiled, CompileError> {
     let (file, diags) = gdc_dsl::front_end(source);
     let Some(file) = file else { return Err(CompileError::Source(diags)) };
-    let ir = lower::lower(&file);
+    let ir = lower::lower(&file).map_err(|d| CompileError::Source(diags.iter().cloned().chain([*d]).collect()))?;
     ir::verify::verify(&ir).map_err(|e| CompileError::Internal(format!("after lowering: {e}")))?;
     let mut optimized = ir.clone();
     passes::optimize(&mut optimized).map_err(CompileError::Internal)?;

@@ -13,10 +13,17 @@
 use crate::ir::*;
 use gdc_dsl::ast::{self, AssignOp, BinOp, Block, Expr, ExprKind, FnDef, Stmt, UnOp};
 use gdc_dsl::types::{Shape, Ty};
+use gdc_dsl::{Diagnostic, Span};
 use std::collections::HashMap;
 
-/// Lowers the (single) optimizer of a checked file.
-pub fn lower(file: &ast::File) -> Module {
+/// The most instructions one function may unroll to. Loops are unrolled, so nested loops
+/// (or a loop calling a function with a loop) multiply; past this the program is refused
+/// with a diagnostic instead of exhausting memory.
+pub const MAX_INSTS: usize = 200_000;
+
+/// Lowers the (single) optimizer of a checked file. The only error is a program that
+/// unrolls past `MAX_INSTS` instructions.
+pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
     let opt = &file.optimizers[0];
     let hypers = opt
         .hypers
@@ -104,6 +111,7 @@ pub fn lower(file: &ast::File) -> Module {
             }
         }
         let outs: Vec<(String, Value)> = names.into_iter().map(|n| (n.clone(), l.lookup(&n))).collect();
+        l.finish()?;
         (l.func, outs)
     };
     module.prepare = prepare;
@@ -157,6 +165,7 @@ pub fn lower(file: &ast::File) -> Module {
                 used.push(i);
             }
         }
+        l.finish()?;
         let update = l.func;
 
         // Initialisers of the state this variant uses; state without one starts at zero.
@@ -173,10 +182,11 @@ pub fn lower(file: &ast::File) -> Module {
             let v = l.fit(v, &shape);
             l.emit(Op::Store(Target::State(i)), vec![v], None);
         }
+        l.finish()?;
         let init = l.func;
         module.variants.push(Variant { pattern, init, update });
     }
-    module
+    Ok(module)
 }
 
 fn state_shape(declared: &Shape, param: &Shape) -> Shape {
@@ -202,6 +212,8 @@ struct Lowerer<'a> {
     /// Inside an inlined function: what each `int` parameter was given, when that is known
     /// at compile time (a literal, or the name of a ranged hyperparameter).
     static_args: HashMap<String, Expr>,
+    /// The loop being unrolled when the function outgrew `MAX_INSTS`.
+    too_big: Option<Span>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -216,6 +228,28 @@ impl<'a> Lowerer<'a> {
             guard_depth: HashMap::new(),
             init_shape: Shape::Scalar,
             static_args: HashMap::new(),
+            too_big: None,
+        }
+    }
+
+    /// Whether unrolling may go on; records the loop that outgrew the limit.
+    fn room(&mut self, span: Span) -> bool {
+        if self.too_big.is_none() && self.func.insts.len() > MAX_INSTS {
+            self.too_big = Some(span);
+        }
+        self.too_big.is_none()
+    }
+
+    fn finish(&self) -> Result<(), Box<Diagnostic>> {
+        match self.too_big {
+            None => Ok(()),
+            Some(span) => Err(Box::new(Diagnostic::error(
+                "E0015",
+                format!("unrolling loops and inlining functions makes the program larger than {MAX_INSTS} operations"),
+                span,
+            )
+            .label("the limit is passed here")
+            .hint("loops are unrolled and functions inlined when compiling, so nesting multiplies: shorten loops, call heavy functions fewer times, or spread the work over steps with `every`"))),
         }
     }
 
@@ -427,7 +461,9 @@ impl<'a> Lowerer<'a> {
                 let c = self.bin(Binary::Eq, r, zero);
                 self.conditional(c, body);
             }
-            Stmt::For { var, start, end, body, .. } => {
+            Stmt::For { var, start, end, body, span } => {
+                // A loop that passes the limit is reported at its `for` keyword.
+                let span = &Span::new(span.start as usize, span.start as usize + 3);
                 let resolve = |e: &Expr| match &e.kind {
                     ExprKind::Name(n) => self.static_args.get(n).cloned().unwrap_or_else(|| e.clone()),
                     _ => e.clone(),
@@ -441,6 +477,9 @@ impl<'a> Lowerer<'a> {
                 match lit(&end) {
                     Some(hi) => {
                         for i in lo..hi {
+                            if !self.room(*span) {
+                                break;
+                            }
                             self.push_scope();
                             let iv = self.constant(i as f64);
                             self.bind(&var.name, iv);
@@ -461,6 +500,9 @@ impl<'a> Lowerer<'a> {
                             .map_or(0, |r| r.1 as i64);
                         let bound = self.lookup(n);
                         for i in lo..max {
+                            if !self.room(*span) {
+                                break;
+                            }
                             let iv = self.constant(i as f64);
                             let c = self.bin(Binary::Lt, iv, bound);
                             self.push_scope();
@@ -635,6 +677,9 @@ impl<'a> Lowerer<'a> {
 
     /// Inlines a user function: its body runs in a scope that sees only its parameters.
     fn inline(&mut self, f: &FnDef, args: Vec<Value>, exprs: Vec<Expr>) -> Value {
+        if !self.room(f.name.span) {
+            return self.constant(0.0);
+        }
         let saved = std::mem::replace(&mut self.scopes, vec![HashMap::new()]);
         let static_args = f.params.iter().zip(exprs).map(|(p, e)| (p.name.name.clone(), e)).collect();
         let saved_static = std::mem::replace(&mut self.static_args, static_args);

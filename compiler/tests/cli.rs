@@ -143,3 +143,35 @@ fn replay_exits_2_on_bad_input() {
     let (code, _, err) = gdc(&["replay", "examples/optimizers/muon.gd", "tests/golden/adamw-default.json"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn a_program_that_unrolls_too_far_is_refused_quickly() {
+    let nested = scratch(
+        "nested.gd",
+        "optimizer t {\n  update(p, g) {\n    var x = g\n    for i in 0..10000 {\n      for j in 0..10000 {\n        x = x * 0.5\n      }\n    }\n    p = p - x\n  }\n}\n",
+    );
+    let started = std::time::Instant::now();
+    let (code, _, err) = gdc(&["check", &nested]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "error[E0015]: unrolling loops and inlining functions makes the program larger than 200000 operations"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("nested.gd:5:7"), "points at the inner `for`: {err}");
+    assert!(started.elapsed().as_secs() < 30, "refused without unrolling 10^8 iterations");
+
+    // Functions that each call the next three times inline to 3^14 copies without any loop.
+    let mut src = String::from("fn f1(x: tensor) -> tensor { return x * 0.5 + x * 0.25 }\n");
+    for i in 2..=14 {
+        src.push_str(&format!("fn f{i}(x: tensor) -> tensor {{ return f{j}(f{j}(x)) + f{j}(x) }}\n", j = i - 1));
+    }
+    src.push_str("optimizer t { update(p, g) { p = p - f14(g) } }\n");
+    let bomb = scratch("bomb.gd", &src);
+    let started = std::time::Instant::now();
+    let (code, _, err) = gdc(&["check", &bomb]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error[E0015]") && err.contains("bomb.gd:1:4"), "{err}");
+    assert!(started.elapsed().as_secs() < 30);
+}
