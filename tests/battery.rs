@@ -49,7 +49,8 @@ fn total_loss(values: &[Vec<f64>]) -> f64 {
 fn run(entry: &Entry, steps: usize, lr: f64) -> (Interpreter, Vec<Vec<f64>>) {
     let c = compile(entry.name);
     let ps = params(entry);
-    let mut it = Interpreter::new(c.plan, &ps).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+    let shapes: Vec<(String, Vec<usize>)> = ps.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
+    let mut it = Interpreter::new(c.plan, &shapes).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
     it.set_hyper("lr", lr).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
     let mut values: Vec<Vec<f64>> = ps.iter().map(|p| p.2.clone()).collect();
     for _ in 0..steps {

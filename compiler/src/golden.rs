@@ -136,9 +136,8 @@ pub struct StepResult {
 
 /// Replays a case on the interpreter; returns every step's result.
 pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
-    let params: Vec<(String, Vec<usize>, Vec<f64>)> =
-        case.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.init.clone())).collect();
-    let mut it = Interpreter::new(plan, &params)?;
+    let shapes: Vec<(String, Vec<usize>)> = case.params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    let mut it = Interpreter::new(plan, &shapes)?;
     for (name, value) in &case.hyper {
         it.set_hyper(name, *value)?;
     }

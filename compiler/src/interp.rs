@@ -85,24 +85,15 @@ fn hyper_ty_name(t: HyperTy) -> &'static str {
 }
 
 impl Interpreter {
-    /// Binds parameters (name, shape, initial values). Their state is initialised at the
-    /// first step.
-    pub fn new(plan: Plan, params: &[(String, Vec<usize>, Vec<f64>)]) -> Result<Interpreter, InterpError> {
+    /// Binds parameters by name and shape. Their state is initialised at the first step, from
+    /// the values that step is given.
+    pub fn new(plan: Plan, params: &[(String, Vec<usize>)]) -> Result<Interpreter, InterpError> {
         let m = &plan.module;
         let hypers = m.hypers.iter().map(|h| h.default).collect();
         let globals = m.globals.iter().map(|g| g.init).collect();
         let mut bound = Vec::new();
-        for (name, shape, values) in params {
+        for (name, shape) in params {
             let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
-            if values.len() != numel {
-                return Err(InterpError::Length {
-                    what: "parameter",
-                    param: name.clone(),
-                    shape: shape.clone(),
-                    expected: numel,
-                    got: values.len(),
-                });
-            }
             let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
             // The most specific update that fits the parameter's rank.
             let variant = match shape.len() {

@@ -29,15 +29,6 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         .hypers
         .iter()
         .map(|h| {
-            let lit = |e: &Expr| match &e.kind {
-                ExprKind::Number(v) => *v,
-                ExprKind::Bool(b) => f64::from(u8::from(*b)),
-                ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
-                    ExprKind::Number(v) => -v,
-                    _ => 0.0,
-                },
-                _ => 0.0,
-            };
             let ty = match (h.ty.map(|t| t.0), &h.default.kind) {
                 (Some(ast::ScalarTy::Int), _) => HyperTy::Int,
                 (Some(ast::ScalarTy::Bool), _) | (None, ExprKind::Bool(_)) => HyperTy::Bool,
@@ -46,8 +37,8 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
             HyperInfo {
                 name: h.name.name.clone(),
                 ty,
-                default: lit(&h.default),
-                range: h.range.as_ref().map(|(a, b)| (lit(a), lit(b))),
+                default: literal_value(&h.default),
+                range: h.range.as_ref().map(|(a, b)| (literal_value(a), literal_value(b))),
             }
         })
         .collect();
@@ -62,21 +53,8 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
             },
         })
         .collect();
-    let globals = opt
-        .globals
-        .iter()
-        .map(|g| GlobalInfo {
-            name: g.name.name.clone(),
-            init: match &g.init.kind {
-                ExprKind::Number(v) => *v,
-                ExprKind::Unary(UnOp::Neg, inner) => match inner.kind {
-                    ExprKind::Number(v) => -v,
-                    _ => 0.0,
-                },
-                _ => 0.0,
-            },
-        })
-        .collect();
+    let globals =
+        opt.globals.iter().map(|g| GlobalInfo { name: g.name.name.clone(), init: literal_value(&g.init) }).collect();
     let mut module = Module {
         name: opt.name.name.clone(),
         hypers,
@@ -187,6 +165,17 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         module.variants.push(Variant { pattern, init, update });
     }
     Ok(module)
+}
+
+/// The value of a literal the checker accepted as a default, range end or global's initial
+/// value: a number, a negated number, or a bool (0 or 1).
+fn literal_value(e: &Expr) -> f64 {
+    match &e.kind {
+        ExprKind::Number(v) => *v,
+        ExprKind::Bool(b) => f64::from(u8::from(*b)),
+        ExprKind::Unary(UnOp::Neg, inner) => -literal_value(inner),
+        _ => 0.0,
+    }
 }
 
 fn state_shape(declared: &Shape, param: &Shape) -> Shape {

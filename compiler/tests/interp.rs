@@ -4,13 +4,12 @@
 
 use gdc_compiler::interp::Interpreter;
 
-fn bind(src: &str, params: &[(&str, &[usize], &[f64])]) -> Interpreter {
+fn bind(src: &str, params: &[(&str, &[usize])]) -> Interpreter {
     let c = gdc_compiler::compile(src).unwrap_or_else(|e| match e {
         gdc_compiler::CompileError::Source(d) => panic!("{}", gdc_dsl::render(&d, "test.gd", src)),
         other => panic!("{other}"),
     });
-    let ps: Vec<(String, Vec<usize>, Vec<f64>)> =
-        params.iter().map(|(n, s, v)| (n.to_string(), s.to_vec(), v.to_vec())).collect();
+    let ps: Vec<(String, Vec<usize>)> = params.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
     Interpreter::new(c.plan, &ps).expect("binds")
 }
 
@@ -31,7 +30,7 @@ fn scalar_state_and_every() {
         p = p - lr * count * acc
       }
     }";
-    let mut it = bind(src, &[("w", &[1], &[0.0])]);
+    let mut it = bind(src, &[("w", &[1])]);
     let mut p = vec![vec![0.0]];
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -57,7 +56,7 @@ fn matrix_state_eye_axis_sums_and_broadcasting() {
       }
     }";
     // p = [[1, 2, 3], [4, 5, 6]], g = [[1, 0, 1], [0, 2, 0]]
-    let mut it = bind(src, &[("w", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    let mut it = bind(src, &[("w", &[2, 3])]);
     let mut p = vec![vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]];
     it.step(&mut p, &[vec![1.0, 0.0, 1.0, 0.0, 2.0, 0.0]]).expect("steps");
     // L = 2I + g g^T = [[4, 0], [0, 6]]; r = 1 + [2, 2] = [3, 3]; c = [0.5, 1, 0.5]
@@ -84,14 +83,14 @@ fn if_else_around_matrix_work_ranged_loops_and_functions() {
       }
     }";
     // 1x2 (wide): p = p - (x x^T) p with x = 2^n g.
-    let mut it = bind(src, &[("w", &[1, 2], &[1.0, 1.0])]);
+    let mut it = bind(src, &[("w", &[1, 2])]);
     it.set_hyper("n", 3.0).expect("in range");
     let mut p = vec![vec![1.0, 1.0]];
     it.step(&mut p, &[vec![0.25, 0.0]]).expect("steps");
     // x = [2, 0], x x^T = 4, p = [1 - 4, 1 - 4]
     assert_eq!(p[0], vec![-3.0, -3.0]);
     // 2x1 (tall): p = p - x.
-    let mut it = bind(src, &[("w", &[2, 1], &[1.0, 1.0])]);
+    let mut it = bind(src, &[("w", &[2, 1])]);
     let mut p = vec![vec![1.0, 1.0]];
     it.step(&mut p, &[vec![0.25, 0.5]]).expect("steps");
     assert_eq!(p[0], vec![0.5, 0.0]);
@@ -109,7 +108,7 @@ fn prepare_and_globals_carry_across_steps() {
       }
       update(p, g) { p = p - scale * g }
     }";
-    let mut it = bind(src, &[("a", &[2], &[0.0, 0.0]), ("b", &[1], &[0.0])]);
+    let mut it = bind(src, &[("a", &[2]), ("b", &[1])]);
     let mut p = vec![vec![0.0, 0.0], vec![0.0]];
     let g = vec![vec![1.0, 2.0], vec![3.0]];
     it.step(&mut p, &g).expect("steps"); // total 1
@@ -128,7 +127,7 @@ fn where_min_max_clamp_sign_and_reductions() {
         p = a + b + dot(g, g) + norm(g) + max(g, 0) + min(g, 0) + exp(0 * g) + log(1 + 0 * g) + rsqrt(4 + 0 * g)
       }
     }";
-    let mut it = bind(src, &[("w", &[2], &[0.0, 0.0])]);
+    let mut it = bind(src, &[("w", &[2])]);
     let mut p = vec![vec![0.0, 0.0]];
     it.step(&mut p, &[vec![4.0, -3.0]]).expect("steps");
     // g = [4, -3]: a = [2, -1]; b = [1 + 1 + 16, -1 - 1 + 12]; dot 25; norm 5; max [4, 0];
@@ -152,7 +151,7 @@ fn an_int_function_parameter_bounds_a_loop() {
       hyper n: int = 1 in 0..=3
       update(p, g) { p = halve(g, 2) + twice(g, n) }
     }";
-    let mut it = bind(src, &[("w", &[1], &[0.0])]);
+    let mut it = bind(src, &[("w", &[1])]);
     it.set_hyper("n", 3.0).expect("in range");
     let mut p = vec![vec![0.0]];
     it.step(&mut p, &[vec![64.0]]).expect("steps");
@@ -169,7 +168,7 @@ fn outer_and_inv_root_on_vectors_and_matrices() {
         p = inv_root(L, 2) @ g
       }
     }";
-    let mut it = bind(src, &[("b", &[2], &[0.0, 0.0])]);
+    let mut it = bind(src, &[("b", &[2])]);
     let mut p = vec![vec![0.0, 0.0]];
     it.step(&mut p, &[vec![3.0, 4.0]]).expect("steps");
     // L = I + g g^T has eigenvalue 26 along g and 1 across: L^(-1/2) g = g / sqrt(26).
@@ -185,7 +184,7 @@ fn outer_and_inv_root_on_vectors_and_matrices() {
     let (c, s) = (0.6f64, 0.8f64); // a rotation by atan(4/3)
                                    // g = Q diag(2, 3) Q^T, so g g^T = Q diag(4, 9) Q^T and (g g^T)^(-1/4) = Q diag(1/sqrt 2, 1/sqrt 3) Q^T.
     let q = |a: f64, b: f64| vec![c * c * a + s * s * b, c * s * (a - b), c * s * (a - b), s * s * a + c * c * b];
-    let mut it = bind(src, &[("w", &[2, 2], &[0.0; 4])]);
+    let mut it = bind(src, &[("w", &[2, 2])]);
     let mut p = vec![vec![0.0; 4]];
     it.step(&mut p, &[q(2.0, 3.0)]).expect("steps");
     let want = q(1.0 / 2f64.sqrt(), 1.0 / 3f64.sqrt());
@@ -193,7 +192,7 @@ fn outer_and_inv_root_on_vectors_and_matrices() {
     assert!(p[0].iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{:?} vs {want:?}", p[0]);
 
     // A singular matrix: the zero eigenvalue gives 0, not infinity.
-    let mut it = bind(src, &[("w", &[2, 2], &[0.0; 4])]);
+    let mut it = bind(src, &[("w", &[2, 2])]);
     let mut p = vec![vec![0.0; 4]];
     it.step(&mut p, &[q(2.0, 0.0)]).expect("steps");
     let want = q(1.0 / 2f64.sqrt(), 0.0);
@@ -219,7 +218,7 @@ fn eigvecs_eigvals_qr_and_sort_perm() {
     // g = [[3, 0], [4, 5], [0, 0]]: g g^T = [[9, 12, 0], [12, 41, 20], [0, 20, 25]]... use the
     // decompositions' defining properties rather than hand-made digits.
     let g = vec![3.0, 0.0, 4.0, 5.0, 0.0, 0.0];
-    let mut it = bind(src, &[("w", &[3, 2], &[0.0; 6])]);
+    let mut it = bind(src, &[("w", &[3, 2])]);
     let mut p = vec![vec![0.0; 6]];
     it.step(&mut p, std::slice::from_ref(&g)).expect("steps");
     let state = |n: &str| it.state(0, n).expect("state").data.clone();
@@ -248,7 +247,7 @@ fn eigvecs_eigvals_qr_and_sort_perm() {
     assert!((r(0, 0) - 5.0).abs() < 1e-12, "the first column of g has norm 5");
     // Column sums of g are [7, 5]: already descending, so the identity.
     assert_eq!(perm, vec![1.0, 0.0, 0.0, 1.0]);
-    let mut it = bind(src, &[("w", &[3, 2], &[0.0; 6])]);
+    let mut it = bind(src, &[("w", &[3, 2])]);
     let mut p = vec![vec![0.0; 6]];
     it.step(&mut p, &[vec![0.0, 1.0, 0.0, 2.0, 0.0, 3.0]]).expect("steps");
     assert_eq!(it.state(0, "perm").expect("perm").data, vec![0.0, 1.0, 1.0, 0.0], "[0, 6] sorts to [6, 0]");
@@ -265,7 +264,7 @@ fn an_old_state_value_read_after_the_state_is_overwritten() {
         p = p - old * norm(m)
       }
     }";
-    let mut it = bind(src, &[("w", &[2], &[1.0, 1.0])]);
+    let mut it = bind(src, &[("w", &[2])]);
     let mut p = vec![vec![1.0, 1.0]];
     it.step(&mut p, &[vec![3.0, 4.0]]).expect("steps");
     assert_eq!(p[0], vec![1.0, 1.0], "old m is zero at the first step");
@@ -280,7 +279,7 @@ fn bools_compare_with_equality() {
       hyper b = false
       update(p, g) { p = where(a == b, 1, 0) + where(a != b, 10, 0) + where(g > 0 == (g > 1), 100, 0) }
     }";
-    let mut it = bind(src, &[("w", &[2], &[0.0, 0.0])]);
+    let mut it = bind(src, &[("w", &[2])]);
     let mut p = vec![vec![0.0, 0.0]];
     it.step(&mut p, &[vec![0.5, 2.0]]).expect("steps");
     assert_eq!(p[0], vec![10.0, 110.0]);

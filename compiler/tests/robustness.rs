@@ -97,7 +97,8 @@ fn exercise(src: &str) -> Result<(), String> {
         ("b".to_string(), vec![4], vec![0.1, -0.2, 0.3, -0.4]),
     ];
     for p in [&params[..], &params[..1]] {
-        let mut it = match Interpreter::new(compiled.plan.clone(), p) {
+        let shapes: Vec<(String, Vec<usize>)> = p.iter().map(|x| (x.0.clone(), x.1.clone())).collect();
+        let mut it = match Interpreter::new(compiled.plan.clone(), &shapes) {
             Ok(it) => it,
             Err(InterpError::Internal(e)) => return Err(e),
             Err(_) => continue,

@@ -95,12 +95,13 @@ fn main() -> ExitCode {
         })
         .collect();
 
-    let params = vec![
+    let params = [
         ("w".to_string(), vec![OUT, IN], (0..OUT * IN).map(|_| 0.1 * rng.normal()).collect::<Vec<f64>>()),
         ("b".to_string(), vec![OUT], vec![0.0; OUT]),
     ];
     let mut values: Vec<Vec<f64>> = params.iter().map(|p| p.2.clone()).collect();
-    let mut opt = match Interpreter::new(compiled.plan, &params) {
+    let shapes: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
+    let mut opt = match Interpreter::new(compiled.plan, &shapes) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");

@@ -44,9 +44,10 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// Compiles `.gd` source and binds it to `params`, whose current values are `initial`
-    /// (state such as `state z = p` starts from them).
-    pub fn from_source(source: &str, params: &[ParamSpec], initial: &[&[f32]]) -> Result<Optimizer, RuntimeError> {
+    /// Compiles `.gd` source and binds it to `params`. State is initialised at the first
+    /// step, from the parameter values and hyperparameters in force then (`state z = p`
+    /// copies the parameter as the first step receives it).
+    pub fn from_source(source: &str, params: &[ParamSpec]) -> Result<Optimizer, RuntimeError> {
         let compiled = gdc_compiler::compile(source).map_err(|e| match e {
             gdc_compiler::CompileError::Source(d) => RuntimeError::Compile(gdc_dsl::render(&d, "<optimizer>", source)),
             other => RuntimeError::Compile(other.to_string()),
@@ -56,16 +57,7 @@ impl Optimizer {
                 return Err(RuntimeError::DuplicateParam(p.name.clone()));
             }
         }
-        if initial.len() != params.len() {
-            return Err(
-                InterpError::Count { what: "initial values", expected: params.len(), got: initial.len() }.into()
-            );
-        }
-        let bound: Vec<(String, Vec<usize>, Vec<f64>)> = params
-            .iter()
-            .zip(initial)
-            .map(|(p, v)| (p.name.clone(), p.shape.clone(), v.iter().map(|x| f64::from(*x)).collect()))
-            .collect();
+        let bound: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
         let interp = Interpreter::new(compiled.plan, &bound)?;
         Ok(Optimizer { specs: params.to_vec(), interp })
     }

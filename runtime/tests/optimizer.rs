@@ -9,7 +9,7 @@ fn setup() -> (Optimizer, Vec<f32>, Vec<f32>) {
     let w = vec![0.5f32, -1.0, 2.0, 0.25, 1.5, -0.75];
     let b = vec![0.1f32, -0.2];
     let specs = [ParamSpec::new("w", &[2, 3]), ParamSpec::new("b", &[2])];
-    let opt = Optimizer::from_source(ADAMW, &specs, &[&w, &b]).expect("binds");
+    let opt = Optimizer::from_source(ADAMW, &specs).expect("binds");
     (opt, w, b)
 }
 
@@ -55,17 +55,20 @@ fn misuse_is_a_typed_error_and_changes_nothing() {
 
 #[test]
 fn binding_errors_are_typed() {
-    let w = [0.0f32; 4];
-    let dup = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[4]), ParamSpec::new("w", &[4])], &[&w, &w]);
+    let dup = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[4]), ParamSpec::new("w", &[4])]);
     assert!(matches!(dup, Err(RuntimeError::DuplicateParam(n)) if n == "w"));
-    let short = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[5])], &[&w]);
-    assert!(short
-        .err()
-        .is_some_and(|e| e.to_string().contains("parameter `w` has 4 elements, but its shape [5] has 5")));
-    let broken = Optimizer::from_source("optimizer x { update(p, g) { p = q } }", &[ParamSpec::new("w", &[4])], &[&w]);
+    let mut short = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[5])]).expect("binds");
+    let e = short.step(&mut [&mut [0.0f32; 4]], &[&[0.0f32; 4]]).expect_err("4 values for a shape of 5");
+    assert!(e.to_string().contains("parameter `w` has 4 elements, but its shape [5] has 5"), "{e}");
+    let huge = Optimizer::from_source(
+        include_str!("../../examples/optimizers/shampoo.gd"),
+        &[ParamSpec::new("v", &[100_000])],
+    );
+    assert!(huge.err().is_some_and(|e| e.to_string().contains("needs a state `L` of 10000000000 elements")));
+    let broken = Optimizer::from_source("optimizer x { update(p, g) { p = q } }", &[ParamSpec::new("w", &[4])]);
     assert!(broken.err().is_some_and(|e| e.to_string().contains("unknown name `q`")));
     let muon = include_str!("../../examples/optimizers/muon.gd");
-    let vector = Optimizer::from_source(muon, &[ParamSpec::new("bias", &[4])], &[&w]);
+    let vector = Optimizer::from_source(muon, &[ParamSpec::new("bias", &[4])]);
     assert!(vector.err().is_some_and(|e| e.to_string().contains("only updates matrices")));
 }
 
@@ -73,7 +76,7 @@ fn binding_errors_are_typed() {
 fn state_is_initialised_at_the_first_step_with_the_hyperparameters_then_in_force() {
     let src = include_str!("../../examples/optimizers/adagrad.gd");
     let mut w = vec![1.0f32, 2.0];
-    let mut opt = Optimizer::from_source(src, &[ParamSpec::new("w", &[2])], &[&w]).expect("binds");
+    let mut opt = Optimizer::from_source(src, &[ParamSpec::new("w", &[2])]).expect("binds");
     assert_eq!(opt.state("w", "sum_sq"), None, "no state before the first step");
     opt.set_hyper("initial_accumulator_value", 0.5).expect("known");
     opt.step(&mut [&mut w], &[&[1.0, -2.0]]).expect("steps");

@@ -75,8 +75,7 @@ pub const BINARIES: [Binary; 16] = [
 ];
 
 /// The operation's mnemonic with its immediates, e.g. `hyper lr`, `reduce.sum axis=1`.
-pub fn op_text(m: &Module, func: &Func, op: &Op) -> String {
-    let _ = func;
+pub fn op_text(m: &Module, op: &Op) -> String {
     match op {
         Op::Const(c) => format!("const {c:?}"),
         Op::Bool(b) => format!("bool {b}"),
@@ -132,7 +131,7 @@ pub fn op_text(m: &Module, func: &Func, op: &Op) -> String {
 /// One instruction as a line (without indentation).
 pub fn inst_text(m: &Module, func: &Func, v: Value) -> String {
     let inst = func.inst(v);
-    let mut s = format!("{v} = {}", op_text(m, func, &inst.op));
+    let mut s = format!("{v} = {}", op_text(m, &inst.op));
     let args: Vec<String> = inst.args.iter().map(|a| a.to_string()).collect();
     if !args.is_empty() {
         let _ = write!(s, " {}", args.join(", "));
