@@ -1,5 +1,6 @@
 //! Golden cases (`gdc-golden-1`, see tests/golden/README.md): reading and validating a case,
-//! and replaying it on the reference interpreter, step by step, measuring each step's worst
+//! and replaying it on any backend (the reference interpreter here, the runtime's backends
+//! through [`Stepper`]), step by step, measuring each step's worst
 //! error as a fraction of the case's tolerance (1.0 is the limit).
 
 use crate::interp::{InterpError, Interpreter};
@@ -56,6 +57,30 @@ pub enum CaseError {
     Invalid(String),
     #[error(transparent)]
     Interp(#[from] InterpError),
+    /// The backend refused a step or a hyperparameter.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A backend a case can be replayed on: parameters and gradients in float64 at the boundary
+/// (a float32 backend rounds them on the way in and widens them on the way out).
+pub trait Stepper {
+    fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), CaseError>;
+    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), CaseError>;
+    /// State `name` of parameter `param` (by position), if it has it.
+    fn state(&self, param: usize, name: &str) -> Option<Vec<f64>>;
+}
+
+impl Stepper for Interpreter {
+    fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), CaseError> {
+        Ok(Interpreter::set_hyper(self, name, value)?)
+    }
+    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), CaseError> {
+        Ok(Interpreter::step(self, params, grads)?)
+    }
+    fn state(&self, param: usize, name: &str) -> Option<Vec<f64>> {
+        Interpreter::state(self, param, name).map(|t| t.data.clone())
+    }
 }
 
 /// Reads and validates a case file.
@@ -138,6 +163,12 @@ pub struct StepResult {
 pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
     let shapes: Vec<(String, Vec<usize>)> = case.params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
     let mut it = Interpreter::new(plan, &shapes)?;
+    replay_on(&mut it, case)
+}
+
+/// Replays a case on a backend bound to the case's parameters, in order; returns every
+/// step's result.
+pub fn replay_on(it: &mut dyn Stepper, case: &Case) -> Result<Vec<StepResult>, CaseError> {
     for (name, value) in &case.hyper {
         it.set_hyper(name, *value)?;
     }
@@ -182,14 +213,14 @@ pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
             let t = it.state(pi, state).ok_or_else(|| {
                 CaseError::Invalid(format!("the optimizer has no state `{state}` for parameter `{pname}`"))
             })?;
-            if t.data.len() != expected.len() {
+            if t.len() != expected.len() {
                 return Err(CaseError::Invalid(format!(
                     "expected_state `{key}` has {} values, the state has {}",
                     expected.len(),
-                    t.data.len()
+                    t.len()
                 )));
             }
-            for (j, (a, e)) in t.data.iter().zip(expected).enumerate() {
+            for (j, (a, e)) in t.iter().zip(expected).enumerate() {
                 let f = frac(*a, *e);
                 if f > worst {
                     worst = f;

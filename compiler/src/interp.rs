@@ -91,94 +91,12 @@ impl Interpreter {
         let m = &plan.module;
         let hypers = m.hypers.iter().map(|h| h.default).collect();
         let globals = m.globals.iter().map(|g| g.init).collect();
-        let mut bound = Vec::new();
-        for (name, shape) in params {
-            let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
-            let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
-            // The most specific update that fits the parameter's rank.
-            let variant = match shape.len() {
-                0 => find(Pattern::Any),
-                1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
-                _ => find(Pattern::Matrix).or_else(|| find(Pattern::Any)),
-            };
-            let Some(variant) = variant else {
-                let why = if find(Pattern::Matrix).is_some() && find(Pattern::Vector).is_none() {
-                    "it only updates matrices (rank 2 or more); route this parameter to another optimizer"
-                } else if find(Pattern::Vector).is_some() && find(Pattern::Matrix).is_none() {
-                    "it only updates vectors (rank 1); route this parameter to another optimizer"
-                } else {
-                    "it updates only vectors and matrices; route this parameter to another optimizer"
-                };
-                return Err(InterpError::NoVariant {
-                    optimizer: m.name.clone(),
-                    param: name.clone(),
-                    shape: shape.clone(),
-                    why,
-                });
-            };
-            let rows = shape.first().copied().unwrap_or(1);
-            let cols = numel.checked_div(rows).unwrap_or(0);
-            // Every buffer of the variant (state and temporaries) must fit before any is made.
-            let v = &m.variants[variant];
-            let plans = [&plan.variants[variant].init, &plan.variants[variant].update];
-            let shapes = m.states.iter().map(|st| (format!("state `{}`", st.name), st.shape.clone())).chain(
-                plans
-                    .iter()
-                    .flat_map(|fp| fp.temps.iter().enumerate().map(|(t, s)| (format!("temporary t{t}"), s.clone()))),
-            );
-            for (what, shape_expr) in shapes {
-                let shape_expr = if shape_expr == Shape::Like { v.pattern.param_shape() } else { shape_expr };
-                let elements: u128 = names_of(&shape_expr)
-                    .iter()
-                    .map(|n| match n.as_str() {
-                        "rows" => rows as u128,
-                        "cols" => cols as u128,
-                        _ => numel as u128,
-                    })
-                    .product();
-                if elements > u128::from(MAX_ELEMENTS) {
-                    return Err(InterpError::TooLarge {
-                        param: name.clone(),
-                        shape: shape.clone(),
-                        what,
-                        elements,
-                        limit: MAX_ELEMENTS,
-                    });
-                }
-            }
-            bound.push(BoundParam {
-                name: name.clone(),
-                shape: shape.clone(),
-                variant,
-                rows,
-                cols,
-                numel,
-                states: vec![None; m.states.len()],
-            });
-        }
+        let bound = bind(&plan, params)?;
         Ok(Interpreter { plan, hypers, globals, step: 0, params: bound, prepare_outs: Vec::new() })
     }
 
     pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), InterpError> {
-        let m = &self.plan.module;
-        let Some(i) = m.hypers.iter().position(|h| h.name == name) else {
-            let known = m.hypers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(InterpError::UnknownHyper { name: name.into(), known });
-        };
-        let h = &m.hypers[i];
-        let ok = match h.ty {
-            HyperTy::F32 => value.is_finite(),
-            HyperTy::Int => value.fract() == 0.0,
-            HyperTy::Bool => value == 0.0 || value == 1.0,
-        };
-        if !ok {
-            return Err(InterpError::HyperType { name: name.into(), ty: hyper_ty_name(h.ty), value });
-        }
-        if let Some((lo, hi)) = h.range {
-            if value < lo || value > hi {
-                return Err(InterpError::HyperRange { name: name.into(), lo, hi, value });
-            }
-        }
+        let i = check_hyper(&self.plan.module, name, value)?;
         self.hypers[i] = value;
         Ok(())
     }
@@ -191,23 +109,8 @@ impl Interpreter {
 
     /// One optimizer step: `params[i]` is updated in place from `grads[i]`.
     pub fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), InterpError> {
-        if params.len() != self.params.len() || grads.len() != self.params.len() {
-            let got = if params.len() != self.params.len() { params.len() } else { grads.len() };
-            return Err(InterpError::Count { what: "tensors", expected: self.params.len(), got });
-        }
-        for (i, bp) in self.params.iter().enumerate() {
-            for (what, len) in [("parameter", params[i].len()), ("gradient", grads[i].len())] {
-                if len != bp.numel {
-                    return Err(InterpError::Length {
-                        what,
-                        param: bp.name.clone(),
-                        shape: bp.shape.clone(),
-                        expected: bp.numel,
-                        got: len,
-                    });
-                }
-            }
-        }
+        let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
+        check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         // State is initialised at the first step, from the parameters and hyperparameters
         // in force then (as PyTorch's optimizers initialise state lazily in `step`).
         if self.step == 0 {
@@ -225,30 +128,221 @@ impl Interpreter {
     }
 
     fn run_prepare(&mut self) -> Result<(), InterpError> {
-        let m = &self.plan.module;
-        let mut env: HashMap<Value, f64> = HashMap::new();
-        let mut stores = Vec::new();
-        for v in &self.plan.prepare {
-            let inst = m.prepare.inst(*v);
-            if let Some(g) = inst.guard {
-                if env.get(&g).copied().unwrap_or(0.0) == 0.0 {
-                    env.insert(*v, f64::NAN);
-                    continue;
-                }
-            }
-            if let Op::Store(Target::Global(gi)) = inst.op {
-                stores.push((gi, env[&inst.args[0]]));
-                continue;
-            }
-            let x = self.host_scalar(&m.prepare, *v, &env, None)?;
-            env.insert(*v, x);
-        }
+        let inputs = HostInputs {
+            hypers: &self.hypers,
+            step: self.step,
+            globals: &self.globals,
+            prepare_outs: &[],
+            param: None,
+        };
+        let (stores, outs) = run_prepare(&self.plan, &inputs)?;
         for (gi, x) in stores {
             self.globals[gi] = x;
         }
-        self.prepare_outs = m.prepare_outs.iter().map(|(_, v)| env[v]).collect();
+        self.prepare_outs = outs;
         Ok(())
     }
+}
+
+/// What host scalars read besides each other.
+pub struct HostInputs<'a> {
+    pub hypers: &'a [f64],
+    pub step: u64,
+    pub globals: &'a [f64],
+    pub prepare_outs: &'a [f64],
+    /// The parameter, for shape scalars.
+    pub param: Option<&'a BoundParam>,
+}
+
+/// The value of a host scalar operation on its arguments' values, or `None` when `op` is not
+/// one the host computes. Every backend evaluates host and per-parameter scalars (and the
+/// device scalars of kernels) through this, in float64.
+pub fn host_op(op: &Op, args: &[f64], inp: &HostInputs) -> Option<f64> {
+    let arg = |i: usize| args.get(i).copied();
+    Some(match op {
+        Op::Const(c) => *c,
+        Op::Bool(b) => f64::from(u8::from(*b)),
+        Op::Hyper(i) => *inp.hypers.get(*i)?,
+        Op::Step => inp.step as f64,
+        Op::Global(i) => *inp.globals.get(*i)?,
+        Op::PrepareOut(i) => inp.prepare_outs.get(*i).copied().unwrap_or(f64::NAN),
+        Op::Shape(s) => {
+            let p = inp.param?;
+            (match s {
+                ShapeScalar::Numel => p.numel,
+                ShapeScalar::Rows => p.rows,
+                ShapeScalar::Cols => p.cols,
+            }) as f64
+        }
+        Op::Unary(u) => eval_unary(*u, arg(0)?),
+        Op::Binary(b) => eval_binary(*b, arg(0)?, arg(1)?),
+        Op::Select => {
+            if arg(0)? != 0.0 {
+                arg(1)?
+            } else {
+                arg(2)?
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Runs the `prepare` block: returns the global stores (index, value) to apply after it and
+/// the values of its `let` outputs.
+#[allow(clippy::type_complexity)]
+pub fn run_prepare(plan: &Plan, inputs: &HostInputs) -> Result<(Vec<(usize, f64)>, Vec<f64>), InterpError> {
+    let m = &plan.module;
+    let mut env: HashMap<Value, f64> = HashMap::new();
+    let mut stores = Vec::new();
+    for v in &plan.prepare {
+        let inst = m.prepare.inst(*v);
+        if let Some(g) = inst.guard {
+            if env.get(&g).copied().unwrap_or(0.0) == 0.0 {
+                env.insert(*v, f64::NAN);
+                continue;
+            }
+        }
+        let arg = |a: &Value| {
+            env.get(a)
+                .copied()
+                .ok_or_else(|| InterpError::Internal(format!("host scalar {v} reads {a} before it is computed")))
+        };
+        if let Op::Store(Target::Global(gi)) = inst.op {
+            stores.push((gi, arg(&inst.args[0])?));
+            continue;
+        }
+        let args = inst.args.iter().map(arg).collect::<Result<Vec<_>, _>>()?;
+        let x = host_op(&inst.op, &args, inputs)
+            .ok_or_else(|| InterpError::Internal(format!("{v} ({:?}) is not a host scalar", inst.op)))?;
+        env.insert(*v, x);
+    }
+    let outs = m.prepare_outs.iter().map(|(_, v)| env.get(v).copied().unwrap_or(f64::NAN)).collect();
+    Ok((stores, outs))
+}
+
+/// Binds parameters by name and shape to the plan's update variants: the most specific
+/// variant that fits each parameter's rank, with every buffer it needs within
+/// [`MAX_ELEMENTS`]. Every backend binds through this, so they refuse the same parameters.
+pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundParam>, InterpError> {
+    let m = &plan.module;
+    let mut bound = Vec::new();
+    for (name, shape) in params {
+        let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
+        let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
+        // The most specific update that fits the parameter's rank.
+        let variant = match shape.len() {
+            0 => find(Pattern::Any),
+            1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
+            _ => find(Pattern::Matrix).or_else(|| find(Pattern::Any)),
+        };
+        let Some(variant) = variant else {
+            let why = if find(Pattern::Matrix).is_some() && find(Pattern::Vector).is_none() {
+                "it only updates matrices (rank 2 or more); route this parameter to another optimizer"
+            } else if find(Pattern::Vector).is_some() && find(Pattern::Matrix).is_none() {
+                "it only updates vectors (rank 1); route this parameter to another optimizer"
+            } else {
+                "it updates only vectors and matrices; route this parameter to another optimizer"
+            };
+            return Err(InterpError::NoVariant {
+                optimizer: m.name.clone(),
+                param: name.clone(),
+                shape: shape.clone(),
+                why,
+            });
+        };
+        let rows = shape.first().copied().unwrap_or(1);
+        let cols = numel.checked_div(rows).unwrap_or(0);
+        // Every buffer of the variant (state and temporaries) must fit before any is made.
+        let v = &m.variants[variant];
+        let plans = [&plan.variants[variant].init, &plan.variants[variant].update];
+        let shapes = m.states.iter().map(|st| (format!("state `{}`", st.name), st.shape.clone())).chain(
+            plans
+                .iter()
+                .flat_map(|fp| fp.temps.iter().enumerate().map(|(t, s)| (format!("temporary t{t}"), s.clone()))),
+        );
+        for (what, shape_expr) in shapes {
+            let shape_expr = if shape_expr == Shape::Like { v.pattern.param_shape() } else { shape_expr };
+            let elements: u128 = names_of(&shape_expr)
+                .iter()
+                .map(|n| match n.as_str() {
+                    "rows" => rows as u128,
+                    "cols" => cols as u128,
+                    _ => numel as u128,
+                })
+                .product();
+            if elements > u128::from(MAX_ELEMENTS) {
+                return Err(InterpError::TooLarge {
+                    param: name.clone(),
+                    shape: shape.clone(),
+                    what,
+                    elements,
+                    limit: MAX_ELEMENTS,
+                });
+            }
+        }
+        bound.push(BoundParam {
+            name: name.clone(),
+            shape: shape.clone(),
+            variant,
+            rows,
+            cols,
+            numel,
+            states: vec![None; m.states.len()],
+        });
+    }
+    Ok(bound)
+}
+
+/// Checks a hyperparameter assignment against its declared type and range; returns the
+/// hyperparameter's index.
+pub fn check_hyper(m: &Module, name: &str, value: f64) -> Result<usize, InterpError> {
+    let Some(i) = m.hypers.iter().position(|h| h.name == name) else {
+        let known = m.hypers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(InterpError::UnknownHyper { name: name.into(), known });
+    };
+    let h = &m.hypers[i];
+    let ok = match h.ty {
+        HyperTy::F32 => value.is_finite(),
+        HyperTy::Int => value.fract() == 0.0,
+        HyperTy::Bool => value == 0.0 || value == 1.0,
+    };
+    if !ok {
+        return Err(InterpError::HyperType { name: name.into(), ty: hyper_ty_name(h.ty), value });
+    }
+    if let Some((lo, hi)) = h.range {
+        if value < lo || value > hi {
+            return Err(InterpError::HyperRange { name: name.into(), lo, hi, value });
+        }
+    }
+    Ok(i)
+}
+
+/// Checks a step's tensors against the bound parameters: as many parameters and gradients
+/// as bound, each with its parameter's number of elements (`lens`: parameter, gradient).
+pub fn check_step_args(
+    bound: &[BoundParam],
+    n_params: usize,
+    n_grads: usize,
+    lens: &[(usize, usize)],
+) -> Result<(), InterpError> {
+    if n_params != bound.len() || n_grads != bound.len() {
+        let got = if n_params != bound.len() { n_params } else { n_grads };
+        return Err(InterpError::Count { what: "tensors", expected: bound.len(), got });
+    }
+    for (bp, (p, g)) in bound.iter().zip(lens) {
+        for (what, len) in [("parameter", *p), ("gradient", *g)] {
+            if len != bp.numel {
+                return Err(InterpError::Length {
+                    what,
+                    param: bp.name.clone(),
+                    shape: bp.shape.clone(),
+                    expected: bp.numel,
+                    got: len,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a kernel can see besides its own values.
@@ -269,37 +363,24 @@ impl Interpreter {
         param: Option<&BoundParam>,
     ) -> Result<f64, InterpError> {
         let inst = func.inst(v);
-        let arg = |i: usize| -> Result<f64, InterpError> {
-            env.get(&inst.args[i]).copied().ok_or_else(|| {
-                InterpError::Internal(format!("host scalar {v} reads {} before it is computed", inst.args[i]))
+        let args = inst
+            .args
+            .iter()
+            .map(|a| {
+                env.get(a)
+                    .copied()
+                    .ok_or_else(|| InterpError::Internal(format!("host scalar {v} reads {a} before it is computed")))
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inputs = HostInputs {
+            hypers: &self.hypers,
+            step: self.step,
+            globals: &self.globals,
+            prepare_outs: &self.prepare_outs,
+            param,
         };
-        Ok(match &inst.op {
-            Op::Const(c) => *c,
-            Op::Bool(b) => f64::from(u8::from(*b)),
-            Op::Hyper(i) => self.hypers[*i],
-            Op::Step => self.step as f64,
-            Op::Global(i) => self.globals[*i],
-            Op::PrepareOut(i) => self.prepare_outs.get(*i).copied().unwrap_or(f64::NAN),
-            Op::Shape(s) => {
-                let p = param.ok_or_else(|| InterpError::Internal(format!("{v} needs a parameter")))?;
-                (match s {
-                    ShapeScalar::Numel => p.numel,
-                    ShapeScalar::Rows => p.rows,
-                    ShapeScalar::Cols => p.cols,
-                }) as f64
-            }
-            Op::Unary(u) => eval_unary(*u, arg(0)?),
-            Op::Binary(b) => eval_binary(*b, arg(0)?, arg(1)?),
-            Op::Select => {
-                if arg(0)? != 0.0 {
-                    arg(1)?
-                } else {
-                    arg(2)?
-                }
-            }
-            op => return Err(InterpError::Internal(format!("{v} ({op:?}) is not a host scalar"))),
-        })
+        host_op(&inst.op, &args, &inputs)
+            .ok_or_else(|| InterpError::Internal(format!("{v} ({:?}) is not a host scalar", inst.op)))
     }
 
     /// Runs the init plan (`init`) or the step plan of parameter `i`.
