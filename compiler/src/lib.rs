@@ -2,6 +2,7 @@
 //! kernel plan, and runs plans on the float64 reference interpreter. `golden` replays the
 //! reference trajectories of PyTorch and optax against it.
 
+pub mod artifact;
 pub mod golden;
 pub mod interp;
 pub mod ir;
