@@ -63,3 +63,36 @@ fn every_transcribed_case_passes_on_the_interpreter() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Replays every golden and transcribed case on a runtime backend; returns the failures.
+fn failures_on(backend: gdc_runtime::Backend) -> (Vec<String>, Vec<String>) {
+    let mut paths: Vec<String> = OPTIMIZERS.iter().flat_map(|e| e.cases.iter().map(|c| case_path(c))).collect();
+    let mut transcribed: Vec<String> = std::fs::read_dir(root().join("tests/transcribed/cases"))
+        .expect("cases")
+        .map(|e| e.expect("entry").path().display().to_string())
+        .collect();
+    transcribed.sort();
+    paths.extend(transcribed);
+    let (mut report, mut failures) = (Vec::new(), Vec::new());
+    for path in paths {
+        let data = read_case(&path).unwrap_or_else(|e| panic!("{e}"));
+        let program = gdc_runtime::Program::compile(&gdc_tests::source(&data.optimizer))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let steps = gdc_runtime::replay::replay(&program, &data, backend).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(steps.len(), data.steps.len());
+        let worst = steps.iter().map(|s| s.worst).fold(0.0, f64::max);
+        report.push(format!("{path:60} worst {worst:.4} of tolerance"));
+        for s in steps.iter().filter(|s| s.worst.is_nan() || s.worst > 1.0) {
+            failures.push(format!("{path} step {}: {:.3} of tolerance at {}", s.step, s.worst, s.at));
+        }
+    }
+    (report, failures)
+}
+
+#[test]
+fn every_golden_and_transcribed_case_passes_on_the_cpu_backend() {
+    let (report, failures) = failures_on(gdc_runtime::Backend::Cpu);
+    println!("{}", report.join("\n"));
+    assert!(report.len() >= 60, "too few cases: {}", report.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -753,20 +753,7 @@ fn eval(
             }
         }
         Op::Qr => qr(&args[0].data, args[0].sizes[0], args[0].sizes[1]),
-        Op::SortPerm => {
-            let key = &args[0].data;
-            let n = key.len();
-            let mut idx: Vec<usize> = (0..n).collect();
-            // Descending, NaN last, ties in index order (a stable sort).
-            idx.sort_by(|a, b| {
-                key[*b].partial_cmp(&key[*a]).unwrap_or_else(|| key[*a].is_nan().cmp(&key[*b].is_nan()))
-            });
-            let mut p = vec![0.0; n * n];
-            for (j, i) in idx.iter().enumerate() {
-                p[i * n + j] = 1.0;
-            }
-            p
-        }
+        Op::SortPerm => sort_perm(&args[0].data),
         Op::Transpose => {
             let (r, c) = (args[0].sizes[0], args[0].sizes[1]);
             (0..r * c).map(|idx| args[0].data[(idx % r) * c + idx / r]).collect()
@@ -779,10 +766,23 @@ fn eval(
     Ok(Some(Tensor { data, ..out }))
 }
 
+/// The permutation matrix P (n x n, row-major), P[idx[j], j] = 1, with idx the order of
+/// `key` descending, NaN last, ties in index order (a stable sort).
+pub fn sort_perm(key: &[f64]) -> Vec<f64> {
+    let n = key.len();
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|a, b| key[*b].partial_cmp(&key[*a]).unwrap_or_else(|| key[*a].is_nan().cmp(&key[*b].is_nan())));
+    let mut p = vec![0.0; n * n];
+    for (j, i) in idx.iter().enumerate() {
+        p[i * n + j] = 1.0;
+    }
+    p
+}
+
 /// m^(-1/k) for the symmetric part of the n x n matrix `m`: V diag(f(l)) V^T over its
 /// eigenpairs, with f(l) = l^(-1/k) above the rank cutoff n * eps * max(l) and 0 at or below
 /// it (the root on m's numerical range, as numpy's `pinv` treats singular values).
-fn inv_root(m: &[f64], n: usize, k: f64) -> Vec<f64> {
+pub fn inv_root(m: &[f64], n: usize, k: f64) -> Vec<f64> {
     let (values, vectors) = symmetric_eigen(m, n);
     let cutoff = n as f64 * f64::EPSILON * values.iter().fold(0.0f64, |a, l| a.max(*l));
     let f: Vec<f64> = values.iter().map(|l| if *l > cutoff { l.powf(-1.0 / k) } else { 0.0 }).collect();
@@ -843,7 +843,7 @@ fn symmetric_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Eigenvalues ascending and the matching eigenvectors as the columns of a row-major matrix.
-fn sorted_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn sorted_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let (values, vectors) = symmetric_eigen(m, n);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
@@ -860,7 +860,7 @@ fn sorted_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
 /// The Q of m = Q R for an r x c matrix, by Householder reflections in float64, with each
 /// column's sign chosen so that R's diagonal is non-negative. Q has m's shape: orthonormal
 /// columns for the first min(r, c), zero columns beyond (a wide matrix has only r).
-fn qr(m: &[f64], r: usize, c: usize) -> Vec<f64> {
+pub fn qr(m: &[f64], r: usize, c: usize) -> Vec<f64> {
     let mut a = m.to_vec();
     let k = r.min(c);
     let mut reflectors: Vec<Vec<f64>> = Vec::with_capacity(k);

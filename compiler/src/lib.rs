@@ -3,6 +3,7 @@
 //! reference trajectories of PyTorch and optax against it.
 
 pub mod artifact;
+pub mod cpu;
 pub mod golden;
 pub mod interp;
 pub mod ir;

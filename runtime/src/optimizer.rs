@@ -1,9 +1,11 @@
 //! An optimizer bound to parameters: owns their state and the step counter, checks every
 //! call, and runs each step on its backend.
 
+use crate::cpu::CpuEngine;
 use crate::{ParamSpec, Program, RuntimeError};
-use gdc_compiler::interp::Interpreter;
+use gdc_compiler::interp::{self, Interpreter};
 use gdc_compiler::ir::HyperTy;
+use std::sync::Arc;
 
 /// Which backend runs the steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,11 +25,16 @@ pub struct Options {
     pub threads: Option<usize>,
 }
 
+enum Engine {
+    Cpu(Box<CpuEngine>),
+    Interp(Box<Interpreter>),
+}
+
 /// A compiled optimizer bound to parameters; owns their state and the step counter.
 pub struct Optimizer {
     program: Program,
     specs: Vec<ParamSpec>,
-    interp: Interpreter,
+    engine: Engine,
 }
 
 impl Optimizer {
@@ -49,55 +56,90 @@ impl Optimizer {
                 return Err(RuntimeError::DuplicateParam(p.name.clone()));
             }
         }
-        if options.threads == Some(0) {
-            return Err(RuntimeError::NoThreads);
-        }
         let bound: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
-        let interp = Interpreter::new(program.plan().clone(), &bound)?;
-        Ok(Optimizer { program: program.clone(), specs: params.to_vec(), interp })
+        let engine = match options.backend {
+            Backend::Interp => Engine::Interp(Box::new(Interpreter::new(program.plan().clone(), &bound)?)),
+            Backend::Cpu => {
+                let threads = match options.threads {
+                    Some(0) => return Err(RuntimeError::NoThreads),
+                    Some(n) => n,
+                    None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                };
+                let bound = interp::bind(program.plan(), &bound)?;
+                let plan = Arc::clone(&program.inner.plan);
+                let code = Arc::clone(&program.inner.cpu);
+                Engine::Cpu(Box::new(CpuEngine::new(plan, code, bound, threads)?))
+            }
+        };
+        Ok(Optimizer { program: program.clone(), specs: params.to_vec(), engine })
     }
 
-    /// Applies one step: `params[i]` is updated in place from `grads[i]`. On an error nothing
-    /// has changed.
+    /// Applies one step: `params[i]` is updated in place from `grads[i]`. A call with the
+    /// wrong number of tensors or wrong lengths is refused before anything changes.
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
-        let mut values: Vec<Vec<f64>> = params.iter().map(|p| p.iter().map(|x| f64::from(*x)).collect()).collect();
-        let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|x| f64::from(*x)).collect()).collect();
-        self.interp.step(&mut values, &grads)?;
-        for (p, v) in params.iter_mut().zip(&values) {
-            for (x, y) in p.iter_mut().zip(v) {
-                *x = *y as f32;
+        match &mut self.engine {
+            Engine::Cpu(e) => e.step(params, grads),
+            Engine::Interp(it) => {
+                let mut values: Vec<Vec<f64>> =
+                    params.iter().map(|p| p.iter().map(|x| f64::from(*x)).collect()).collect();
+                let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|x| f64::from(*x)).collect()).collect();
+                it.step(&mut values, &grads)?;
+                for (p, v) in params.iter_mut().zip(&values) {
+                    for (x, y) in p.iter_mut().zip(v) {
+                        *x = *y as f32;
+                    }
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Sets a hyperparameter by name, checked against its declared type and range; it takes
     /// effect at the next step, without recompiling.
     pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), RuntimeError> {
-        Ok(self.interp.set_hyper(name, value)?)
+        let i = interp::check_hyper(&self.program.plan().module, name, value)?;
+        self.hyper_values_mut()[i] = value;
+        Ok(())
+    }
+
+    fn hyper_values(&self) -> &[f64] {
+        match &self.engine {
+            Engine::Cpu(e) => &e.hypers,
+            Engine::Interp(it) => &it.hypers,
+        }
+    }
+
+    fn hyper_values_mut(&mut self) -> &mut Vec<f64> {
+        match &mut self.engine {
+            Engine::Cpu(e) => &mut e.hypers,
+            Engine::Interp(it) => &mut it.hypers,
+        }
     }
 
     /// A hyperparameter's current value (booleans as 0 or 1), or `None` if there is none.
     pub fn hyper(&self, name: &str) -> Option<f64> {
-        let i = self.interp.plan.module.hypers.iter().position(|h| h.name == name)?;
-        Some(self.interp.hypers[i])
+        let i = self.program.plan().module.hypers.iter().position(|h| h.name == name)?;
+        Some(self.hyper_values()[i])
     }
 
     /// The hyperparameters: name, type and current value.
     pub fn hypers(&self) -> Vec<(String, HyperTy, f64)> {
-        self.interp
-            .plan
+        self.program
+            .plan()
             .module
             .hypers
             .iter()
-            .zip(&self.interp.hypers)
+            .zip(self.hyper_values())
             .map(|(h, v)| (h.name.clone(), h.ty, *v))
             .collect()
     }
 
     /// Steps taken so far.
     pub fn step_count(&self) -> u64 {
-        self.interp.step
+        match &self.engine {
+            Engine::Cpu(e) => e.step,
+            Engine::Interp(it) => it.step,
+        }
     }
 
     pub fn params(&self) -> &[ParamSpec] {
@@ -108,9 +150,14 @@ impl Optimizer {
         &self.program
     }
 
-    /// A copy of state `name` of parameter `param`, as float32.
+    /// A copy of state `name` of parameter `param`, as float32 (`None` before the first
+    /// step, or if the parameter has no such state).
     pub fn state(&self, param: &str, name: &str) -> Option<Vec<f32>> {
         let i = self.specs.iter().position(|p| p.name == param)?;
-        Some(self.interp.state(i, name)?.data.iter().map(|x| *x as f32).collect())
+        let s = self.program.plan().module.states.iter().position(|st| st.name == name)?;
+        match &self.engine {
+            Engine::Cpu(e) => e.state(i, s).map(|x| x.to_vec()),
+            Engine::Interp(it) => Some(it.state(i, name)?.data.iter().map(|x| *x as f32).collect()),
+        }
     }
 }

@@ -1,0 +1,766 @@
+//! Kernel to Cranelift IR: one function per fused kernel. A flat kernel is a loop over
+//! 128-bit lanes (four float32, unrolled twice) then a scalar tail; a grid kernel is a
+//! row-by-column scalar loop that indexes broadcast operands and fills axis reductions.
+//! Uniform values are loaded and splatted once, before the loop. Arithmetic is float32,
+//! IEEE-exact where Cranelift has the instruction (`sqrt`, `min`/`max` propagate NaN), and
+//! `exp`, `log`, `pow` and `%` call the Rust standard library's float32 functions lane by
+//! lane; sums accumulate in float64.
+
+use super::abi::{names, size_index, KernelAbi, Mode};
+use crate::ir::{Binary, Func, Op, ReduceKind, Unary, Value};
+use crate::plan::Kernel;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, AbiParam, Endianness, InstBuilder, MemFlagsData, Signature, Type};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use std::collections::HashMap;
+
+/// Lanes per vector and vectors per loop iteration.
+const LANES: i64 = 4;
+const UNROLL: i64 = 2;
+
+/// The `extern "C"` helpers kernels call, by symbol name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Helper {
+    Exp,
+    Log,
+    Pow,
+    Rem,
+}
+
+impl Helper {
+    pub const ALL: [Helper; 4] = [Helper::Exp, Helper::Log, Helper::Pow, Helper::Rem];
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Helper::Exp => "gdc_expf",
+            Helper::Log => "gdc_logf",
+            Helper::Pow => "gdc_powf",
+            Helper::Rem => "gdc_fmodf",
+        }
+    }
+
+    pub fn arity(self) -> usize {
+        match self {
+            Helper::Exp | Helper::Log => 1,
+            Helper::Pow | Helper::Rem => 2,
+        }
+    }
+}
+
+/// The kernel signature: (bufs, scalars, sizes, start, end, partials).
+pub fn signature(call_conv: cranelift_codegen::isa::CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for t in [types::I64, types::I64, types::I64, types::I64, types::I64, types::I64] {
+        sig.params.push(AbiParam::new(t));
+    }
+    sig
+}
+
+/// Resolves a helper to a callable reference inside the function being built.
+pub type HelperRefs = HashMap<Helper, cranelift_codegen::ir::FuncRef>;
+
+/// A value inside the loop: the same for every element, or one per element.
+#[derive(Clone, Copy)]
+enum Val {
+    /// Scalar f32 and its splat.
+    Uniform(cranelift_codegen::ir::Value, cranelift_codegen::ir::Value),
+    Varying(cranelift_codegen::ir::Value),
+}
+
+struct Emitter<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    helpers: &'a HelperRefs,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl Emitter<'_, '_> {
+    fn fconst(&mut self, ty: Type, x: f32) -> cranelift_codegen::ir::Value {
+        let s = self.b.ins().f32const(x);
+        if ty == types::F32 {
+            s
+        } else {
+            self.b.ins().splat(ty, s)
+        }
+    }
+
+    /// 1.0 where `mask` holds, else 0.0 (`mask`: i8 for scalars, i32x4 for vectors).
+    fn bool_of(&mut self, ty: Type, mask: cranelift_codegen::ir::Value) -> cranelift_codegen::ir::Value {
+        let one = self.fconst(ty, 1.0);
+        let zero = self.fconst(ty, 0.0);
+        self.pick(ty, mask, one, zero)
+    }
+
+    fn pick(
+        &mut self,
+        ty: Type,
+        mask: cranelift_codegen::ir::Value,
+        a: cranelift_codegen::ir::Value,
+        b: cranelift_codegen::ir::Value,
+    ) -> cranelift_codegen::ir::Value {
+        if ty == types::F32 {
+            self.b.ins().select(mask, a, b)
+        } else {
+            let m = self.b.ins().bitcast(types::F32X4, MemFlagsData::new(), mask);
+            self.b.ins().bitselect(m, a, b)
+        }
+    }
+
+    fn truth(&mut self, ty: Type, x: cranelift_codegen::ir::Value) -> cranelift_codegen::ir::Value {
+        let zero = self.fconst(ty, 0.0);
+        self.b.ins().fcmp(FloatCC::NotEqual, x, zero)
+    }
+
+    fn call(&mut self, ty: Type, h: Helper, args: &[cranelift_codegen::ir::Value]) -> cranelift_codegen::ir::Value {
+        let f = self.helpers[&h];
+        if ty == types::F32 {
+            let call = self.b.ins().call(f, args);
+            return self.b.inst_results(call)[0];
+        }
+        let mut out = self.fconst(ty, 0.0);
+        for lane in 0..LANES as u8 {
+            let lane_args: Vec<_> = args.iter().map(|a| self.b.ins().extractlane(*a, lane)).collect();
+            let call = self.b.ins().call(f, &lane_args);
+            let r = self.b.inst_results(call)[0];
+            out = self.b.ins().insertlane(out, r, lane);
+        }
+        out
+    }
+
+    fn unary(&mut self, ty: Type, u: Unary, x: cranelift_codegen::ir::Value) -> cranelift_codegen::ir::Value {
+        match u {
+            Unary::Neg => self.b.ins().fneg(x),
+            Unary::Not => {
+                let zero = self.fconst(ty, 0.0);
+                let m = self.b.ins().fcmp(FloatCC::Equal, x, zero);
+                self.bool_of(ty, m)
+            }
+            Unary::Sqrt => self.b.ins().sqrt(x),
+            Unary::Rsqrt => {
+                let s = self.b.ins().sqrt(x);
+                let one = self.fconst(ty, 1.0);
+                self.b.ins().fdiv(one, s)
+            }
+            Unary::Exp => self.call(ty, Helper::Exp, &[x]),
+            Unary::Log => self.call(ty, Helper::Log, &[x]),
+            Unary::Abs => self.b.ins().fabs(x),
+            Unary::Sign => {
+                let zero = self.fconst(ty, 0.0);
+                let one = self.fconst(ty, 1.0);
+                let minus = self.fconst(ty, -1.0);
+                let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                let neg_or_x = self.pick(ty, lt, minus, x);
+                self.pick(ty, gt, one, neg_or_x)
+            }
+        }
+    }
+
+    fn binary(
+        &mut self,
+        ty: Type,
+        op: Binary,
+        x: cranelift_codegen::ir::Value,
+        y: cranelift_codegen::ir::Value,
+    ) -> cranelift_codegen::ir::Value {
+        let cmp = |e: &mut Self, cc: FloatCC| {
+            let m = e.b.ins().fcmp(cc, x, y);
+            e.bool_of(ty, m)
+        };
+        match op {
+            Binary::Add => self.b.ins().fadd(x, y),
+            Binary::Sub => self.b.ins().fsub(x, y),
+            Binary::Mul => self.b.ins().fmul(x, y),
+            Binary::Div => self.b.ins().fdiv(x, y),
+            Binary::Rem => self.call(ty, Helper::Rem, &[x, y]),
+            Binary::Pow => self.call(ty, Helper::Pow, &[x, y]),
+            Binary::Min => self.b.ins().fmin(x, y),
+            Binary::Max => self.b.ins().fmax(x, y),
+            Binary::Eq => cmp(self, FloatCC::Equal),
+            Binary::Ne => cmp(self, FloatCC::NotEqual),
+            Binary::Lt => cmp(self, FloatCC::LessThan),
+            Binary::Le => cmp(self, FloatCC::LessThanOrEqual),
+            Binary::Gt => cmp(self, FloatCC::GreaterThan),
+            Binary::Ge => cmp(self, FloatCC::GreaterThanOrEqual),
+            Binary::And | Binary::Or => {
+                let a = self.truth(ty, x);
+                let c = self.truth(ty, y);
+                let m = if op == Binary::And { self.b.ins().band(a, c) } else { self.b.ins().bor(a, c) };
+                self.bool_of(ty, m)
+            }
+        }
+    }
+}
+
+/// Per-function state shared by the loop bodies.
+struct Ctx {
+    /// Buffer base pointers, by position in the ABI's buffer table.
+    ptrs: Vec<cranelift_codegen::ir::Value>,
+    /// Uniform values (scalar, splat) by IR value.
+    uniform: HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
+    /// Per output: the i8 guard, if any.
+    out_guards: Vec<Option<cranelift_codegen::ir::Value>>,
+    /// sizes[0..3] = numel, rows, cols (i64).
+    sizes: [cranelift_codegen::ir::Value; 3],
+}
+
+/// Emits one kernel's function body into `b` (whose signature is [`signature`]).
+pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, helpers: &HelperRefs) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let (bufs, scalars, sizes_ptr, start, end, partials) =
+        (params[0], params[1], params[2], params[3], params[4], params[5]);
+    let ptrs = (0..abi.buffers.len()).map(|i| b.ins().load(types::I64, flags(), bufs, (8 * i) as i32)).collect();
+    let sizes = [0, 1, 2].map(|i| b.ins().load(types::I64, flags(), sizes_ptr, 8 * i));
+    let mut uniform = HashMap::new();
+    for (i, v) in abi.scalars.iter().enumerate() {
+        let s = b.ins().load(types::F32, flags(), scalars, (4 * i) as i32);
+        let splat = b.ins().splat(types::F32X4, s);
+        uniform.insert(*v, (s, splat));
+    }
+    // Scalar inputs (scalar state read in a larger domain) are uniform too.
+    let domain = names(&k.domain);
+    for (v, buf) in &k.inputs {
+        if func.ty(*v).is_scalar() && !domain.is_empty() {
+            let slot = abi.buffers.iter().position(|x| x == buf).unwrap_or(0);
+            let p = b.ins().load(types::I64, flags(), bufs, (8 * slot) as i32);
+            let s = b.ins().load(types::F32, flags(), p, 0);
+            let splat = b.ins().splat(types::F32X4, s);
+            uniform.insert(*v, (s, splat));
+        }
+    }
+    let mut e = Emitter { b, helpers };
+    let out_guards = k
+        .outputs
+        .iter()
+        .map(|o| {
+            o.guard.map(|g| {
+                let s = uniform[&g].0;
+                e.truth(types::F32, s)
+            })
+        })
+        .collect();
+    let mut cx = Ctx { ptrs, uniform, out_guards, sizes };
+    match abi.mode {
+        Mode::Flat => flat(&mut e, &mut cx, func, k, abi, start, end, partials),
+        Mode::Grid => grid(&mut e, &mut cx, func, k, abi, partials),
+    }
+}
+
+/// The value of `v` in the current iteration, from `env` or the uniforms.
+fn get(env: &HashMap<Value, Val>, cx: &Ctx, v: Value) -> Val {
+    if let Some(x) = env.get(&v) {
+        return *x;
+    }
+    let (s, splat) = cx.uniform[&v];
+    Val::Uniform(s, splat)
+}
+
+/// Computes the body of one iteration (vector `ty` or scalar), given the loaded inputs.
+/// Returns the environment; reductions and stores are left to the caller.
+fn body(
+    e: &mut Emitter,
+    cx: &Ctx,
+    func: &Func,
+    k: &Kernel,
+    ty: Type,
+    mut env: HashMap<Value, Val>,
+) -> HashMap<Value, Val> {
+    for v in &k.body {
+        let inst = func.inst(*v);
+        let as_ty = |x: Val| match x {
+            Val::Varying(x) => x,
+            Val::Uniform(s, splat) => {
+                if ty == types::F32 {
+                    s
+                } else {
+                    splat
+                }
+            }
+        };
+        let args: Vec<Val> = inst.args.iter().map(|a| get(&env, cx, *a)).collect();
+        let vals: Vec<_> = args.iter().map(|a| as_ty(*a)).collect();
+        let out = match &inst.op {
+            Op::Store(_) | Op::Reduce(..) | Op::Eye => continue,
+            Op::Broadcast => vals[0],
+            Op::Unary(u) => e.unary(ty, *u, vals[0]),
+            Op::Binary(bop) => e.binary(ty, *bop, vals[0], vals[1]),
+            Op::Select => {
+                let m = e.truth(ty, vals[0]);
+                e.pick(ty, m, vals[1], vals[2])
+            }
+            // Everything else reaches a kernel as an input or a uniform.
+            _ => continue,
+        };
+        env.insert(*v, Val::Varying(out));
+    }
+    env
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flat(
+    e: &mut Emitter,
+    cx: &mut Ctx,
+    func: &Func,
+    k: &Kernel,
+    abi: &KernelAbi,
+    start: cranelift_codegen::ir::Value,
+    end: cranelift_codegen::ir::Value,
+    partials: cranelift_codegen::ir::Value,
+) {
+    let step = LANES * UNROLL;
+    let sums: Vec<(Value, ReduceKind)> = abi
+        .reductions
+        .iter()
+        .map(|r| match func.inst(*r).op {
+            Op::Reduce(kind, _) => (*r, kind),
+            _ => (*r, ReduceKind::Sum),
+        })
+        .collect();
+    // Vector accumulators: a sum keeps two f64x2 (lanes 0-1 and 2-3), a max-abs one f32x4.
+    let i_var = e.b.declare_var(types::I64);
+    e.b.def_var(i_var, start);
+    let mut vacc: Vec<(Variable, Option<Variable>)> = Vec::new();
+    for (_, kind) in &sums {
+        match kind {
+            ReduceKind::Sum => {
+                let z = e.b.ins().f64const(0.0);
+                let z2 = e.b.ins().splat(types::F64X2, z);
+                let lo = e.b.declare_var(types::F64X2);
+                let hi = e.b.declare_var(types::F64X2);
+                e.b.def_var(lo, z2);
+                e.b.def_var(hi, z2);
+                vacc.push((lo, Some(hi)));
+            }
+            ReduceKind::MaxAbs => {
+                let z = e.fconst(types::F32X4, 0.0);
+                let a = e.b.declare_var(types::F32X4);
+                e.b.def_var(a, z);
+                vacc.push((a, None));
+            }
+        }
+    }
+    let len = e.b.ins().isub(end, start);
+    let vec_len = e.b.ins().band_imm_s(len, !(step - 1));
+    let vec_end = e.b.ins().iadd(start, vec_len);
+
+    let vhead = e.b.create_block();
+    let vbody = e.b.create_block();
+    let vexit = e.b.create_block();
+    e.b.ins().jump(vhead, &[]);
+    e.b.switch_to_block(vhead);
+    let i = e.b.use_var(i_var);
+    let more = e.b.ins().icmp(IntCC::UnsignedLessThan, i, vec_end);
+    e.b.ins().brif(more, vbody, &[], vexit, &[]);
+    e.b.switch_to_block(vbody);
+    e.b.seal_block(vbody);
+    let i = e.b.use_var(i_var);
+    let byte = e.b.ins().ishl_imm_u(i, 2);
+    for u in 0..UNROLL {
+        let off = (u * LANES * 4) as i32;
+        let env = load_inputs(e, cx, func, k, abi, types::F32X4, byte, off);
+        let env = body(e, cx, func, k, types::F32X4, env);
+        for (ri, (r, kind)) in sums.iter().enumerate() {
+            let Val::Varying(x) = get(&env, cx, func.inst(*r).args[0]) else { continue };
+            match kind {
+                ReduceKind::Sum => {
+                    let lo_x = e.b.ins().fvpromote_low(x);
+                    let bytes =
+                        e.b.ins().bitcast(types::I8X16, MemFlagsData::new().with_endianness(Endianness::Little), x);
+                    let mask = e.b.func.dfg.immediates.push((8u8..16).chain(8..16).collect::<Vec<u8>>().into());
+                    let hi_bytes = e.b.ins().shuffle(bytes, bytes, mask);
+                    let hi_f = e.b.ins().bitcast(
+                        types::F32X4,
+                        MemFlagsData::new().with_endianness(Endianness::Little),
+                        hi_bytes,
+                    );
+                    let hi_x = e.b.ins().fvpromote_low(hi_f);
+                    let (lo, hi) = (vacc[ri].0, vacc[ri].1.expect("a sum has two accumulators"));
+                    let a = e.b.use_var(lo);
+                    let a = e.b.ins().fadd(a, lo_x);
+                    e.b.def_var(lo, a);
+                    let c = e.b.use_var(hi);
+                    let c = e.b.ins().fadd(c, hi_x);
+                    e.b.def_var(hi, c);
+                }
+                ReduceKind::MaxAbs => {
+                    let a = e.b.use_var(vacc[ri].0);
+                    let ax = e.b.ins().fabs(x);
+                    let m = e.b.ins().fmax(a, ax);
+                    e.b.def_var(vacc[ri].0, m);
+                }
+            }
+        }
+        store_outputs(e, cx, func, k, abi, &env, types::F32X4, byte, off);
+    }
+    let i = e.b.use_var(i_var);
+    let next = e.b.ins().iadd_imm_s(i, step);
+    e.b.def_var(i_var, next);
+    e.b.ins().jump(vhead, &[]);
+    e.b.seal_block(vhead);
+    e.b.switch_to_block(vexit);
+    e.b.seal_block(vexit);
+
+    // Fold the vector accumulators into scalar ones for the tail.
+    let mut sacc: Vec<Variable> = Vec::new();
+    for (ri, (_, kind)) in sums.iter().enumerate() {
+        let var = e.b.declare_var(types::F64);
+        let x = match kind {
+            ReduceKind::Sum => {
+                let lo = e.b.use_var(vacc[ri].0);
+                let hi = e.b.use_var(vacc[ri].1.expect("a sum has two accumulators"));
+                let s = e.b.ins().fadd(lo, hi);
+                let a = e.b.ins().extractlane(s, 0);
+                let c = e.b.ins().extractlane(s, 1);
+                e.b.ins().fadd(a, c)
+            }
+            ReduceKind::MaxAbs => {
+                let v = e.b.use_var(vacc[ri].0);
+                let mut m = e.b.ins().extractlane(v, 0);
+                for lane in 1..LANES as u8 {
+                    let x = e.b.ins().extractlane(v, lane);
+                    m = e.b.ins().fmax(m, x);
+                }
+                e.b.ins().fpromote(types::F64, m)
+            }
+        };
+        e.b.def_var(var, x);
+        sacc.push(var);
+    }
+
+    let thead = e.b.create_block();
+    let tbody = e.b.create_block();
+    let texit = e.b.create_block();
+    e.b.ins().jump(thead, &[]);
+    e.b.switch_to_block(thead);
+    let i = e.b.use_var(i_var);
+    let more = e.b.ins().icmp(IntCC::UnsignedLessThan, i, end);
+    e.b.ins().brif(more, tbody, &[], texit, &[]);
+    e.b.switch_to_block(tbody);
+    e.b.seal_block(tbody);
+    let i = e.b.use_var(i_var);
+    let byte = e.b.ins().ishl_imm_u(i, 2);
+    let env = load_inputs(e, cx, func, k, abi, types::F32, byte, 0);
+    let env = body(e, cx, func, k, types::F32, env);
+    for (ri, (r, kind)) in sums.iter().enumerate() {
+        let x = match get(&env, cx, func.inst(*r).args[0]) {
+            Val::Varying(x) => x,
+            Val::Uniform(s, _) => s,
+        };
+        let a = e.b.use_var(sacc[ri]);
+        let n = match kind {
+            ReduceKind::Sum => {
+                let x64 = e.b.ins().fpromote(types::F64, x);
+                e.b.ins().fadd(a, x64)
+            }
+            ReduceKind::MaxAbs => {
+                let ax = e.b.ins().fabs(x);
+                let x64 = e.b.ins().fpromote(types::F64, ax);
+                e.b.ins().fmax(a, x64)
+            }
+        };
+        e.b.def_var(sacc[ri], n);
+    }
+    store_outputs(e, cx, func, k, abi, &env, types::F32, byte, 0);
+    let i = e.b.use_var(i_var);
+    let next = e.b.ins().iadd_imm_s(i, 1);
+    e.b.def_var(i_var, next);
+    e.b.ins().jump(thead, &[]);
+    e.b.seal_block(thead);
+    e.b.switch_to_block(texit);
+    e.b.seal_block(texit);
+    for (ri, var) in sacc.iter().enumerate() {
+        let x = e.b.use_var(*var);
+        e.b.ins().store(flags(), x, partials, (8 * ri) as i32);
+    }
+    e.b.ins().return_(&[]);
+}
+
+/// Loads every input that varies over the domain at byte offset `byte + off`.
+#[allow(clippy::too_many_arguments)]
+fn load_inputs(
+    e: &mut Emitter,
+    cx: &Ctx,
+    func: &Func,
+    k: &Kernel,
+    abi: &KernelAbi,
+    ty: Type,
+    byte: cranelift_codegen::ir::Value,
+    off: i32,
+) -> HashMap<Value, Val> {
+    let mut env = HashMap::new();
+    let domain_is_scalar = k.domain == gdc_dsl::types::Shape::Scalar;
+    for (v, buf) in &k.inputs {
+        if func.ty(*v).is_scalar() && !domain_is_scalar {
+            continue;
+        }
+        let slot = abi.buffers.iter().position(|x| x == buf).unwrap_or(0);
+        let addr = e.b.ins().iadd(cx.ptrs[slot], byte);
+        let x = e.b.ins().load(ty, flags(), addr, off);
+        env.insert(*v, Val::Varying(x));
+    }
+    env
+}
+
+/// Writes every output at byte offset `byte + off`, each under its guard.
+#[allow(clippy::too_many_arguments)]
+fn store_outputs(
+    e: &mut Emitter,
+    cx: &Ctx,
+    func: &Func,
+    k: &Kernel,
+    abi: &KernelAbi,
+    env: &HashMap<Value, Val>,
+    ty: Type,
+    byte: cranelift_codegen::ir::Value,
+    off: i32,
+) {
+    let _ = func;
+    for (oi, o) in k.outputs.iter().enumerate() {
+        if abi.axis_reductions.iter().any(|(r, _)| *r == o.value) {
+            continue;
+        }
+        let x = match get(env, cx, o.value) {
+            Val::Varying(x) => x,
+            Val::Uniform(s, splat) => {
+                if ty == types::F32 {
+                    s
+                } else {
+                    splat
+                }
+            }
+        };
+        let slot = abi.buffers.iter().position(|b| *b == o.buffer).unwrap_or(0);
+        let write = |e: &mut Emitter| {
+            let addr = e.b.ins().iadd(cx.ptrs[slot], byte);
+            e.b.ins().store(flags(), x, addr, off);
+        };
+        match cx.out_guards[oi] {
+            None => write(e),
+            Some(g) => {
+                let yes = e.b.create_block();
+                let done = e.b.create_block();
+                e.b.ins().brif(g, yes, &[], done, &[]);
+                e.b.switch_to_block(yes);
+                e.b.seal_block(yes);
+                write(e);
+                e.b.ins().jump(done, &[]);
+                e.b.switch_to_block(done);
+                e.b.seal_block(done);
+            }
+        }
+    }
+}
+
+/// A counted loop `for var in 0..n { inner }` (i64), leaving the builder after it.
+fn counted_loop(e: &mut Emitter, n: cranelift_codegen::ir::Value, inner: &mut dyn FnMut(&mut Emitter, Variable)) {
+    let var = e.b.declare_var(types::I64);
+    let zero = e.b.ins().iconst(types::I64, 0);
+    e.b.def_var(var, zero);
+    let head = e.b.create_block();
+    let bodyb = e.b.create_block();
+    let exit = e.b.create_block();
+    e.b.ins().jump(head, &[]);
+    e.b.switch_to_block(head);
+    let i = e.b.use_var(var);
+    let more = e.b.ins().icmp(IntCC::UnsignedLessThan, i, n);
+    e.b.ins().brif(more, bodyb, &[], exit, &[]);
+    e.b.switch_to_block(bodyb);
+    e.b.seal_block(bodyb);
+    inner(e, var);
+    let i = e.b.use_var(var);
+    let next = e.b.ins().iadd_imm_s(i, 1);
+    e.b.def_var(var, next);
+    e.b.ins().jump(head, &[]);
+    e.b.seal_block(head);
+    e.b.switch_to_block(exit);
+    e.b.seal_block(exit);
+}
+
+fn grid(
+    e: &mut Emitter,
+    cx: &mut Ctx,
+    func: &Func,
+    k: &Kernel,
+    abi: &KernelAbi,
+    partials: cranelift_codegen::ir::Value,
+) {
+    let domain = names(&k.domain);
+    let rows = cx.sizes[size_index(&domain[0])];
+    let cols = cx.sizes[size_index(&domain[1])];
+    let nfull = abi.reductions.len() as i64;
+    // Scratch offsets (in f64 elements from `partials`) of the axis reductions.
+    let mut scratch: Vec<cranelift_codegen::ir::Value> = Vec::new();
+    let mut at = e.b.ins().iconst(types::I64, nfull);
+    for (_, by_rows) in &abi.axis_reductions {
+        scratch.push(at);
+        let n = if *by_rows { rows } else { cols };
+        at = e.b.ins().iadd(at, n);
+    }
+    let scratch_end = at;
+    // Zero the accumulators (full and axis).
+    counted_loop(e, scratch_end, &mut |e, var| {
+        let i = e.b.use_var(var);
+        let byte = e.b.ins().ishl_imm_u(i, 3);
+        let addr = e.b.ins().iadd(partials, byte);
+        let z = e.b.ins().f64const(0.0);
+        e.b.ins().store(flags(), z, addr, 0);
+    });
+    let flat_var = e.b.declare_var(types::I64);
+    let zero = e.b.ins().iconst(types::I64, 0);
+    e.b.def_var(flat_var, zero);
+    let cxr: &Ctx = cx;
+    counted_loop(e, rows, &mut |e, rvar| {
+        counted_loop(e, cols, &mut |e, cvar| {
+            let r = e.b.use_var(rvar);
+            let c = e.b.use_var(cvar);
+            let flat = e.b.use_var(flat_var);
+            let byte = e.b.ins().ishl_imm_u(flat, 2);
+            // Inputs: domain-shaped ones at the flat index, broadcast ones by their names.
+            let mut env = HashMap::new();
+            for (v, buf) in &k.inputs {
+                let shape = &func.ty(*v).shape;
+                if *shape == gdc_dsl::types::Shape::Scalar {
+                    continue;
+                }
+                let slot = abi.buffers.iter().position(|x| x == buf).unwrap_or(0);
+                let vn = names(shape);
+                let idx = if vn == domain { flat } else { index_in(e, cxr, &vn, &domain, r, c) };
+                let b4 = e.b.ins().ishl_imm_u(idx, 2);
+                let addr = e.b.ins().iadd(cxr.ptrs[slot], b4);
+                let x = e.b.ins().load(types::F32, flags(), addr, 0);
+                env.insert(*v, Val::Varying(x));
+            }
+            for v in &k.body {
+                if func.inst(*v).op == Op::Eye {
+                    let m = e.b.ins().icmp(IntCC::Equal, r, c);
+                    let x = e.bool_of(types::F32, m);
+                    env.insert(*v, Val::Varying(x));
+                }
+            }
+            let env = body(e, cxr, func, k, types::F32, env);
+            for (ri, red) in abi.reductions.iter().enumerate() {
+                let x = scalar_of(get(&env, cxr, func.inst(*red).args[0]));
+                let kind = reduce_kind(func, *red);
+                accumulate(e, kind, partials, None, ri as i64, x);
+            }
+            for (ai, (red, by_rows)) in abi.axis_reductions.iter().enumerate() {
+                let x = scalar_of(get(&env, cxr, func.inst(*red).args[0]));
+                let kind = reduce_kind(func, *red);
+                let at = e.b.ins().iadd(scratch[ai], if *by_rows { r } else { c });
+                accumulate(e, kind, partials, Some(at), 0, x);
+            }
+            store_outputs(e, cxr, func, k, abi, &env, types::F32, byte, 0);
+            let next = e.b.ins().iadd_imm_s(flat, 1);
+            e.b.def_var(flat_var, next);
+        });
+    });
+    // Axis reductions go to their output buffers.
+    for (oi, o) in k.outputs.iter().enumerate() {
+        let Some(ai) = abi.axis_reductions.iter().position(|(r, _)| *r == o.value) else { continue };
+        let n = if abi.axis_reductions[ai].1 { rows } else { cols };
+        let slot = abi.buffers.iter().position(|b| *b == o.buffer).unwrap_or(0);
+        let base = scratch[ai];
+        let guard = cx.out_guards[oi];
+        let ptr = cx.ptrs[slot];
+        counted_loop(e, n, &mut |e, var| {
+            let i = e.b.use_var(var);
+            let at = e.b.ins().iadd(base, i);
+            let b8 = e.b.ins().ishl_imm_u(at, 3);
+            let src = e.b.ins().iadd(partials, b8);
+            let x = e.b.ins().load(types::F64, flags(), src, 0);
+            let x = e.b.ins().fdemote(types::F32, x);
+            let b4 = e.b.ins().ishl_imm_u(i, 2);
+            let dst = e.b.ins().iadd(ptr, b4);
+            match guard {
+                None => {
+                    e.b.ins().store(flags(), x, dst, 0);
+                }
+                Some(g) => {
+                    let yes = e.b.create_block();
+                    let done = e.b.create_block();
+                    e.b.ins().brif(g, yes, &[], done, &[]);
+                    e.b.switch_to_block(yes);
+                    e.b.seal_block(yes);
+                    e.b.ins().store(flags(), x, dst, 0);
+                    e.b.ins().jump(done, &[]);
+                    e.b.switch_to_block(done);
+                    e.b.seal_block(done);
+                }
+            }
+        });
+    }
+    e.b.ins().return_(&[]);
+}
+
+fn scalar_of(v: Val) -> cranelift_codegen::ir::Value {
+    match v {
+        Val::Varying(x) => x,
+        Val::Uniform(s, _) => s,
+    }
+}
+
+fn reduce_kind(func: &Func, r: Value) -> ReduceKind {
+    match func.inst(r).op {
+        Op::Reduce(kind, _) => kind,
+        _ => ReduceKind::Sum,
+    }
+}
+
+/// partials[at or fixed] (+)= x, in float64.
+fn accumulate(
+    e: &mut Emitter,
+    kind: ReduceKind,
+    partials: cranelift_codegen::ir::Value,
+    at: Option<cranelift_codegen::ir::Value>,
+    fixed: i64,
+    x: cranelift_codegen::ir::Value,
+) {
+    let addr = match at {
+        Some(at) => {
+            let b8 = e.b.ins().ishl_imm_u(at, 3);
+            e.b.ins().iadd(partials, b8)
+        }
+        None => e.b.ins().iadd_imm_s(partials, 8 * fixed),
+    };
+    let acc = e.b.ins().load(types::F64, flags(), addr, 0);
+    let n = match kind {
+        ReduceKind::Sum => {
+            let x64 = e.b.ins().fpromote(types::F64, x);
+            e.b.ins().fadd(acc, x64)
+        }
+        ReduceKind::MaxAbs => {
+            let ax = e.b.ins().fabs(x);
+            let x64 = e.b.ins().fpromote(types::F64, ax);
+            e.b.ins().fmax(acc, x64)
+        }
+    };
+    e.b.ins().store(flags(), n, addr, 0);
+}
+
+/// The flat index into a broadcast operand with dimension names `vn` at grid position
+/// (r, c): each of its dimensions takes the index of the first domain dimension of the same
+/// name (the interpreter's rule).
+fn index_in(
+    e: &mut Emitter,
+    cx: &Ctx,
+    vn: &[String],
+    domain: &[String],
+    r: cranelift_codegen::ir::Value,
+    c: cranelift_codegen::ir::Value,
+) -> cranelift_codegen::ir::Value {
+    let mut off = e.b.ins().iconst(types::I64, 0);
+    for name in vn {
+        let pos = domain.iter().position(|d| d == name).unwrap_or(0);
+        let idx = if pos == 0 { r } else { c };
+        let size = cx.sizes[size_index(name)];
+        let scaled = e.b.ins().imul(off, size);
+        off = e.b.ins().iadd(scaled, idx);
+    }
+    off
+}

@@ -1,0 +1,544 @@
+//! The CPU engine: runs a plan's compiled kernels over the bound parameters. The host
+//! prelude and device scalars are computed here in float64; each item of the step is ONE
+//! parallel pass over a persistent thread pool: the elements of every parameter's tensors
+//! are cut into chunks (not one task per tensor), so many small tensors cost about what one
+//! large one does. Reductions are summed per chunk in float64 and combined in chunk order,
+//! so results do not depend on the thread count or timing.
+
+#![allow(unsafe_code)]
+
+use crate::RuntimeError;
+use gdc_compiler::cpu::abi::{names, size_index, Mode};
+use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
+use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
+use gdc_compiler::ir::{Func, Module, Op, ReduceKind, Value};
+use gdc_compiler::plan::{Buffer, Item, LibCall, Plan};
+use gdc_dsl::types::Shape;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Elements per chunk: large enough that a chunk's work dwarfs handing it to a thread,
+/// small enough that every thread gets several.
+const MIN_CHUNK: usize = 1 << 14;
+const MAX_CHUNK: usize = 1 << 18;
+
+/// One parameter's buffers owned by the engine.
+struct Owned {
+    /// By state index; `None` for state this parameter's variant does not use.
+    states: Vec<Option<Vec<f32>>>,
+    /// The update plan's temporaries.
+    temps: Vec<Vec<f32>>,
+}
+
+pub(crate) struct CpuEngine {
+    plan: Arc<Plan>,
+    code: Arc<CpuProgram>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    pub params: Vec<BoundParam>,
+    owned: Vec<Owned>,
+    pub hypers: Vec<f64>,
+    pub globals: Vec<f64>,
+    pub step: u64,
+    /// Whether the state has been initialised (at the first step).
+    pub initialised: bool,
+}
+
+/// A raw buffer pointer that may cross to a worker thread: every chunk writes a disjoint
+/// element range of its buffers, and grid kernels and library calls own their tensor.
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+// SAFETY: see the type's documentation; the step holds `&mut` to every buffer meanwhile.
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+impl Ptr {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One kernel call prepared for a parameter.
+struct Call<'a> {
+    kernel: &'a CompiledKernel,
+    bufs: Vec<Ptr>,
+    scalars: Vec<f32>,
+    sizes: [u64; 3],
+    /// Elements in the kernel's domain for this parameter.
+    len: usize,
+    param: usize,
+}
+
+/// A chunk of a call: elements `start..end`.
+struct Chunk {
+    call: usize,
+    start: u64,
+    end: u64,
+    partials: usize,
+}
+
+fn shape_len(shape: &Shape, bp: &BoundParam) -> usize {
+    names(shape)
+        .iter()
+        .map(|n| match size_index(n) {
+            1 => bp.rows,
+            2 => bp.cols,
+            _ => bp.numel,
+        })
+        .product()
+}
+
+fn internal(msg: String) -> RuntimeError {
+    RuntimeError::Step(InterpError::Internal(msg))
+}
+
+impl CpuEngine {
+    pub fn new(
+        plan: Arc<Plan>,
+        code: Arc<CpuProgram>,
+        params: Vec<BoundParam>,
+        threads: usize,
+    ) -> Result<CpuEngine, RuntimeError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gdc-worker-{i}"))
+            .build()
+            .map_err(|e| RuntimeError::Codegen(format!("cannot start {threads} worker threads: {e}")))?;
+        let m = &plan.module;
+        let mut owned = Vec::new();
+        for bp in &params {
+            let vp = &plan.variants[bp.variant];
+            let used = state_use(m, &m.variants[bp.variant].init, &m.variants[bp.variant].update);
+            let pshape = vp.pattern.param_shape();
+            let states = m
+                .states
+                .iter()
+                .enumerate()
+                .map(|(s, st)| {
+                    used[s].then(|| {
+                        let shape = if st.shape == Shape::Like { pshape.clone() } else { st.shape.clone() };
+                        vec![0.0f32; shape_len(&shape, bp)]
+                    })
+                })
+                .collect();
+            let temps = vp.update.temps.iter().map(|t| vec![0.0f32; shape_len(t, bp)]).collect();
+            owned.push(Owned { states, temps });
+        }
+        let hypers = m.hypers.iter().map(|h| h.default).collect();
+        let globals = m.globals.iter().map(|g| g.init).collect();
+        Ok(CpuEngine { plan, code, pool, threads, params, owned, hypers, globals, step: 0, initialised: false })
+    }
+
+    /// State `s` of parameter `i`, once initialised.
+    pub fn state(&self, i: usize, s: usize) -> Option<&[f32]> {
+        if !self.initialised {
+            return None;
+        }
+        self.owned.get(i)?.states.get(s)?.as_deref()
+    }
+
+    /// Replaces state `s` of parameter `i` (a checkpoint being loaded); `false` if the
+    /// parameter has no such state or the length differs.
+    pub fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> bool {
+        match self.owned.get_mut(i).and_then(|o| o.states.get_mut(s)).and_then(|x| x.as_mut()) {
+            Some(buf) if buf.len() == data.len() => {
+                buf.copy_from_slice(data);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
+        interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
+        if !self.initialised {
+            self.run_all(true, params, grads)?;
+            self.initialised = true;
+        }
+        self.step += 1;
+        let inputs = HostInputs {
+            hypers: &self.hypers,
+            step: self.step,
+            globals: &self.globals,
+            prepare_outs: &[],
+            param: None,
+        };
+        let (stores, prepare_outs) = interp::run_prepare(&self.plan, &inputs)?;
+        for (gi, x) in stores {
+            self.globals[gi] = x;
+        }
+        let result = self.run_all_with(false, params, grads, &prepare_outs);
+        if result.is_err() {
+            self.step -= 1;
+        }
+        result
+    }
+
+    fn run_all(&mut self, init: bool, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        self.run_all_with(init, params, grads, &[])
+    }
+
+    /// Runs the init or update plan of every parameter, variant by variant, each item as one
+    /// parallel pass over all the parameters of that variant.
+    fn run_all_with(
+        &mut self,
+        init: bool,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        prepare_outs: &[f64],
+    ) -> Result<(), RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let code = Arc::clone(&self.code);
+        let m = &plan.module;
+        // Initialisers read the parameter as given, but must not write it.
+        let init_copies: Vec<Vec<f32>> = if init { params.iter().map(|p| p.to_vec()).collect() } else { vec![] };
+        let mut init_temps: Vec<Vec<Vec<f32>>> = Vec::new();
+        if init {
+            for bp in &self.params {
+                let fp = &plan.variants[bp.variant].init;
+                init_temps.push(fp.temps.iter().map(|t| vec![0.0f32; shape_len(t, bp)]).collect());
+            }
+        }
+        for vi in 0..plan.variants.len() {
+            let members: Vec<usize> = (0..self.params.len()).filter(|i| self.params[*i].variant == vi).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let (func, fplan, compiled) = if init {
+                (&m.variants[vi].init, &plan.variants[vi].init, &code.variants[vi].0)
+            } else {
+                (&m.variants[vi].update, &plan.variants[vi].update, &code.variants[vi].1)
+            };
+            // Host scalars once per step, per-parameter scalars once per parameter.
+            let mut envs: Vec<HashMap<Value, f64>> = Vec::new();
+            for &i in &members {
+                let mut env = HashMap::new();
+                let inputs = HostInputs {
+                    hypers: &self.hypers,
+                    step: self.step,
+                    globals: &self.globals,
+                    prepare_outs,
+                    param: Some(&self.params[i]),
+                };
+                for v in fplan.host.iter().chain(&fplan.param) {
+                    let x = scalar(m, func, *v, &env, &inputs, &self.owned[i])?;
+                    env.insert(*v, x);
+                }
+                envs.push(env);
+            }
+            for (ii, item) in fplan.items.iter().enumerate() {
+                match item {
+                    Item::Kernel(k) => {
+                        let Some(ck) = &compiled[ii] else {
+                            return Err(internal(format!("kernel k{} was not compiled", k.id)));
+                        };
+                        let mut calls = Vec::new();
+                        for (mi, &i) in members.iter().enumerate() {
+                            let inputs = HostInputs {
+                                hypers: &self.hypers,
+                                step: self.step,
+                                globals: &self.globals,
+                                prepare_outs,
+                                param: Some(&self.params[i]),
+                            };
+                            for v in &k.scalars {
+                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?;
+                                envs[mi].insert(*v, x);
+                            }
+                            if let Some(g) = k.guard {
+                                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                                    continue;
+                                }
+                            }
+                            let mut scalars = Vec::with_capacity(ck.abi.scalars.len());
+                            for v in &ck.abi.scalars {
+                                let x = match envs[mi].get(v) {
+                                    Some(x) => *x,
+                                    None => scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?,
+                                };
+                                scalars.push(x as f32);
+                            }
+                            let bp = &self.params[i];
+                            let owned = &mut self.owned[i];
+                            let temps = if init { &mut init_temps[i] } else { &mut owned.temps };
+                            let mut bufs = Vec::with_capacity(ck.abi.buffers.len());
+                            for b in &ck.abi.buffers {
+                                let ptr = match b {
+                                    Buffer::Param if init => init_copies[i].as_ptr() as *mut f32,
+                                    Buffer::Param => params[i].as_mut_ptr(),
+                                    Buffer::Grad if init => init_copies[i].as_ptr() as *mut f32,
+                                    Buffer::Grad => grads[i].as_ptr() as *mut f32,
+                                    Buffer::State(s) => match owned.states[*s].as_mut() {
+                                        Some(x) => x.as_mut_ptr(),
+                                        None => {
+                                            return Err(internal(format!(
+                                                "state `{}` is not allocated",
+                                                m.states[*s].name
+                                            )))
+                                        }
+                                    },
+                                    Buffer::Temp(t) => temps[*t].as_mut_ptr(),
+                                };
+                                bufs.push(Ptr(ptr));
+                            }
+                            if init && ck.abi.buffers.contains(&Buffer::Param) && writes_param(k) {
+                                return Err(internal("an initialiser writes the parameter".into()));
+                            }
+                            let sizes = [bp.numel as u64, bp.rows as u64, bp.cols as u64];
+                            let len = shape_len(&k.domain, bp);
+                            calls.push(Call { kernel: ck, bufs, scalars, sizes, len, param: mi });
+                        }
+                        let slots = self.run_kernel(&calls, &k.domain, func)?;
+                        for (mi, r, x) in slots {
+                            envs[mi].insert(r, x);
+                        }
+                    }
+                    Item::Lib(l) => {
+                        let mut jobs = Vec::new();
+                        for (mi, &i) in members.iter().enumerate() {
+                            let inputs = HostInputs {
+                                hypers: &self.hypers,
+                                step: self.step,
+                                globals: &self.globals,
+                                prepare_outs,
+                                param: Some(&self.params[i]),
+                            };
+                            for v in &l.scalars {
+                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?;
+                                envs[mi].insert(*v, x);
+                            }
+                            if let Some(g) = l.guard {
+                                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                                    continue;
+                                }
+                            }
+                            jobs.push(mi);
+                        }
+                        self.run_lib(l, func, &members, &jobs, &envs, init, &mut init_temps, params, grads)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one kernel item over every call: flat kernels cut into chunks, grid kernels
+    /// whole; returns the reduction slots (call's member index, value, result).
+    fn run_kernel(
+        &self,
+        calls: &[Call],
+        domain: &Shape,
+        func: &Func,
+    ) -> Result<Vec<(usize, Value, f64)>, RuntimeError> {
+        let total: usize = calls.iter().map(|c| domain_len(c)).sum();
+        let chunk = (total / (self.threads * 4)).clamp(MIN_CHUNK, MAX_CHUNK).next_multiple_of(8);
+        let mut chunks = Vec::new();
+        let mut npartials = 0;
+        for (ci, c) in calls.iter().enumerate() {
+            let n = domain_len(c);
+            let abi = &c.kernel.abi;
+            match abi.mode {
+                Mode::Flat => {
+                    let mut s = 0;
+                    while s < n || (n == 0 && s == 0) {
+                        let e = (s + chunk).min(n);
+                        chunks.push(Chunk { call: ci, start: s as u64, end: e as u64, partials: npartials });
+                        npartials += abi.reductions.len();
+                        if n == 0 {
+                            break;
+                        }
+                        s = e;
+                    }
+                }
+                Mode::Grid => {
+                    chunks.push(Chunk { call: ci, start: 0, end: n as u64, partials: npartials });
+                    let dn = names(domain);
+                    let (rows, cols) = (size_of(&dn[0], c.sizes), size_of(&dn[1], c.sizes));
+                    npartials += abi.reductions.len()
+                        + abi
+                            .axis_reductions
+                            .iter()
+                            .map(|(_, by_rows)| if *by_rows { rows } else { cols })
+                            .sum::<usize>();
+                }
+            }
+        }
+        let mut partials = vec![0.0f64; npartials];
+        let base = Ptr(partials.as_mut_ptr() as *mut f32);
+        let run = |ch: &Chunk| {
+            let c = &calls[ch.call];
+            let bufs: Vec<*mut f32> = c.bufs.iter().map(|p| p.get()).collect();
+            // SAFETY: the kernel reads and writes elements start..end of buffers whose
+            // lengths `bind` checked against the parameter's sizes; each chunk has its own
+            // range of `partials`; grid kernels own their whole tensor.
+            unsafe {
+                let parts = (base.get() as *mut f64).add(ch.partials);
+                (c.kernel.entry)(bufs.as_ptr(), c.scalars.as_ptr(), c.sizes.as_ptr(), ch.start, ch.end, parts);
+            }
+        };
+        if chunks.len() == 1 {
+            run(&chunks[0]);
+        } else {
+            self.pool.install(|| chunks.par_iter().for_each(run));
+        }
+        // Combine the chunks' partial reductions in chunk order.
+        let mut out: Vec<(usize, Value, f64)> = Vec::new();
+        let mut acc: HashMap<(usize, Value), f64> = HashMap::new();
+        for ch in &chunks {
+            let c = &calls[ch.call];
+            for (ri, r) in c.kernel.abi.reductions.iter().enumerate() {
+                let x = partials[ch.partials + ri];
+                let e = acc.entry((c.param, *r)).or_insert_with(|| {
+                    out.push((c.param, *r, 0.0));
+                    0.0
+                });
+                *e = match func.inst(*r).op {
+                    Op::Reduce(ReduceKind::MaxAbs, _) => {
+                        if e.is_nan() || x.is_nan() {
+                            f64::NAN
+                        } else {
+                            e.max(x)
+                        }
+                    }
+                    _ => *e + x,
+                };
+            }
+        }
+        for o in &mut out {
+            o.2 = acc[&(o.0, o.1)];
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_lib(
+        &mut self,
+        l: &LibCall,
+        func: &Func,
+        members: &[usize],
+        jobs: &[usize],
+        envs: &[HashMap<Value, f64>],
+        init: bool,
+        init_temps: &mut [Vec<Vec<f32>>],
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+    ) -> Result<(), RuntimeError> {
+        let Buffer::Temp(out_t) = l.output else {
+            return Err(internal("a library call writes a non-temporary".into()));
+        };
+        for &mi in jobs {
+            let i = members[mi];
+            let bp = self.params[i].clone();
+            let inst = func.inst(l.inst);
+            let mut args: Vec<(Vec<f32>, Vec<usize>)> = Vec::new();
+            for a in &inst.args {
+                let ty = func.ty(*a);
+                let sizes: Vec<usize> = names(&ty.shape)
+                    .iter()
+                    .map(|n| size_of(n, [bp.numel as u64, bp.rows as u64, bp.cols as u64]))
+                    .collect();
+                if ty.is_scalar() && !l.inputs.iter().any(|(v, _)| v == a) {
+                    let x = envs[mi].get(a).copied().ok_or_else(|| internal(format!("{a} is not available")))?;
+                    args.push((vec![x as f32], sizes));
+                    continue;
+                }
+                let Some((_, b)) = l.inputs.iter().find(|(v, _)| v == a) else {
+                    return Err(internal(format!("library call reads {a}, which it did not list")));
+                };
+                let owned = &self.owned[i];
+                let data: &[f32] = match b {
+                    Buffer::Param => &params[i][..],
+                    Buffer::Grad => grads[i],
+                    Buffer::State(s) => owned.states[*s].as_deref().unwrap_or(&[]),
+                    Buffer::Temp(t) => {
+                        if init {
+                            &init_temps[i][*t]
+                        } else {
+                            &owned.temps[*t]
+                        }
+                    }
+                };
+                args.push((data.to_vec(), sizes));
+            }
+            let result = crate::linalg::run(&inst.op, &args)?;
+            let dst = if init { &mut init_temps[i][out_t] } else { &mut self.owned[i].temps[out_t] };
+            if dst.len() != result.len() {
+                return Err(internal(format!(
+                    "library call result has {} elements, its buffer {}",
+                    result.len(),
+                    dst.len()
+                )));
+            }
+            dst.copy_from_slice(&result);
+        }
+        Ok(())
+    }
+}
+
+fn size_of(name: &str, sizes: [u64; 3]) -> usize {
+    sizes[size_index(name)] as usize
+}
+
+/// The number of elements a call iterates over.
+fn domain_len(c: &Call) -> usize {
+    c.len
+}
+
+fn writes_param(k: &gdc_compiler::plan::Kernel) -> bool {
+    k.outputs.iter().any(|o| o.buffer == Buffer::Param)
+}
+
+/// Which states a variant's functions touch.
+fn state_use(m: &Module, init: &Func, update: &Func) -> Vec<bool> {
+    let mut used = vec![false; m.states.len()];
+    for f in [init, update] {
+        for inst in &f.insts {
+            match inst.op {
+                Op::Load(s) | Op::Store(gdc_compiler::ir::Target::State(s)) => used[s] = true,
+                _ => {}
+            }
+        }
+    }
+    used
+}
+
+/// A host, per-parameter or device scalar: from `env`, or computed from its arguments.
+fn scalar(
+    m: &Module,
+    func: &Func,
+    v: Value,
+    env: &HashMap<Value, f64>,
+    inputs: &HostInputs,
+    owned: &Owned,
+) -> Result<f64, RuntimeError> {
+    if let Some(x) = env.get(&v) {
+        return Ok(*x);
+    }
+    let inst = func.inst(v);
+    if let Some(g) = inst.guard {
+        if env.get(&g).copied().unwrap_or(0.0) == 0.0 {
+            return Ok(f64::NAN);
+        }
+    }
+    match inst.op {
+        Op::Load(s) => {
+            return owned.states[s]
+                .as_ref()
+                .and_then(|x| x.first())
+                .map(|x| f64::from(*x))
+                .ok_or_else(|| internal(format!("scalar state `{}` is not allocated", m.states[s].name)))
+        }
+        // A reduction whose item's guard did not hold.
+        Op::Reduce(..) => return Ok(f64::NAN),
+        _ => {}
+    }
+    let args = inst
+        .args
+        .iter()
+        .map(|a| env.get(a).copied().ok_or_else(|| internal(format!("scalar {v} reads {a} before it is computed"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    interp::host_op(&inst.op, &args, inputs).ok_or_else(|| internal(format!("{v} ({:?}) is not a scalar", inst.op)))
+}
