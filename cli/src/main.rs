@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gdc_compiler::{compile, golden, ir, plan, CompileError};
 use std::process::ExitCode;
 
+mod build;
+
 #[derive(Parser)]
 #[command(
     name = "gdc",
@@ -18,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compile a .gd file into a versioned artifact (.gdo) for a target.
+    ///
+    /// Exit 0 on success, 1 when the source has errors, 2 when a file cannot be read or written.
+    Build(build::BuildArgs),
     /// Check a .gd file and print its diagnostics (exit 0 when clean, 1 on errors).
     Check {
         /// The optimizer source file.
@@ -98,6 +104,7 @@ fn build(file: &str, source: &str, bad_code: u8) -> Result<gdc_compiler::Compile
 
 fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
     match cli.command {
+        Command::Build(args) => build::run(&args),
         Command::Check { file } => {
             let source = read(&file)?;
             build(&file, &source, 1)?;

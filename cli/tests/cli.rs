@@ -175,3 +175,68 @@ fn a_program_that_unrolls_too_far_is_refused_quickly() {
     assert!(err.contains("error[E0015]") && err.contains("bomb.gd:1:4"), "{err}");
     assert!(started.elapsed().as_secs() < 30);
 }
+
+/// A fresh directory of its own for one `gdc build` test.
+fn build_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gdc-cli-build-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn build_writes_an_artifact_that_reads_back_and_validates() {
+    use gdc_compiler::artifact::{Artifact, COMPILER_VERSION};
+    let dir = build_dir("ok");
+    let out_path = dir.join("adamw.gdo").display().to_string();
+    let (code, out, err) = gdc(&["build", ADAMW, "--target", "cpu", "-o", &out_path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bytes = std::fs::metadata(&out_path).expect("written").len();
+    assert!(out.starts_with(&format!("built {out_path} (adamw, target cpu, {bytes} bytes, ")), "{out}");
+    assert!(out.trim_end().ends_with(" ms)") && out.lines().count() == 1, "{out}");
+    let a = Artifact::read(&out_path).expect("reads back");
+    assert_eq!((a.optimizer.as_str(), a.target.as_str(), a.source_name.as_str()), ("adamw", "cpu", "adamw.gd"));
+    assert_eq!(a.compiler_version, COMPILER_VERSION);
+    assert_eq!(a.source, std::fs::read_to_string(root().join(ADAMW)).expect("source"));
+    let compiled = a.validate().expect("validates");
+    assert_eq!(a.plan_text, gdc_compiler::plan::print::plan_text(&compiled.plan));
+    // Building again overwrites in place, leaving nothing else in the directory.
+    assert_eq!(gdc(&["build", ADAMW, "-o", &out_path]).0, 0);
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn build_defaults_the_output_to_the_source_with_gdo() {
+    let dir = build_dir("default");
+    let src = dir.join("sgd.gd");
+    std::fs::copy(root().join("examples/optimizers/sgd.gd"), &src).expect("copy");
+    let (code, out, err) = gdc(&["build", &src.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let a = gdc_compiler::artifact::Artifact::read(dir.join("sgd.gdo")).expect("sgd.gdo written next to the source");
+    assert_eq!(a.optimizer, "sgd");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn build_exits_1_on_source_errors_and_2_on_bad_input() {
+    let dir = build_dir("bad");
+    let bad = dir.join("bad.gd");
+    std::fs::write(&bad, "optimizer bad {\n  update(p, g) { p = p - q }\n}\n").expect("write");
+    let out_path = dir.join("bad.gdo");
+    let (code, out, err) = gdc(&["build", &bad.display().to_string(), "-o", &out_path.display().to_string()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("error[") && err.contains("bad.gd:2:"), "{err}");
+    assert!(!out_path.exists(), "no artifact for a source with errors");
+
+    let (code, _, err) = gdc(&["build", "no/such/file.gd", "-o", &out_path.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no/such/file.gd") && !err.contains("panicked"), "{err}");
+    let unwritable = dir.join("missing-dir/x.gdo").display().to_string();
+    let (code, _, err) = gdc(&["build", ADAMW, "-o", &unwritable]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing-dir") && !err.contains("panicked"), "{err}");
+    let (code, _, err) = gdc(&["build", ADAMW, "--target", "tpu"]);
+    assert_eq!(code, 2, "clap rejects an unknown target: {err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -371,10 +371,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
             Ok(f) => break (tmp, f),
             // Left over by a crashed process with the same id: try the next name.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1_000_000 => continue,
-            Err(e) => return Err(io(&tmp)(e)),
+            Err(e) => return Err(io(path)(e)),
         }
     };
-    let result = file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&tmp)).and_then(|()| {
+    let result = file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(path)).and_then(|()| {
         drop(file);
         std::fs::rename(&tmp, path).map_err(io(path))
     });
