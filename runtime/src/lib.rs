@@ -6,6 +6,7 @@
 //! of worker threads; `interp` runs the float64 reference interpreter (exact, slow), for
 //! checking.
 
+pub mod checkpoint;
 mod optimizer;
 mod program;
 

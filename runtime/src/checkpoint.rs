@@ -1,0 +1,467 @@
+//! Checkpoints of optimizer state as safetensors files: what the optimizer was (program hash,
+//! name, parameters, step, hyperparameters, globals) in the `__metadata__` header, and every
+//! state tensor as float32 under `"<param>/<state>"`, so state is found by parameter name and
+//! not by order.
+//!
+//! Metadata keys, each a string: `gdc.format` (`gdc-checkpoint-1`), `gdc.program_hash`,
+//! `gdc.optimizer`, `gdc.step` (decimal), `gdc.params` (JSON `[["w", [4, 8]], ...]`),
+//! `gdc.hypers` (JSON `[["lr", "0.001"], ...]`) and `gdc.globals` (JSON `["1", ...]`). Floats
+//! are written as Rust's shortest round-trip text (`inf`, `NaN` included), so they load back
+//! bit for bit.
+//!
+//! A parameter's name may itself contain `/`: a key splits at its last `/`, and state names
+//! may not contain one.
+//!
+//! [`save`] is atomic: it writes a temporary file in the target's directory, syncs it, renames
+//! it over the target and syncs the directory, so a failed or interrupted save leaves the
+//! previous checkpoint in place. [`load`] checks everything and never panics on a bad file.
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The value of `gdc.format` this module writes and reads.
+pub const FORMAT: &str = "gdc-checkpoint-1";
+
+const KEY_FORMAT: &str = "gdc.format";
+const KEY_HASH: &str = "gdc.program_hash";
+const KEY_OPTIMIZER: &str = "gdc.optimizer";
+const KEY_STEP: &str = "gdc.step";
+const KEY_PARAMS: &str = "gdc.params";
+const KEY_HYPERS: &str = "gdc.hypers";
+const KEY_GLOBALS: &str = "gdc.globals";
+
+/// What a checkpoint says about the optimizer that wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointMeta {
+    /// Identifies the compiled program; a checkpoint loads only into the same program.
+    pub program_hash: String,
+    /// The optimizer's name (`optimizer adamw`), for messages.
+    pub optimizer: String,
+    /// Bound parameters, name and shape, in binding order.
+    pub params: Vec<(String, Vec<usize>)>,
+    /// Steps taken.
+    pub step: u64,
+    /// Hyperparameters by name, as in force when saved.
+    pub hypers: Vec<(String, f64)>,
+    /// The optimizer's global scalars, in declaration order.
+    pub globals: Vec<f64>,
+}
+
+/// One state tensor of one parameter (`m` of `layer1.w`), as float32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateTensor {
+    pub param: String,
+    pub state: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl StateTensor {
+    /// The tensor's key in the file: `"<param>/<state>"`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.param, self.state)
+    }
+}
+
+/// How a parameter differs between a checkpoint and the model it is loaded into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParamMismatch {
+    /// The model has the parameter; the checkpoint holds no state for it.
+    NotInCheckpoint,
+    /// The checkpoint holds state for a parameter the model does not have.
+    NotInModel,
+    /// Both have it, in different shapes.
+    Shape { checkpoint: Vec<usize>, model: Vec<usize> },
+}
+
+impl fmt::Display for ParamMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamMismatch::NotInCheckpoint => write!(f, "is in the model but not in the checkpoint"),
+            ParamMismatch::NotInModel => write!(f, "is in the checkpoint but not in the model"),
+            ParamMismatch::Shape { checkpoint, model } => {
+                write!(f, "has shape {checkpoint:?} in the checkpoint but {model:?} in the model")
+            }
+        }
+    }
+}
+
+/// Everything that can go wrong saving, loading or matching a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading, writing, syncing or renaming failed (`op` says which, e.g. "cannot read").
+    #[error("{op} checkpoint {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes are not a complete safetensors file.
+    #[error("{} is truncated or not a safetensors file ({reason})", path.display())]
+    NotSafetensors { path: PathBuf, reason: String },
+    /// A safetensors file without `gdc.format` = `gdc-checkpoint-1`.
+    #[error(
+        "{} is a safetensors file but not a gdc checkpoint: {}",
+        path.display(),
+        match found { None => format!("it has no `{KEY_FORMAT}` metadata"), Some(f) => format!("its `{KEY_FORMAT}` is `{f}`, expected `{FORMAT}`") }
+    )]
+    NotCheckpoint { path: PathBuf, found: Option<String> },
+    /// A metadata entry is missing or cannot be parsed.
+    #[error("{}: malformed checkpoint metadata `{key}`: {reason}", path.display())]
+    Metadata { path: PathBuf, key: String, reason: String },
+    /// A tensor key that is not `"<param>/<state>"` with both parts non-empty.
+    #[error("{}: tensor `{key}` is not named `<param>/<state>`", path.display())]
+    TensorKey { path: PathBuf, key: String },
+    /// Two tensors with the same key.
+    #[error("{}: tensor `{key}` appears twice", path.display())]
+    DuplicateTensor { path: PathBuf, key: String },
+    /// A tensor for a parameter the checkpoint's `gdc.params` does not list.
+    #[error("{}: tensor `{key}` belongs to parameter `{param}`, which the checkpoint's parameters do not list", path.display())]
+    UnknownParam { path: PathBuf, key: String, param: String },
+    /// A tensor that is not float32.
+    #[error("{}: tensor `{key}` has dtype {dtype}, but gdc checkpoints hold F32 tensors only", path.display())]
+    Dtype { path: PathBuf, key: String, dtype: String },
+    /// A tensor whose data does not hold exactly the values its shape says.
+    #[error("{}: tensor `{key}` has shape {shape:?} ({expected} values) but holds {found} bytes of data", path.display(), expected = shape.iter().product::<usize>())]
+    TensorSize { path: PathBuf, key: String, shape: Vec<usize>, found: usize },
+    /// The checkpoint was written by a different optimizer program.
+    #[error(
+        "the checkpoint was written by another program: optimizer `{saved_optimizer}` (program hash {saved_hash}), \
+         but this is optimizer `{optimizer}` (program hash {hash}); load it with the program that wrote it, or start from fresh state"
+    )]
+    ProgramMismatch { saved_optimizer: String, saved_hash: String, optimizer: String, hash: String },
+    /// The parameters differ, by name or shape.
+    #[error(
+        "parameter `{param}` {mismatch}; a checkpoint loads only into a model with the same parameter names and shapes"
+    )]
+    ParamMismatch { param: String, mismatch: ParamMismatch },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
+    move |source| CheckpointError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// A state tensor as a safetensors view: float32, little-endian.
+struct F32View<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+fn float_text(x: f64) -> String {
+    // Display is the shortest text that parses back to the same f64; NaN keeps no payload.
+    x.to_string()
+}
+
+fn encode_meta(meta: &CheckpointMeta) -> HashMap<String, String> {
+    let params: Vec<serde_json::Value> = meta.params.iter().map(|(n, s)| serde_json::json!([n, s])).collect();
+    let hypers: Vec<serde_json::Value> =
+        meta.hypers.iter().map(|(n, v)| serde_json::json!([n, float_text(*v)])).collect();
+    let globals: Vec<String> = meta.globals.iter().map(|v| float_text(*v)).collect();
+    HashMap::from([
+        (KEY_FORMAT.to_string(), FORMAT.to_string()),
+        (KEY_HASH.to_string(), meta.program_hash.clone()),
+        (KEY_OPTIMIZER.to_string(), meta.optimizer.clone()),
+        (KEY_STEP.to_string(), meta.step.to_string()),
+        (KEY_PARAMS.to_string(), serde_json::Value::from(params).to_string()),
+        (KEY_HYPERS.to_string(), serde_json::Value::from(hypers).to_string()),
+        (KEY_GLOBALS.to_string(), serde_json::Value::from(globals).to_string()),
+    ])
+}
+
+/// Checks the tensors against each other and the metadata; shared by save and load.
+fn check_tensors(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Result<(), CheckpointError> {
+    let params: HashSet<&str> = meta.params.iter().map(|(n, _)| n.as_str()).collect();
+    let mut keys = HashSet::new();
+    for t in tensors {
+        let key = t.key();
+        if t.param.is_empty() || t.state.is_empty() || t.state.contains('/') {
+            return Err(CheckpointError::TensorKey { path: path.to_path_buf(), key });
+        }
+        if !params.contains(t.param.as_str()) {
+            return Err(CheckpointError::UnknownParam { path: path.to_path_buf(), key, param: t.param.clone() });
+        }
+        let numel = t.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+        if numel != Some(t.data.len()) {
+            let found = t.data.len().saturating_mul(4);
+            return Err(CheckpointError::TensorSize { path: path.to_path_buf(), key, shape: t.shape.clone(), found });
+        }
+        if !keys.insert(key.clone()) {
+            return Err(CheckpointError::DuplicateTensor { path: path.to_path_buf(), key });
+        }
+    }
+    Ok(())
+}
+
+fn check_meta(path: &Path, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+    let bad =
+        |key: &str, reason: String| CheckpointError::Metadata { path: path.to_path_buf(), key: key.into(), reason };
+    let mut seen = HashSet::new();
+    for (name, _) in &meta.params {
+        if name.is_empty() {
+            return Err(bad(KEY_PARAMS, "a parameter has an empty name".into()));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(bad(KEY_PARAMS, format!("parameter `{name}` appears twice")));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (name, _) in &meta.hypers {
+        if !seen.insert(name.as_str()) {
+            return Err(bad(KEY_HYPERS, format!("hyperparameter `{name}` appears twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temporary file unless the save got as far as renaming it.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes a checkpoint to `path`, atomically: either `path` holds the new checkpoint
+/// afterwards, or it holds what it held before (and no temporary file is left behind).
+pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Result<(), CheckpointError> {
+    check_meta(path, meta)?;
+    check_tensors(path, meta, tensors)?;
+    let views = tensors.iter().map(|t| (t.key(), F32View { shape: &t.shape, data: &t.data }));
+    let bytes = safetensors::serialize(views, Some(encode_meta(meta))).map_err(|e| CheckpointError::Metadata {
+        path: path.to_path_buf(),
+        key: "__metadata__".into(),
+        reason: format!("cannot serialize: {e}"),
+    })?;
+
+    let Some(file_name) = path.file_name() else {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file");
+        return Err(CheckpointError::Io { op: "cannot write", path: path.to_path_buf(), source });
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let tmp_path = dir.join(tmp_name);
+
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .map_err(io_err("cannot create a temporary file for", path))?;
+    let mut tmp = TempFile { path: tmp_path, armed: true };
+    file.write_all(&bytes).map_err(io_err("cannot write", path))?;
+    file.sync_all().map_err(io_err("cannot sync", path))?;
+    drop(file);
+    fs::rename(&tmp.path, path).map_err(io_err("cannot rename the temporary file over", path))?;
+    tmp.armed = false;
+    sync_dir(dir).map_err(io_err("cannot sync the directory of", path))
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Directories cannot be opened for syncing here; the rename is as durable as it gets.
+    Ok(())
+}
+
+/// Reads a checkpoint. Tensors come back ordered by their parameter's place in
+/// `meta.params`, then by state name.
+pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<StateTensor>), CheckpointError> {
+    let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| deserialize_error(path, &bytes, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| deserialize_error(path, &bytes, e))?;
+    let empty = HashMap::new();
+    let md = header.metadata().as_ref().unwrap_or(&empty);
+    match md.get(KEY_FORMAT) {
+        Some(f) if f == FORMAT => {}
+        found => return Err(CheckpointError::NotCheckpoint { path: path.to_path_buf(), found: found.cloned() }),
+    }
+    let meta = decode_meta(path, md)?;
+    check_meta(path, &meta)?;
+
+    let mut tensors = Vec::with_capacity(st.len());
+    for (key, view) in st.iter() {
+        let Some((param, state)) = key.rsplit_once('/') else {
+            return Err(CheckpointError::TensorKey { path: path.to_path_buf(), key: key.into() });
+        };
+        if view.dtype() != Dtype::F32 {
+            let dtype = view.dtype().to_string();
+            return Err(CheckpointError::Dtype { path: path.to_path_buf(), key: key.into(), dtype });
+        }
+        let raw = view.data();
+        let numel = view.shape().iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+        if numel.and_then(|n| n.checked_mul(4)) != Some(raw.len()) {
+            let shape = view.shape().to_vec();
+            return Err(CheckpointError::TensorSize {
+                path: path.to_path_buf(),
+                key: key.into(),
+                shape,
+                found: raw.len(),
+            });
+        }
+        let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.push(StateTensor { param: param.into(), state: state.into(), shape: view.shape().to_vec(), data });
+    }
+    check_tensors(path, &meta, &tensors)?;
+    let order: HashMap<&str, usize> = meta.params.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
+    tensors.sort_by(|a, b| (order[a.param.as_str()], &a.state).cmp(&(order[b.param.as_str()], &b.state)));
+    Ok((meta, tensors))
+}
+
+/// Turns a safetensors error into ours, naming the tensor when its data does not fit its shape.
+fn deserialize_error(path: &Path, bytes: &[u8], e: SafeTensorError) -> CheckpointError {
+    if matches!(e, SafeTensorError::TensorInvalidInfo) {
+        if let Some((key, shape, found)) = misfit_tensor(bytes) {
+            return CheckpointError::TensorSize { path: path.to_path_buf(), key, shape, found };
+        }
+    }
+    CheckpointError::NotSafetensors { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// The first tensor in a parseable header whose byte range does not match its dtype and shape.
+fn misfit_tensor(bytes: &[u8]) -> Option<(String, Vec<usize>, usize)> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    for (key, info) in header.as_object()? {
+        if key == "__metadata__" {
+            continue;
+        }
+        let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
+        let shape: Vec<usize> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
+        let offsets: (usize, usize) = serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
+        let found = offsets.1.checked_sub(offsets.0)?;
+        let bits = shape.iter().try_fold(dtype.bitsize(), |a, d| a.checked_mul(*d));
+        if bits != found.checked_mul(8) {
+            return Some((key.clone(), shape, found));
+        }
+    }
+    None
+}
+
+fn decode_meta(path: &Path, md: &HashMap<String, String>) -> Result<CheckpointMeta, CheckpointError> {
+    let bad =
+        |key: &str, reason: String| CheckpointError::Metadata { path: path.to_path_buf(), key: key.into(), reason };
+    let get = |key: &str| md.get(key).ok_or_else(|| bad(key, "missing".into()));
+    let json = |key: &str| -> Result<serde_json::Value, CheckpointError> {
+        serde_json::from_str(get(key)?).map_err(|e| bad(key, format!("not JSON: {e}")))
+    };
+    let float = |key: &str, v: &serde_json::Value| -> Result<f64, CheckpointError> {
+        let text = v.as_str().ok_or_else(|| bad(key, format!("expected a number as a string, found {v}")))?;
+        text.parse().map_err(|_| bad(key, format!("`{text}` is not a number")))
+    };
+
+    let step_text = get(KEY_STEP)?;
+    let step = step_text.parse().map_err(|_| bad(KEY_STEP, format!("`{step_text}` is not a step count")))?;
+
+    let params_json = json(KEY_PARAMS)?;
+    let entries = params_json.as_array().ok_or_else(|| bad(KEY_PARAMS, "expected a list".into()))?;
+    let mut params = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let parsed = entry.as_array().filter(|a| a.len() == 2).and_then(|a| {
+            let name = a[0].as_str()?.to_string();
+            let shape = a[1].as_array()?.iter().map(|d| usize::try_from(d.as_u64()?).ok()).collect::<Option<_>>()?;
+            Some((name, shape))
+        });
+        params.push(parsed.ok_or_else(|| bad(KEY_PARAMS, format!("expected [name, [dims...]], found {entry}")))?);
+    }
+
+    let hypers_json = json(KEY_HYPERS)?;
+    let entries = hypers_json.as_array().ok_or_else(|| bad(KEY_HYPERS, "expected a list".into()))?;
+    let mut hypers = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let pair = entry.as_array().filter(|a| a.len() == 2);
+        let (name, value) = pair
+            .and_then(|a| Some((a[0].as_str()?, &a[1])))
+            .ok_or_else(|| bad(KEY_HYPERS, format!("expected [name, value], found {entry}")))?;
+        hypers.push((name.to_string(), float(KEY_HYPERS, value)?));
+    }
+
+    let globals_json = json(KEY_GLOBALS)?;
+    let entries = globals_json.as_array().ok_or_else(|| bad(KEY_GLOBALS, "expected a list".into()))?;
+    let globals = entries.iter().map(|v| float(KEY_GLOBALS, v)).collect::<Result<_, _>>()?;
+
+    Ok(CheckpointMeta {
+        program_hash: get(KEY_HASH)?.clone(),
+        optimizer: get(KEY_OPTIMIZER)?.clone(),
+        params,
+        step,
+        hypers,
+        globals,
+    })
+}
+
+/// Checks that a checkpoint fits the program and parameters it is about to be loaded into:
+/// the same program (by hash), and the same parameters as a set (order may differ) with the
+/// same shapes. The first difference is the error.
+pub fn check_compatible(
+    meta: &CheckpointMeta,
+    program_hash: &str,
+    optimizer: &str,
+    params: &[(String, Vec<usize>)],
+) -> Result<(), CheckpointError> {
+    if meta.program_hash != program_hash {
+        return Err(CheckpointError::ProgramMismatch {
+            saved_optimizer: meta.optimizer.clone(),
+            saved_hash: meta.program_hash.clone(),
+            optimizer: optimizer.to_string(),
+            hash: program_hash.to_string(),
+        });
+    }
+    let saved: HashMap<&str, &Vec<usize>> = meta.params.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    for (name, shape) in params {
+        match saved.get(name.as_str()) {
+            None => {
+                return Err(CheckpointError::ParamMismatch {
+                    param: name.clone(),
+                    mismatch: ParamMismatch::NotInCheckpoint,
+                })
+            }
+            Some(s) if *s != shape => {
+                let mismatch = ParamMismatch::Shape { checkpoint: s.to_vec(), model: shape.clone() };
+                return Err(CheckpointError::ParamMismatch { param: name.clone(), mismatch });
+            }
+            Some(_) => {}
+        }
+    }
+    let model: HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some((name, _)) = meta.params.iter().find(|(n, _)| !model.contains(n.as_str())) {
+        return Err(CheckpointError::ParamMismatch { param: name.clone(), mismatch: ParamMismatch::NotInModel });
+    }
+    Ok(())
+}
