@@ -48,6 +48,8 @@ pub enum InterpError {
     Length { what: &'static str, param: String, shape: Vec<usize>, expected: usize, got: usize },
     #[error("parameter `{param}` of shape {shape:?} needs a {what} of {elements} elements, more than the {limit} this backend holds")]
     TooLarge { param: String, shape: Vec<usize>, what: String, elements: u128, limit: u64 },
+    #[error("parameter `{param}` of shape {shape:?} has no elements; leave it out of the optimizer's parameters")]
+    Empty { param: String, shape: Vec<usize> },
     #[error("internal error (a compiler bug): {0}")]
     Internal(String),
 }
@@ -228,6 +230,9 @@ pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundPar
     let mut bound = Vec::new();
     for (name, shape) in params {
         let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
+        if numel == 0 {
+            return Err(InterpError::Empty { param: name.clone(), shape: shape.clone() });
+        }
         let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
         // The most specific update that fits the parameter's rank.
         let variant = match shape.len() {

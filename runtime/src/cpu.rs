@@ -139,6 +139,11 @@ impl CpuEngine {
         self.owned.get(i)?.states.get(s)?.as_deref()
     }
 
+    /// The length of state `s` of parameter `i`, if its variant uses that state.
+    pub fn state_len(&self, i: usize, s: usize) -> Option<usize> {
+        self.owned.get(i)?.states.get(s)?.as_ref().map(Vec::len)
+    }
+
     /// Replaces state `s` of parameter `i` (a checkpoint being loaded); `false` if the
     /// parameter has no such state or the length differs.
     pub fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> bool {

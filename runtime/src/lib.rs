@@ -6,9 +6,13 @@
 //! of worker threads; `interp` runs the float64 reference interpreter (exact, slow), for
 //! checking.
 
+pub mod bench;
 pub mod checkpoint;
+mod cpu;
+mod linalg;
 mod optimizer;
 mod program;
+pub mod replay;
 
 pub use gdc_compiler::interp::InterpError;
 pub use gdc_compiler::ir::HyperTy;
@@ -69,4 +73,17 @@ pub enum RuntimeError {
     /// The CPU backend could not compile the plan (a compiler bug or an unsupported kernel).
     #[error("the CPU backend cannot compile this optimizer: {0}")]
     Codegen(String),
+    /// A `.gdo` artifact that cannot be loaded: unreadable, truncated, corrupt, of another
+    /// format or compiler version, or stale.
+    #[error(transparent)]
+    Artifact(#[from] gdc_compiler::artifact::ArtifactError),
+    /// A checkpoint that cannot be saved or loaded, or belongs to another program or
+    /// parameter list.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// A checkpoint that matches the program and parameters but not the state they need.
+    #[error("checkpoint {path}: {what}")]
+    CheckpointState { path: String, what: String },
+    #[error("{0} is not supported on the interpreter backend; use the cpu backend")]
+    Unsupported(&'static str),
 }

@@ -1,10 +1,12 @@
 //! An optimizer bound to parameters: owns their state and the step counter, checks every
 //! call, and runs each step on its backend.
 
+use crate::checkpoint::{self, CheckpointMeta, StateTensor};
 use crate::cpu::CpuEngine;
 use crate::{ParamSpec, Program, RuntimeError};
 use gdc_compiler::interp::{self, Interpreter};
 use gdc_compiler::ir::HyperTy;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Which backend runs the steps.
@@ -159,5 +161,88 @@ impl Optimizer {
             Engine::Cpu(e) => e.state(i, s).map(|x| x.to_vec()),
             Engine::Interp(it) => Some(it.state(i, name)?.data.iter().map(|x| *x as f32).collect()),
         }
+    }
+
+    /// Saves the state of every parameter, the step count, the hyperparameters and globals
+    /// as safetensors at `path`, keyed by parameter name and tied to the program's hash.
+    /// The write is atomic: an interrupted save leaves the previous file in place.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
+        let Engine::Cpu(e) = &self.engine else { return Err(RuntimeError::Unsupported("checkpointing")) };
+        let m = &self.program.plan().module;
+        let mut tensors = Vec::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            for (s, st) in m.states.iter().enumerate() {
+                if let Some(data) = e.state(i, s) {
+                    let shape = if data.len() == spec.numel() { spec.shape.clone() } else { vec![data.len()] };
+                    tensors.push(StateTensor {
+                        param: spec.name.clone(),
+                        state: st.name.clone(),
+                        shape,
+                        data: data.to_vec(),
+                    });
+                }
+            }
+        }
+        let meta = CheckpointMeta {
+            program_hash: self.program.hash().to_string(),
+            optimizer: self.program.name().to_string(),
+            params: self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect(),
+            step: e.step,
+            hypers: m.hypers.iter().zip(&e.hypers).map(|(h, v)| (h.name.clone(), *v)).collect(),
+            globals: e.globals.clone(),
+        };
+        Ok(checkpoint::save(path.as_ref(), &meta, &tensors)?)
+    }
+
+    /// Restores a checkpoint saved by [`Optimizer::save_checkpoint`] of the same program and
+    /// the same parameters (by name; their order may differ). Everything is checked before
+    /// anything changes: on an error the optimizer is as it was.
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
+        let path = path.as_ref();
+        let (meta, tensors) = checkpoint::load(path)?;
+        let params: Vec<(String, Vec<usize>)> = self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+        checkpoint::check_compatible(&meta, self.program.hash(), self.program.name(), &params)?;
+        let m = &self.program.plan().module;
+        let bad = |what: String| RuntimeError::CheckpointState { path: path.display().to_string(), what };
+        let Engine::Cpu(e) = &mut self.engine else { return Err(RuntimeError::Unsupported("checkpointing")) };
+        let mut hypers = e.hypers.clone();
+        for (name, value) in &meta.hypers {
+            let i = interp::check_hyper(m, name, *value).map_err(|err| bad(err.to_string()))?;
+            hypers[i] = *value;
+        }
+        if meta.globals.len() != e.globals.len() {
+            return Err(bad(format!("it has {} globals, the program {}", meta.globals.len(), e.globals.len())));
+        }
+        // Every state each parameter uses must be there, with its length, once a step ran.
+        let mut updates = Vec::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            for (s, st) in m.states.iter().enumerate() {
+                let Some(len) = e.state_len(i, s) else { continue };
+                let found = tensors.iter().find(|t| t.param == spec.name && t.state == st.name);
+                match (found, meta.step) {
+                    (None, 0) => {}
+                    (None, _) => {
+                        return Err(bad(format!("state `{}` of parameter `{}` is missing", st.name, spec.name)))
+                    }
+                    (Some(t), _) if t.data.len() != len => {
+                        return Err(bad(format!(
+                            "state `{}` of parameter `{}` has {} values, the optimizer needs {len}",
+                            st.name,
+                            spec.name,
+                            t.data.len()
+                        )))
+                    }
+                    (Some(t), _) => updates.push((i, s, &t.data)),
+                }
+            }
+        }
+        for (i, s, data) in updates {
+            e.set_state(i, s, data);
+        }
+        e.hypers = hypers;
+        e.globals = meta.globals.clone();
+        e.step = meta.step;
+        e.initialised = meta.step > 0;
+        Ok(())
     }
 }

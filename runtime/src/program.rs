@@ -1,8 +1,10 @@
 //! A compiled optimizer, ready to bind: its kernel plan and, for the CPU, its machine code.
 
 use crate::RuntimeError;
+use gdc_compiler::artifact::{Artifact, ArtifactError, Target};
 use gdc_compiler::cpu::CpuProgram;
 use gdc_compiler::plan::Plan;
+use std::path::Path;
 use std::sync::Arc;
 
 /// A compiled optimizer. Cheap to clone; many optimizers may share one program.
@@ -13,6 +15,8 @@ pub struct Program {
 
 pub(crate) struct ProgramInner {
     pub source: String,
+    /// Ties checkpoints to the program (`gdc_compiler::artifact::program_hash`).
+    pub hash: String,
     pub plan: Arc<Plan>,
     pub cpu: Arc<CpuProgram>,
 }
@@ -30,8 +34,30 @@ impl Program {
     pub(crate) fn from_plan(source: &str, plan: Plan) -> Result<Program, RuntimeError> {
         let cpu = gdc_compiler::cpu::compile(&plan).map_err(RuntimeError::Codegen)?;
         Ok(Program {
-            inner: Arc::new(ProgramInner { source: source.to_string(), plan: Arc::new(plan), cpu: Arc::new(cpu) }),
+            inner: Arc::new(ProgramInner {
+                source: source.to_string(),
+                hash: gdc_compiler::artifact::program_hash(source, Target::Cpu.name()),
+                plan: Arc::new(plan),
+                cpu: Arc::new(cpu),
+            }),
         })
+    }
+
+    /// Loads a `.gdo` artifact built by `gdc build --target cpu`: checks its header,
+    /// checksum, format and compiler version, recompiles its source and checks the plan and
+    /// schemas it carries are exactly what this compiler makes, then compiles machine code.
+    pub fn load(path: impl AsRef<Path>) -> Result<Program, RuntimeError> {
+        let artifact = Artifact::read(path)?;
+        if artifact.target != Target::Cpu.name() {
+            return Err(ArtifactError::UnknownTarget(artifact.target).into());
+        }
+        let compiled = artifact.validate()?;
+        Program::from_plan(&artifact.source, compiled.plan)
+    }
+
+    /// The program's hash: format and compiler version, target and source.
+    pub fn hash(&self) -> &str {
+        &self.inner.hash
     }
 
     /// The optimizer's name (`optimizer adamw`).
