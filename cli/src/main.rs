@@ -1,10 +1,11 @@
-//! The `gdc` command: check a `.gd` file, print any stage of its compilation, or replay a
-//! golden case on the reference interpreter.
+//! The `gdc` command: check a `.gd` file, print any stage of its compilation, build an
+//! artifact, replay a golden case on a backend, or benchmark a step.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gdc_compiler::{compile, golden, ir, plan, CompileError};
 use std::process::ExitCode;
 
+mod bench;
 mod build;
 
 #[derive(Parser)]
@@ -20,6 +21,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time an optimizer's step on synthetic parameters: median and spread of the step time,
+    /// ns per parameter and effective GB/s (bytes the plan moves per step / median time).
+    ///
+    /// Exit 0 on success, 1 when the optimizer does not compile, 2 on bad arguments.
+    Bench(bench::BenchArgs),
     /// Compile a .gd file into a versioned artifact (.gdo) for a target.
     ///
     /// Exit 0 on success, 1 when the source has errors, 2 when a file cannot be read or written.
@@ -65,12 +71,16 @@ enum Stage {
     IrOpt,
     /// The kernel plan every backend consumes.
     Plan,
+    /// The Cranelift IR of every kernel of the CPU backend.
+    Clif,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
     /// The float64 reference interpreter.
     Interp,
+    /// Cranelift machine code, float32, over a pool of worker threads.
+    Cpu,
 }
 
 fn read(file: &str) -> Result<String, ExitCode> {
@@ -104,6 +114,7 @@ fn build(file: &str, source: &str, bad_code: u8) -> Result<gdc_compiler::Compile
 
 fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
     match cli.command {
+        Command::Bench(args) => bench::run(&args),
         Command::Build(args) => build::run(&args),
         Command::Check { file } => {
             let source = read(&file)?;
@@ -118,22 +129,40 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 Stage::Ir => print!("{}", ir::print::module_text(&c.ir)),
                 Stage::IrOpt => print!("{}", ir::print::module_text(&c.optimized)),
                 Stage::Plan => print!("{}", plan::print::plan_text(&c.plan)),
+                Stage::Clif => match gdc_compiler::cpu::clif_text(&c.plan) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: the CPU backend cannot compile {file}: {e}");
+                        return Err(ExitCode::from(101));
+                    }
+                },
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { file, case, backend: Backend::Interp, out } => {
+        Command::Replay { file, case, backend, out } => {
             let source = read(&file)?;
             let c = build(&file, &source, 2)?;
             let case_data = golden::read_case(&case).map_err(|e| {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             })?;
-            let results = golden::replay(c.plan, &case_data).map_err(|e| {
+            let (results, backend_name) = match backend {
+                Backend::Interp => (golden::replay(c.plan, &case_data).map_err(|e| e.to_string()), "interp"),
+                Backend::Cpu => {
+                    let program = gdc_runtime::Program::compile(&source).map_err(|e| {
+                        eprintln!("error: {file}: {e}");
+                        ExitCode::from(101)
+                    })?;
+                    let r = gdc_runtime::replay::replay(&program, &case_data, gdc_runtime::Backend::Cpu);
+                    (r.map_err(|e| e.to_string()), "cpu")
+                }
+            };
+            let results = results.map_err(|e| {
                 eprintln!("error: {case}: {e}");
                 ExitCode::from(2)
             })?;
             println!(
-                "replay {} on interp: {} step(s), tolerance rel {} abs {}",
+                "replay {} on {backend_name}: {} step(s), tolerance rel {} abs {}",
                 case,
                 results.len(),
                 case_data.tolerance.rel,
@@ -152,7 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 );
             }
             if let Some(path) = out {
-                let json = serde_json::json!({ "format": "gdc-trajectory-1", "optimizer": case_data.optimizer, "backend": "interp", "steps": results });
+                let json = serde_json::json!({ "format": "gdc-trajectory-1", "optimizer": case_data.optimizer, "backend": backend_name, "steps": results });
                 std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(|e| {
                     eprintln!("error: cannot write {path}: {e}");
                     ExitCode::from(2)
