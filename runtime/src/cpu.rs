@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Elements per chunk: large enough that a chunk's work dwarfs handing it to a thread,
-/// small enough that every thread gets several.
-const MIN_CHUNK: usize = 1 << 14;
-const MAX_CHUNK: usize = 1 << 18;
+/// small enough that every thread gets several. Fixed, so chunk boundaries (and the order
+/// in which reductions are combined) do not depend on the thread count.
+const CHUNK: usize = 1 << 16;
 
 /// One parameter's buffers owned by the engine.
 struct Owned {
@@ -35,7 +35,6 @@ pub(crate) struct CpuEngine {
     plan: Arc<Plan>,
     code: Arc<CpuProgram>,
     pool: rayon::ThreadPool,
-    threads: usize,
     pub params: Vec<BoundParam>,
     owned: Vec<Owned>,
     pub hypers: Vec<f64>,
@@ -128,7 +127,7 @@ impl CpuEngine {
         }
         let hypers = m.hypers.iter().map(|h| h.default).collect();
         let globals = m.globals.iter().map(|g| g.init).collect();
-        Ok(CpuEngine { plan, code, pool, threads, params, owned, hypers, globals, step: 0, initialised: false })
+        Ok(CpuEngine { plan, code, pool, params, owned, hypers, globals, step: 0, initialised: false })
     }
 
     /// State `s` of parameter `i`, once initialised.
@@ -338,8 +337,7 @@ impl CpuEngine {
         domain: &Shape,
         func: &Func,
     ) -> Result<Vec<(usize, Value, f64)>, RuntimeError> {
-        let total: usize = calls.iter().map(|c| domain_len(c)).sum();
-        let chunk = (total / (self.threads * 4)).clamp(MIN_CHUNK, MAX_CHUNK).next_multiple_of(8);
+        let chunk = CHUNK;
         let mut chunks = Vec::new();
         let mut npartials = 0;
         for (ci, c) in calls.iter().enumerate() {

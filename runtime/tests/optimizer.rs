@@ -1,7 +1,7 @@
 //! The runtime's API on plain f32 memory: stepping, hyperparameters by name, and typed errors
 //! for every misuse, with the state left untouched by a failed call.
 
-use gdc_runtime::{Optimizer, ParamSpec, RuntimeError};
+use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program, RuntimeError};
 
 const ADAMW: &str = include_str!("../../examples/optimizers/adamw.gd");
 
@@ -81,4 +81,125 @@ fn state_is_initialised_at_the_first_step_with_the_hyperparameters_then_in_force
     opt.set_hyper("initial_accumulator_value", 0.5).expect("known");
     opt.step(&mut [&mut w], &[&[1.0, -2.0]]).expect("steps");
     assert_eq!(opt.state("w", "sum_sq"), Some(vec![1.5, 4.5]), "0.5 + g^2");
+}
+
+/// A scratch directory of this test process.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gdc-runtime-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn grads(seed: usize, n: usize) -> Vec<f32> {
+    (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0).collect()
+}
+
+#[test]
+fn a_checkpoint_resumes_exactly_by_parameter_name() {
+    let dir = scratch("resume");
+    let path = dir.join("opt.safetensors");
+    let specs = [ParamSpec::new("w", &[2, 3]), ParamSpec::new("b", &[2])];
+    let (mut w, mut b) = (vec![0.5f32, -1.0, 2.0, 0.25, 1.5, -0.75], vec![0.1f32, -0.2]);
+    let mut opt = Optimizer::from_source(ADAMW, &specs).expect("binds");
+    opt.set_hyper("lr", 0.05).expect("known");
+    for t in 0..3 {
+        opt.step(&mut [&mut w, &mut b], &[&grads(t, 6), &grads(t + 9, 2)]).expect("steps");
+    }
+    opt.save_checkpoint(&path).expect("saves");
+    // The same parameters in another order, in a fresh optimizer.
+    let swapped = [ParamSpec::new("b", &[2]), ParamSpec::new("w", &[2, 3])];
+    let mut resumed = Optimizer::from_source(ADAMW, &swapped).expect("binds");
+    resumed.load_checkpoint(&path).expect("loads");
+    assert_eq!(resumed.step_count(), 3);
+    assert_eq!(resumed.hyper("lr"), Some(0.05), "hyperparameters come back");
+    assert_eq!(resumed.state("w", "m"), opt.state("w", "m"));
+    let (mut w2, mut b2) = (w.clone(), b.clone());
+    for t in 3..6 {
+        opt.step(&mut [&mut w, &mut b], &[&grads(t, 6), &grads(t + 9, 2)]).expect("steps");
+        resumed.step(&mut [&mut b2, &mut w2], &[&grads(t + 9, 2), &grads(t, 6)]).expect("steps");
+    }
+    assert_eq!((w, b), (w2, b2), "bit-identical after resuming");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_checkpoint_of_another_program_or_parameter_list_is_refused_and_changes_nothing() {
+    let dir = scratch("mismatch");
+    let path = dir.join("opt.safetensors");
+    let mut w = vec![1.0f32; 4];
+    let mut opt = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[4])]).expect("binds");
+    opt.step(&mut [&mut w], &[&[0.5; 4]]).expect("steps");
+    opt.save_checkpoint(&path).expect("saves");
+    let lion = include_str!("../../examples/optimizers/lion.gd");
+    let mut other = Optimizer::from_source(lion, &[ParamSpec::new("w", &[4])]).expect("binds");
+    let e = other.load_checkpoint(&path).expect_err("another program");
+    assert!(matches!(e, RuntimeError::Checkpoint(_)) && e.to_string().contains("adamw"), "{e}");
+    assert_eq!(other.step_count(), 0);
+    let mut renamed = Optimizer::from_source(ADAMW, &[ParamSpec::new("v", &[4])]).expect("binds");
+    let e = renamed.load_checkpoint(&path).expect_err("another parameter");
+    assert!(e.to_string().contains("`v`") || e.to_string().contains("`w`"), "{e}");
+    let mut reshaped = Optimizer::from_source(ADAMW, &[ParamSpec::new("w", &[2, 2])]).expect("binds");
+    assert!(reshaped.load_checkpoint(&path).is_err(), "another shape");
+    // A truncated file is an error and the optimizer keeps its state.
+    let bytes = std::fs::read(&path).expect("reads");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("writes");
+    let before = opt.state("w", "v");
+    assert!(opt.load_checkpoint(&path).is_err());
+    assert_eq!((opt.step_count(), opt.state("w", "v")), (1, before));
+    // The interpreter backend says it cannot checkpoint.
+    let program = Program::compile(ADAMW).expect("compiles");
+    let interp = Optimizer::with_options(
+        &program,
+        &[ParamSpec::new("w", &[4])],
+        Options { backend: Backend::Interp, threads: None },
+    )
+    .expect("binds");
+    assert!(matches!(interp.save_checkpoint(dir.join("x")), Err(RuntimeError::Unsupported(_))));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_built_artifact_loads_and_steps_like_the_source() {
+    let dir = scratch("artifact");
+    let path = dir.join("adamw.gdo");
+    let artifact = gdc_compiler::artifact::Artifact::build(ADAMW, "adamw.gd", gdc_compiler::artifact::Target::Cpu)
+        .unwrap_or_else(|_| panic!("builds"));
+    artifact.write(&path).expect("writes");
+    let loaded = Program::load(&path).expect("loads");
+    let compiled = Program::compile(ADAMW).expect("compiles");
+    assert_eq!(loaded.hash(), compiled.hash());
+    let mut out = Vec::new();
+    for program in [&loaded, &compiled] {
+        let mut w = vec![1.0f32, -2.0, 3.0];
+        let mut opt = Optimizer::new(program, &[ParamSpec::new("w", &[3])]).expect("binds");
+        opt.step(&mut [&mut w], &[&[0.1, 0.2, -0.3]]).expect("steps");
+        out.push(w);
+    }
+    assert_eq!(out[0], out[1]);
+    std::fs::write(&path, b"GDC-ARTIFACT 1 5 00\n{}").expect("writes");
+    assert!(matches!(Program::load(&path), Err(RuntimeError::Artifact(_))));
+    assert!(matches!(Program::load(dir.join("missing.gdo")), Err(RuntimeError::Artifact(_))));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // LAMB reduces every tensor (norms): chunks are fixed and their partial sums combined
+    // in chunk order, whatever the number of threads.
+    let program = Program::compile(include_str!("../../examples/optimizers/lamb.gd")).expect("compiles");
+    let specs = [ParamSpec::new("big", &[300, 700]), ParamSpec::new("small", &[37])];
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        let mut opt =
+            Optimizer::with_options(&program, &specs, Options { backend: Backend::Cpu, threads: Some(threads) })
+                .expect("binds");
+        let (mut big, mut small) = (grads(1, 210_000), grads(2, 37));
+        for t in 0..3 {
+            opt.step(&mut [&mut big, &mut small], &[&grads(t + 3, 210_000), &grads(t + 4, 37)]).expect("steps");
+        }
+        results.push((big, small));
+    }
+    assert!(results[0] == results[1] && results[1] == results[2], "1, 2 and 3 threads differ");
+    let e = Optimizer::with_options(&program, &specs, Options { backend: Backend::Cpu, threads: Some(0) });
+    assert!(matches!(e, Err(RuntimeError::NoThreads)));
 }
