@@ -176,6 +176,75 @@ fn a_program_that_unrolls_too_far_is_refused_quickly() {
     assert!(started.elapsed().as_secs() < 30);
 }
 
+#[test]
+fn bench_reports_json_with_bytes_from_the_plan() {
+    let (code, out, err) = gdc(&["bench", ADAMW, "--numel", "4096", "--repeats", "3", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["bytes_per_step"].as_u64(), Some(7 * 4 * 4096));
+    assert_eq!(v["optimizer"], "adamw");
+    assert_eq!(v["numel"].as_u64(), Some(4096));
+    assert_eq!(v["tensors"].as_u64(), Some(1));
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["samples_s"].as_array().map(Vec::len), Some(3));
+    let (median, min, max) =
+        (v["median_s"].as_f64().unwrap(), v["min_s"].as_f64().unwrap(), v["max_s"].as_f64().unwrap());
+    assert!(min > 0.0 && min <= median && median <= max, "{min} {median} {max}");
+    let gbps = v["gbps"].as_f64().unwrap();
+    assert!((gbps - (7.0 * 4.0 * 4096.0) / median / 1e9).abs() <= 1e-9 * gbps.max(1.0), "{gbps}");
+}
+
+#[test]
+fn bench_text_on_mixed_tensors() {
+    let (code, out, err) = gdc(&[
+        "bench",
+        "examples/optimizers/sgd.gd",
+        "--backend",
+        "interp",
+        "--numel",
+        "1000",
+        "--tensors",
+        "7",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bench sgd on interp: 1000 parameters in 7 tensors, 1 thread, 2 timed steps"), "{out}");
+    // sgd moves 5 floats per parameter (reads p, g, buf; writes p, buf).
+    assert!(out.contains("bytes per step: 20000 (20.0 bytes per parameter)"), "{out}");
+    assert!(out.contains("step time: median "), "{out}");
+}
+
+#[test]
+fn bench_refuses_bad_arguments() {
+    for (args, message) in [
+        (vec!["--numel", "0"], "--numel must be at least 1"),
+        (vec!["--numel", "10", "--tensors", "11"], "--tensors 11 is more than --numel 10"),
+        (vec!["--numel", "10", "--tensors", "0"], "--tensors must be at least 1"),
+        (vec!["--numel", "10", "--repeats", "0"], "--repeats must be at least 1"),
+        (vec!["--numel", "10", "--threads", "0"], "--threads must be at least 1"),
+    ] {
+        let mut all = vec!["bench", ADAMW];
+        all.extend(&args);
+        let (code, out, err) = gdc(&all);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let (code, _, err) = gdc(&["bench", "no/such.gd", "--numel", "10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read no/such.gd"), "{err}");
+    let (code, _, err) = gdc(&["bench", "examples/optimizers/muon.gd", "--numel", "10"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no update for parameter"), "{err}");
+    let broken = scratch("broken.gd", "optimizer broken {\n  update(p, g) { p = p - q }\n}\n");
+    let (code, _, err) = gdc(&["bench", &broken, "--numel", "10"]);
+    assert_eq!(code, 1, "{err}");
+}
+
 /// A fresh directory of its own for one `gdc build` test.
 fn build_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gdc-cli-build-{}-{name}", std::process::id()));

@@ -1,0 +1,187 @@
+//! `gdc bench`: times an optimizer's step on synthetic parameters and reports the median and
+//! spread of the step time, nanoseconds per parameter and effective bandwidth (the bytes the
+//! plan moves per step over the median time).
+
+use gdc_compiler::CompileError;
+use gdc_runtime::bench::{bytes_per_step, fill_uniform, measure, mixed_shapes};
+use gdc_runtime::{Optimizer, Options, ParamSpec, Program};
+use std::process::ExitCode;
+
+/// Arguments of `gdc bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The optimizer source file.
+    file: String,
+    /// Which backend runs the steps.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BenchBackend,
+    /// Parameters in all (float32 elements).
+    #[arg(long)]
+    numel: usize,
+    /// How many tensors hold them: one is a single vector; more are a deterministic mix of
+    /// matrices and vectors of different sizes, like a transformer's layers.
+    #[arg(long, default_value_t = 1)]
+    tensors: usize,
+    /// Worker threads for the CPU backend (default: one per available core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Untimed steps before timing.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchBackend {
+    /// Cranelift machine code over a pool of worker threads.
+    Cpu,
+    /// The float64 reference interpreter.
+    Interp,
+}
+
+fn bad(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Runs `gdc bench`: exit 0 on success, 1 when the optimizer does not compile, 2 on bad
+/// arguments or parameters the optimizer cannot bind.
+pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
+    if args.numel == 0 {
+        return Err(bad("--numel must be at least 1".into()));
+    }
+    if args.tensors == 0 {
+        return Err(bad("--tensors must be at least 1".into()));
+    }
+    if args.tensors > args.numel {
+        return Err(bad(format!(
+            "--tensors {} is more than --numel {}: every tensor needs at least one element",
+            args.tensors, args.numel
+        )));
+    }
+    if args.repeats == 0 {
+        return Err(bad("--repeats must be at least 1".into()));
+    }
+    if args.threads == Some(0) {
+        return Err(bad("--threads must be at least 1".into()));
+    }
+    let source = std::fs::read_to_string(&args.file).map_err(|e| bad(format!("cannot read {}: {e}", args.file)))?;
+    match gdc_compiler::compile(&source) {
+        Ok(_) => {}
+        Err(CompileError::Source(diags)) => {
+            eprint!("{}", gdc_dsl::render(&diags, &args.file, &source));
+            eprintln!("error: {}: the optimizer does not compile", args.file);
+            return Err(ExitCode::from(1));
+        }
+        Err(e @ CompileError::Internal(_)) => {
+            eprintln!("{e}\nThis is a bug in gdc; please report it with the .gd file.");
+            return Err(ExitCode::from(101));
+        }
+    }
+    let program = Program::compile(&source).map_err(|e| bad(format!("{}: {e}", args.file)))?;
+
+    let specs: Vec<ParamSpec> = mixed_shapes(args.numel, args.tensors)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ParamSpec::new(format!("t{i}"), s))
+        .collect();
+    let backend = match args.backend {
+        BenchBackend::Cpu => gdc_runtime::Backend::Cpu,
+        BenchBackend::Interp => gdc_runtime::Backend::Interp,
+    };
+    let mut opt = Optimizer::with_options(&program, &specs, Options { backend, threads: args.threads })
+        .map_err(|e| bad(format!("{}: {e}", args.file)))?;
+    let bytes = bytes_per_step(program.plan(), &specs).map_err(|e| bad(format!("{}: {e}", args.file)))?;
+
+    let mut seed = 0x5eed_0001_u64;
+    let mut params: Vec<Vec<f32>> = specs.iter().map(|s| fill_uniform(&mut seed, s.numel(), 1.0)).collect();
+    let grads: Vec<Vec<f32>> = specs.iter().map(|s| fill_uniform(&mut seed, s.numel(), 0.1)).collect();
+    let grad_views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+    let mut failure = None;
+    let stats = measure(args.warmup, args.repeats, || {
+        if failure.is_none() {
+            let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+            if let Err(e) = opt.step(&mut views, &grad_views) {
+                failure = Some(e);
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(bad(format!("{}: the step failed: {e}", args.file)));
+    }
+
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let backend_name = match args.backend {
+        BenchBackend::Cpu => "cpu",
+        BenchBackend::Interp => "interp",
+    };
+    let ns_per_param = stats.median_s * 1e9 / args.numel as f64;
+    let gbps = bytes as f64 / stats.median_s / 1e9;
+    if args.json {
+        let json = serde_json::json!({
+            "optimizer": program.name(),
+            "file": args.file,
+            "backend": backend_name,
+            "numel": args.numel,
+            "tensors": args.tensors,
+            "threads": threads,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "median_s": stats.median_s,
+            "min_s": stats.min_s,
+            "max_s": stats.max_s,
+            "samples_s": stats.samples_s,
+            "ns_per_param": ns_per_param,
+            "bytes_per_step": bytes,
+            "gbps": gbps,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "bench {} on {backend_name}: {} parameters in {} tensor{}, {threads} thread{}, {} timed step{} after {} warm-up",
+            program.name(),
+            args.numel,
+            args.tensors,
+            plural(args.tensors),
+            plural(threads),
+            args.repeats,
+            plural(args.repeats),
+            args.warmup
+        );
+        println!(
+            "step time: median {} (min {} – max {})",
+            seconds(stats.median_s),
+            seconds(stats.min_s),
+            seconds(stats.max_s)
+        );
+        println!("per parameter: {ns_per_param:.3} ns");
+        println!(
+            "bytes per step: {bytes} ({:.1} bytes per parameter), effective {gbps:.2} GB/s",
+            bytes as f64 / args.numel as f64
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else {
+        format!("{:.3} µs", s * 1e6)
+    }
+}
