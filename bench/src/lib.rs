@@ -93,8 +93,8 @@ struct Chunk<'a> {
 pub struct Hand {
     opt: Opt,
     hypers: HashMap<String, f64>,
-    /// `states[i][k]`: state `k` of parameter `i`.
-    states: Vec<Vec<Vec<f32>>>,
+    /// `states[i][k]`: state `k` of parameter `i`, stored from `offset` on (see [`skewed`]).
+    states: Vec<Vec<(Vec<f32>, usize)>>,
     step: u64,
     pool: rayon::ThreadPool,
 }
@@ -110,7 +110,8 @@ impl Hand {
             }
             _ => 0.0,
         } as f32;
-        let states = numels.iter().map(|&n| opt.states().iter().map(|_| vec![init; n]).collect()).collect();
+        let states =
+            numels.iter().map(|&n| (0..opt.states().len()).map(|k| skewed(init, n, k + 1)).collect()).collect();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
         let hand = Hand { opt, hypers, states, step: 0, pool };
         hand.scalars(1)?;
@@ -172,7 +173,7 @@ impl Hand {
             return Err(format!("expected {} parameters and gradients", self.states.len()));
         }
         for ((p, g), s) in params.iter().zip(grads).zip(&self.states) {
-            if p.len() != g.len() || s.iter().any(|s| s.len() != p.len()) {
+            if p.len() != g.len() || s.iter().any(|(s, off)| s.len() - off != p.len()) {
                 return Err("a parameter, its gradient and its state differ in length".into());
             }
         }
@@ -180,7 +181,8 @@ impl Hand {
         self.step += 1;
         let mut chunks = Vec::new();
         for ((p, g), states) in params.iter_mut().zip(grads).zip(self.states.iter_mut()) {
-            let mut its: Vec<_> = states.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
+            let n = p.len();
+            let mut its: Vec<_> = states.iter_mut().map(|(s, off)| s[*off..*off + n].chunks_mut(CHUNK)).collect();
             for (p, g) in p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)) {
                 let mut s: [&mut [f32]; 3] = Default::default();
                 for (slot, it) in s.iter_mut().zip(its.iter_mut()) {
@@ -196,8 +198,18 @@ impl Hand {
     /// State `name` of parameter `i`.
     pub fn state(&self, i: usize, name: &str) -> Option<&[f32]> {
         let k = self.opt.states().iter().position(|s| *s == name)?;
-        Some(&self.states.get(i)?[k])
+        let (data, off) = self.states.get(i)?.get(k)?;
+        Some(&data[*off..])
     }
+}
+
+/// A state buffer of `n` values starting `skew` cache-line groups into its allocation, as
+/// gdc's runtime lays out its own: large allocations all start at the same offset within a
+/// page, and unskewed streams share cache sets and trip 4K-aliasing stalls, which would make
+/// this "limit" slower than it has to be.
+fn skewed(init: f32, n: usize, skew: usize) -> (Vec<f32>, usize) {
+    let off = (skew % 13) * 5 * 16 + 16;
+    (vec![init; n + off], off)
 }
 
 #[inline(always)]
