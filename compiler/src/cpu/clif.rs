@@ -70,6 +70,8 @@ enum Val {
 struct Emitter<'a, 'b> {
     b: &'a mut FunctionBuilder<'b>,
     helpers: &'a HelperRefs,
+    /// Constants made once in the entry block, by (bits, is_vector).
+    consts: HashMap<(u32, bool), cranelift_codegen::ir::Value>,
 }
 
 fn flags() -> MemFlagsData {
@@ -78,6 +80,9 @@ fn flags() -> MemFlagsData {
 
 impl Emitter<'_, '_> {
     fn fconst(&mut self, ty: Type, x: f32) -> cranelift_codegen::ir::Value {
+        if let Some(v) = self.consts.get(&(x.to_bits(), ty != types::F32)) {
+            return *v;
+        }
         let s = self.b.ins().f32const(x);
         if ty == types::F32 {
             s
@@ -204,6 +209,8 @@ struct Ctx {
     out_guards: Vec<Option<cranelift_codegen::ir::Value>>,
     /// sizes[0..3] = numel, rows, cols (i64).
     sizes: [cranelift_codegen::ir::Value; 3],
+    /// Masks of uniform `select` conditions: (i8 for scalars, f32x4 for vectors).
+    masks: HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
 }
 
 /// Emits one kernel's function body into `b` (whose signature is [`signature`]).
@@ -234,7 +241,28 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
             uniform.insert(*v, (s, splat));
         }
     }
-    let mut e = Emitter { b, helpers };
+    let mut e = Emitter { b, helpers, consts: HashMap::new() };
+    // Constants, uniform instructions and uniform select masks, once, before any loop:
+    // Cranelift does not hoist them out of loops itself.
+    for x in [0.0f32, 1.0, -1.0] {
+        let s = e.b.ins().f32const(x);
+        let v = e.b.ins().splat(types::F32X4, s);
+        e.consts.insert((x.to_bits(), false), s);
+        e.consts.insert((x.to_bits(), true), v);
+    }
+    hoist_uniforms(&mut e, &mut uniform, func, k);
+    let mut masks = HashMap::new();
+    for v in &k.body {
+        let inst = func.inst(*v);
+        if inst.op == Op::Select {
+            if let Some((s, splat)) = uniform.get(&inst.args[0]).copied() {
+                let m = e.truth(types::F32, s);
+                let mv = e.truth(types::F32X4, splat);
+                let mv = e.b.ins().bitcast(types::F32X4, MemFlagsData::new(), mv);
+                masks.insert(inst.args[0], (m, mv));
+            }
+        }
+    }
     let out_guards = k
         .outputs
         .iter()
@@ -245,10 +273,40 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
             })
         })
         .collect();
-    let mut cx = Ctx { ptrs, uniform, out_guards, sizes };
+    let mut cx = Ctx { ptrs, uniform, out_guards, sizes, masks };
     match abi.mode {
         Mode::Flat => flat(&mut e, &mut cx, func, k, abi, start, end, partials),
         Mode::Grid => grid(&mut e, &mut cx, func, k, abi, partials),
+    }
+}
+
+/// Computes, in the entry block, every body instruction whose arguments are all uniform
+/// (a select of host scalars, a broadcast of one), scalar and splat.
+fn hoist_uniforms(
+    e: &mut Emitter,
+    uniform: &mut HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
+    func: &Func,
+    k: &Kernel,
+) {
+    for v in &k.body {
+        let inst = func.inst(*v);
+        if !matches!(inst.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Broadcast)
+            || !inst.args.iter().all(|a| uniform.contains_key(a))
+        {
+            continue;
+        }
+        let a: Vec<_> = inst.args.iter().map(|x| uniform[x].0).collect();
+        let s = match &inst.op {
+            Op::Unary(u) => e.unary(types::F32, *u, a[0]),
+            Op::Binary(b) => e.binary(types::F32, *b, a[0], a[1]),
+            Op::Select => {
+                let m = e.truth(types::F32, a[0]);
+                e.b.ins().select(m, a[1], a[2])
+            }
+            _ => a[0],
+        };
+        let splat = e.b.ins().splat(types::F32X4, s);
+        uniform.insert(*v, (s, splat));
     }
 }
 
@@ -272,6 +330,9 @@ fn body(
     mut env: HashMap<Value, Val>,
 ) -> HashMap<Value, Val> {
     for v in &k.body {
+        if cx.uniform.contains_key(v) {
+            continue;
+        }
         let inst = func.inst(*v);
         let as_ty = |x: Val| match x {
             Val::Varying(x) => x,
@@ -290,10 +351,20 @@ fn body(
             Op::Broadcast => vals[0],
             Op::Unary(u) => e.unary(ty, *u, vals[0]),
             Op::Binary(bop) => e.binary(ty, *bop, vals[0], vals[1]),
-            Op::Select => {
-                let m = e.truth(ty, vals[0]);
-                e.pick(ty, m, vals[1], vals[2])
-            }
+            Op::Select => match cx.masks.get(&inst.args[0]) {
+                // A uniform condition: its mask was made once, before the loop.
+                Some((scalar, vector)) => {
+                    if ty == types::F32 {
+                        e.b.ins().select(*scalar, vals[1], vals[2])
+                    } else {
+                        e.b.ins().bitselect(*vector, vals[1], vals[2])
+                    }
+                }
+                None => {
+                    let m = e.truth(ty, vals[0]);
+                    e.pick(ty, m, vals[1], vals[2])
+                }
+            },
             // Everything else reaches a kernel as an input or a uniform.
             _ => continue,
         };
@@ -366,7 +437,10 @@ fn flat(
         let env = load_inputs(e, cx, func, k, abi, types::F32X4, byte, off);
         let env = body(e, cx, func, k, types::F32X4, env);
         for (ri, (r, kind)) in sums.iter().enumerate() {
-            let Val::Varying(x) = get(&env, cx, func.inst(*r).args[0]) else { continue };
+            let x = match get(&env, cx, func.inst(*r).args[0]) {
+                Val::Varying(x) => x,
+                Val::Uniform(_, splat) => splat,
+            };
             match kind {
                 ReduceKind::Sum => {
                     let lo_x = e.b.ins().fvpromote_low(x);
