@@ -211,6 +211,72 @@ struct Ctx {
     sizes: [cranelift_codegen::ir::Value; 3],
     /// Masks of uniform `select` conditions: (i8 for scalars, f32x4 for vectors).
     masks: HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
+    /// Uniform conditions whose value the current loop version was specialised for.
+    known: HashMap<Value, bool>,
+    /// The values the current loop version computes (`None`: all of them).
+    live: Option<std::collections::HashSet<Value>>,
+}
+
+/// Uniform conditions (of selects and output guards) worth specialising a flat kernel's
+/// loop on: with each fixed, a select computes only the side it picks and a guarded write
+/// is unconditional or gone. At most [`MAX_VERSIONED`] distinct conditions, else none.
+const MAX_VERSIONED: usize = 3;
+
+fn versioned_conditions(
+    func: &Func,
+    k: &Kernel,
+    uniform: &HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
+) -> Vec<Value> {
+    let mut conds = Vec::new();
+    for v in &k.body {
+        let inst = func.inst(*v);
+        if inst.op == Op::Select && uniform.contains_key(&inst.args[0]) && !conds.contains(&inst.args[0]) {
+            conds.push(inst.args[0]);
+        }
+    }
+    for o in &k.outputs {
+        if let Some(g) = o.guard {
+            if !conds.contains(&g) {
+                conds.push(g);
+            }
+        }
+    }
+    if conds.len() > MAX_VERSIONED {
+        conds.clear();
+    }
+    conds
+}
+
+/// The values a loop version needs: what its outputs and reductions read, following only
+/// the picked side of selects whose condition it knows.
+fn live_values(
+    func: &Func,
+    k: &Kernel,
+    abi: &KernelAbi,
+    known: &HashMap<Value, bool>,
+) -> std::collections::HashSet<Value> {
+    let body: std::collections::HashSet<Value> = k.body.iter().copied().collect();
+    let mut work: Vec<Value> = Vec::new();
+    for o in &k.outputs {
+        if o.guard.is_none_or(|g| known.get(&g) != Some(&false)) {
+            work.push(o.value);
+        }
+    }
+    for r in abi.reductions.iter().chain(abi.axis_reductions.iter().map(|(r, _)| r)) {
+        work.push(func.inst(*r).args[0]);
+    }
+    let mut live = std::collections::HashSet::new();
+    while let Some(v) = work.pop() {
+        if !live.insert(v) || !body.contains(&v) {
+            continue;
+        }
+        let inst = func.inst(v);
+        match (&inst.op, known.get(&inst.args.first().copied().unwrap_or(v))) {
+            (Op::Select, Some(c)) => work.push(if *c { inst.args[1] } else { inst.args[2] }),
+            _ => work.extend(inst.args.iter().copied()),
+        }
+    }
+    live
 }
 
 /// Emits one kernel's function body into `b` (whose signature is [`signature`]).
@@ -273,10 +339,43 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
             })
         })
         .collect();
-    let mut cx = Ctx { ptrs, uniform, out_guards, sizes, masks };
-    match abi.mode {
-        Mode::Flat => flat(&mut e, &mut cx, func, k, abi, start, end, partials),
-        Mode::Grid => grid(&mut e, &mut cx, func, k, abi, partials),
+    let conds = if abi.mode == Mode::Flat { versioned_conditions(func, k, &uniform) } else { Vec::new() };
+    let mut cx = Ctx { ptrs, uniform, out_guards, sizes, masks, known: HashMap::new(), live: None };
+    if abi.mode == Mode::Grid {
+        grid(&mut e, &mut cx, func, k, abi, partials);
+        return;
+    }
+    if conds.is_empty() {
+        flat(&mut e, &mut cx, func, k, abi, start, end, partials);
+        return;
+    }
+    // One loop per combination of the uniform conditions, chosen once per call.
+    let mut index = e.b.ins().iconst(types::I64, 0);
+    for (bit, c) in conds.iter().enumerate() {
+        let s = cx.uniform[c].0;
+        let t = e.truth(types::F32, s);
+        let t = e.b.ins().uextend(types::I64, t);
+        let t = e.b.ins().ishl_imm_u(t, bit as i64);
+        index = e.b.ins().bor(index, t);
+    }
+    let versions: Vec<_> = (0..1usize << conds.len()).map(|_| e.b.create_block()).collect();
+    for (n, block) in versions.iter().enumerate() {
+        if n + 1 == versions.len() {
+            e.b.ins().jump(*block, &[]);
+            break;
+        }
+        let next = e.b.create_block();
+        let is = e.b.ins().icmp_imm_s(IntCC::Equal, index, n as i64);
+        e.b.ins().brif(is, *block, &[], next, &[]);
+        e.b.switch_to_block(next);
+        e.b.seal_block(next);
+    }
+    for (n, block) in versions.iter().enumerate() {
+        e.b.switch_to_block(*block);
+        e.b.seal_block(*block);
+        cx.known = conds.iter().enumerate().map(|(bit, c)| (*c, n >> bit & 1 == 1)).collect();
+        cx.live = Some(live_values(func, k, abi, &cx.known));
+        flat(&mut e, &mut cx, func, k, abi, start, end, partials);
     }
 }
 
@@ -330,10 +429,17 @@ fn body(
     mut env: HashMap<Value, Val>,
 ) -> HashMap<Value, Val> {
     for v in &k.body {
-        if cx.uniform.contains_key(v) {
+        if cx.uniform.contains_key(v) || cx.live.as_ref().is_some_and(|l| !l.contains(v)) {
             continue;
         }
         let inst = func.inst(*v);
+        if inst.op == Op::Select {
+            if let Some(c) = cx.known.get(&inst.args[0]) {
+                let picked = get(&env, cx, if *c { inst.args[1] } else { inst.args[2] });
+                env.insert(*v, picked);
+                continue;
+            }
+        }
         let as_ty = |x: Val| match x {
             Val::Varying(x) => x,
             Val::Uniform(s, splat) => {
@@ -570,7 +676,7 @@ fn load_inputs(
     let mut env = HashMap::new();
     let domain_is_scalar = k.domain == gdc_dsl::types::Shape::Scalar;
     for (v, buf) in &k.inputs {
-        if func.ty(*v).is_scalar() && !domain_is_scalar {
+        if func.ty(*v).is_scalar() && !domain_is_scalar || cx.live.as_ref().is_some_and(|l| !l.contains(v)) {
             continue;
         }
         let slot = abi.buffers.iter().position(|x| x == buf).unwrap_or(0);
@@ -596,7 +702,8 @@ fn store_outputs(
 ) {
     let _ = func;
     for (oi, o) in k.outputs.iter().enumerate() {
-        if abi.axis_reductions.iter().any(|(r, _)| *r == o.value) {
+        let known = o.guard.and_then(|g| cx.known.get(&g).copied());
+        if abi.axis_reductions.iter().any(|(r, _)| *r == o.value) || known == Some(false) {
             continue;
         }
         let x = match get(env, cx, o.value) {
@@ -614,9 +721,10 @@ fn store_outputs(
             let addr = e.b.ins().iadd(cx.ptrs[slot], byte);
             e.b.ins().store(flags(), x, addr, off);
         };
-        match cx.out_guards[oi] {
-            None => write(e),
-            Some(g) => {
+        match (cx.out_guards[oi], known) {
+            (_, Some(false)) => {}
+            (None, _) | (_, Some(true)) => write(e),
+            (Some(g), None) => {
                 let yes = e.b.create_block();
                 let done = e.b.create_block();
                 e.b.ins().brif(g, yes, &[], done, &[]);
