@@ -219,14 +219,20 @@ struct Ctx {
 
 /// Uniform conditions (of selects and output guards) worth specialising a flat kernel's
 /// loop on: with each fixed, a select computes only the side it picks and a guarded write
-/// is unconditional or gone. At most [`MAX_VERSIONED`] distinct conditions, else none.
+/// is unconditional or gone. At most [`MAX_VERSIONED`] distinct conditions, else none; and
+/// only in kernels that stream the gradient (the per-step pass over every parameter), since
+/// versions multiply code size: Muon's ~800 unrolled Newton-Schulz kernels do not need it.
 const MAX_VERSIONED: usize = 3;
 
 fn versioned_conditions(
     func: &Func,
     k: &Kernel,
+    abi: &KernelAbi,
     uniform: &HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
 ) -> Vec<Value> {
+    if !abi.buffers.contains(&crate::plan::Buffer::Grad) {
+        return Vec::new();
+    }
     let mut conds = Vec::new();
     for v in &k.body {
         let inst = func.inst(*v);
@@ -339,7 +345,7 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
             })
         })
         .collect();
-    let conds = if abi.mode == Mode::Flat { versioned_conditions(func, k, &uniform) } else { Vec::new() };
+    let conds = if abi.mode == Mode::Flat { versioned_conditions(func, k, abi, &uniform) } else { Vec::new() };
     let mut cx = Ctx { ptrs, uniform, out_guards, sizes, masks, known: HashMap::new(), live: None };
     if abi.mode == Mode::Grid {
         grid(&mut e, &mut cx, func, k, abi, partials);
