@@ -310,3 +310,18 @@ fn build_exits_1_on_source_errors_and_2_on_bad_input() {
     assert_eq!(code, 2, "clap rejects an unknown target: {err}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn replay_on_the_cpu_backend_passes_and_emit_prints_cranelift_ir() {
+    let (code, out, err) = gdc(&["replay", ADAMW, CASE, "--backend", "cpu"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("replay tests/golden/adamw-default.json on cpu: 10 step(s)"), "{out}");
+    assert!(out.trim_end().ends_with("ok: every step within tolerance"), "{out}");
+    let (code, out, err) = gdc(&["emit", ADAMW, "--stage", "clif"]);
+    assert_eq!(code, 0, "{err}");
+    // The update kernel: one f32x4 loop reading p, g, m, v, with IEEE sqrt and division.
+    assert!(out.contains("; update(p) kernel k0: Flat, buffers [Param, Grad, State(0), State(1)]"), "{out}");
+    for needle in ["load.f32x4", "sqrt", "fdiv", "store notrap"] {
+        assert!(out.contains(needle), "no `{needle}` in\n{out}");
+    }
+}
