@@ -1,6 +1,7 @@
 //! Everything after the checker is total on checked input: every mutation of every example
-//! that the checker accepts compiles without an internal error, and its plan steps on the
-//! interpreter without one (NaN is allowed; a crash or a plan bug is not).
+//! that the checker accepts compiles without an internal error, its plan steps on the
+//! interpreter without one (NaN is allowed; a crash or a plan bug is not), and the CPU
+//! backend compiles its kernels to machine code.
 
 use gdc_compiler::interp::{InterpError, Interpreter};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -92,6 +93,12 @@ fn exercise(src: &str) -> Result<(), String> {
         Err(gdc_compiler::CompileError::Source(_)) => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
+    // Cranelift for every kernel (skipping plans of Muon's size, which take long to compile
+    // and add no kind of kernel the others lack).
+    let kernels: usize = compiled.plan.variants.iter().map(|v| v.init.items.len() + v.update.items.len()).sum();
+    if kernels <= 40 {
+        gdc_compiler::cpu::compile(&compiled.plan).map_err(|e| format!("CPU backend: {e}"))?;
+    }
     let params = [
         ("w".to_string(), vec![3, 2], vec![0.5, -1.0, 0.25, 2.0, -0.5, 1.5]),
         ("b".to_string(), vec![4], vec![0.1, -0.2, 0.3, -0.4]),
