@@ -1,8 +1,8 @@
 //! The CPU backend agrees with the reference interpreter: every example optimizer, on
 //! random shapes (one element, sizes that are not a multiple of the vector width, matrices
 //! and higher ranks), random data and random hyperparameters (every flag on and off), for
-//! several steps, within a tolerance derived from
-//! float32 rounding. Empty tensors are refused with an error on both.
+//! several steps, within a tolerance derived from float32 rounding. Empty tensors are
+//! refused with an error on both.
 
 use gdc_runtime::{Backend, HyperTy, Optimizer, Options, ParamSpec, Program};
 use gdc_tests::{source, OPTIMIZERS};
