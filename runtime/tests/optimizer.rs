@@ -203,3 +203,28 @@ fn results_do_not_depend_on_the_thread_count() {
     let e = Optimizer::with_options(&program, &specs, Options { backend: Backend::Cpu, threads: Some(0) });
     assert!(matches!(e, Err(RuntimeError::NoThreads)));
 }
+
+#[test]
+fn optimizers_and_programs_cross_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Optimizer>();
+    send::<Program>();
+    sync::<Program>();
+    // Two optimizers sharing one program step in parallel threads like they do alone.
+    let program = Program::compile(ADAMW).expect("compiles");
+    let run = |program: Program| {
+        let mut opt = Optimizer::new(&program, &[ParamSpec::new("w", &[1000])]).expect("binds");
+        let mut w = grads(5, 1000);
+        for t in 0..3 {
+            opt.step(&mut [&mut w], &[&grads(t, 1000)]).expect("steps");
+        }
+        w
+    };
+    let alone = run(program.clone());
+    let (a, b) = (program.clone(), program);
+    let handles = [std::thread::spawn(move || run(a)), std::thread::spawn(move || run(b))];
+    for h in handles {
+        assert_eq!(h.join().expect("no panic"), alone);
+    }
+}
