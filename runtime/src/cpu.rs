@@ -301,13 +301,14 @@ impl CpuEngine {
                                     continue;
                                 }
                             }
-                            let mut scalars = Vec::with_capacity(ck.abi.scalars.len());
+                            // Each scalar four times over, one per vector lane (see the ABI).
+                            let mut scalars = Vec::with_capacity(4 * ck.abi.scalars.len());
                             for v in &ck.abi.scalars {
                                 let x = match envs[mi].get(v) {
                                     Some(x) => *x,
                                     None => scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?,
                                 };
-                                scalars.push(x as f32);
+                                scalars.extend([x as f32; 4]);
                             }
                             let bp = &self.params[i];
                             let owned = &mut self.owned[i];

@@ -4,9 +4,10 @@
 //!
 //! Every kernel is `extern "C" fn(bufs, scalars, sizes, start, end, partials)`:
 //! - `bufs: *const *mut f32`: one pointer per entry of [`KernelAbi::buffers`];
-//! - `scalars: *const f32`: one value per entry of [`KernelAbi::scalars`], computed by the
-//!   host in float64 and rounded (host and per-parameter scalars, device scalars, reduction
-//!   slots of earlier items, scalar state, output guards);
+//! - `scalars: *const f32`: per entry of [`KernelAbi::scalars`], its value four times over
+//!   (16 bytes, one per vector lane), computed by the host in float64 and rounded (host and
+//!   per-parameter scalars, device scalars, reduction slots of earlier items, scalar state,
+//!   output guards);
 //! - `sizes: *const u64`: the parameter's `[numel, rows, cols]`;
 //! - `start..end`: the elements to process ([`Mode::Flat`]; a grid kernel runs whole);
 //! - `partials: *mut f64`: the full reductions of this call, in [`KernelAbi::reductions`]

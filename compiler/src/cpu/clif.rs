@@ -298,8 +298,11 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
     let sizes = [0, 1, 2].map(|i| b.ins().load(types::I64, flags(), sizes_ptr, 8 * i));
     let mut uniform = HashMap::new();
     for (i, v) in abi.scalars.iter().enumerate() {
-        let s = b.ins().load(types::F32, flags(), scalars, (4 * i) as i32);
-        let splat = b.ins().splat(types::F32X4, s);
+        // The host passes each scalar four times over: a vector load, unlike a `splat`, is
+        // not sunk back into the loop by Cranelift's egraph (it re-broadcast every scalar
+        // in every iteration), and as a memory operand it costs no register.
+        let s = b.ins().load(types::F32, flags(), scalars, (16 * i) as i32);
+        let splat = b.ins().load(types::F32X4, flags(), scalars, (16 * i) as i32);
         uniform.insert(*v, (s, splat));
     }
     // Scalar inputs (scalar state read in a larger domain) are uniform too.
