@@ -476,10 +476,13 @@ impl CpuEngine {
         let Buffer::Temp(out_t) = l.output else {
             return Err(internal("a library call writes a non-temporary".into()));
         };
-        for &mi in jobs {
+        // Every parameter's call runs on the pool at once (each reads its own buffers);
+        // the results are written back in order afterwards.
+        let (owned, bound, temps_init) = (&self.owned, &self.params, &*init_temps);
+        let (params_ro, inst) = (&*params, func.inst(l.inst));
+        let compute = |mi: usize| -> Result<(usize, Vec<f32>), RuntimeError> {
             let i = members[mi];
-            let bp = self.params[i].clone();
-            let inst = func.inst(l.inst);
+            let bp = &bound[i];
             let mut args: Vec<(Vec<f32>, Vec<usize>)> = Vec::new();
             for a in &inst.args {
                 let ty = func.ty(*a);
@@ -495,22 +498,24 @@ impl CpuEngine {
                 let Some((_, b)) = l.inputs.iter().find(|(v, _)| v == a) else {
                     return Err(internal(format!("library call reads {a}, which it did not list")));
                 };
-                let owned = &self.owned[i];
                 let data: &[f32] = match b {
-                    Buffer::Param => &params[i][..],
+                    Buffer::Param => &params_ro[i][..],
                     Buffer::Grad => grads[i],
-                    Buffer::State(s) => owned.states[*s].as_deref().unwrap_or(&[]),
-                    Buffer::Temp(t) => {
-                        if init {
-                            &init_temps[i][*t]
-                        } else {
-                            &owned.temps[*t]
-                        }
-                    }
+                    Buffer::State(s) => owned[i].states[*s].as_deref().unwrap_or(&[]),
+                    Buffer::Temp(t) if init => &temps_init[i][*t],
+                    Buffer::Temp(t) => &owned[i].temps[*t],
                 };
                 args.push((data.to_vec(), sizes));
             }
-            let result = crate::linalg::run(&inst.op, &args)?;
+            Ok((i, crate::linalg::run(&inst.op, &args)?))
+        };
+        let results: Vec<Result<(usize, Vec<f32>), RuntimeError>> = if jobs.len() == 1 {
+            vec![compute(jobs[0])]
+        } else {
+            self.pool.install(|| jobs.par_iter().map(|mi| compute(*mi)).collect())
+        };
+        for r in results {
+            let (i, result) = r?;
             let dst = if init { &mut init_temps[i][out_t] } else { &mut self.owned[i].temps[out_t] };
             if dst.len() != result.len() {
                 return Err(internal(format!(
