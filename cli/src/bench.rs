@@ -15,13 +15,18 @@ pub struct BenchArgs {
     /// Which backend runs the steps.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BenchBackend,
-    /// Parameters in all (float32 elements).
-    #[arg(long)]
+    /// Parameters in all (float32 elements); required unless --shape is given.
+    #[arg(long, required_unless_present = "shape", default_value_t = 0)]
     numel: usize,
     /// How many tensors hold them: one is a single vector; more are a deterministic mix of
-    /// matrices and vectors of different sizes, like a transformer's layers.
+    /// matrices and vectors of different sizes, like a transformer's layers. With --shape:
+    /// how many tensors of that shape.
     #[arg(long, default_value_t = 1)]
     tensors: usize,
+    /// Every tensor has this shape (`1024x4096`, `300`), e.g. for optimizers that update
+    /// only matrices; replaces --numel.
+    #[arg(long, value_parser = parse_shape, conflicts_with = "numel")]
+    shape: Option<ShapeArg>,
     /// Worker threads for the CPU backend (default: one per available core).
     #[arg(long)]
     threads: Option<usize>,
@@ -44,6 +49,18 @@ enum BenchBackend {
     Interp,
 }
 
+/// A tensor shape given on the command line (`1024x4096`).
+#[derive(Clone, Debug)]
+pub struct ShapeArg(Vec<usize>);
+
+fn parse_shape(text: &str) -> Result<ShapeArg, String> {
+    let dims: Result<Vec<usize>, _> = text.split('x').map(|d| d.trim().parse::<usize>()).collect();
+    match dims {
+        Ok(d) if !d.is_empty() && d.iter().all(|x| *x > 0) => Ok(ShapeArg(d)),
+        _ => Err(format!("`{text}` is not a shape like 1024x4096 (positive sizes separated by x)")),
+    }
+}
+
 fn bad(message: String) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
@@ -52,13 +69,13 @@ fn bad(message: String) -> ExitCode {
 /// Runs `gdc bench`: exit 0 on success, 1 when the optimizer does not compile, 2 on bad
 /// arguments or parameters the optimizer cannot bind.
 pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
-    if args.numel == 0 {
+    if args.numel == 0 && args.shape.is_none() {
         return Err(bad("--numel must be at least 1".into()));
     }
     if args.tensors == 0 {
         return Err(bad("--tensors must be at least 1".into()));
     }
-    if args.tensors > args.numel {
+    if args.shape.is_none() && args.tensors > args.numel {
         return Err(bad(format!(
             "--tensors {} is more than --numel {}: every tensor needs at least one element",
             args.tensors, args.numel
@@ -85,11 +102,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     }
     let program = Program::compile(&source).map_err(|e| bad(format!("{}: {e}", args.file)))?;
 
-    let specs: Vec<ParamSpec> = mixed_shapes(args.numel, args.tensors)
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ParamSpec::new(format!("t{i}"), s))
-        .collect();
+    let numel = match &args.shape {
+        Some(shape) => shape.0.iter().product::<usize>() * args.tensors,
+        None => args.numel,
+    };
+    let shapes = match &args.shape {
+        Some(shape) => vec![shape.0.clone(); args.tensors],
+        None => mixed_shapes(numel, args.tensors),
+    };
+    let specs: Vec<ParamSpec> = shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("t{i}"), s)).collect();
     let backend = match args.backend {
         BenchBackend::Cpu => gdc_runtime::Backend::Cpu,
         BenchBackend::Interp => gdc_runtime::Backend::Interp,
@@ -120,14 +141,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
         BenchBackend::Cpu => "cpu",
         BenchBackend::Interp => "interp",
     };
-    let ns_per_param = stats.median_s * 1e9 / args.numel as f64;
+    let ns_per_param = stats.median_s * 1e9 / numel as f64;
     let gbps = bytes as f64 / stats.median_s / 1e9;
     if args.json {
         let json = serde_json::json!({
             "optimizer": program.name(),
             "file": args.file,
             "backend": backend_name,
-            "numel": args.numel,
+            "numel": numel,
             "tensors": args.tensors,
             "threads": threads,
             "warmup": args.warmup,
@@ -145,7 +166,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
         println!(
             "bench {} on {backend_name}: {} parameters in {} tensor{}, {threads} thread{}, {} timed step{} after {} warm-up",
             program.name(),
-            args.numel,
+            numel,
             args.tensors,
             plural(args.tensors),
             plural(threads),
@@ -162,7 +183,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
         println!("per parameter: {ns_per_param:.3} ns");
         println!(
             "bytes per step: {bytes} ({:.1} bytes per parameter), effective {gbps:.2} GB/s",
-            bytes as f64 / args.numel as f64
+            bytes as f64 / numel as f64
         );
     }
     Ok(ExitCode::SUCCESS)

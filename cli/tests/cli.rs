@@ -325,3 +325,16 @@ fn replay_on_the_cpu_backend_passes_and_emit_prints_cranelift_ir() {
         assert!(out.contains(needle), "no `{needle}` in\n{out}");
     }
 }
+
+#[test]
+fn bench_takes_a_shape_for_matrix_only_optimizers() {
+    let (code, out, err) =
+        gdc(&["bench", "examples/optimizers/muon.gd", "--shape", "8x4", "--tensors", "2", "--repeats", "2", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!((v["numel"].as_u64(), v["tensors"].as_u64()), (Some(64), Some(2)), "{v}");
+    assert!(v["bytes_per_step"].as_u64().is_some_and(|b| b > 64 * 4), "{v}");
+    let (code, _, err) = gdc(&["bench", ADAMW, "--shape", "0x3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a shape like 1024x4096"), "{err}");
+}

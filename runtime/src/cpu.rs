@@ -480,6 +480,10 @@ impl CpuEngine {
         // the results are written back in order afterwards.
         let (owned, bound, temps_init) = (&self.owned, &self.params, &*init_temps);
         let (params_ro, inst) = (&*params, func.inst(l.inst));
+        // One call alone gets the whole pool (gemm splits the product across it); several
+        // calls run side by side, one thread each.
+        let threads = if jobs.len() == 1 { self.pool.current_num_threads() } else { 1 };
+
         let compute = |mi: usize| -> Result<(usize, Vec<f32>), RuntimeError> {
             let i = members[mi];
             let bp = &bound[i];
@@ -507,10 +511,10 @@ impl CpuEngine {
                 };
                 args.push((data.to_vec(), sizes));
             }
-            Ok((i, crate::linalg::run(&inst.op, &args)?))
+            Ok((i, crate::linalg::run(&inst.op, &args, threads)?))
         };
         let results: Vec<Result<(usize, Vec<f32>), RuntimeError>> = if jobs.len() == 1 {
-            vec![compute(jobs[0])]
+            vec![self.pool.install(|| compute(jobs[0]))]
         } else {
             self.pool.install(|| jobs.par_iter().map(|mi| compute(*mi)).collect())
         };

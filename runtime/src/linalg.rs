@@ -13,15 +13,16 @@ fn internal(msg: String) -> RuntimeError {
     RuntimeError::Step(interp::InterpError::Internal(msg))
 }
 
-/// Runs one matrix instruction on its operands (data, sizes per dimension).
-pub fn run(op: &Op, args: &[(Vec<f32>, Vec<usize>)]) -> Result<Vec<f32>, RuntimeError> {
+/// Runs one matrix instruction on its operands (data, sizes per dimension); a matrix
+/// product may use `threads` threads of the current rayon pool.
+pub fn run(op: &Op, args: &[(Vec<f32>, Vec<usize>)], threads: usize) -> Result<Vec<f32>, RuntimeError> {
     let wide = |x: &[f32]| x.iter().map(|v| f64::from(*v)).collect::<Vec<f64>>();
     let narrow = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
     let arg = |i: usize| args.get(i).ok_or_else(|| internal(format!("{op:?} is missing operand {i}")));
     Ok(match op {
         Op::MatMul { ta, tb } => {
             let (a, b) = (arg(0)?, arg(1)?);
-            matmul(&a.0, &a.1, *ta, &b.0, &b.1, *tb)?
+            matmul(&a.0, &a.1, *ta, &b.0, &b.1, *tb, threads)?
         }
         Op::Transpose => {
             let a = arg(0)?;
@@ -62,7 +63,15 @@ fn dims2(sizes: &[usize]) -> Result<(usize, usize), RuntimeError> {
 
 /// `op(a) @ op(b)` for row-major operands; a vector operand is a row (left) or a column
 /// (right), as the language's `@` types it.
-fn matmul(a: &[f32], asz: &[usize], ta: bool, b: &[f32], bsz: &[usize], tb: bool) -> Result<Vec<f32>, RuntimeError> {
+fn matmul(
+    a: &[f32],
+    asz: &[usize],
+    ta: bool,
+    b: &[f32],
+    bsz: &[usize],
+    tb: bool,
+    threads: usize,
+) -> Result<Vec<f32>, RuntimeError> {
     // (rows, cols, row stride, col stride) of op(x) over x's row-major storage.
     let view = |sz: &[usize], t: bool, left: bool| -> (usize, usize, isize, isize) {
         match sz {
@@ -104,7 +113,7 @@ fn matmul(a: &[f32], asz: &[usize], ta: bool, b: &[f32], bsz: &[usize], tb: bool
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
         );
     }
     Ok(out)
