@@ -7,17 +7,9 @@
 use gdc_runtime::{Backend, HyperTy, Optimizer, Options, ParamSpec, Program};
 use gdc_tests::{source, OPTIMIZERS};
 
-/// Deterministic values in [-1, 1) (xorshift).
+/// `gdc_tests::noise` as float32.
 fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 52) as f64 - 1.0) as f32
-        })
-        .collect()
+    gdc_tests::noise(seed, n).into_iter().map(|x| x as f32).collect()
 }
 
 /// Random shapes for an optimizer: one element, sizes that are not a multiple of the vector

@@ -4,20 +4,7 @@
 //! - its state has the shapes the program declares, for every parameter, across steps.
 
 use gdc_compiler::interp::Interpreter;
-use gdc_tests::{compile, Entry, OPTIMIZERS};
-
-/// Deterministic values in [-1, 1).
-fn noise(seed: u64, n: usize) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-        })
-        .collect()
-}
+use gdc_tests::{compile, noise, Entry, OPTIMIZERS};
 
 /// The parameters the battery uses: a 6x4 matrix, and a vector unless matrices only.
 fn params(entry: &Entry) -> Vec<(String, Vec<usize>, Vec<f64>)> {

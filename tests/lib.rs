@@ -53,3 +53,16 @@ pub fn compile(name: &str) -> gdc_compiler::Compiled {
 pub fn case_path(case: &str) -> String {
     root().join("tests/golden").join(format!("{case}.json")).display().to_string()
 }
+
+/// Deterministic values in [-1, 1) (xorshift), the same for a seed on every machine.
+pub fn noise(seed: u64, n: usize) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        })
+        .collect()
+}

@@ -441,7 +441,7 @@ struct Buffers<'a> {
 }
 
 /// The dimension names of a shape (`p` for the parameter's own flattened shape).
-fn names_of(shape: &Shape) -> Vec<String> {
+pub fn names_of(shape: &Shape) -> Vec<String> {
     match shape {
         Shape::Scalar => vec![],
         Shape::Like => vec!["p".into()],
@@ -449,12 +449,18 @@ fn names_of(shape: &Shape) -> Vec<String> {
     }
 }
 
-fn size_of(name: &str, bp: &BoundParam) -> usize {
+/// The size of dimension `name` for a bound parameter (`p`: its element count).
+pub fn size_of(name: &str, bp: &BoundParam) -> usize {
     match name {
         "rows" => bp.rows,
         "cols" => bp.cols,
         _ => bp.numel,
     }
+}
+
+/// The number of elements of a value of `shape` for a bound parameter (1 for a scalar).
+pub fn elements_of(shape: &Shape, bp: &BoundParam) -> usize {
+    names_of(shape).iter().map(|n| size_of(n, bp)).product()
 }
 
 fn tensor_for(shape: &Shape, bp: &BoundParam, data: Vec<f64>) -> Tensor {

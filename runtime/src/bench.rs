@@ -103,18 +103,7 @@ fn elements(plan: &Plan, bp: &BoundParam, fp: &FuncPlan, b: Buffer) -> u64 {
         Buffer::Temp(t) => fp.temps.get(t).cloned().unwrap_or(Shape::Like),
     };
     let shape = if shape == Shape::Like { pattern.param_shape() } else { shape };
-    let dim = |name: &str| -> u64 {
-        match name {
-            "rows" => bp.rows as u64,
-            "cols" => bp.cols as u64,
-            _ => bp.numel as u64,
-        }
-    };
-    match &shape {
-        Shape::Scalar => 1,
-        Shape::Like => bp.numel as u64,
-        Shape::Dims(d) => d.iter().fold(1u64, |a, n| a.saturating_mul(dim(n))),
-    }
+    gdc_compiler::interp::elements_of(&shape, bp) as u64
 }
 
 /// `n` deterministic pseudo-random values in `[-scale, scale)`, from a splitmix64 stream that

@@ -8,9 +8,9 @@
 #![allow(unsafe_code)]
 
 use crate::RuntimeError;
-use gdc_compiler::cpu::abi::{names, size_index, Mode};
+use gdc_compiler::cpu::abi::{size_index, Mode};
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
-use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
+use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs, InterpError};
 use gdc_compiler::ir::{Func, Module, Op, ReduceKind, Value};
 use gdc_compiler::plan::{Buffer, Item, LibCall, Plan};
 use gdc_dsl::types::Shape;
@@ -114,17 +114,6 @@ struct Chunk {
     partials: usize,
 }
 
-fn shape_len(shape: &Shape, bp: &BoundParam) -> usize {
-    names(shape)
-        .iter()
-        .map(|n| match size_index(n) {
-            1 => bp.rows,
-            2 => bp.cols,
-            _ => bp.numel,
-        })
-        .product()
-}
-
 fn internal(msg: String) -> RuntimeError {
     RuntimeError::Step(InterpError::Internal(msg))
 }
@@ -172,6 +161,18 @@ impl CpuEngine {
         Ok(CpuEngine { plan, code, pool, params, owned, hypers, globals, step: 0, initialised: false })
     }
 
+    /// What host scalars read this step: hyperparameters, step, globals, `prepare`'s outputs
+    /// and (for shape scalars) parameter `param`.
+    fn host_inputs<'a>(&'a self, param: Option<usize>, prepare_outs: &'a [f64]) -> HostInputs<'a> {
+        HostInputs {
+            hypers: &self.hypers,
+            step: self.step,
+            globals: &self.globals,
+            prepare_outs,
+            param: param.map(|i| &self.params[i]),
+        }
+    }
+
     /// State `s` of parameter `i`, once initialised.
     pub fn state(&self, i: usize, s: usize) -> Option<&[f32]> {
         if !self.initialised {
@@ -201,17 +202,11 @@ impl CpuEngine {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         if !self.initialised {
-            self.run_all(true, params, grads)?;
+            self.run_all_with(true, params, grads, &[])?;
             self.initialised = true;
         }
         self.step += 1;
-        let inputs = HostInputs {
-            hypers: &self.hypers,
-            step: self.step,
-            globals: &self.globals,
-            prepare_outs: &[],
-            param: None,
-        };
+        let inputs = self.host_inputs(None, &[]);
         let (stores, prepare_outs) = interp::run_prepare(&self.plan, &inputs)?;
         for (gi, x) in stores {
             self.globals[gi] = x;
@@ -221,10 +216,6 @@ impl CpuEngine {
             self.step -= 1;
         }
         result
-    }
-
-    fn run_all(&mut self, init: bool, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
-        self.run_all_with(init, params, grads, &[])
     }
 
     /// Runs the init or update plan of every parameter, variant by variant, each item as one
@@ -264,13 +255,7 @@ impl CpuEngine {
             let mut envs: Vec<HashMap<Value, f64>> = Vec::new();
             for &i in &members {
                 let mut env = HashMap::new();
-                let inputs = HostInputs {
-                    hypers: &self.hypers,
-                    step: self.step,
-                    globals: &self.globals,
-                    prepare_outs,
-                    param: Some(&self.params[i]),
-                };
+                let inputs = self.host_inputs(Some(i), prepare_outs);
                 for v in fplan.host.iter().chain(&fplan.param) {
                     let x = scalar(m, func, *v, &env, &inputs, &self.owned[i])?;
                     env.insert(*v, x);
@@ -285,13 +270,7 @@ impl CpuEngine {
                         };
                         let mut calls = Vec::new();
                         for (mi, &i) in members.iter().enumerate() {
-                            let inputs = HostInputs {
-                                hypers: &self.hypers,
-                                step: self.step,
-                                globals: &self.globals,
-                                prepare_outs,
-                                param: Some(&self.params[i]),
-                            };
+                            let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &k.scalars {
                                 let x = scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?;
                                 envs[mi].insert(*v, x);
@@ -348,13 +327,7 @@ impl CpuEngine {
                     Item::Lib(l) => {
                         let mut jobs = Vec::new();
                         for (mi, &i) in members.iter().enumerate() {
-                            let inputs = HostInputs {
-                                hypers: &self.hypers,
-                                step: self.step,
-                                globals: &self.globals,
-                                prepare_outs,
-                                param: Some(&self.params[i]),
-                            };
+                            let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &l.scalars {
                                 let x = scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?;
                                 envs[mi].insert(*v, x);
@@ -386,7 +359,7 @@ impl CpuEngine {
         let mut chunks = Vec::new();
         let mut npartials = 0;
         for (ci, c) in calls.iter().enumerate() {
-            let n = domain_len(c);
+            let n = c.len;
             let abi = &c.kernel.abi;
             match abi.mode {
                 Mode::Flat => {
@@ -536,11 +509,6 @@ impl CpuEngine {
 
 fn size_of(name: &str, sizes: [u64; 3]) -> usize {
     sizes[size_index(name)] as usize
-}
-
-/// The number of elements a call iterates over.
-fn domain_len(c: &Call) -> usize {
-    c.len
 }
 
 fn writes_param(k: &gdc_compiler::plan::Kernel) -> bool {

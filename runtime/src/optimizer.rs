@@ -173,7 +173,14 @@ impl Optimizer {
         for (i, spec) in self.specs.iter().enumerate() {
             for (s, st) in m.states.iter().enumerate() {
                 if let Some(data) = e.state(i, s) {
-                    let shape = if data.len() == spec.numel() { spec.shape.clone() } else { vec![data.len()] };
+                    // `like(p)` state has the parameter's shape; other state its declared one.
+                    let shape = match &st.shape {
+                        gdc_dsl::types::Shape::Like => spec.shape.clone(),
+                        declared => {
+                            let bp = &e.params[i];
+                            interp::names_of(declared).iter().map(|n| interp::size_of(n, bp)).collect()
+                        }
+                    };
                     tensors.push(StateTensor {
                         param: spec.name.clone(),
                         state: st.name.clone(),

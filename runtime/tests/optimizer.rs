@@ -228,3 +228,18 @@ fn optimizers_and_programs_cross_threads() {
         assert_eq!(h.join().expect("no panic"), alone);
     }
 }
+
+#[test]
+fn checkpoints_record_each_state_with_its_declared_shape() {
+    let dir = scratch("shapes");
+    let path = dir.join("adafactor.safetensors");
+    let src = include_str!("../../examples/optimizers/adafactor.gd");
+    let mut w = vec![0.5f32; 12];
+    let mut opt = Optimizer::from_source(src, &[ParamSpec::new("w", &[3, 4])]).expect("binds");
+    opt.step(&mut [&mut w], &[&grads(1, 12)]).expect("steps");
+    opt.save_checkpoint(&path).expect("saves");
+    let (_, tensors) = gdc_runtime::checkpoint::load(&path).expect("loads");
+    let shapes: Vec<(String, Vec<usize>)> = tensors.iter().map(|t| (t.state.clone(), t.shape.clone())).collect();
+    assert_eq!(shapes, [("col_var".to_string(), vec![4]), ("row_var".to_string(), vec![3])]);
+    std::fs::remove_dir_all(&dir).ok();
+}

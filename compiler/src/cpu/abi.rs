@@ -13,6 +13,7 @@
 //! - `partials: *mut f64`: the full reductions of this call, in [`KernelAbi::reductions`]
 //!   order, then (grid kernels) scratch for axis reductions.
 
+use crate::interp::names_of as names;
 use crate::ir::{Func, Op};
 use crate::plan::{Buffer, Kernel};
 use gdc_dsl::types::Shape;
@@ -51,15 +52,6 @@ pub fn size_index(name: &str) -> usize {
         "rows" => 1,
         "cols" => 2,
         _ => 0,
-    }
-}
-
-/// The dimension names of a shape (`p` for the parameter's own, flattened, shape).
-pub fn names(shape: &Shape) -> Vec<String> {
-    match shape {
-        Shape::Scalar => vec![],
-        Shape::Like => vec!["p".into()],
-        Shape::Dims(d) => d.clone(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! `exp`, `log`, `pow` and `%` call the Rust standard library's float32 functions lane by
 //! lane; sums accumulate in float64.
 
-use super::abi::{names, size_index, KernelAbi, Mode};
+use super::abi::{size_index, KernelAbi, Mode};
+use crate::interp::names_of as names;
 use crate::ir::{Binary, Func, Op, ReduceKind, Unary, Value};
 use crate::plan::Kernel;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -585,7 +586,7 @@ fn flat(
                 }
             }
         }
-        store_outputs(e, cx, func, k, abi, &env, types::F32X4, byte, off);
+        store_outputs(e, cx, k, abi, &env, types::F32X4, byte, off);
     }
     let i = e.b.use_var(i_var);
     let next = e.b.ins().iadd_imm_s(i, step);
@@ -655,7 +656,7 @@ fn flat(
         };
         e.b.def_var(sacc[ri], n);
     }
-    store_outputs(e, cx, func, k, abi, &env, types::F32, byte, 0);
+    store_outputs(e, cx, k, abi, &env, types::F32, byte, 0);
     let i = e.b.use_var(i_var);
     let next = e.b.ins().iadd_imm_s(i, 1);
     e.b.def_var(i_var, next);
@@ -701,7 +702,6 @@ fn load_inputs(
 fn store_outputs(
     e: &mut Emitter,
     cx: &Ctx,
-    func: &Func,
     k: &Kernel,
     abi: &KernelAbi,
     env: &HashMap<Value, Val>,
@@ -709,7 +709,6 @@ fn store_outputs(
     byte: cranelift_codegen::ir::Value,
     off: i32,
 ) {
-    let _ = func;
     for (oi, o) in k.outputs.iter().enumerate() {
         let known = o.guard.and_then(|g| cx.known.get(&g).copied());
         if abi.axis_reductions.iter().any(|(r, _)| *r == o.value) || known == Some(false) {
@@ -846,7 +845,7 @@ fn grid(
                 let at = e.b.ins().iadd(scratch[ai], if *by_rows { r } else { c });
                 accumulate(e, kind, partials, Some(at), 0, x);
             }
-            store_outputs(e, cxr, func, k, abi, &env, types::F32, byte, 0);
+            store_outputs(e, cxr, k, abi, &env, types::F32, byte, 0);
             let next = e.b.ins().iadd_imm_s(flat, 1);
             e.b.def_var(flat_var, next);
         });
