@@ -7,6 +7,7 @@
 //! recompiles the stored source and compares, so a file edited with a recomputed checksum is
 //! refused rather than trusted.
 
+use crate::gpu::abi::{plan_kernels, GpuProgram};
 use crate::ir::HyperTy;
 use crate::{compile, plan, CompileError, Compiled};
 use serde::{Deserialize, Serialize};
@@ -30,16 +31,20 @@ const MAX_HEADER: usize = 256;
 pub enum Target {
     /// JIT-compiled at load on the host CPU.
     Cpu,
+    /// PTX for NVIDIA GPUs, made at build time (the artifact carries it: a GPU host needs
+    /// no compiler backend), loaded by the CUDA driver.
+    Cuda,
 }
 
 impl Target {
     /// Every known target.
-    pub const ALL: [Target; 1] = [Target::Cpu];
+    pub const ALL: [Target; 2] = [Target::Cpu, Target::Cuda];
 
-    /// The target's name as stored in artifacts and hashed (`"cpu"`).
+    /// The target's name as stored in artifacts and hashed (`"cpu"`, `"cuda"`).
     pub fn name(self) -> &'static str {
         match self {
             Target::Cpu => "cpu",
+            Target::Cuda => "cuda",
         }
     }
 
@@ -84,7 +89,7 @@ pub struct StateSchema {
 pub struct Artifact {
     pub format_version: u32,
     pub compiler_version: String,
-    /// A [`Target`] name: `"cpu"` for now.
+    /// A [`Target`] name: `"cpu"` or `"cuda"`.
     pub target: String,
     /// The file name the source was built from (for diagnostics only; not hashed).
     pub source_name: String,
@@ -97,6 +102,9 @@ pub struct Artifact {
     pub states: Vec<StateSchema>,
     /// `plan::print::plan_text` of the plan.
     pub plan_text: String,
+    /// The GPU code (target `cuda` only): PTX and per-kernel metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuProgram>,
 }
 
 /// Why an artifact cannot be read, written or trusted.
@@ -210,6 +218,7 @@ impl Artifact {
             hypers,
             states,
             plan_text: plan::print::plan_text(&compiled.plan),
+            gpu: None,
         }
     }
 
@@ -283,6 +292,24 @@ impl Artifact {
         ];
         if let Some((field, _)) = fields.iter().find(|(_, same)| !same) {
             return Err(ArtifactError::Stale { field });
+        }
+        match (target, &self.gpu) {
+            (Target::Cpu, None) => {}
+            (Target::Cpu, Some(_)) => return Err(ArtifactError::Stale { field: "gpu" }),
+            (Target::Cuda, None) => {
+                return Err(ArtifactError::Corrupt { detail: "a cuda artifact without its GPU code".into() })
+            }
+            (Target::Cuda, Some(gpu)) => {
+                // The PTX cannot be remade without the MLIR backend (a GPU host has none); the
+                // checksum guards its bytes, and its kernel table must be the plan's.
+                let want = plan_kernels(&compiled.plan).map_err(ArtifactError::Compile)?;
+                if gpu.kernels.len() != want.len() || gpu.kernels.iter().zip(&want).any(|(a, (b, _))| a != b) {
+                    return Err(ArtifactError::Stale { field: "gpu.kernels" });
+                }
+                if gpu.kernels.iter().any(|k| !gpu.ptx.contains(&format!(".entry {}(", k.name))) {
+                    return Err(ArtifactError::Stale { field: "gpu.ptx" });
+                }
+            }
         }
         Ok(compiled)
     }

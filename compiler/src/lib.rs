@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod cpu;
 pub mod golden;
+pub mod gpu;
 pub mod interp;
 pub mod ir;
 pub mod lower;
