@@ -7,11 +7,12 @@
 
 #![allow(unsafe_code)]
 
+use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, StateStore};
 use crate::RuntimeError;
-use gdc_compiler::cpu::abi::{size_index, Mode};
+use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
-use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs, InterpError};
-use gdc_compiler::ir::{Func, Module, Op, ReduceKind, Value};
+use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs};
+use gdc_compiler::ir::{Func, Op, ReduceKind, Value};
 use gdc_compiler::plan::{Buffer, Item, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use rayon::prelude::*;
@@ -69,11 +70,8 @@ pub(crate) struct CpuEngine {
     pool: rayon::ThreadPool,
     pub params: Vec<BoundParam>,
     owned: Vec<Owned>,
-    pub hypers: Vec<f64>,
-    pub globals: Vec<f64>,
-    pub step: u64,
-    /// Whether the state has been initialised (at the first step).
-    pub initialised: bool,
+    /// Hyperparameters, globals, the step counter.
+    pub counters: Counters,
 }
 
 /// A raw buffer pointer that may cross to a worker thread: every chunk writes a disjoint
@@ -114,10 +112,6 @@ struct Chunk {
     partials: usize,
 }
 
-fn internal(msg: String) -> RuntimeError {
-    RuntimeError::Step(InterpError::Internal(msg))
-}
-
 impl CpuEngine {
     pub fn new(
         plan: Arc<Plan>,
@@ -156,18 +150,17 @@ impl CpuEngine {
                 .collect();
             owned.push(Owned { states, temps });
         }
-        let hypers = m.hypers.iter().map(|h| h.default).collect();
-        let globals = m.globals.iter().map(|g| g.init).collect();
-        Ok(CpuEngine { plan, code, pool, params, owned, hypers, globals, step: 0, initialised: false })
+        let counters = Counters::new(m);
+        Ok(CpuEngine { plan, code, pool, params, owned, counters })
     }
 
     /// What host scalars read this step: hyperparameters, step, globals, `prepare`'s outputs
     /// and (for shape scalars) parameter `param`.
     fn host_inputs<'a>(&'a self, param: Option<usize>, prepare_outs: &'a [f64]) -> HostInputs<'a> {
         HostInputs {
-            hypers: &self.hypers,
-            step: self.step,
-            globals: &self.globals,
+            hypers: &self.counters.hypers,
+            step: self.counters.step,
+            globals: &self.counters.globals,
             prepare_outs,
             param: param.map(|i| &self.params[i]),
         }
@@ -175,45 +168,33 @@ impl CpuEngine {
 
     /// State `s` of parameter `i`, once initialised.
     pub fn state(&self, i: usize, s: usize) -> Option<&[f32]> {
-        if !self.initialised {
+        if !self.counters.initialised {
             return None;
         }
         self.owned.get(i)?.states.get(s)?.as_deref()
     }
 
-    /// The length of state `s` of parameter `i`, if its variant uses that state.
-    pub fn state_len(&self, i: usize, s: usize) -> Option<usize> {
-        self.owned.get(i)?.states.get(s)?.as_ref().map(|x| x.len())
-    }
-
-    /// Replaces state `s` of parameter `i` (a checkpoint being loaded); `false` if the
-    /// parameter has no such state or the length differs.
-    pub fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> bool {
-        match self.owned.get_mut(i).and_then(|o| o.states.get_mut(s)).and_then(|x| x.as_mut()) {
-            Some(buf) if buf.len() == data.len() => {
-                buf.copy_from_slice(data);
-                true
-            }
-            _ => false,
-        }
+    /// Element 0 of parameter `i`'s states, for scalar state read on the host.
+    fn load_state(&self, i: usize) -> impl Fn(usize) -> Result<Option<f32>, RuntimeError> + '_ {
+        move |s| Ok(self.owned[i].states[s].as_ref().and_then(|x| x.first()).copied())
     }
 
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
-        if !self.initialised {
+        if !self.counters.initialised {
             self.run_all_with(true, params, grads, &[])?;
-            self.initialised = true;
+            self.counters.initialised = true;
         }
-        self.step += 1;
+        self.counters.step += 1;
         let inputs = self.host_inputs(None, &[]);
         let (stores, prepare_outs) = interp::run_prepare(&self.plan, &inputs)?;
         for (gi, x) in stores {
-            self.globals[gi] = x;
+            self.counters.globals[gi] = x;
         }
         let result = self.run_all_with(false, params, grads, &prepare_outs);
         if result.is_err() {
-            self.step -= 1;
+            self.counters.step -= 1;
         }
         result
     }
@@ -257,7 +238,7 @@ impl CpuEngine {
                 let mut env = HashMap::new();
                 let inputs = self.host_inputs(Some(i), prepare_outs);
                 for v in fplan.host.iter().chain(&fplan.param) {
-                    let x = scalar(m, func, *v, &env, &inputs, &self.owned[i])?;
+                    let x = scalar(m, func, *v, &env, &inputs, &self.load_state(i))?;
                     env.insert(*v, x);
                 }
                 envs.push(env);
@@ -272,7 +253,7 @@ impl CpuEngine {
                         for (mi, &i) in members.iter().enumerate() {
                             let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &k.scalars {
-                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?;
+                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
                                 envs[mi].insert(*v, x);
                             }
                             if let Some(g) = k.guard {
@@ -285,7 +266,7 @@ impl CpuEngine {
                             for v in &ck.abi.scalars {
                                 let x = match envs[mi].get(v) {
                                     Some(x) => *x,
-                                    None => scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?,
+                                    None => scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?,
                                 };
                                 scalars.extend([x as f32; 4]);
                             }
@@ -329,7 +310,7 @@ impl CpuEngine {
                         for (mi, &i) in members.iter().enumerate() {
                             let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &l.scalars {
-                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.owned[i])?;
+                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
                                 envs[mi].insert(*v, x);
                             }
                             if let Some(g) = l.guard {
@@ -507,62 +488,34 @@ impl CpuEngine {
     }
 }
 
-fn size_of(name: &str, sizes: [u64; 3]) -> usize {
-    sizes[size_index(name)] as usize
-}
+impl StateStore for CpuEngine {
+    fn bound(&self) -> &[BoundParam] {
+        &self.params
+    }
 
-fn writes_param(k: &gdc_compiler::plan::Kernel) -> bool {
-    k.outputs.iter().any(|o| o.buffer == Buffer::Param)
-}
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
 
-/// Which states a variant's functions touch.
-fn state_use(m: &Module, init: &Func, update: &Func) -> Vec<bool> {
-    let mut used = vec![false; m.states.len()];
-    for f in [init, update] {
-        for inst in &f.insts {
-            match inst.op {
-                Op::Load(s) | Op::Store(gdc_compiler::ir::Target::State(s)) => used[s] = true,
-                _ => {}
+    fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    fn state_len(&self, i: usize, s: usize) -> Option<usize> {
+        self.owned.get(i)?.states.get(s)?.as_ref().map(|x| x.len())
+    }
+
+    fn state_copy(&self, i: usize, s: usize) -> Result<Option<Vec<f32>>, RuntimeError> {
+        Ok(self.state(i, s).map(|x| x.to_vec()))
+    }
+
+    fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> Result<bool, RuntimeError> {
+        Ok(match self.owned.get_mut(i).and_then(|o| o.states.get_mut(s)).and_then(|x| x.as_mut()) {
+            Some(buf) if buf.len() == data.len() => {
+                buf.copy_from_slice(data);
+                true
             }
-        }
+            _ => false,
+        })
     }
-    used
-}
-
-/// A host, per-parameter or device scalar: from `env`, or computed from its arguments.
-fn scalar(
-    m: &Module,
-    func: &Func,
-    v: Value,
-    env: &HashMap<Value, f64>,
-    inputs: &HostInputs,
-    owned: &Owned,
-) -> Result<f64, RuntimeError> {
-    if let Some(x) = env.get(&v) {
-        return Ok(*x);
-    }
-    let inst = func.inst(v);
-    if let Some(g) = inst.guard {
-        if env.get(&g).copied().unwrap_or(0.0) == 0.0 {
-            return Ok(f64::NAN);
-        }
-    }
-    match inst.op {
-        Op::Load(s) => {
-            return owned.states[s]
-                .as_ref()
-                .and_then(|x| x.first())
-                .map(|x| f64::from(*x))
-                .ok_or_else(|| internal(format!("scalar state `{}` is not allocated", m.states[s].name)))
-        }
-        // A reduction whose item's guard did not hold.
-        Op::Reduce(..) => return Ok(f64::NAN),
-        _ => {}
-    }
-    let args = inst
-        .args
-        .iter()
-        .map(|a| env.get(a).copied().ok_or_else(|| internal(format!("scalar {v} reads {a} before it is computed"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    interp::host_op(&inst.op, &args, inputs).ok_or_else(|| internal(format!("{v} ({:?}) is not a scalar", inst.op)))
 }

@@ -3,16 +3,27 @@
 //! plain `f32` memory any framework can hand over.
 //!
 //! Backends: `cpu` runs the plan's kernels as Cranelift machine code over a persistent pool
-//! of worker threads; `interp` runs the float64 reference interpreter (exact, slow), for
-//! checking.
+//! of worker threads; `cuda` (feature `cuda`, on by default) launches the PTX of a
+//! `gdc build --target cuda` artifact on an NVIDIA GPU, through the driver library found at
+//! run time (no CUDA toolkit, MLIR or LLVM is linked: a machine without a GPU reports
+//! [`RuntimeError::NoGpu`]); `interp` runs the float64 reference interpreter (exact, slow),
+//! for checking. Every backend shares the host's scalar arithmetic (`shared`), so they
+//! differ only in how kernels and library calls run.
 
 pub mod bench;
 pub mod checkpoint;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod linalg;
 mod optimizer;
 mod program;
 pub mod replay;
+mod shared;
+
+/// The CUDA bindings the device API ([`Optimizer::step_device`]) takes buffers of.
+#[cfg(feature = "cuda")]
+pub use cudarc;
 
 pub use gdc_compiler::interp::InterpError;
 pub use gdc_compiler::ir::HyperTy;
@@ -86,4 +97,32 @@ pub enum RuntimeError {
     CheckpointState { path: String, what: String },
     #[error("{0} is not supported on the interpreter backend; use the cpu backend")]
     Unsupported(&'static str),
+    /// An operation of the device API on an optimizer of another backend.
+    #[error("{0} needs an optimizer on the cuda backend (`Backend::Cuda`)")]
+    NeedsCuda(&'static str),
+    /// The cuda backend cannot run here: no driver library, no device, or a driver that
+    /// does not initialise. The message says what was looked for.
+    #[error("no usable NVIDIA GPU: {0}")]
+    NoGpu(String),
+    /// The runtime was compiled without its `cuda` feature.
+    #[error(
+        "this gdc runtime was built without the `cuda` feature, so it has no cuda backend;          rebuild it with `--features cuda`, or use the cpu backend"
+    )]
+    CudaNotBuilt,
+    /// A program without GPU code (compiled from source, or a `--target cpu` artifact) bound
+    /// to the cuda backend.
+    #[error(
+        "optimizer `{0}` has no GPU code: build it with `gdc build FILE.gd --target cuda -o FILE.gdo` \
+         and load that artifact (or use the cpu backend)"
+    )]
+    NoGpuCode(String),
+    /// The artifact's PTX targets a newer GPU than the device.
+    #[error(
+        "the artifact's GPU code is for {arch} but the device is {device}: rebuild it with \
+         `gdc build FILE.gd --target cuda --arch ARCH` for this GPU's architecture or older"
+    )]
+    GpuArch { arch: String, device: String },
+    /// A CUDA driver or cuBLAS call failed; the message says which and on what.
+    #[error("CUDA error: {0}")]
+    Cuda(String),
 }

@@ -3,6 +3,9 @@
 
 use crate::checkpoint::{self, CheckpointMeta, StateTensor};
 use crate::cpu::CpuEngine;
+#[cfg(feature = "cuda")]
+use crate::cuda::CudaEngine;
+use crate::shared::StateStore;
 use crate::{ParamSpec, Program, RuntimeError};
 use gdc_compiler::interp::{self, Interpreter};
 use gdc_compiler::ir::HyperTy;
@@ -17,6 +20,9 @@ pub enum Backend {
     Cpu,
     /// The float64 reference interpreter (exact, slow): for checking.
     Interp,
+    /// The program's PTX on an NVIDIA GPU, in float32 (needs a program loaded from a
+    /// `gdc build --target cuda` artifact, and the runtime's `cuda` feature).
+    Cuda,
 }
 
 /// How an optimizer runs.
@@ -29,6 +35,8 @@ pub struct Options {
 
 enum Engine {
     Cpu(Box<CpuEngine>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<CudaEngine>),
     Interp(Box<Interpreter>),
 }
 
@@ -53,6 +61,18 @@ impl Optimizer {
     }
 
     pub fn with_options(program: &Program, params: &[ParamSpec], options: Options) -> Result<Optimizer, RuntimeError> {
+        Optimizer::with_device(program, params, options, 0)
+    }
+
+    /// As [`Optimizer::with_options`], on CUDA device `device` (an ordinal, as
+    /// `CUDA_VISIBLE_DEVICES` numbers them) when the backend is [`Backend::Cuda`]; other
+    /// backends ignore it.
+    pub fn with_device(
+        program: &Program,
+        params: &[ParamSpec],
+        options: Options,
+        device: usize,
+    ) -> Result<Optimizer, RuntimeError> {
         for (i, p) in params.iter().enumerate() {
             if params[..i].iter().any(|q| q.name == p.name) {
                 return Err(RuntimeError::DuplicateParam(p.name.clone()));
@@ -72,8 +92,41 @@ impl Optimizer {
                 let code = Arc::clone(&program.inner.cpu);
                 Engine::Cpu(Box::new(CpuEngine::new(plan, code, bound, threads)?))
             }
+            Backend::Cuda => Optimizer::cuda_engine(program, &bound, device)?,
         };
         Ok(Optimizer { program: program.clone(), specs: params.to_vec(), engine })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_engine(program: &Program, bound: &[(String, Vec<usize>)], device: usize) -> Result<Engine, RuntimeError> {
+        let Some(gpu) = program.gpu() else { return Err(RuntimeError::NoGpuCode(program.name().to_string())) };
+        let bound = interp::bind(program.plan(), bound)?;
+        let plan = Arc::clone(&program.inner.plan);
+        Ok(Engine::Cuda(Box::new(CudaEngine::new(plan, gpu, bound, device)?)))
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn cuda_engine(_: &Program, _: &[(String, Vec<usize>)], _: usize) -> Result<Engine, RuntimeError> {
+        Err(RuntimeError::CudaNotBuilt)
+    }
+
+    /// The engine's state as checkpoints see it (`None`: the interpreter).
+    fn store(&self) -> Option<&dyn StateStore> {
+        match &self.engine {
+            Engine::Cpu(e) => Some(&**e),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => Some(&**e),
+            Engine::Interp(_) => None,
+        }
+    }
+
+    fn store_mut(&mut self) -> Option<&mut dyn StateStore> {
+        match &mut self.engine {
+            Engine::Cpu(e) => Some(&mut **e),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => Some(&mut **e),
+            Engine::Interp(_) => None,
+        }
     }
 
     /// Applies one step: `params[i]` is updated in place from `grads[i]`. A call with the
@@ -81,6 +134,8 @@ impl Optimizer {
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
         match &mut self.engine {
             Engine::Cpu(e) => e.step(params, grads),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => e.step(params, grads),
             Engine::Interp(it) => {
                 let mut values: Vec<Vec<f64>> =
                     params.iter().map(|p| p.iter().map(|x| f64::from(*x)).collect()).collect();
@@ -96,6 +151,33 @@ impl Optimizer {
         }
     }
 
+    /// Applies one step to parameters and gradients in device memory (cuda backend only):
+    /// `params[i]` is updated in place from `grads[i]`, with the same checks as
+    /// [`Optimizer::step`]. The buffers must belong to the optimizer's CUDA context
+    /// (allocate them on [`Optimizer::cuda_stream`]); work queued on their streams is waited
+    /// for, and the step has completed on the device when this returns.
+    #[cfg(feature = "cuda")]
+    pub fn step_device(
+        &mut self,
+        params: &mut [&mut cudarc::driver::CudaSlice<f32>],
+        grads: &[&cudarc::driver::CudaSlice<f32>],
+    ) -> Result<(), RuntimeError> {
+        match &mut self.engine {
+            Engine::Cuda(e) => e.step_device(params, grads),
+            _ => Err(RuntimeError::NeedsCuda("stepping device buffers")),
+        }
+    }
+
+    /// The CUDA stream the optimizer runs on (cuda backend only), so training code can
+    /// allocate its buffers in the same context.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_stream(&self) -> Option<std::sync::Arc<cudarc::driver::CudaStream>> {
+        match &self.engine {
+            Engine::Cuda(e) => Some(e.stream()),
+            _ => None,
+        }
+    }
+
     /// Sets a hyperparameter by name, checked against its declared type and range; it takes
     /// effect at the next step, without recompiling.
     pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), RuntimeError> {
@@ -106,14 +188,18 @@ impl Optimizer {
 
     fn hyper_values(&self) -> &[f64] {
         match &self.engine {
-            Engine::Cpu(e) => &e.hypers,
+            Engine::Cpu(e) => &e.counters.hypers,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => &e.counters.hypers,
             Engine::Interp(it) => &it.hypers,
         }
     }
 
     fn hyper_values_mut(&mut self) -> &mut Vec<f64> {
         match &mut self.engine {
-            Engine::Cpu(e) => &mut e.hypers,
+            Engine::Cpu(e) => &mut e.counters.hypers,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => &mut e.counters.hypers,
             Engine::Interp(it) => &mut it.hypers,
         }
     }
@@ -139,7 +225,9 @@ impl Optimizer {
     /// Steps taken so far.
     pub fn step_count(&self) -> u64 {
         match &self.engine {
-            Engine::Cpu(e) => e.step,
+            Engine::Cpu(e) => e.counters.step,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => e.counters.step,
             Engine::Interp(it) => it.step,
         }
     }
@@ -153,13 +241,15 @@ impl Optimizer {
     }
 
     /// A copy of state `name` of parameter `param`, as float32 (`None` before the first
-    /// step, or if the parameter has no such state).
+    /// step, or if the parameter has no such state; on the cuda backend, also if the copy
+    /// from the device fails).
     pub fn state(&self, param: &str, name: &str) -> Option<Vec<f32>> {
         let i = self.specs.iter().position(|p| p.name == param)?;
         let s = self.program.plan().module.states.iter().position(|st| st.name == name)?;
-        match &self.engine {
-            Engine::Cpu(e) => e.state(i, s).map(|x| x.to_vec()),
-            Engine::Interp(it) => Some(it.state(i, name)?.data.iter().map(|x| *x as f32).collect()),
+        match (&self.engine, self.store()) {
+            (Engine::Interp(it), _) => Some(it.state(i, name)?.data.iter().map(|x| *x as f32).collect()),
+            (_, Some(e)) => e.state_copy(i, s).ok().flatten(),
+            (_, None) => None,
         }
     }
 
@@ -167,26 +257,21 @@ impl Optimizer {
     /// as safetensors at `path`, keyed by parameter name and tied to the program's hash.
     /// The write is atomic: an interrupted save leaves the previous file in place.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
-        let Engine::Cpu(e) = &self.engine else { return Err(RuntimeError::Unsupported("checkpointing")) };
+        let Some(e) = self.store() else { return Err(RuntimeError::Unsupported("checkpointing")) };
         let m = &self.program.plan().module;
         let mut tensors = Vec::new();
         for (i, spec) in self.specs.iter().enumerate() {
             for (s, st) in m.states.iter().enumerate() {
-                if let Some(data) = e.state(i, s) {
+                if let Some(data) = e.state_copy(i, s)? {
                     // `like(p)` state has the parameter's shape; other state its declared one.
                     let shape = match &st.shape {
                         gdc_dsl::types::Shape::Like => spec.shape.clone(),
                         declared => {
-                            let bp = &e.params[i];
+                            let bp = &e.bound()[i];
                             interp::names_of(declared).iter().map(|n| interp::size_of(n, bp)).collect()
                         }
                     };
-                    tensors.push(StateTensor {
-                        param: spec.name.clone(),
-                        state: st.name.clone(),
-                        shape,
-                        data: data.to_vec(),
-                    });
+                    tensors.push(StateTensor { param: spec.name.clone(), state: st.name.clone(), shape, data });
                 }
             }
         }
@@ -194,9 +279,9 @@ impl Optimizer {
             program_hash: self.program.hash().to_string(),
             optimizer: self.program.name().to_string(),
             params: self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect(),
-            step: e.step,
-            hypers: m.hypers.iter().zip(&e.hypers).map(|(h, v)| (h.name.clone(), *v)).collect(),
-            globals: e.globals.clone(),
+            step: e.counters().step,
+            hypers: m.hypers.iter().zip(&e.counters().hypers).map(|(h, v)| (h.name.clone(), *v)).collect(),
+            globals: e.counters().globals.clone(),
         };
         Ok(checkpoint::save(path.as_ref(), &meta, &tensors)?)
     }
@@ -209,20 +294,23 @@ impl Optimizer {
         let (meta, tensors) = checkpoint::load(path)?;
         let params: Vec<(String, Vec<usize>)> = self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
         checkpoint::check_compatible(&meta, self.program.hash(), self.program.name(), &params)?;
-        let m = &self.program.plan().module;
+        let program = self.program.clone();
+        let m = &program.plan().module;
         let bad = |what: String| RuntimeError::CheckpointState { path: path.display().to_string(), what };
-        let Engine::Cpu(e) = &mut self.engine else { return Err(RuntimeError::Unsupported("checkpointing")) };
-        let mut hypers = e.hypers.clone();
+        let specs = self.specs.clone();
+        let Some(e) = self.store_mut() else { return Err(RuntimeError::Unsupported("checkpointing")) };
+        let mut hypers = e.counters().hypers.clone();
         for (name, value) in &meta.hypers {
             let i = interp::check_hyper(m, name, *value).map_err(|err| bad(err.to_string()))?;
             hypers[i] = *value;
         }
-        if meta.globals.len() != e.globals.len() {
-            return Err(bad(format!("it has {} globals, the program {}", meta.globals.len(), e.globals.len())));
+        let nglobals = e.counters().globals.len();
+        if meta.globals.len() != nglobals {
+            return Err(bad(format!("it has {} globals, the program {nglobals}", meta.globals.len())));
         }
         // Every state each parameter uses must be there, with its length, once a step ran.
         let mut updates = Vec::new();
-        for (i, spec) in self.specs.iter().enumerate() {
+        for (i, spec) in specs.iter().enumerate() {
             for (s, st) in m.states.iter().enumerate() {
                 let Some(len) = e.state_len(i, s) else { continue };
                 let found = tensors.iter().find(|t| t.param == spec.name && t.state == st.name);
@@ -243,13 +331,15 @@ impl Optimizer {
                 }
             }
         }
+        // Lengths were checked above, so only a device copy can fail here.
         for (i, s, data) in updates {
-            e.set_state(i, s, data);
+            e.set_state(i, s, data)?;
         }
-        e.hypers = hypers;
-        e.globals = meta.globals.clone();
-        e.step = meta.step;
-        e.initialised = meta.step > 0;
+        let c = e.counters_mut();
+        c.hypers = hypers;
+        c.globals = meta.globals.clone();
+        c.step = meta.step;
+        c.initialised = meta.step > 0;
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
-//! A compiled optimizer, ready to bind: its kernel plan and, for the CPU, its machine code.
+//! A compiled optimizer, ready to bind: its kernel plan, its CPU machine code (always: it is
+//! cheap, so every program runs on the CPU) and, from a `--target cuda` artifact, its PTX.
 
 use crate::RuntimeError;
 use gdc_compiler::artifact::{Artifact, ArtifactError, Target};
 use gdc_compiler::cpu::CpuProgram;
+use gdc_compiler::gpu::abi::GpuProgram;
 use gdc_compiler::plan::Plan;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ pub(crate) struct ProgramInner {
     pub hash: String,
     pub plan: Arc<Plan>,
     pub cpu: Arc<CpuProgram>,
+    /// The GPU code of a cuda artifact.
+    pub gpu: Option<Arc<GpuProgram>>,
 }
 
 impl Program {
@@ -28,31 +32,45 @@ impl Program {
             gdc_compiler::CompileError::Source(d) => RuntimeError::Compile(gdc_dsl::render(&d, "<optimizer>", source)),
             other => RuntimeError::Compile(other.to_string()),
         })?;
-        Program::from_plan(source, compiled.plan)
+        let hash = gdc_compiler::artifact::program_hash(source, Target::Cpu.name());
+        Program::from_plan(source, hash, compiled.plan, None)
     }
 
-    pub(crate) fn from_plan(source: &str, plan: Plan) -> Result<Program, RuntimeError> {
+    pub(crate) fn from_plan(
+        source: &str,
+        hash: String,
+        plan: Plan,
+        gpu: Option<GpuProgram>,
+    ) -> Result<Program, RuntimeError> {
         let cpu = gdc_compiler::cpu::compile(&plan).map_err(RuntimeError::Codegen)?;
         Ok(Program {
             inner: Arc::new(ProgramInner {
                 source: source.to_string(),
-                hash: gdc_compiler::artifact::program_hash(source, Target::Cpu.name()),
+                hash,
                 plan: Arc::new(plan),
                 cpu: Arc::new(cpu),
+                gpu: gpu.map(Arc::new),
             }),
         })
     }
 
-    /// Loads a `.gdo` artifact built by `gdc build --target cpu`: checks its header,
-    /// checksum, format and compiler version, recompiles its source and checks the plan and
-    /// schemas it carries are exactly what this compiler makes, then compiles machine code.
+    /// Loads a `.gdo` artifact built by `gdc build` (`--target cpu` or `cuda`): checks its
+    /// header, checksum, format and compiler version, then as [`Program::from_artifact`].
     pub fn load(path: impl AsRef<Path>) -> Result<Program, RuntimeError> {
-        let artifact = Artifact::read(path)?;
-        if artifact.target != Target::Cpu.name() {
+        Program::from_artifact(Artifact::read(path)?)
+    }
+
+    /// A program from an artifact in memory: recompiles its source and checks that the
+    /// plan, schemas and (cuda) kernel table it carries are exactly what this compiler
+    /// makes, then compiles CPU machine code. A cuda artifact keeps its PTX for the cuda
+    /// backend, and runs on the CPU too. The program hash is the artifact's (it names the
+    /// target), so checkpoints tie to it.
+    pub fn from_artifact(artifact: Artifact) -> Result<Program, RuntimeError> {
+        if Target::from_name(&artifact.target).is_none() {
             return Err(ArtifactError::UnknownTarget(artifact.target).into());
         }
         let compiled = artifact.validate()?;
-        Program::from_plan(&artifact.source, compiled.plan)
+        Program::from_plan(&artifact.source, artifact.program_hash, compiled.plan, artifact.gpu)
     }
 
     /// The program's hash: format and compiler version, target and source.
@@ -72,5 +90,10 @@ impl Program {
 
     pub fn source(&self) -> &str {
         &self.inner.source
+    }
+
+    /// The GPU code, for a program loaded from a `--target cuda` artifact.
+    pub fn gpu(&self) -> Option<&GpuProgram> {
+        self.inner.gpu.as_deref()
     }
 }

@@ -1,0 +1,852 @@
+//! The CUDA engine: runs a plan's PTX kernels over the bound parameters, one launch per
+//! kernel item covering every parameter of the variant (see `gdc_compiler::gpu::abi`). The
+//! host computes scalars in float64 exactly as the CPU engine does, combines the kernels'
+//! partial reductions in chunk order and writes axis-reduction results; matrix products,
+//! transposes and outer products run on cuBLAS, decompositions on the host.
+
+#![allow(unsafe_code)]
+
+use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
+use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, StateStore};
+use crate::RuntimeError;
+use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use gdc_compiler::artifact::ArtifactError;
+use gdc_compiler::gpu::abi::{self, GpuProgram, KernelAbi, Mode};
+use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs};
+use gdc_compiler::ir::{Func, Op, ReduceKind, Value};
+use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
+use gdc_dsl::types::Shape;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One parameter's device buffers owned by the engine.
+struct Owned {
+    /// By state index; `None` for state this parameter's variant does not use.
+    states: Vec<Option<DevBuf<f32>>>,
+    /// The update plan's temporaries.
+    temps: Vec<DevBuf<f32>>,
+}
+
+/// A kernel ready to launch.
+struct Launchable {
+    func: CudaFunction,
+    abi: KernelAbi,
+}
+
+/// The tables every launch uploads, reused from launch to launch (the stream orders each
+/// upload after the previous launch that read the buffer).
+struct Tables {
+    ptrs: Scratch<u64>,
+    scalars: Scratch<f32>,
+    sizes: Scratch<i64>,
+    chunks: Scratch<i64>,
+    partials: Scratch<f64>,
+}
+
+/// One kernel call prepared for a parameter.
+struct Call {
+    /// The member index (the parameter's position among its variant's parameters).
+    mi: usize,
+    /// The parameter's index.
+    param: usize,
+    scalars: Vec<f32>,
+    ptrs: Vec<u64>,
+    sizes: [u64; 3],
+    len: usize,
+}
+
+pub(crate) struct CudaEngine {
+    plan: Arc<Plan>,
+    dev: Device,
+    kernels: HashMap<(usize, bool, usize), Launchable>,
+    pub params: Vec<BoundParam>,
+    owned: Vec<Owned>,
+    /// Device copies of the parameters and gradients for [`CudaEngine::step`] on host
+    /// memory, allocated at its first call.
+    io: Vec<(DevBuf<f32>, DevBuf<f32>)>,
+    tables: Tables,
+    /// Hyperparameters, globals, the step counter.
+    pub counters: Counters,
+}
+
+/// Whether a library call runs on cuBLAS (the others run on the host).
+fn on_cublas(op: &Op) -> bool {
+    matches!(op, Op::MatMul { .. } | Op::Transpose | Op::Outer)
+}
+
+/// Combines a chunk's partial `x` into `acc`, as the CPU engine does.
+fn combine(max_abs: bool, acc: f64, x: f64) -> f64 {
+    if max_abs {
+        if acc.is_nan() || x.is_nan() {
+            f64::NAN
+        } else {
+            acc.max(x)
+        }
+    } else {
+        acc + x
+    }
+}
+
+fn is_max_abs(func: &Func, v: Value) -> bool {
+    matches!(func.inst(v).op, Op::Reduce(ReduceKind::MaxAbs, _))
+}
+
+fn int(x: usize, what: &str) -> Result<i32, RuntimeError> {
+    i32::try_from(x).map_err(|_| internal(format!("{what} = {x} is too large for cuBLAS")))
+}
+
+impl CudaEngine {
+    /// Opens device `ordinal`, checks the program's GPU code against the plan and the device,
+    /// loads the PTX and allocates the state on the device.
+    pub fn new(
+        plan: Arc<Plan>,
+        gpu: &GpuProgram,
+        params: Vec<BoundParam>,
+        ordinal: usize,
+    ) -> Result<CudaEngine, RuntimeError> {
+        // The artifact's kernel table must be exactly what this plan launches.
+        let want = abi::plan_kernels(&plan).map_err(RuntimeError::Codegen)?;
+        if gpu.kernels.len() != want.len() || gpu.kernels.iter().zip(&want).any(|(a, (b, _))| a != b) {
+            return Err(ArtifactError::Stale { field: "gpu.kernels" }.into());
+        }
+        let Some(arch) = parse_arch(&gpu.arch) else {
+            return Err(ArtifactError::Corrupt { detail: format!("unknown GPU architecture `{}`", gpu.arch) }.into());
+        };
+        if gpu.ptx.contains('\0') {
+            return Err(ArtifactError::Corrupt { detail: "the PTX holds a NUL byte".into() }.into());
+        }
+        let m = &plan.module;
+        let blas = plan.variants.iter().zip(&m.variants).any(|(vp, vm)| {
+            [(&vp.init, &vm.init), (&vp.update, &vm.update)]
+                .into_iter()
+                .any(|(fp, f)| fp.items.iter().any(|it| matches!(it, Item::Lib(l) if on_cublas(&f.inst(l.inst).op))))
+        });
+        let dev = Device::open(ordinal, blas)?;
+        if dev.cc < arch {
+            return Err(RuntimeError::GpuArch {
+                arch: gpu.arch.clone(),
+                device: format!("{} (sm_{}{})", dev.name, dev.cc.0, dev.cc.1),
+            });
+        }
+        let module = dev.ctx.load_module(cudarc::nvrtc::Ptx::from_src(gpu.ptx.clone())).map_err(cuda(format_args!(
+            "loading the {} PTX on {} (a driver older than the PTX's ISA version refuses it: update the NVIDIA driver)",
+            gpu.arch, dev.name
+        )))?;
+        let mut kernels = HashMap::new();
+        for (meta, abi) in want {
+            let func = module
+                .load_function(&meta.name)
+                .map_err(cuda(format_args!("finding kernel `{}` in the PTX", meta.name)))?;
+            kernels.insert((meta.variant, meta.init, meta.item), Launchable { func, abi });
+        }
+        let mut owned = Vec::new();
+        for bp in &params {
+            let vp = &plan.variants[bp.variant];
+            let used = state_use(m, &m.variants[bp.variant].init, &m.variants[bp.variant].update);
+            let pshape = vp.pattern.param_shape();
+            let mut states = Vec::new();
+            for (s, st) in m.states.iter().enumerate() {
+                states.push(if used[s] {
+                    let shape = if st.shape == Shape::Like { pshape.clone() } else { st.shape.clone() };
+                    let what = format!("state `{}` of `{}`", st.name, bp.name);
+                    Some(dev.zeros(shape_len(&shape, bp), &what)?)
+                } else {
+                    None
+                });
+            }
+            let mut temps = Vec::new();
+            for shape in &vp.update.temps {
+                temps.push(dev.zeros(shape_len(shape, bp), &format!("a temporary of `{}`", bp.name))?);
+            }
+            owned.push(Owned { states, temps });
+        }
+        let tables = Tables {
+            ptrs: Scratch::new(),
+            scalars: Scratch::new(),
+            sizes: Scratch::new(),
+            chunks: Scratch::new(),
+            partials: Scratch::new(),
+        };
+        let counters = Counters::new(m);
+        Ok(CudaEngine { plan, dev, kernels, params, owned, io: Vec::new(), tables, counters })
+    }
+
+    /// The stream every launch and copy goes to.
+    pub fn stream(&self) -> Arc<CudaStream> {
+        Arc::clone(&self.dev.stream)
+    }
+
+    fn host_inputs<'a>(&'a self, param: Option<usize>, prepare_outs: &'a [f64]) -> HostInputs<'a> {
+        HostInputs {
+            hypers: &self.counters.hypers,
+            step: self.counters.step,
+            globals: &self.counters.globals,
+            prepare_outs,
+            param: param.map(|i| &self.params[i]),
+        }
+    }
+
+    /// Element 0 of parameter `i`'s states, for scalar state read on the host.
+    fn load_state(&self, i: usize) -> impl Fn(usize) -> Result<Option<f32>, RuntimeError> + '_ {
+        move |s| {
+            let Some(buf) = self.owned[i].states[s].as_ref().filter(|b| b.len() > 0) else { return Ok(None) };
+            let mut x = [0.0f32];
+            self.dev.download(buf.ptr(&self.dev.stream), &mut x, "a scalar state")?;
+            Ok(Some(x[0]))
+        }
+    }
+
+    /// A step on host memory: the parameters and gradients go to the device and the
+    /// parameters come back. On an error the host parameters are unchanged.
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
+        interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
+        self.dev.bind()?;
+        if self.io.is_empty() {
+            for bp in &self.params {
+                let p = self.dev.zeros(bp.numel, &format!("parameter `{}`", bp.name))?;
+                let g = self.dev.zeros(bp.numel, &format!("gradient `{}`", bp.name))?;
+                self.io.push((p, g));
+            }
+        }
+        let stream = &self.dev.stream;
+        let pp: Vec<DevPtr> = self.io.iter().map(|(p, _)| p.ptr(stream)).collect();
+        let gp: Vec<DevPtr> = self.io.iter().map(|(_, g)| g.ptr(stream)).collect();
+        for (i, bp) in self.params.iter().enumerate() {
+            self.dev.upload(pp[i], params[i], &format!("parameter `{}`", bp.name))?;
+            self.dev.upload(gp[i], grads[i], &format!("gradient `{}`", bp.name))?;
+        }
+        self.step_ptrs(&pp, &gp)?;
+        for (i, bp) in self.params.iter().enumerate() {
+            self.dev.download(pp[i], params[i], &format!("parameter `{}`", bp.name))?;
+        }
+        Ok(())
+    }
+
+    /// A step on device buffers of this engine's context. Work queued on the buffers' own
+    /// streams is waited for first; the step is complete when this returns.
+    pub fn step_device(
+        &mut self,
+        params: &mut [&mut CudaSlice<f32>],
+        grads: &[&CudaSlice<f32>],
+    ) -> Result<(), RuntimeError> {
+        let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
+        interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
+        self.dev.bind()?;
+        let ours = self.dev.stream.cu_stream();
+        let mut waited = vec![ours];
+        for (i, bp) in self.params.iter().enumerate() {
+            for (what, s) in [("parameter", &*params[i]), ("gradient", grads[i])] {
+                if s.context().cu_ctx() != self.dev.ctx.cu_ctx() {
+                    return Err(RuntimeError::Cuda(format!(
+                        "the {what} `{}` lives in another CUDA context than the optimizer's (device {}); \
+                         allocate it on `Optimizer::cuda_stream()`",
+                        bp.name, self.dev.ordinal
+                    )));
+                }
+                let theirs = s.stream();
+                if !waited.contains(&theirs.cu_stream()) {
+                    theirs
+                        .synchronize()
+                        .map_err(cuda(format_args!("waiting for the {what} `{}`'s stream", bp.name)))?;
+                    waited.push(theirs.cu_stream());
+                }
+            }
+        }
+        let stream = &self.dev.stream;
+        let pp: Vec<DevPtr> = params.iter().map(|p| slice_ptr(p, p.len(), stream)).collect();
+        let gp: Vec<DevPtr> = grads.iter().map(|g| slice_ptr(g, g.len(), stream)).collect();
+        self.step_ptrs(&pp, &gp)
+    }
+
+    /// The step proper, as the CPU engine's: initialise at the first step, count, run the
+    /// prelude, run the update; a failed update does not count.
+    fn step_ptrs(&mut self, pp: &[DevPtr], gp: &[DevPtr]) -> Result<(), RuntimeError> {
+        if !self.counters.initialised {
+            self.run_all_with(true, pp, gp, &[])?;
+            self.counters.initialised = true;
+        }
+        self.counters.step += 1;
+        let inputs = self.host_inputs(None, &[]);
+        let (stores, prepare_outs) = match interp::run_prepare(&self.plan, &inputs) {
+            Ok(x) => x,
+            Err(e) => {
+                self.counters.step -= 1;
+                return Err(e.into());
+            }
+        };
+        for (gi, x) in stores {
+            self.counters.globals[gi] = x;
+        }
+        let result = self.run_all_with(false, pp, gp, &prepare_outs);
+        if result.is_err() {
+            self.counters.step -= 1;
+        }
+        result
+    }
+
+    /// The device address of buffer `b` of parameter `i`. Initialisers read the parameter
+    /// (and see it as their gradient, as on the CPU) but must not write it.
+    fn buffer_ptr(
+        &self,
+        i: usize,
+        b: Buffer,
+        init: bool,
+        pp: &[DevPtr],
+        gp: &[DevPtr],
+        init_temps: &[Vec<DevBuf<f32>>],
+    ) -> Result<DevPtr, RuntimeError> {
+        let stream = &self.dev.stream;
+        Ok(match b {
+            Buffer::Param => pp[i],
+            Buffer::Grad if init => pp[i],
+            Buffer::Grad => gp[i],
+            Buffer::State(s) => match self.owned[i].states[s].as_ref() {
+                Some(x) => x.ptr(stream),
+                None => return Err(internal(format!("state `{}` is not allocated", self.plan.module.states[s].name))),
+            },
+            Buffer::Temp(t) => {
+                let temps = if init { init_temps.get(i) } else { None };
+                let buf = match temps {
+                    Some(temps) => temps.get(t),
+                    None => self.owned[i].temps.get(t),
+                };
+                buf.ok_or_else(|| internal(format!("temporary t{t} is not allocated")))?.ptr(stream)
+            }
+        })
+    }
+
+    /// Runs the init or update plan of every parameter, variant by variant, each kernel
+    /// item as one launch over all the parameters of that variant.
+    fn run_all_with(
+        &mut self,
+        init: bool,
+        pp: &[DevPtr],
+        gp: &[DevPtr],
+        prepare_outs: &[f64],
+    ) -> Result<(), RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let m = &plan.module;
+        let mut init_temps: Vec<Vec<DevBuf<f32>>> = Vec::new();
+        if init {
+            for bp in &self.params {
+                let fp = &plan.variants[bp.variant].init;
+                let mut temps = Vec::new();
+                for shape in &fp.temps {
+                    temps.push(self.dev.zeros(shape_len(shape, bp), "an initialiser's temporary")?);
+                }
+                init_temps.push(temps);
+            }
+        }
+        for vi in 0..plan.variants.len() {
+            let members: Vec<usize> = (0..self.params.len()).filter(|i| self.params[*i].variant == vi).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let (func, fplan) = if init {
+                (&m.variants[vi].init, &plan.variants[vi].init)
+            } else {
+                (&m.variants[vi].update, &plan.variants[vi].update)
+            };
+            // Host scalars once per step, per-parameter scalars once per parameter.
+            let mut envs: Vec<HashMap<Value, f64>> = Vec::new();
+            for &i in &members {
+                let mut env = HashMap::new();
+                let inputs = self.host_inputs(Some(i), prepare_outs);
+                for v in fplan.host.iter().chain(&fplan.param) {
+                    let x = scalar(m, func, *v, &env, &inputs, &self.load_state(i))?;
+                    env.insert(*v, x);
+                }
+                envs.push(env);
+            }
+            for (ii, item) in fplan.items.iter().enumerate() {
+                match item {
+                    Item::Kernel(k) => {
+                        let key = (vi, init, ii);
+                        self.run_kernel(key, k, func, &members, &mut envs, pp, gp, &init_temps, prepare_outs)?
+                    }
+                    Item::Lib(l) => {
+                        let mut jobs = Vec::new();
+                        for (mi, &i) in members.iter().enumerate() {
+                            let inputs = self.host_inputs(Some(i), prepare_outs);
+                            for v in &l.scalars {
+                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
+                                envs[mi].insert(*v, x);
+                            }
+                            if let Some(g) = l.guard {
+                                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                                    continue;
+                                }
+                            }
+                            jobs.push(mi);
+                        }
+                        for mi in jobs {
+                            self.run_lib(l, func, members[mi], &envs[mi], init, pp, gp, &init_temps)?;
+                        }
+                    }
+                }
+            }
+        }
+        // The initialisers' temporaries are freed on return: let their users finish.
+        self.dev.sync(if init { "initialising the state" } else { "the update" })
+    }
+
+    /// Launches one kernel item over every parameter of its variant whose guard holds;
+    /// combines the reductions into `envs` and writes axis-reduction outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn run_kernel(
+        &mut self,
+        key: (usize, bool, usize),
+        k: &Kernel,
+        func: &Func,
+        members: &[usize],
+        envs: &mut [HashMap<Value, f64>],
+        pp: &[DevPtr],
+        gp: &[DevPtr],
+        init_temps: &[Vec<DevBuf<f32>>],
+        prepare_outs: &[f64],
+    ) -> Result<(), RuntimeError> {
+        let init = key.1;
+        let m = &self.plan.module;
+        let Some(kl) = self.kernels.get(&key) else {
+            return Err(internal(format!("kernel k{} has no GPU code", k.id)));
+        };
+        let abi = &kl.abi;
+        let mut calls: Vec<Call> = Vec::new();
+        for (mi, &i) in members.iter().enumerate() {
+            let inputs = self.host_inputs(Some(i), prepare_outs);
+            for v in &k.scalars {
+                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
+                envs[mi].insert(*v, x);
+            }
+            if let Some(g) = k.guard {
+                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                    continue;
+                }
+            }
+            let mut scalars = Vec::with_capacity(abi.scalars.len().max(1));
+            for v in &abi.scalars {
+                let x = match envs[mi].get(v) {
+                    Some(x) => *x,
+                    None => scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?,
+                };
+                scalars.push(x as f32);
+            }
+            if scalars.is_empty() {
+                scalars.push(0.0);
+            }
+            let mut ptrs = Vec::with_capacity(abi.buffers.len());
+            for b in &abi.buffers {
+                ptrs.push(self.buffer_ptr(i, *b, init, pp, gp, init_temps)?.addr);
+            }
+            if init && abi.buffers.contains(&Buffer::Param) && writes_param(k) {
+                return Err(internal("an initialiser writes the parameter".into()));
+            }
+            let bp = &self.params[i];
+            let sizes = [bp.numel as u64, bp.rows as u64, bp.cols as u64];
+            calls.push(Call { mi, param: i, scalars, ptrs, sizes, len: shape_len(&k.domain, bp) });
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        // Chunks: (call, start, end, partials offset), and per chunk the rows it covers.
+        let domain = names(&k.domain);
+        let nred = abi.reductions.len();
+        let mut chunks: Vec<i64> = Vec::new();
+        let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let mut npartials = 0usize;
+        for (ci, c) in calls.iter().enumerate() {
+            if c.len == 0 {
+                continue;
+            }
+            match abi.mode {
+                Mode::Flat => {
+                    let mut s = 0;
+                    while s < c.len {
+                        let e = (s + abi::FLAT_CHUNK).min(c.len);
+                        spans.push((ci, s, e, npartials));
+                        npartials += nred;
+                        s = e;
+                    }
+                }
+                Mode::Grid => {
+                    let (rows, cols) = grid_dims(&domain, c.sizes)?;
+                    let step = abi::grid_rows_per_chunk(cols);
+                    let mut r0 = 0;
+                    while r0 < rows {
+                        let r1 = (r0 + step).min(rows);
+                        spans.push((ci, r0, r1, npartials));
+                        npartials += nred
+                            + abi
+                                .axis_reductions
+                                .iter()
+                                .map(|(_, by_rows)| if *by_rows { r1 - r0 } else { cols })
+                                .sum::<usize>();
+                        r0 = r1;
+                    }
+                }
+            }
+        }
+        for (ci, s, e, off) in &spans {
+            chunks.extend([*ci as i64, *s as i64, *e as i64, *off as i64]);
+        }
+        let mut partials = vec![0.0f64; npartials];
+        if !spans.is_empty() {
+            let flat_ptrs: Vec<u64> = calls.iter().flat_map(|c| c.ptrs.iter().copied()).collect();
+            let flat_scalars: Vec<f32> = calls.iter().flat_map(|c| c.scalars.iter().copied()).collect();
+            let mut flat_sizes: Vec<i64> = Vec::with_capacity(abi::SIZES_STRIDE * calls.len());
+            for c in &calls {
+                let aligned = c.ptrs.iter().all(|p| p % 16 == 0);
+                flat_sizes.extend([c.sizes[0] as i64, c.sizes[1] as i64, c.sizes[2] as i64, aligned as i64]);
+            }
+            let dev = &self.dev;
+            let t = &mut self.tables;
+            let ptrs = t.ptrs.upload(dev, &flat_ptrs, "the pointer table")?;
+            let scalars = t.scalars.upload(dev, &flat_scalars, "the scalar table")?;
+            let sizes = t.sizes.upload(dev, &flat_sizes, "the size table")?;
+            let chunk_table = t.chunks.upload(dev, &chunks, "the chunk table")?;
+            let parts = t.partials.ensure(dev, npartials.max(1), "the partial reductions")?;
+            let nchunks = spans.len() as i64;
+            let grid = spans.len().min(8 * dev.multiprocessors as usize).max(1) as u32;
+            let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (abi::BLOCK, 1, 1), shared_mem_bytes: 0 };
+            let name = abi::kernel_name(key.0, key.1, key.2);
+            let mut launch = dev.stream.launch_builder(&kl.func);
+            launch.arg(&ptrs).arg(&scalars).arg(&sizes).arg(&chunk_table).arg(&nchunks).arg(&parts.addr);
+            // SAFETY: the kernel follows `gdc_compiler::gpu::abi` (its metadata was checked
+            // against this plan): it reads the tables just uploaded (each as long as the
+            // calls and chunks it is told of), touches elements `start..end` (or rows) of
+            // buffers whose lengths `bind` checked against each parameter's sizes, and
+            // writes its chunks' slots of `partials`, sized for every chunk above.
+            unsafe { launch.launch(cfg) }.map_err(cuda(format_args!("launching {name} on {}", dev.name)))?;
+            if npartials > 0 {
+                dev.download(DevPtr { addr: parts.addr, len: npartials }, &mut partials, "partial reductions")?;
+            }
+        }
+        // Full reductions: from zero (as the CPU combines them), chunk by chunk in order.
+        let mut full: Vec<Vec<f64>> = vec![vec![0.0; nred]; calls.len()];
+        // Axis reductions: one vector per call and reduction.
+        let mut axis: Vec<Vec<Vec<f64>>> = Vec::with_capacity(calls.len());
+        for c in &calls {
+            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(&domain, c.sizes)? } else { (0, 0) };
+            axis.push(
+                abi.axis_reductions.iter().map(|(_, by_rows)| vec![0.0; if *by_rows { rows } else { cols }]).collect(),
+            );
+        }
+        for (ci, r0, r1, off) in &spans {
+            for (ri, r) in abi.reductions.iter().enumerate() {
+                full[*ci][ri] = combine(is_max_abs(func, *r), full[*ci][ri], partials[off + ri]);
+            }
+            let mut at = off + nred;
+            for (ai, (v, by_rows)) in abi.axis_reductions.iter().enumerate() {
+                let out = &mut axis[*ci][ai];
+                if *by_rows {
+                    out[*r0..*r1].copy_from_slice(&partials[at..at + (r1 - r0)]);
+                    at += r1 - r0;
+                } else {
+                    let max_abs = is_max_abs(func, *v);
+                    for (j, x) in out.iter_mut().enumerate() {
+                        *x = combine(max_abs, *x, partials[at + j]);
+                    }
+                    at += out.len();
+                }
+            }
+        }
+        for (ci, c) in calls.iter().enumerate() {
+            for (ri, r) in abi.reductions.iter().enumerate() {
+                envs[c.mi].insert(*r, full[ci][ri]);
+            }
+        }
+        // Axis-reduction outputs, as float32, where their guards hold.
+        for (ci, c) in calls.iter().enumerate() {
+            for (ai, (v, _)) in abi.axis_reductions.iter().enumerate() {
+                for o in k.outputs.iter().filter(|o| o.value == *v) {
+                    if let Some(g) = o.guard {
+                        let x = match envs[c.mi].get(&g) {
+                            Some(x) => *x,
+                            None => {
+                                let inputs = self.host_inputs(Some(c.param), prepare_outs);
+                                scalar(m, func, g, &envs[c.mi], &inputs, &self.load_state(c.param))?
+                            }
+                        };
+                        if x == 0.0 {
+                            continue;
+                        }
+                    }
+                    let values: Vec<f32> = axis[ci][ai].iter().map(|x| *x as f32).collect();
+                    let dst = self.buffer_ptr(c.param, o.buffer, init, pp, gp, init_temps)?;
+                    if dst.len != values.len() {
+                        return Err(internal(format!(
+                            "axis reduction {v} has {} values, its output buffer {}",
+                            values.len(),
+                            dst.len
+                        )));
+                    }
+                    self.dev.upload(dst, &values, "an axis reduction")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one library call for parameter `i`: a product, transpose or outer product on
+    /// cuBLAS; anything else on the host (operands down, result up), as the CPU does it.
+    #[allow(clippy::too_many_arguments)]
+    fn run_lib(
+        &self,
+        l: &LibCall,
+        func: &Func,
+        i: usize,
+        env: &HashMap<Value, f64>,
+        init: bool,
+        pp: &[DevPtr],
+        gp: &[DevPtr],
+        init_temps: &[Vec<DevBuf<f32>>],
+    ) -> Result<(), RuntimeError> {
+        let Buffer::Temp(_) = l.output else {
+            return Err(internal("a library call writes a non-temporary".into()));
+        };
+        let out = self.buffer_ptr(i, l.output, init, pp, gp, init_temps)?;
+        let inst = func.inst(l.inst);
+        let bp = &self.params[i];
+        let psizes = [bp.numel as u64, bp.rows as u64, bp.cols as u64];
+        // Each operand: a device buffer or a host scalar, with its sizes.
+        let mut args: Vec<(Result<DevPtr, f64>, Vec<usize>)> = Vec::new();
+        for a in &inst.args {
+            let ty = func.ty(*a);
+            let sizes: Vec<usize> = names(&ty.shape).iter().map(|n| size_of(n, psizes)).collect();
+            if ty.is_scalar() && !l.inputs.iter().any(|(v, _)| v == a) {
+                let x = env.get(a).copied().ok_or_else(|| internal(format!("{a} is not available")))?;
+                args.push((Err(x), sizes));
+                continue;
+            }
+            let Some((_, b)) = l.inputs.iter().find(|(v, _)| v == a) else {
+                return Err(internal(format!("library call reads {a}, which it did not list")));
+            };
+            args.push((Ok(self.buffer_ptr(i, *b, init, pp, gp, init_temps)?), sizes));
+        }
+        let buf = |n: usize| -> Result<(DevPtr, &[usize]), RuntimeError> {
+            match args.get(n) {
+                Some((Ok(p), sizes)) => Ok((*p, sizes)),
+                _ => Err(internal(format!("{:?} is missing matrix operand {n}", inst.op))),
+            }
+        };
+        match &inst.op {
+            Op::MatMul { ta, tb } => {
+                let ((a, asz), (b, bsz)) = (buf(0)?, buf(1)?);
+                self.matmul(a, asz, *ta, b, bsz, *tb, out)
+            }
+            Op::Transpose => {
+                let (a, asz) = buf(0)?;
+                let [r, c] = asz[..] else { return Err(internal(format!("transpose of sizes {asz:?}"))) };
+                if a.len != r * c || out.len != r * c {
+                    return Err(internal(format!("transpose of {r}x{c} does not fit its buffers")));
+                }
+                if r * c == 0 {
+                    return Ok(());
+                }
+                let (one, zero) = (1.0f32, 0.0f32);
+                // Row-major a (r x c) is column-major a^T (c x r, leading dimension c); the
+                // row-major result (c x r) is column-major r x c = a: op(a^T) = T.
+                let blas = self.blas()?;
+                // SAFETY: `a` holds r*c elements, `out` r*c (checked above); alpha and beta
+                // are host values (the handle's default pointer mode); beta = 0, so the second
+                // operand (a again, same layout) is not read.
+                unsafe {
+                    cublasSgeam(
+                        *blas.handle(),
+                        cublasOperation_t::CUBLAS_OP_T,
+                        cublasOperation_t::CUBLAS_OP_T,
+                        int(r, "rows")?,
+                        int(c, "cols")?,
+                        &one,
+                        a.addr as *const f32,
+                        int(c, "cols")?,
+                        &zero,
+                        a.addr as *const f32,
+                        int(c, "cols")?,
+                        out.addr as *mut f32,
+                        int(r, "rows")?,
+                    )
+                    .result()
+                }
+                .map_err(cuda("cuBLAS transpose (sgeam)"))
+            }
+            Op::Outer => {
+                let ((a, asz), (b, bsz)) = (buf(0)?, buf(1)?);
+                let (n, k) = (asz.iter().product::<usize>(), bsz.iter().product::<usize>());
+                if a.len != n || b.len != k || out.len != n * k {
+                    return Err(internal(format!("outer product of {asz:?} and {bsz:?} does not fit its buffers")));
+                }
+                if n * k == 0 {
+                    return Ok(());
+                }
+                // Row-major out (n x k) = column-major k x n = b a^T: a product with inner
+                // dimension 1.
+                self.sgemm(false, false, k, n, 1, b, k, a, 1, out, k)
+            }
+            op => {
+                let mut host: Vec<(Vec<f32>, Vec<usize>)> = Vec::new();
+                for (arg, sizes) in &args {
+                    match arg {
+                        Err(x) => host.push((vec![*x as f32], sizes.clone())),
+                        Ok(p) => {
+                            let mut data = vec![0.0f32; p.len];
+                            self.dev.download(*p, &mut data, "a library call's operand")?;
+                            host.push((data, sizes.clone()));
+                        }
+                    }
+                }
+                let result = crate::linalg::run(op, &host, 1)?;
+                if result.len() != out.len {
+                    return Err(internal(format!(
+                        "library call result has {} elements, its buffer {}",
+                        result.len(),
+                        out.len
+                    )));
+                }
+                self.dev.upload(out, &result, "a library call's result")
+            }
+        }
+    }
+
+    fn blas(&self) -> Result<&cudarc::cublas::CudaBlas, RuntimeError> {
+        self.dev.blas.as_ref().ok_or_else(|| internal("cuBLAS was not opened for a plan that needs it".into()))
+    }
+
+    /// `op(a) @ op(b)` for row-major operands, as the CPU's `linalg::matmul`: a vector
+    /// operand is a row (left) or a column (right).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        a: DevPtr,
+        asz: &[usize],
+        ta: bool,
+        b: DevPtr,
+        bsz: &[usize],
+        tb: bool,
+        out: DevPtr,
+    ) -> Result<(), RuntimeError> {
+        // (rows, cols) of x's row-major storage, and whether op(x) transposes it.
+        let stored = |sz: &[usize], t: bool, left: bool| -> Option<(usize, usize, bool)> {
+            match sz {
+                [r, c] => Some((*r, *c, t)),
+                [n] if left => Some((1, *n, false)),
+                [n] => Some((*n, 1, false)),
+                _ => None,
+            }
+        };
+        let (Some((ar, ac, ta)), Some((br, bc, tb))) = (stored(asz, ta, true), stored(bsz, tb, false)) else {
+            return Err(internal(format!("matmul of {asz:?} and {bsz:?} does not fit")));
+        };
+        let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if tb { (bc, br) } else { (br, bc) };
+        if k != k2 || a.len != ar * ac || b.len != br * bc || out.len != m * n {
+            return Err(internal(format!("matmul of {asz:?} and {bsz:?} does not fit")));
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            return self.dev.memset_zero::<f32>(out, "an empty product");
+        }
+        // Row-major out (m x n) is column-major out^T (n x m) = op(b)^T op(a)^T, and row-major
+        // storage of x is column-major x^T (leading dimension: x's columns).
+        self.sgemm(tb, ta, n, m, k, b, bc, a, ac, out, n)
+    }
+
+    /// Column-major `c (m x n) = op(a) (m x k) op(b) (k x n)` on cuBLAS.
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: DevPtr,
+        lda: usize,
+        b: DevPtr,
+        ldb: usize,
+        c: DevPtr,
+        ldc: usize,
+    ) -> Result<(), RuntimeError> {
+        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+        let (one, zero) = (1.0f32, 0.0f32);
+        let blas = self.blas()?;
+        // SAFETY: the callers checked that `a`, `b` and `c` hold the m*k, k*n and m*n elements
+        // these dimensions and leading dimensions address; alpha and beta are host values
+        // (the handle's default pointer mode); beta = 0, so `c` is only written.
+        unsafe {
+            cudarc::cublas::result::sgemm(
+                *blas.handle(),
+                op(ta),
+                op(tb),
+                int(m, "m")?,
+                int(n, "n")?,
+                int(k, "k")?,
+                &one,
+                a.addr as *const f32,
+                int(lda, "lda")?,
+                b.addr as *const f32,
+                int(ldb, "ldb")?,
+                &zero,
+                c.addr as *mut f32,
+                int(ldc, "ldc")?,
+            )
+        }
+        .map_err(cuda("cuBLAS matrix product (sgemm)"))
+    }
+}
+
+/// Rows and columns of a grid kernel's matrix domain for a parameter.
+fn grid_dims(domain: &[String], sizes: [u64; 3]) -> Result<(usize, usize), RuntimeError> {
+    match domain {
+        [r, c] => Ok((size_of(r, sizes), size_of(c, sizes))),
+        _ => Err(internal(format!("a grid kernel over {domain:?}, which is not a matrix"))),
+    }
+}
+
+impl StateStore for CudaEngine {
+    fn bound(&self) -> &[BoundParam] {
+        &self.params
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    fn state_len(&self, i: usize, s: usize) -> Option<usize> {
+        self.owned.get(i)?.states.get(s)?.as_ref().map(|x| x.len())
+    }
+
+    fn state_copy(&self, i: usize, s: usize) -> Result<Option<Vec<f32>>, RuntimeError> {
+        if !self.counters.initialised {
+            return Ok(None);
+        }
+        let Some(buf) = self.owned.get(i).and_then(|o| o.states.get(s)).and_then(|x| x.as_ref()) else {
+            return Ok(None);
+        };
+        self.dev.bind()?;
+        let mut data = vec![0.0f32; buf.len()];
+        self.dev.download(buf.ptr(&self.dev.stream), &mut data, "a state tensor")?;
+        Ok(Some(data))
+    }
+
+    fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> Result<bool, RuntimeError> {
+        let Some(buf) = self.owned.get(i).and_then(|o| o.states.get(s)).and_then(|x| x.as_ref()) else {
+            return Ok(false);
+        };
+        if buf.len() != data.len() {
+            return Ok(false);
+        }
+        self.dev.bind()?;
+        self.dev.upload(buf.ptr(&self.dev.stream), data, "a state tensor")?;
+        self.dev.sync("loading a state tensor")?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,111 @@
+//! What the CPU and CUDA engines share: the host's float64 scalar evaluation, which states a
+//! variant uses, and the engine-agnostic view of optimizer state that checkpoints read and
+//! write.
+
+use crate::RuntimeError;
+use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
+use gdc_compiler::ir::{Func, Module, Op, Value};
+use gdc_compiler::plan::{Buffer, Kernel};
+use std::collections::HashMap;
+
+pub(crate) fn internal(msg: String) -> RuntimeError {
+    RuntimeError::Step(InterpError::Internal(msg))
+}
+
+/// Whether a kernel writes the parameter (an initialiser must not).
+pub(crate) fn writes_param(k: &Kernel) -> bool {
+    k.outputs.iter().any(|o| o.buffer == Buffer::Param)
+}
+
+/// Which of a parameter's `[numel, rows, cols]` a dimension name is.
+pub(crate) fn size_of(name: &str, sizes: [u64; 3]) -> usize {
+    sizes[gdc_compiler::cpu::abi::size_index(name)] as usize
+}
+
+/// Which states a variant's functions touch.
+pub(crate) fn state_use(m: &Module, init: &Func, update: &Func) -> Vec<bool> {
+    let mut used = vec![false; m.states.len()];
+    for f in [init, update] {
+        for inst in &f.insts {
+            match inst.op {
+                Op::Load(s) | Op::Store(gdc_compiler::ir::Target::State(s)) => used[s] = true,
+                _ => {}
+            }
+        }
+    }
+    used
+}
+
+/// Reads element 0 of state `s` of the parameter being evaluated (`None`: not allocated).
+pub(crate) type LoadState<'a> = &'a dyn Fn(usize) -> Result<Option<f32>, RuntimeError>;
+
+/// A host, per-parameter or device scalar: from `env`, or computed from its arguments.
+pub(crate) fn scalar(
+    m: &Module,
+    func: &Func,
+    v: Value,
+    env: &HashMap<Value, f64>,
+    inputs: &HostInputs,
+    load: LoadState,
+) -> Result<f64, RuntimeError> {
+    if let Some(x) = env.get(&v) {
+        return Ok(*x);
+    }
+    let inst = func.inst(v);
+    if let Some(g) = inst.guard {
+        if env.get(&g).copied().unwrap_or(0.0) == 0.0 {
+            return Ok(f64::NAN);
+        }
+    }
+    match inst.op {
+        Op::Load(s) => {
+            return load(s)?
+                .map(f64::from)
+                .ok_or_else(|| internal(format!("scalar state `{}` is not allocated", m.states[s].name)))
+        }
+        // A reduction whose item's guard did not hold.
+        Op::Reduce(..) => return Ok(f64::NAN),
+        _ => {}
+    }
+    let args = inst
+        .args
+        .iter()
+        .map(|a| env.get(a).copied().ok_or_else(|| internal(format!("scalar {v} reads {a} before it is computed"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    interp::host_op(&inst.op, &args, inputs).ok_or_else(|| internal(format!("{v} ({:?}) is not a scalar", inst.op)))
+}
+
+/// The host-side counters every compiled engine keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Counters {
+    pub hypers: Vec<f64>,
+    pub globals: Vec<f64>,
+    pub step: u64,
+    /// Whether the state has been initialised (at the first step).
+    pub initialised: bool,
+}
+
+impl Counters {
+    pub fn new(m: &Module) -> Counters {
+        Counters {
+            hypers: m.hypers.iter().map(|h| h.default).collect(),
+            globals: m.globals.iter().map(|g| g.init).collect(),
+            step: 0,
+            initialised: false,
+        }
+    }
+}
+
+/// An engine's state as checkpoints see it: host copies in, host copies out.
+pub(crate) trait StateStore {
+    fn bound(&self) -> &[BoundParam];
+    fn counters(&self) -> &Counters;
+    fn counters_mut(&mut self) -> &mut Counters;
+    /// The length of state `s` of parameter `i`, if its variant uses that state.
+    fn state_len(&self, i: usize, s: usize) -> Option<usize>;
+    /// A host copy of state `s` of parameter `i`, once initialised.
+    fn state_copy(&self, i: usize, s: usize) -> Result<Option<Vec<f32>>, RuntimeError>;
+    /// Replaces state `s` of parameter `i`; `Ok(false)` if there is no such state or the
+    /// length differs.
+    fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> Result<bool, RuntimeError>;
+}
