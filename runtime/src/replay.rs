@@ -1,5 +1,6 @@
-//! Golden cases on the runtime's backends: an [`Optimizer`] as a [`Stepper`], rounding the
-//! case's float64 values to float32 on the way in and widening them on the way out.
+//! Golden cases on the runtime's backends (cpu, cuda, interp): an [`Optimizer`] as a
+//! [`Stepper`], rounding the case's float64 values to float32 on the way in and widening
+//! them on the way out.
 
 use crate::{Backend, Optimizer, Options, ParamSpec, Program, RuntimeError};
 use gdc_compiler::golden::{self, Case, CaseError, StepResult, Stepper};
@@ -38,7 +39,10 @@ pub enum ReplayError {
     Case(#[from] CaseError),
 }
 
-/// Replays a golden case on `backend`; returns every step's result.
+/// Replays a golden case on `backend`; returns every step's result. [`Backend::Cuda`] runs
+/// on device 0 and needs a program loaded from a `--target cuda` artifact
+/// ([`Program::load`], [`Program::from_artifact`]); without one, or without a GPU, the typed
+/// error comes back as [`ReplayError::Runtime`].
 pub fn replay(program: &Program, case: &Case, backend: Backend) -> Result<Vec<StepResult>, ReplayError> {
     let specs: Vec<ParamSpec> = case.params.iter().map(|p| ParamSpec::new(p.name.clone(), &p.shape)).collect();
     let mut opt = Optimizer::with_options(program, &specs, Options { backend, threads: Some(2) })?;

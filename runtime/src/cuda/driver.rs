@@ -34,7 +34,10 @@ fn probe(names: &[&str]) -> Result<(), String> {
         // handle is closed again at once: cudarc opens its own.
         match unsafe { libloading::Library::new(*name) } {
             Ok(_) => return Ok(()),
-            Err(e) => tried.push(format!("{name} ({e})")),
+            Err(e) => match std::error::Error::source(&e) {
+                Some(why) => tried.push(format!("{name} ({why})")),
+                None => tried.push(format!("{name} ({e})")),
+            },
         }
     }
     Err(tried.join("; "))

@@ -631,12 +631,15 @@ impl CudaEngine {
                 _ => Err(internal(format!("{:?} is missing matrix operand {n}", inst.op))),
             }
         };
+        // cuBLAS must not write an operand it reads; such a call (not made by today's plans)
+        // runs on the host like a decomposition.
+        let aliased = args.iter().any(|(a, _)| matches!(a, Ok(p) if p.addr == out.addr));
         match &inst.op {
-            Op::MatMul { ta, tb } => {
+            Op::MatMul { ta, tb } if !aliased => {
                 let ((a, asz), (b, bsz)) = (buf(0)?, buf(1)?);
                 self.matmul(a, asz, *ta, b, bsz, *tb, out)
             }
-            Op::Transpose => {
+            Op::Transpose if !aliased => {
                 let (a, asz) = buf(0)?;
                 let [r, c] = asz[..] else { return Err(internal(format!("transpose of sizes {asz:?}"))) };
                 if a.len != r * c || out.len != r * c {
@@ -672,7 +675,7 @@ impl CudaEngine {
                 }
                 .map_err(cuda("cuBLAS transpose (sgeam)"))
             }
-            Op::Outer => {
+            Op::Outer if !aliased => {
                 let ((a, asz), (b, bsz)) = (buf(0)?, buf(1)?);
                 let (n, k) = (asz.iter().product::<usize>(), bsz.iter().product::<usize>());
                 if a.len != n || b.len != k || out.len != n * k {
