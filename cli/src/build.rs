@@ -14,6 +14,9 @@ pub struct BuildArgs {
     /// The backend the artifact is for.
     #[arg(long, value_enum, default_value = "cpu")]
     target: Target,
+    /// The GPU architecture for `--target cuda`: sm_80 or sm_90.
+    #[arg(long, default_value = "sm_90")]
+    arch: String,
     /// Where to write the artifact (default: FILE with the extension .gdo).
     #[arg(short, long)]
     output: Option<String>,
@@ -23,14 +26,69 @@ pub struct BuildArgs {
 enum Target {
     /// JIT-compiled at load on the host CPU.
     Cpu,
+    /// PTX for NVIDIA GPUs (`--arch`), through MLIR.
+    Cuda,
 }
 
 impl From<Target> for artifact::Target {
     fn from(t: Target) -> Self {
         match t {
             Target::Cpu => artifact::Target::Cpu,
+            Target::Cuda => artifact::Target::Cuda,
         }
     }
+}
+
+/// The GPU code of a plan for `arch`; `Err` says why (an unknown architecture, a missing
+/// libdevice, a gdc without the `mlir` feature, or a compiler bug).
+pub fn gpu_code(plan: &gdc_compiler::plan::Plan, arch: &str) -> Result<gdc_compiler::gpu::abi::GpuProgram, String> {
+    if !gdc_compiler::gpu::ARCHES.contains(&arch) {
+        return Err(format!(
+            "unknown GPU architecture `{arch}`; gdc builds for {}",
+            gdc_compiler::gpu::ARCHES.join(", ")
+        ));
+    }
+    #[cfg(feature = "mlir")]
+    {
+        gdc_compiler::gpu::compile(plan, arch)
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = plan;
+        Err("this gdc was built without the `mlir` feature, so it cannot make GPU code; build gdc with it \
+             (the default; run scripts/setup-mlir first) or pass an artifact built with `gdc build --target cuda`"
+            .into())
+    }
+}
+
+/// [`gpu_code`], printing why it failed; `Err` carries the exit code (2 for an argument or
+/// set-up problem, 101 for a compiler bug).
+pub fn gpu_program(
+    file: &str,
+    plan: &gdc_compiler::plan::Plan,
+    arch: &str,
+) -> Result<gdc_compiler::gpu::abi::GpuProgram, ExitCode> {
+    gpu_code(plan, arch).map_err(|e| {
+        eprintln!("error: cannot compile {file} for the GPU: {e}");
+        let setup = e.contains("libdevice") || e.contains("architecture") || e.contains("feature");
+        if !setup {
+            eprintln!("This is a bug in gdc; please report it with the .gd file.");
+        }
+        ExitCode::from(if setup { 2 } else { 101 })
+    })
+}
+
+/// A program with GPU code compiled here from `source` (PTX for sm_80, which the driver also
+/// runs on later GPUs), as `replay` and `verify` use for a `.gd` file on `--backend cuda`.
+pub fn cuda_program(file: &str, source: &str) -> Result<gdc_runtime::Program, String> {
+    let compiled = gdc_compiler::compile(source).map_err(|e| match e {
+        gdc_compiler::CompileError::Source(d) => gdc_dsl::render(&d, file, source),
+        other => other.to_string(),
+    })?;
+    let gpu = gpu_code(&compiled.plan, "sm_80")?;
+    let mut artifact = Artifact::from_compiled(&compiled, source, file, artifact::Target::Cuda);
+    artifact.gpu = Some(gpu);
+    gdc_runtime::Program::from_artifact(artifact).map_err(|e| e.to_string())
 }
 
 /// Builds and writes the artifact. Exit 0 on success, 1 when the source has errors, 2 when the
@@ -49,14 +107,22 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
     let source = crate::read(&args.file)?;
     let compiled = crate::build(&args.file, &source, 1)?;
     let source_name = Path::new(&args.file).file_name().map_or(args.file.clone(), |n| n.to_string_lossy().into_owned());
-    let artifact = Artifact::from_compiled(&compiled, &source, &source_name, target);
-    // The artifact carries the plan, and `Program::load` JIT-compiles it; compiling the
-    // kernels here too proves they compile and times the whole path to machine code.
-    let kernels = match gdc_compiler::cpu::compile(&compiled.plan) {
-        Ok(code) => code.variants.iter().flat_map(|(i, u)| i.iter().chain(u)).filter(|k| k.is_some()).count(),
-        Err(e) => {
-            eprintln!("error: the CPU backend cannot compile {}: {e}\nThis is a bug in gdc; please report it with the .gd file.", args.file);
-            return Err(ExitCode::from(101));
+    let mut artifact = Artifact::from_compiled(&compiled, &source, &source_name, target);
+    let kernels = match target {
+        // The artifact carries the plan, and `Program::load` JIT-compiles it; compiling the
+        // kernels here too proves they compile and times the whole path to machine code.
+        artifact::Target::Cpu => match gdc_compiler::cpu::compile(&compiled.plan) {
+            Ok(code) => code.variants.iter().flat_map(|(i, u)| i.iter().chain(u)).filter(|k| k.is_some()).count(),
+            Err(e) => {
+                eprintln!("error: the CPU backend cannot compile {}: {e}\nThis is a bug in gdc; please report it with the .gd file.", args.file);
+                return Err(ExitCode::from(101));
+            }
+        },
+        artifact::Target::Cuda => {
+            let gpu = gpu_program(&args.file, &compiled.plan, &args.arch)?;
+            let n = gpu.kernels.len();
+            artifact.gpu = Some(gpu);
+            n
         }
     };
     let to_machine_code = started.elapsed();
@@ -66,8 +132,9 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
         ExitCode::from(2)
     })?;
     println!(
-        "built {out} ({}, target {target}, {bytes} bytes, {kernels} kernel(s) to machine code in {:.1} ms, {:.1} ms in all)",
+        "built {out} ({}, target {target}{}, {bytes} bytes, {kernels} kernel(s) to machine code in {:.1} ms, {:.1} ms in all)",
         artifact.optimizer,
+        artifact.gpu.as_ref().map(|g| format!(" {}", g.arch)).unwrap_or_default(),
         to_machine_code.as_secs_f64() * 1e3,
         started.elapsed().as_secs_f64() * 1e3
     );

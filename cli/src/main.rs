@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod build;
+mod verify;
 
 #[derive(Parser)]
 #[command(
@@ -42,13 +43,22 @@ enum Command {
         /// The stage to print.
         #[arg(long, value_enum, default_value = "plan")]
         stage: Stage,
+        /// The GPU architecture (`--stage ptx`): sm_80 or sm_90.
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
     },
+    /// Step an optimizer on a backend and on the reference interpreter with the same random
+    /// data (awkward shapes, many tensors, random hyperparameters) and compare every step.
+    ///
+    /// Exit 0 when every case agrees, 1 when one does not, 2 when it cannot run.
+    Verify(verify::VerifyArgs),
     /// Replay a golden case (gdc-golden-1 JSON) and compare every step with its tolerance.
     ///
     /// Prints, per step, the worst error as a fraction of the tolerance (<= 1 passes).
     /// Exit 0 when every step is within tolerance, 1 when one is not, 2 on bad input.
     Replay {
-        /// The optimizer source file.
+        /// The optimizer: a .gd source, or a .gdo artifact (for `--backend cuda` on a
+        /// machine whose gdc has no `mlir` feature).
         file: String,
         /// The golden case.
         case: String,
@@ -73,6 +83,10 @@ enum Stage {
     Plan,
     /// The Cranelift IR of every kernel of the CPU backend.
     Clif,
+    /// The GPU backend's kernels as one MLIR `gpu.module`.
+    Mlir,
+    /// The GPU backend's PTX for `--arch` (needs the `mlir` feature).
+    Ptx,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,6 +95,8 @@ enum Backend {
     Interp,
     /// Cranelift machine code, float32, over a pool of worker threads.
     Cpu,
+    /// PTX kernels on an NVIDIA GPU, float32.
+    Cuda,
 }
 
 fn read(file: &str) -> Result<String, ExitCode> {
@@ -121,7 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
             build(&file, &source, 1)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Emit { file, stage } => {
+        Command::Emit { file, stage, arch } => {
             let source = read(&file)?;
             let c = build(&file, &source, 1)?;
             match stage {
@@ -136,25 +152,58 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                         return Err(ExitCode::from(101));
                     }
                 },
+                Stage::Mlir => match gdc_compiler::gpu::mlir::module_text(&c.plan) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: the GPU backend cannot compile {file}: {e}");
+                        return Err(ExitCode::from(101));
+                    }
+                },
+                Stage::Ptx => print!("{}", build::gpu_program(&file, &c.plan, &arch)?.ptx),
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify(args) => verify::run_verify(&args),
         Command::Replay { file, case, backend, out } => {
-            let source = read(&file)?;
-            let c = build(&file, &source, 2)?;
+            let (source, plan, artifact) = if file.ends_with(".gdo") {
+                let artifact = gdc_compiler::artifact::Artifact::read(&file).map_err(|e| {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                })?;
+                let c = artifact.validate().map_err(|e| {
+                    eprintln!("error: {file}: {e}");
+                    ExitCode::from(2)
+                })?;
+                (artifact.source.clone(), c.plan, Some(artifact))
+            } else {
+                let source = read(&file)?;
+                let c = build(&file, &source, 2)?;
+                (source, c.plan, None)
+            };
             let case_data = golden::read_case(&case).map_err(|e| {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             })?;
+            let program = |backend: Backend| -> Result<gdc_runtime::Program, ExitCode> {
+                let made = match (backend, &artifact) {
+                    (_, Some(a)) => gdc_runtime::Program::from_artifact(a.clone()).map_err(|e| e.to_string()),
+                    (Backend::Cuda, None) => build::cuda_program(&file, &source),
+                    _ => gdc_runtime::Program::compile(&source).map_err(|e| e.to_string()),
+                };
+                made.map_err(|e| {
+                    eprintln!("error: {file}: {e}");
+                    ExitCode::from(2)
+                })
+            };
             let (results, backend_name) = match backend {
-                Backend::Interp => (golden::replay(c.plan, &case_data).map_err(|e| e.to_string()), "interp"),
+                Backend::Interp => (golden::replay(plan, &case_data).map_err(|e| e.to_string()), "interp"),
                 Backend::Cpu => {
-                    let program = gdc_runtime::Program::compile(&source).map_err(|e| {
-                        eprintln!("error: {file}: {e}");
-                        ExitCode::from(101)
-                    })?;
-                    let r = gdc_runtime::replay::replay(&program, &case_data, gdc_runtime::Backend::Cpu);
+                    let r = gdc_runtime::replay::replay(&program(backend)?, &case_data, gdc_runtime::Backend::Cpu);
                     (r.map_err(|e| e.to_string()), "cpu")
+                }
+                Backend::Cuda => {
+                    let r = gdc_runtime::replay::replay(&program(backend)?, &case_data, gdc_runtime::Backend::Cuda);
+                    (r.map_err(|e| e.to_string()), "cuda")
                 }
             };
             let results = results.map_err(|e| {

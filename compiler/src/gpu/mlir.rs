@@ -103,11 +103,11 @@ impl Emitter {
         self.def(&format!("arith.{op} {a}, {b} : i64"))
     }
 
-    fn to_index(&mut self, a: &str) -> Ssa {
+    fn index_of(&mut self, a: &str) -> Ssa {
         self.def(&format!("arith.index_cast {a} : i64 to index"))
     }
 
-    fn to_i64(&mut self, a: &str) -> Ssa {
+    fn i64_of(&mut self, a: &str) -> Ssa {
         self.def(&format!("arith.index_cast {a} : index to i64"))
     }
 
@@ -367,11 +367,11 @@ fn kernel_body(e: &mut Emitter, func: &Func, k: &Kernel, abi: &KernelAbi) -> Res
     let bid = e.def("gpu.block_id x");
     let nb = e.def("gpu.grid_dim x");
     let tidx = e.def("gpu.thread_id x");
-    let tid = e.to_i64(&tidx);
-    let nchunks = e.to_index("%nchunks");
+    let tid = e.i64_of(&tidx);
+    let nchunks = e.index_of("%nchunks");
     e.line(&format!("scf.for %chunk = {bid} to {nchunks} step {nb} {{"));
     e.depth += 1;
-    let c = e.to_i64("%chunk");
+    let c = e.i64_of("%chunk");
     let call = e.table("%chunks", &c, CHUNK_STRIDE, 0, "i64", 8);
     let start = e.table("%chunks", &c, CHUNK_STRIDE, 1, "i64", 8);
     let end = e.table("%chunks", &c, CHUNK_STRIDE, 2, "i64", 8);
@@ -426,13 +426,16 @@ fn zero_accs(e: &mut Emitter, n: usize) -> Vec<Ssa> {
     (0..n).map(|_| e.f64_zero()).collect()
 }
 
+/// A loop body: given the induction variable and the accumulators, the new accumulators.
+type LoopBody<'a> = dyn FnMut(&mut Emitter, &str, &[Ssa]) -> Result<Vec<Ssa>, String> + 'a;
+
 /// `scf.for %iv = lo to hi step st iter_args(...)` over `accs`; `inner` computes the new
 /// accumulators. Returns the loop's results (the accumulators after it).
 fn for_loop(
     e: &mut Emitter,
     (lo, hi, st): (&str, &str, &str),
     accs: &[Ssa],
-    inner: &mut dyn FnMut(&mut Emitter, &str, &[Ssa]) -> Result<Vec<Ssa>, String>,
+    inner: &mut LoopBody,
 ) -> Result<Vec<Ssa>, String> {
     let iv = format!("%i{}", e.next);
     e.next += 1;
@@ -497,7 +500,7 @@ fn flat(
     let elem_inputs: Vec<(Value, usize)> = k
         .inputs
         .iter()
-        .filter(|(v, _)| !(func.ty(*v).is_scalar() && !domain_is_scalar))
+        .filter(|(v, _)| !func.ty(*v).is_scalar() || domain_is_scalar)
         .map(|(v, b)| (*v, abi.buffers.iter().position(|x| x == b).unwrap_or(0)))
         .collect();
     let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| reduce_kind(func, *r)).collect();
@@ -516,11 +519,11 @@ fn flat(
     let is_aligned = e.def(&format!("arith.cmpi ne, {aligned}, {zero} : i64"));
     let nvec = e.def(&format!("arith.select {is_aligned}, {nvec_all}, {zero} : i64"));
     let accs = zero_accs(e, kinds.len());
-    let lo = e.to_index(tid);
-    let hi = e.to_index(&nvec);
+    let lo = e.index_of(tid);
+    let hi = e.index_of(&nvec);
     let st = e.idxc(BLOCK as i64);
     let accs = for_loop(e, (&lo, &hi, &st), &accs, &mut |e, j, accs| {
-        let j = e.to_i64(j);
+        let j = e.i64_of(j);
         let j4 = e.i64op("muli", &j, &four);
         let i = e.i64op("addi", start, &j4);
         let mut lanes: Vec<HashMap<Value, Ssa>> = vec![HashMap::new(); 4];
@@ -556,10 +559,10 @@ fn flat(
     let done = e.i64op("muli", &nvec, &four);
     let vend = e.i64op("addi", start, &done);
     let first = e.i64op("addi", &vend, tid);
-    let lo = e.to_index(&first);
-    let hi = e.to_index(end);
+    let lo = e.index_of(&first);
+    let hi = e.index_of(end);
     let accs = for_loop(e, (&lo, &hi, &st), &accs, &mut |e, i, accs| {
-        let i = e.to_i64(i);
+        let i = e.i64_of(i);
         let mut env = HashMap::new();
         for (v, slot) in &elem_inputs {
             let p = e.gep(&cx.bufs[*slot], &i, "f32");
@@ -633,11 +636,11 @@ fn grid(
         if *by_rows {
             continue;
         }
-        let lo = e.to_index(tid);
-        let hi = e.to_index(&cols_n);
+        let lo = e.index_of(tid);
+        let hi = e.index_of(&cols_n);
         let base = slot_base[ai].clone();
         for_loop(e, (&lo, &hi, &st), &[], &mut |e, c, _| {
-            let c = e.to_i64(c);
+            let c = e.i64_of(c);
             let at = e.i64op("addi", &base, &c);
             let p = e.gep("%partials", &at, "f64");
             e.store(&zero64, &p, "f64", 8);
@@ -652,18 +655,18 @@ fn grid(
         .collect();
     let row_axes: Vec<usize> = (0..abi.axis_reductions.len()).filter(|a| abi.axis_reductions[*a].1).collect();
     let full = zero_accs(e, kinds.len());
-    let lo = e.to_index(r0);
-    let hi = e.to_index(r1);
+    let lo = e.index_of(r0);
+    let hi = e.index_of(r1);
     let full = for_loop(e, (&lo, &hi, &one), &full, &mut |e, r, full| {
-        let r = e.to_i64(r);
+        let r = e.i64_of(r);
         let rowflat = e.i64op("muli", &r, &cols_n);
         // Loop-carried: the full reductions, then this row's column-wise reductions.
         let mut accs = full.to_vec();
         accs.extend(zero_accs(e, row_axes.len()));
-        let lo = e.to_index(tid);
-        let hi = e.to_index(&cols_n);
+        let lo = e.index_of(tid);
+        let hi = e.index_of(&cols_n);
         let accs = for_loop(e, (&lo, &hi, &st), &accs, &mut |e, c, accs| {
-            let c = e.to_i64(c);
+            let c = e.i64_of(c);
             let flat = e.i64op("addi", &rowflat, &c);
             let mut env = HashMap::new();
             for (v, slot, vn) in &elem_inputs {

@@ -98,7 +98,7 @@ pub fn lower(mlir: &str, arch: &str) -> Result<String, String> {
 /// prints bytes outside printable ASCII, quotes and backslashes as `\XX` hex).
 fn assembly(printed: &str) -> Option<String> {
     let at = printed.find("assembly = \"")? + "assembly = \"".len();
-    let bytes = printed[at..].as_bytes();
+    let bytes = &printed.as_bytes()[at..];
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
