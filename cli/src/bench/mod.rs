@@ -7,16 +7,19 @@ use gdc_runtime::bench::{bytes_per_step, fill_uniform, measure, mixed_shapes};
 use gdc_runtime::{Optimizer, Options, ParamSpec, Program};
 use std::process::ExitCode;
 
+mod cuda;
+
 /// Arguments of `gdc bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// The optimizer source file.
+    /// The optimizer: a .gd source or a .gdo artifact (`--backend cuda` on a gdc without the
+    /// `mlir` feature needs one built with `--target cuda`).
     file: String,
     /// Which backend runs the steps.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BenchBackend,
     /// Parameters in all (float32 elements); required unless --shape is given.
-    #[arg(long, required_unless_present = "shape", default_value_t = 0)]
+    #[arg(long, required_unless_present_any = ["shape", "sizes"], default_value_t = 0)]
     numel: usize,
     /// How many tensors hold them: one is a single vector; more are a deterministic mix of
     /// matrices and vectors of different sizes, like a transformer's layers. With --shape:
@@ -27,6 +30,10 @@ pub struct BenchArgs {
     /// only matrices; replaces --numel.
     #[arg(long, value_parser = parse_shape, conflicts_with = "numel")]
     shape: Option<ShapeArg>,
+    /// A file of whitespace-separated tensor sizes (vectors), e.g. the mixed sizes a
+    /// baseline script drew, so both sides time the same tensors; replaces --numel.
+    #[arg(long, conflicts_with_all = ["numel", "shape"])]
+    sizes: Option<String>,
     /// Worker threads for the CPU backend (default: one per available core).
     #[arg(long)]
     threads: Option<usize>,
@@ -47,6 +54,9 @@ enum BenchBackend {
     Cpu,
     /// The float64 reference interpreter.
     Interp,
+    /// PTX kernels on an NVIDIA GPU over device buffers; timed with CUDA events, next to a
+    /// device-to-device copy of the parameters (the bandwidth limit).
+    Cuda,
 }
 
 /// A tensor shape given on the command line (`1024x4096`).
@@ -69,13 +79,17 @@ fn bad(message: String) -> ExitCode {
 /// Runs `gdc bench`: exit 0 on success, 1 when the optimizer does not compile, 2 on bad
 /// arguments or parameters the optimizer cannot bind.
 pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
-    if args.numel == 0 && args.shape.is_none() {
+    let sizes = match &args.sizes {
+        Some(path) => Some(read_sizes(path).map_err(bad)?),
+        None => None,
+    };
+    if args.numel == 0 && args.shape.is_none() && sizes.is_none() {
         return Err(bad("--numel must be at least 1".into()));
     }
     if args.tensors == 0 {
         return Err(bad("--tensors must be at least 1".into()));
     }
-    if args.shape.is_none() && args.tensors > args.numel {
+    if args.shape.is_none() && sizes.is_none() && args.tensors > args.numel {
         return Err(bad(format!(
             "--tensors {} is more than --numel {}: every tensor needs at least one element",
             args.tensors, args.numel
@@ -87,37 +101,48 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     if args.threads == Some(0) {
         return Err(bad("--threads must be at least 1".into()));
     }
-    let source = std::fs::read_to_string(&args.file).map_err(|e| bad(format!("cannot read {}: {e}", args.file)))?;
-    match gdc_compiler::compile(&source) {
-        Ok(_) => {}
-        Err(CompileError::Source(diags)) => {
-            eprint!("{}", gdc_dsl::render(&diags, &args.file, &source));
-            eprintln!("error: {}: the optimizer does not compile", args.file);
-            return Err(ExitCode::from(1));
+    let program = if args.file.ends_with(".gdo") {
+        Program::load(&args.file).map_err(|e| bad(format!("{}: {e}", args.file)))?
+    } else {
+        let source = std::fs::read_to_string(&args.file).map_err(|e| bad(format!("cannot read {}: {e}", args.file)))?;
+        match gdc_compiler::compile(&source) {
+            Ok(_) => {}
+            Err(CompileError::Source(diags)) => {
+                eprint!("{}", gdc_dsl::render(&diags, &args.file, &source));
+                eprintln!("error: {}: the optimizer does not compile", args.file);
+                return Err(ExitCode::from(1));
+            }
+            Err(e @ CompileError::Internal(_)) => {
+                eprintln!("{e}\nThis is a bug in gdc; please report it with the .gd file.");
+                return Err(ExitCode::from(101));
+            }
         }
-        Err(e @ CompileError::Internal(_)) => {
-            eprintln!("{e}\nThis is a bug in gdc; please report it with the .gd file.");
-            return Err(ExitCode::from(101));
+        match args.backend {
+            BenchBackend::Cuda => crate::build::cuda_program(&args.file, &source).map_err(bad)?,
+            _ => Program::compile(&source).map_err(|e| bad(format!("{}: {e}", args.file)))?,
         }
-    }
-    let program = Program::compile(&source).map_err(|e| bad(format!("{}: {e}", args.file)))?;
+    };
 
-    let numel = match &args.shape {
-        Some(shape) => shape.0.iter().product::<usize>() * args.tensors,
-        None => args.numel,
+    let shapes = match (&args.shape, sizes) {
+        (Some(shape), _) => vec![shape.0.clone(); args.tensors],
+        (None, Some(sizes)) => sizes.iter().map(|n| vec![*n]).collect(),
+        (None, None) => mixed_shapes(args.numel, args.tensors),
     };
-    let shapes = match &args.shape {
-        Some(shape) => vec![shape.0.clone(); args.tensors],
-        None => mixed_shapes(numel, args.tensors),
-    };
+    let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let tensors = shapes.len();
     let specs: Vec<ParamSpec> = shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("t{i}"), s)).collect();
     let backend = match args.backend {
         BenchBackend::Cpu => gdc_runtime::Backend::Cpu,
         BenchBackend::Interp => gdc_runtime::Backend::Interp,
+        BenchBackend::Cuda => gdc_runtime::Backend::Cuda,
     };
     let mut opt = Optimizer::with_options(&program, &specs, Options { backend, threads: args.threads })
         .map_err(|e| bad(format!("{}: {e}", args.file)))?;
     let bytes = bytes_per_step(program.plan(), &specs).map_err(|e| bad(format!("{}: {e}", args.file)))?;
+    if let BenchBackend::Cuda = args.backend {
+        let report = cuda::time(&mut opt, &specs, args.warmup, args.repeats).map_err(bad)?;
+        return Ok(cuda::print(args, &program, &report, numel, tensors, bytes));
+    }
 
     let mut seed = 0x5eed_0001_u64;
     let mut params: Vec<Vec<f32>> = specs.iter().map(|s| fill_uniform(&mut seed, s.numel(), 1.0)).collect();
@@ -140,6 +165,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     let backend_name = match args.backend {
         BenchBackend::Cpu => "cpu",
         BenchBackend::Interp => "interp",
+        BenchBackend::Cuda => "cuda",
     };
     let ns_per_param = stats.median_s * 1e9 / numel as f64;
     let gbps = bytes as f64 / stats.median_s / 1e9;
@@ -149,7 +175,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
             "file": args.file,
             "backend": backend_name,
             "numel": numel,
-            "tensors": args.tensors,
+            "tensors": tensors,
             "threads": threads,
             "warmup": args.warmup,
             "repeats": args.repeats,
@@ -167,8 +193,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
             "bench {} on {backend_name}: {} parameters in {} tensor{}, {threads} thread{}, {} timed step{} after {} warm-up",
             program.name(),
             numel,
-            args.tensors,
-            plural(args.tensors),
+            tensors,
+            plural(tensors),
             plural(threads),
             args.repeats,
             plural(args.repeats),
@@ -189,7 +215,17 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn plural(n: usize) -> &'static str {
+/// Tensor sizes from a file of whitespace-separated positive integers.
+fn read_sizes(path: &str) -> Result<Vec<usize>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let sizes: Result<Vec<usize>, _> = text.split_whitespace().map(str::parse::<usize>).collect();
+    match sizes {
+        Ok(s) if !s.is_empty() && s.iter().all(|n| *n > 0) => Ok(s),
+        _ => Err(format!("{path}: expected whitespace-separated positive tensor sizes")),
+    }
+}
+
+pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
@@ -197,7 +233,7 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-fn seconds(s: f64) -> String {
+pub(crate) fn seconds(s: f64) -> String {
     if s >= 1.0 {
         format!("{s:.3} s")
     } else if s >= 1e-3 {
