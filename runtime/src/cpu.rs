@@ -7,7 +7,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, StateStore};
+use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, Scalars, StateStore};
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
@@ -233,15 +233,18 @@ impl CpuEngine {
                 (&m.variants[vi].update, &plan.variants[vi].update, &code.variants[vi].1)
             };
             // Host scalars once per step, per-parameter scalars once per parameter.
-            let mut envs: Vec<HashMap<Value, f64>> = Vec::new();
-            for &i in &members {
-                let mut env = HashMap::new();
+            let mut envs = Scalars::new(members.len());
+            let inputs = self.host_inputs(Some(members[0]), prepare_outs);
+            for v in &fplan.host {
+                let x = scalar(m, func, *v, &envs, 0, &inputs, &self.load_state(members[0]))?;
+                envs.set_host(*v, x);
+            }
+            for (mi, &i) in members.iter().enumerate() {
                 let inputs = self.host_inputs(Some(i), prepare_outs);
-                for v in fplan.host.iter().chain(&fplan.param) {
-                    let x = scalar(m, func, *v, &env, &inputs, &self.load_state(i))?;
-                    env.insert(*v, x);
+                for v in &fplan.param {
+                    let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
+                    envs.set(mi, *v, x);
                 }
-                envs.push(env);
             }
             for (ii, item) in fplan.items.iter().enumerate() {
                 match item {
@@ -253,20 +256,20 @@ impl CpuEngine {
                         for (mi, &i) in members.iter().enumerate() {
                             let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &k.scalars {
-                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
-                                envs[mi].insert(*v, x);
+                                let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
+                                envs.set(mi, *v, x);
                             }
                             if let Some(g) = k.guard {
-                                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                                if !envs.holds(mi, g) {
                                     continue;
                                 }
                             }
                             // Each scalar four times over, one per vector lane (see the ABI).
                             let mut scalars = Vec::with_capacity(4 * ck.abi.scalars.len());
                             for v in &ck.abi.scalars {
-                                let x = match envs[mi].get(v) {
-                                    Some(x) => *x,
-                                    None => scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?,
+                                let x = match envs.get(mi, *v) {
+                                    Some(x) => x,
+                                    None => scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?,
                                 };
                                 scalars.extend([x as f32; 4]);
                             }
@@ -302,7 +305,7 @@ impl CpuEngine {
                         }
                         let slots = self.run_kernel(&calls, &k.domain, func)?;
                         for (mi, r, x) in slots {
-                            envs[mi].insert(r, x);
+                            envs.set(mi, r, x);
                         }
                     }
                     Item::Lib(l) => {
@@ -310,11 +313,11 @@ impl CpuEngine {
                         for (mi, &i) in members.iter().enumerate() {
                             let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &l.scalars {
-                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
-                                envs[mi].insert(*v, x);
+                                let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
+                                envs.set(mi, *v, x);
                             }
                             if let Some(g) = l.guard {
-                                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                                if !envs.holds(mi, g) {
                                     continue;
                                 }
                             }
@@ -421,7 +424,7 @@ impl CpuEngine {
         func: &Func,
         members: &[usize],
         jobs: &[usize],
-        envs: &[HashMap<Value, f64>],
+        envs: &Scalars,
         init: bool,
         init_temps: &mut [Vec<Padded>],
         params: &mut [&mut [f32]],
@@ -449,7 +452,7 @@ impl CpuEngine {
                     .map(|n| size_of(n, [bp.numel as u64, bp.rows as u64, bp.cols as u64]))
                     .collect();
                 if ty.is_scalar() && !l.inputs.iter().any(|(v, _)| v == a) {
-                    let x = envs[mi].get(a).copied().ok_or_else(|| internal(format!("{a} is not available")))?;
+                    let x = envs.get(mi, *a).ok_or_else(|| internal(format!("{a} is not available")))?;
                     args.push((vec![x as f32], sizes));
                     continue;
                 }

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
-use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, StateStore};
+use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, Scalars, StateStore};
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -50,9 +50,9 @@ struct Call {
     mi: usize,
     /// The parameter's index.
     param: usize,
-    scalars: Vec<f32>,
-    ptrs: Vec<u64>,
     sizes: [u64; 3],
+    /// Whether every buffer address of the call is 16-byte aligned.
+    aligned: bool,
     len: usize,
 }
 
@@ -350,15 +350,18 @@ impl CudaEngine {
                 (&m.variants[vi].update, &plan.variants[vi].update)
             };
             // Host scalars once per step, per-parameter scalars once per parameter.
-            let mut envs: Vec<HashMap<Value, f64>> = Vec::new();
-            for &i in &members {
-                let mut env = HashMap::new();
+            let mut envs = Scalars::new(members.len());
+            let inputs = self.host_inputs(Some(members[0]), prepare_outs);
+            for v in &fplan.host {
+                let x = scalar(m, func, *v, &envs, 0, &inputs, &self.load_state(members[0]))?;
+                envs.set_host(*v, x);
+            }
+            for (mi, &i) in members.iter().enumerate() {
                 let inputs = self.host_inputs(Some(i), prepare_outs);
-                for v in fplan.host.iter().chain(&fplan.param) {
-                    let x = scalar(m, func, *v, &env, &inputs, &self.load_state(i))?;
-                    env.insert(*v, x);
+                for v in &fplan.param {
+                    let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
+                    envs.set(mi, *v, x);
                 }
-                envs.push(env);
             }
             for (ii, item) in fplan.items.iter().enumerate() {
                 match item {
@@ -371,18 +374,18 @@ impl CudaEngine {
                         for (mi, &i) in members.iter().enumerate() {
                             let inputs = self.host_inputs(Some(i), prepare_outs);
                             for v in &l.scalars {
-                                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
-                                envs[mi].insert(*v, x);
+                                let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
+                                envs.set(mi, *v, x);
                             }
                             if let Some(g) = l.guard {
-                                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                                if !envs.holds(mi, g) {
                                     continue;
                                 }
                             }
                             jobs.push(mi);
                         }
                         for mi in jobs {
-                            self.run_lib(l, func, members[mi], &envs[mi], init, pp, gp, &init_temps)?;
+                            self.run_lib(l, func, members[mi], &envs, mi, init, pp, gp, &init_temps)?;
                         }
                     }
                 }
@@ -401,7 +404,7 @@ impl CudaEngine {
         k: &Kernel,
         func: &Func,
         members: &[usize],
-        envs: &mut [HashMap<Value, f64>],
+        envs: &mut Scalars,
         pp: &[DevPtr],
         gp: &[DevPtr],
         init_temps: &[Vec<DevBuf<f32>>],
@@ -413,39 +416,43 @@ impl CudaEngine {
             return Err(internal(format!("kernel k{} has no GPU code", k.id)));
         };
         let abi = &kl.abi;
-        let mut calls: Vec<Call> = Vec::new();
+        let mut calls: Vec<Call> = Vec::with_capacity(members.len());
+        let mut flat_ptrs: Vec<u64> = Vec::with_capacity(members.len() * abi.buffers.len());
+        let mut flat_scalars: Vec<f32> = Vec::with_capacity(members.len() * abi.scalars.len().max(1));
         for (mi, &i) in members.iter().enumerate() {
             let inputs = self.host_inputs(Some(i), prepare_outs);
             for v in &k.scalars {
-                let x = scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?;
-                envs[mi].insert(*v, x);
+                let x = scalar(m, func, *v, envs, mi, &inputs, &self.load_state(i))?;
+                envs.set(mi, *v, x);
             }
             if let Some(g) = k.guard {
-                if envs[mi].get(&g).copied().unwrap_or(0.0) == 0.0 {
+                if !envs.holds(mi, g) {
                     continue;
                 }
             }
-            let mut scalars = Vec::with_capacity(abi.scalars.len().max(1));
+            // This call's rows of the scalar and pointer tables, straight into the tables.
             for v in &abi.scalars {
-                let x = match envs[mi].get(v) {
-                    Some(x) => *x,
-                    None => scalar(m, func, *v, &envs[mi], &inputs, &self.load_state(i))?,
+                let x = match envs.get(mi, *v) {
+                    Some(x) => x,
+                    None => scalar(m, func, *v, envs, mi, &inputs, &self.load_state(i))?,
                 };
-                scalars.push(x as f32);
+                flat_scalars.push(x as f32);
             }
-            if scalars.is_empty() {
-                scalars.push(0.0);
+            if abi.scalars.is_empty() {
+                flat_scalars.push(0.0);
             }
-            let mut ptrs = Vec::with_capacity(abi.buffers.len());
+            let mut aligned = true;
             for b in &abi.buffers {
-                ptrs.push(self.buffer_ptr(i, *b, init, pp, gp, init_temps)?.addr);
+                let addr = self.buffer_ptr(i, *b, init, pp, gp, init_temps)?.addr;
+                aligned &= addr % 16 == 0;
+                flat_ptrs.push(addr);
             }
             if init && abi.buffers.contains(&Buffer::Param) && writes_param(k) {
                 return Err(internal("an initialiser writes the parameter".into()));
             }
             let bp = &self.params[i];
             let sizes = [bp.numel as u64, bp.rows as u64, bp.cols as u64];
-            calls.push(Call { mi, param: i, scalars, ptrs, sizes, len: shape_len(&k.domain, bp) });
+            calls.push(Call { mi, param: i, sizes, aligned, len: shape_len(&k.domain, bp) });
         }
         if calls.is_empty() {
             return Ok(());
@@ -493,12 +500,9 @@ impl CudaEngine {
         }
         let mut partials = vec![0.0f64; npartials];
         if !spans.is_empty() {
-            let flat_ptrs: Vec<u64> = calls.iter().flat_map(|c| c.ptrs.iter().copied()).collect();
-            let flat_scalars: Vec<f32> = calls.iter().flat_map(|c| c.scalars.iter().copied()).collect();
             let mut flat_sizes: Vec<i64> = Vec::with_capacity(abi::SIZES_STRIDE * calls.len());
             for c in &calls {
-                let aligned = c.ptrs.iter().all(|p| p % 16 == 0);
-                flat_sizes.extend([c.sizes[0] as i64, c.sizes[1] as i64, c.sizes[2] as i64, aligned as i64]);
+                flat_sizes.extend([c.sizes[0] as i64, c.sizes[1] as i64, c.sizes[2] as i64, i64::from(c.aligned)]);
             }
             let dev = &self.dev;
             let t = &mut self.tables;
@@ -554,7 +558,7 @@ impl CudaEngine {
         }
         for (ci, c) in calls.iter().enumerate() {
             for (ri, r) in abi.reductions.iter().enumerate() {
-                envs[c.mi].insert(*r, full[ci][ri]);
+                envs.set(c.mi, *r, full[ci][ri]);
             }
         }
         // Axis-reduction outputs, as float32, where their guards hold.
@@ -562,11 +566,11 @@ impl CudaEngine {
             for (ai, (v, _)) in abi.axis_reductions.iter().enumerate() {
                 for o in k.outputs.iter().filter(|o| o.value == *v) {
                     if let Some(g) = o.guard {
-                        let x = match envs[c.mi].get(&g) {
-                            Some(x) => *x,
+                        let x = match envs.get(c.mi, g) {
+                            Some(x) => x,
                             None => {
                                 let inputs = self.host_inputs(Some(c.param), prepare_outs);
-                                scalar(m, func, g, &envs[c.mi], &inputs, &self.load_state(c.param))?
+                                scalar(m, func, g, envs, c.mi, &inputs, &self.load_state(c.param))?
                             }
                         };
                         if x == 0.0 {
@@ -597,7 +601,8 @@ impl CudaEngine {
         l: &LibCall,
         func: &Func,
         i: usize,
-        env: &HashMap<Value, f64>,
+        env: &Scalars,
+        mi: usize,
         init: bool,
         pp: &[DevPtr],
         gp: &[DevPtr],
@@ -616,7 +621,7 @@ impl CudaEngine {
             let ty = func.ty(*a);
             let sizes: Vec<usize> = names(&ty.shape).iter().map(|n| size_of(n, psizes)).collect();
             if ty.is_scalar() && !l.inputs.iter().any(|(v, _)| v == a) {
-                let x = env.get(a).copied().ok_or_else(|| internal(format!("{a} is not available")))?;
+                let x = env.get(mi, *a).ok_or_else(|| internal(format!("{a} is not available")))?;
                 args.push((Err(x), sizes));
                 continue;
             }
