@@ -85,14 +85,17 @@ pub fn slice_ptr<T>(slice: &CudaSlice<T>, len: usize, stream: &CudaStream) -> De
     DevPtr { addr, len: len.min(slice.len()) }
 }
 
-/// A device buffer reused across launches, grown on demand.
+/// A device buffer reused across launches, grown on demand. It remembers what it last
+/// uploaded: a table that has not changed since (the chunk and pointer tables of a kernel,
+/// step after step) is not sent again.
 pub struct Scratch<T> {
     buf: Option<DevBuf<T>>,
+    uploaded: Vec<T>,
 }
 
-impl<T: DeviceRepr + ValidAsZeroBits + Copy> Scratch<T> {
+impl<T: DeviceRepr + ValidAsZeroBits + Copy + PartialEq> Scratch<T> {
     pub fn new() -> Scratch<T> {
-        Scratch { buf: None }
+        Scratch { buf: None, uploaded: Vec::new() }
     }
 
     /// At least `len` elements; grown (contents lost) if smaller.
@@ -100,16 +103,21 @@ impl<T: DeviceRepr + ValidAsZeroBits + Copy> Scratch<T> {
         if self.buf.as_ref().is_none_or(|b| b.len < len) {
             // Drop the old buffer first (its free is ordered on the stream).
             self.buf = None;
+            self.uploaded.clear();
             self.buf = Some(dev.zeros(len.next_power_of_two(), what)?);
         }
         let b = self.buf.as_ref().ok_or_else(|| RuntimeError::Cuda(format!("{what}: no buffer")))?;
         Ok(DevPtr { len, ..b.ptr(&dev.stream) })
     }
 
-    /// Uploads `data` and returns its address.
+    /// Uploads `data` (unless the buffer already holds exactly it) and returns its address.
     pub fn upload(&mut self, dev: &Device, data: &[T], what: &str) -> Result<u64, RuntimeError> {
         let p = self.ensure(dev, data.len(), what)?;
-        dev.upload(p, data, what)?;
+        if self.uploaded != data {
+            self.uploaded.clear();
+            dev.upload(p, data, what)?;
+            self.uploaded.extend_from_slice(data);
+        }
         Ok(p.addr)
     }
 }

@@ -34,14 +34,27 @@ struct Launchable {
     abi: KernelAbi,
 }
 
-/// The tables every launch uploads, reused from launch to launch (the stream orders each
-/// upload after the previous launch that read the buffer).
+/// The tables of one kernel item's launches, reused from step to step (the stream orders
+/// each upload after the previous launch that read the buffer; unchanged tables are not
+/// uploaded again).
 struct Tables {
     ptrs: Scratch<u64>,
     scalars: Scratch<f32>,
     sizes: Scratch<i64>,
     chunks: Scratch<i64>,
     partials: Scratch<f64>,
+}
+
+impl Tables {
+    fn new() -> Tables {
+        Tables {
+            ptrs: Scratch::new(),
+            scalars: Scratch::new(),
+            sizes: Scratch::new(),
+            chunks: Scratch::new(),
+            partials: Scratch::new(),
+        }
+    }
 }
 
 /// One kernel call prepared for a parameter.
@@ -65,7 +78,8 @@ pub(crate) struct CudaEngine {
     /// Device copies of the parameters and gradients for [`CudaEngine::step`] on host
     /// memory, allocated at its first call.
     io: Vec<(DevBuf<f32>, DevBuf<f32>)>,
-    tables: Tables,
+    /// Per kernel item (variant, init, item).
+    tables: HashMap<(usize, bool, usize), Tables>,
     /// Hyperparameters, globals, the step counter.
     pub counters: Counters,
 }
@@ -161,13 +175,7 @@ impl CudaEngine {
             }
             owned.push(Owned { states, temps });
         }
-        let tables = Tables {
-            ptrs: Scratch::new(),
-            scalars: Scratch::new(),
-            sizes: Scratch::new(),
-            chunks: Scratch::new(),
-            partials: Scratch::new(),
-        };
+        let tables = HashMap::new();
         let counters = Counters::new(m);
         Ok(CudaEngine { plan, dev, kernels, params, owned, io: Vec::new(), tables, counters })
     }
@@ -505,7 +513,7 @@ impl CudaEngine {
                 flat_sizes.extend([c.sizes[0] as i64, c.sizes[1] as i64, c.sizes[2] as i64, i64::from(c.aligned)]);
             }
             let dev = &self.dev;
-            let t = &mut self.tables;
+            let t = self.tables.entry(key).or_insert_with(Tables::new);
             let ptrs = t.ptrs.upload(dev, &flat_ptrs, "the pointer table")?;
             let scalars = t.scalars.upload(dev, &flat_scalars, "the scalar table")?;
             let sizes = t.sizes.upload(dev, &flat_sizes, "the size table")?;
