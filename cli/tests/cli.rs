@@ -338,3 +338,79 @@ fn bench_takes_a_shape_for_matrix_only_optimizers() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is not a shape like 1024x4096"), "{err}");
 }
+
+/// Whether this machine has a CUDA driver (then the no-GPU answers below do not apply).
+fn has_cuda_driver() -> bool {
+    ["/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.1"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
+#[test]
+fn emit_prints_the_gpu_module_and_its_ptx() {
+    let (code, out, err) = gdc(&["emit", ADAMW, "--stage", "mlir"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("gpu.module @gdc"), "{out}");
+    assert_eq!(out.matches("gpu.func @gdc_v0_").count(), 2, "an init and an update kernel: {out}");
+    assert!(out.contains("vector<4xf32>"), "16-byte loads and stores: {out}");
+    for arch in ["sm_80", "sm_90"] {
+        let (code, out, err) = gdc(&["emit", ADAMW, "--stage", "ptx", "--arch", arch]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!(".target {arch}")), "{out}");
+        assert!(out.contains(".entry gdc_v0_update_k0("), "{out}");
+        assert!(out.contains("ld.global.v4"), "vector loads: {out}");
+        assert!(!out.contains(".extern"), "{out}");
+    }
+    let (code, _, err) = gdc(&["emit", ADAMW, "--stage", "ptx", "--arch", "sm_13"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown GPU architecture `sm_13`") && err.contains("sm_90"), "{err}");
+}
+
+#[test]
+fn build_for_cuda_stores_ptx_and_the_kernel_table() {
+    let out = build_dir("cuda").join("adamw.gdo");
+    let out = out.display().to_string();
+    let (code, stdout, err) = gdc(&["build", ADAMW, "--target", "cuda", "--arch", "sm_80", "-o", &out]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("target cuda sm_80") && stdout.contains("2 kernel(s)"), "{stdout}");
+    let artifact = gdc_compiler::artifact::Artifact::read(&out).expect("reads back");
+    assert_eq!(artifact.target, "cuda");
+    artifact.validate().expect("validates");
+    let gpu = artifact.gpu.expect("carries GPU code");
+    assert_eq!(gpu.arch, "sm_80");
+    assert!(gpu.ptx.contains(".target sm_80"));
+    let names: Vec<&str> = gpu.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["gdc_v0_init_k0", "gdc_v0_update_k0"]);
+    assert!(gpu.kernels.iter().all(|k| k.block == 256 && k.mode == "flat"));
+    // The artifact replays on the CPU too.
+    let (code, stdout, err) = gdc(&["replay", &out, CASE, "--backend", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("ok: every step within tolerance"), "{stdout}");
+}
+
+#[test]
+fn the_cuda_backend_without_a_gpu_says_so_and_exits_2() {
+    if has_cuda_driver() {
+        println!("skipping: this machine has a CUDA driver (scripts/gpu-check covers the cuda backend)");
+        return;
+    }
+    for args in [
+        vec!["replay", ADAMW, CASE, "--backend", "cuda"],
+        vec!["verify", ADAMW, "--backend", "cuda", "--seeds", "1"],
+        vec!["bench", ADAMW, "--backend", "cuda", "--numel", "1000"],
+    ] {
+        let (code, _, err) = gdc(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("no usable NVIDIA GPU") && err.contains("libcuda"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn verify_agrees_on_the_cpu_and_reports_each_seed() {
+    let (code, out, err) = gdc(&["verify", "examples/optimizers/lamb.gd", "--backend", "cpu", "--seeds", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("verify lamb on cpu: seed").count(), 2, "{out}");
+    assert!(out.contains("of tolerance ok"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
