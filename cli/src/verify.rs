@@ -44,30 +44,35 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Shapes for one case. Optimizers with per-dimension matrix statistics (their state has
-/// `[rows, rows]` or `[cols, cols]` shapes) keep small square-ish matrices, which the
-/// interpreter decomposes slowly; square ones because a non-square gradient gives
-/// statistics of deficient rank, where float32 and float64 legitimately disagree.
+/// Shapes for one case: square and oblong matrices, a rank-3 tensor, vectors of one
+/// element, of a few, and longer than a GPU chunk, and 40 small vectors at once (as many as
+/// the optimizer's variants take). Optimizers with per-dimension matrix statistics (state of
+/// shape `[rows, rows]` or `[cols, cols]`) keep small square matrices: the interpreter
+/// decomposes them slowly, and a non-square gradient gives statistics of deficient rank,
+/// where float32 and float64 legitimately disagree (see tests/agreement.rs).
 fn shapes(seed: u64, program: &Program) -> Vec<Vec<usize>> {
+    use gdc_compiler::ir::Pattern;
     let m = &program.plan().module;
     let pick = |k: u64, lo: usize, hi: usize| lo + (noise(seed * 31 + k, 1)[0].abs() * (hi - lo) as f32) as usize;
     let matrix_state = m.states.iter().any(|s| {
         let t = s.shape.to_string();
         t.contains("rows, rows") || t.contains("cols, cols")
     });
-    let any_shape = m.variants.iter().any(|v| v.pattern.param_shape() == gdc_dsl::types::Shape::Like);
+    let vectors = m.variants.iter().any(|v| matches!(v.pattern, Pattern::Any | Pattern::Vector));
     let n = pick(1, 2, 9);
     let mut s = vec![vec![n, n], vec![1, 1]];
     if !matrix_state {
         s.push(vec![pick(3, 9, 40), pick(4, 1, 5)]);
         s.push(vec![pick(2, 30, 70), pick(4, 100, 300)]);
+        s.push(vec![3, 2, pick(7, 1, 4)]);
     }
-    if any_shape {
+    if vectors {
         let long = if matrix_state { pick(6, 21, 40) } else { 70_001 + pick(6, 0, 3000) };
-        s.extend([vec![1], vec![pick(5, 2, 20)], vec![long], vec![3, 2, pick(7, 1, 4)]]);
-        // Many small tensors in one step.
-        for k in 0..40 {
-            s.push(vec![1 + pick(100 + k, 0, 300)]);
+        s.extend([vec![1], vec![pick(5, 2, 20)], vec![long]]);
+        if !matrix_state {
+            for k in 0..40 {
+                s.push(vec![1 + pick(100 + k, 0, 300)]);
+            }
         }
     }
     s
