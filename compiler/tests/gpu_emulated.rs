@@ -536,23 +536,6 @@ fn make_calls(func: &Func, k: &Kernel, abi: &KernelAbi, params: &[BoundParam], r
 // ---------------------------------------------------------------------------------------
 // The two backends.
 
-fn is_max_abs(func: &Func, v: gdc_compiler::ir::Value) -> bool {
-    matches!(func.inst(v).op, Op::Reduce(ReduceKind::MaxAbs, _))
-}
-
-/// The CPU runtime's and CUDA runtime's combination of two partials.
-fn combine(max_abs: bool, acc: f64, x: f64) -> f64 {
-    if max_abs {
-        if acc.is_nan() || x.is_nan() {
-            f64::NAN
-        } else {
-            acc.max(x)
-        }
-    } else {
-        acc + x
-    }
-}
-
 fn sizes_of(bp: &BoundParam) -> [usize; 3] {
     [bp.numel, bp.rows, bp.cols]
 }
@@ -591,7 +574,7 @@ fn run_cpu(entry: KernelFn, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mu
                     let e = (s + CPU_CHUNK).min(len);
                     let p = run(s, e, nred);
                     for (ri, r) in abi.reductions.iter().enumerate() {
-                        full[ri] = combine(is_max_abs(func, *r), full[ri], p[ri]);
+                        full[ri] = ReduceKind::of(func, *r).fold(full[ri], p[ri]);
                     }
                     s = e;
                 }
@@ -602,7 +585,7 @@ fn run_cpu(entry: KernelFn, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mu
                     abi.axis_reductions.iter().map(|(_, by_rows)| if *by_rows { rows } else { cols }).sum();
                 let p = run(0, len, nred + scratch);
                 for (ri, r) in abi.reductions.iter().enumerate() {
-                    full[ri] = combine(is_max_abs(func, *r), full[ri], p[ri]);
+                    full[ri] = ReduceKind::of(func, *r).fold(full[ri], p[ri]);
                 }
             }
         }
@@ -615,46 +598,21 @@ fn run_cpu(entry: KernelFn, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mu
 /// chunks; combines the partials and writes axis reductions as it does; returns each call's
 /// full reductions.
 fn run_gpu(f: EmuKernel, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mut [Call]) -> (Vec<Vec<f64>>, usize) {
-    let nred = abi.reductions.len();
-    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
-    let mut npartials = 0;
-    for (ci, c) in calls.iter().enumerate() {
-        let len = interp::elements_of(&k.domain, &c.bp);
-        match abi.mode {
-            Mode::Flat => {
-                let mut s = 0;
-                while s < len {
-                    let e = (s + gabi::FLAT_CHUNK).min(len);
-                    spans.push((ci, s, e, npartials));
-                    npartials += nred;
-                    s = e;
-                }
-            }
-            Mode::Grid => {
-                let (rows, cols) = grid_dims(k, &c.bp);
-                let step = gabi::grid_rows_per_chunk(cols);
-                let mut r0 = 0;
-                while r0 < rows {
-                    let r1 = (r0 + step).min(rows);
-                    spans.push((ci, r0, r1, npartials));
-                    npartials += nred
-                        + abi
-                            .axis_reductions
-                            .iter()
-                            .map(|(_, by_rows)| if *by_rows { r1 - r0 } else { cols })
-                            .sum::<usize>();
-                    r0 = r1;
-                }
-            }
-        }
-    }
+    let extents: Vec<gabi::CallExtent> = calls
+        .iter()
+        .map(|c| {
+            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(k, &c.bp) } else { (0, 0) };
+            gabi::CallExtent { len: interp::elements_of(&k.domain, &c.bp), rows, cols }
+        })
+        .collect();
+    let chunking = gabi::Chunking::new(abi, &extents);
     let stride = abi.scalars.len().max(1);
     let mut t = Tables {
         ptrs: Vec::new(),
         scalars: Vec::new(),
         sizes: Vec::new(),
-        chunks: spans.iter().flat_map(|(c, s, e, o)| [*c as i64, *s as i64, *e as i64, *o as i64]).collect(),
-        partials: vec![PARTIAL_POISON; npartials.max(1)],
+        chunks: chunking.table(),
+        partials: vec![PARTIAL_POISON; chunking.partials.max(1)],
     };
     for c in calls.iter_mut() {
         let ptrs: Vec<u64> = c.gpu.iter_mut().map(|b| b.mut_ptr() as u64).collect();
@@ -666,37 +624,10 @@ fn run_gpu(f: EmuKernel, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mut [
         let [n, r, cc] = sizes_of(&c.bp);
         t.sizes.extend([n as i64, r as i64, cc as i64, aligned as i64]);
     }
-    if !spans.is_empty() {
+    if !chunking.chunks.is_empty() {
         launch(f, &mut t);
     }
-    let partials = &t.partials;
-    let mut full = vec![vec![0.0f64; nred]; calls.len()];
-    let mut axis: Vec<Vec<Vec<f64>>> = calls
-        .iter()
-        .map(|c| {
-            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(k, &c.bp) } else { (0, 0) };
-            abi.axis_reductions.iter().map(|(_, by_rows)| vec![0.0; if *by_rows { rows } else { cols }]).collect()
-        })
-        .collect();
-    for (ci, r0, r1, off) in &spans {
-        for (ri, r) in abi.reductions.iter().enumerate() {
-            full[*ci][ri] = combine(is_max_abs(func, *r), full[*ci][ri], partials[off + ri]);
-        }
-        let mut at = off + nred;
-        for (ai, (v, by_rows)) in abi.axis_reductions.iter().enumerate() {
-            let out = &mut axis[*ci][ai];
-            if *by_rows {
-                out[*r0..*r1].copy_from_slice(&partials[at..at + (r1 - r0)]);
-                at += r1 - r0;
-            } else {
-                let max_abs = is_max_abs(func, *v);
-                for (j, x) in out.iter_mut().enumerate() {
-                    *x = combine(max_abs, *x, partials[at + j]);
-                }
-                at += out.len();
-            }
-        }
-    }
+    let combined = chunking.combine(func, abi, &extents, &t.partials);
     for (ci, c) in calls.iter_mut().enumerate() {
         for (ai, (v, _)) in abi.axis_reductions.iter().enumerate() {
             for o in k.outputs.iter().filter(|o| o.value == *v) {
@@ -708,14 +639,14 @@ fn run_gpu(f: EmuKernel, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mut [
                 }
                 let slot = abi.buffers.iter().position(|b| *b == o.buffer).expect("an output buffer");
                 let dst = c.gpu[slot].body_mut();
-                assert_eq!(dst.len(), axis[ci][ai].len(), "axis reduction {v}: its buffer's length");
-                for (d, x) in dst.iter_mut().zip(&axis[ci][ai]) {
+                assert_eq!(dst.len(), combined.axis[ci][ai].len(), "axis reduction {v}: its buffer's length");
+                for (d, x) in dst.iter_mut().zip(&combined.axis[ci][ai]) {
                     *d = *x as f32;
                 }
             }
         }
     }
-    (full, spans.len())
+    (combined.full, chunking.chunks.len())
 }
 
 // ---------------------------------------------------------------------------------------

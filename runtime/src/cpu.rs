@@ -12,7 +12,7 @@ use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs};
-use gdc_compiler::ir::{Func, Op, ReduceKind, Value};
+use gdc_compiler::ir::{Func, ReduceKind, Value};
 use gdc_compiler::plan::{Buffer, Item, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use rayon::prelude::*;
@@ -399,16 +399,7 @@ impl CpuEngine {
                     out.push((c.param, *r, 0.0));
                     0.0
                 });
-                *e = match func.inst(*r).op {
-                    Op::Reduce(ReduceKind::MaxAbs, _) => {
-                        if e.is_nan() || x.is_nan() {
-                            f64::NAN
-                        } else {
-                            e.max(x)
-                        }
-                    }
-                    _ => *e + x,
-                };
+                *e = ReduceKind::of(func, *r).fold(*e, x);
             }
         }
         for o in &mut out {

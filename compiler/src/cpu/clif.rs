@@ -836,12 +836,12 @@ fn grid(
             let env = body(e, cxr, func, k, types::F32, env);
             for (ri, red) in abi.reductions.iter().enumerate() {
                 let x = scalar_of(get(&env, cxr, func.inst(*red).args[0]));
-                let kind = reduce_kind(func, *red);
+                let kind = ReduceKind::of(func, *red);
                 accumulate(e, kind, partials, None, ri as i64, x);
             }
             for (ai, (red, by_rows)) in abi.axis_reductions.iter().enumerate() {
                 let x = scalar_of(get(&env, cxr, func.inst(*red).args[0]));
-                let kind = reduce_kind(func, *red);
+                let kind = ReduceKind::of(func, *red);
                 let at = e.b.ins().iadd(scratch[ai], if *by_rows { r } else { c });
                 accumulate(e, kind, partials, Some(at), 0, x);
             }
@@ -892,13 +892,6 @@ fn scalar_of(v: Val) -> cranelift_codegen::ir::Value {
     match v {
         Val::Varying(x) => x,
         Val::Uniform(s, _) => s,
-    }
-}
-
-fn reduce_kind(func: &Func, r: Value) -> ReduceKind {
-    match func.inst(r).op {
-        Op::Reduce(kind, _) => kind,
-        _ => ReduceKind::Sum,
     }
 }
 

@@ -281,13 +281,6 @@ struct Chunk {
     sizes: [Ssa; 3],
 }
 
-fn reduce_kind(func: &Func, r: Value) -> ReduceKind {
-    match func.inst(r).op {
-        Op::Reduce(kind, _) => kind,
-        _ => ReduceKind::Sum,
-    }
-}
-
 /// Computes the body for one element, given its loaded inputs (and `eye`, for grids).
 fn body(e: &mut Emitter, cx: &Chunk, func: &Func, k: &Kernel, mut env: HashMap<Value, Ssa>) -> HashMap<Value, Ssa> {
     for v in &k.body {
@@ -503,7 +496,7 @@ fn flat(
         .filter(|(v, _)| !func.ty(*v).is_scalar() || domain_is_scalar)
         .map(|(v, b)| (*v, abi.buffers.iter().position(|x| x == b).unwrap_or(0)))
         .collect();
-    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| reduce_kind(func, *r)).collect();
+    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
     let outputs: Vec<(usize, Value, usize)> = k
         .outputs
         .iter()
@@ -617,8 +610,8 @@ fn grid(
     let rows_n = cx.sizes[size_index(&domain[0])].clone();
     let cols_n = cx.sizes[size_index(&domain[1])].clone();
     let _ = rows_n;
-    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| reduce_kind(func, *r)).collect();
-    let axis_kinds: Vec<ReduceKind> = abi.axis_reductions.iter().map(|(r, _)| reduce_kind(func, *r)).collect();
+    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
+    let axis_kinds: Vec<ReduceKind> = abi.axis_reductions.iter().map(|(r, _)| ReduceKind::of(func, *r)).collect();
     // Partials layout of this chunk: full reductions, then per axis reduction its slots.
     let nrows = e.i64op("subi", r1, r0);
     let mut slot_base = Vec::new();

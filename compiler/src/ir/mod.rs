@@ -111,6 +111,26 @@ pub enum ReduceKind {
     MaxAbs,
 }
 
+impl ReduceKind {
+    /// Folds a partial result `x` into the float64 accumulator `acc`: a sum, or a maximum of
+    /// magnitudes that propagates NaN. Every backend combines its chunks' partials with it.
+    pub fn fold(self, acc: f64, x: f64) -> f64 {
+        match self {
+            ReduceKind::Sum => acc + x,
+            ReduceKind::MaxAbs if acc.is_nan() || x.is_nan() => f64::NAN,
+            ReduceKind::MaxAbs => acc.max(x),
+        }
+    }
+
+    /// The kind of reduction `v` (a sum unless it is a max-abs reduction).
+    pub fn of(func: &Func, v: Value) -> ReduceKind {
+        match func.inst(v).op {
+            Op::Reduce(kind, _) => kind,
+            _ => ReduceKind::Sum,
+        }
+    }
+}
+
 /// A shape-derived scalar of the parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ShapeScalar {

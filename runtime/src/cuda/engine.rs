@@ -14,7 +14,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKern
 use gdc_compiler::artifact::ArtifactError;
 use gdc_compiler::gpu::abi::{self, GpuProgram, KernelAbi, Mode};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs};
-use gdc_compiler::ir::{Func, Op, ReduceKind, Value};
+use gdc_compiler::ir::{Func, Op};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
@@ -87,23 +87,6 @@ pub(crate) struct CudaEngine {
 /// Whether a library call runs on cuBLAS (the others run on the host).
 fn on_cublas(op: &Op) -> bool {
     matches!(op, Op::MatMul { .. } | Op::Transpose | Op::Outer)
-}
-
-/// Combines a chunk's partial `x` into `acc`, as the CPU engine does.
-fn combine(max_abs: bool, acc: f64, x: f64) -> f64 {
-    if max_abs {
-        if acc.is_nan() || x.is_nan() {
-            f64::NAN
-        } else {
-            acc.max(x)
-        }
-    } else {
-        acc + x
-    }
-}
-
-fn is_max_abs(func: &Func, v: Value) -> bool {
-    matches!(func.inst(v).op, Op::Reduce(ReduceKind::MaxAbs, _))
 }
 
 fn int(x: usize, what: &str) -> Result<i32, RuntimeError> {
@@ -465,49 +448,18 @@ impl CudaEngine {
         if calls.is_empty() {
             return Ok(());
         }
-        // Chunks: (call, start, end, partials offset), and per chunk the rows it covers.
+        // The chunks and the reductions' layout: the ABI's, shared with the tests.
         let domain = names(&k.domain);
-        let nred = abi.reductions.len();
-        let mut chunks: Vec<i64> = Vec::new();
-        let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
-        let mut npartials = 0usize;
-        for (ci, c) in calls.iter().enumerate() {
-            if c.len == 0 {
-                continue;
-            }
-            match abi.mode {
-                Mode::Flat => {
-                    let mut s = 0;
-                    while s < c.len {
-                        let e = (s + abi::FLAT_CHUNK).min(c.len);
-                        spans.push((ci, s, e, npartials));
-                        npartials += nred;
-                        s = e;
-                    }
-                }
-                Mode::Grid => {
-                    let (rows, cols) = grid_dims(&domain, c.sizes)?;
-                    let step = abi::grid_rows_per_chunk(cols);
-                    let mut r0 = 0;
-                    while r0 < rows {
-                        let r1 = (r0 + step).min(rows);
-                        spans.push((ci, r0, r1, npartials));
-                        npartials += nred
-                            + abi
-                                .axis_reductions
-                                .iter()
-                                .map(|(_, by_rows)| if *by_rows { r1 - r0 } else { cols })
-                                .sum::<usize>();
-                        r0 = r1;
-                    }
-                }
-            }
+        let mut extents = Vec::with_capacity(calls.len());
+        for c in &calls {
+            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(&domain, c.sizes)? } else { (0, 0) };
+            extents.push(abi::CallExtent { len: c.len, rows, cols });
         }
-        for (ci, s, e, off) in &spans {
-            chunks.extend([*ci as i64, *s as i64, *e as i64, *off as i64]);
-        }
+        let chunking = abi::Chunking::new(abi, &extents);
+        let npartials = chunking.partials;
+        let chunks = chunking.table();
         let mut partials = vec![0.0f64; npartials];
-        if !spans.is_empty() {
+        if !chunking.chunks.is_empty() {
             let mut flat_sizes: Vec<i64> = Vec::with_capacity(abi::SIZES_STRIDE * calls.len());
             for c in &calls {
                 flat_sizes.extend([c.sizes[0] as i64, c.sizes[1] as i64, c.sizes[2] as i64, i64::from(c.aligned)]);
@@ -519,8 +471,8 @@ impl CudaEngine {
             let sizes = t.sizes.upload(dev, &flat_sizes, "the size table")?;
             let chunk_table = t.chunks.upload(dev, &chunks, "the chunk table")?;
             let parts = t.partials.ensure(dev, npartials.max(1), "the partial reductions")?;
-            let nchunks = spans.len() as i64;
-            let grid = spans.len().min(8 * dev.multiprocessors as usize).max(1) as u32;
+            let nchunks = chunking.chunks.len() as i64;
+            let grid = chunking.chunks.len().min(8 * dev.multiprocessors as usize).max(1) as u32;
             let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (abi::BLOCK, 1, 1), shared_mem_bytes: 0 };
             let name = abi::kernel_name(key.0, key.1, key.2);
             let mut launch = dev.stream.launch_builder(&kl.func);
@@ -535,38 +487,11 @@ impl CudaEngine {
                 dev.download(DevPtr { addr: parts.addr, len: npartials }, &mut partials, "partial reductions")?;
             }
         }
-        // Full reductions: from zero (as the CPU combines them), chunk by chunk in order.
-        let mut full: Vec<Vec<f64>> = vec![vec![0.0; nred]; calls.len()];
-        // Axis reductions: one vector per call and reduction.
-        let mut axis: Vec<Vec<Vec<f64>>> = Vec::with_capacity(calls.len());
-        for c in &calls {
-            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(&domain, c.sizes)? } else { (0, 0) };
-            axis.push(
-                abi.axis_reductions.iter().map(|(_, by_rows)| vec![0.0; if *by_rows { rows } else { cols }]).collect(),
-            );
-        }
-        for (ci, r0, r1, off) in &spans {
-            for (ri, r) in abi.reductions.iter().enumerate() {
-                full[*ci][ri] = combine(is_max_abs(func, *r), full[*ci][ri], partials[off + ri]);
-            }
-            let mut at = off + nred;
-            for (ai, (v, by_rows)) in abi.axis_reductions.iter().enumerate() {
-                let out = &mut axis[*ci][ai];
-                if *by_rows {
-                    out[*r0..*r1].copy_from_slice(&partials[at..at + (r1 - r0)]);
-                    at += r1 - r0;
-                } else {
-                    let max_abs = is_max_abs(func, *v);
-                    for (j, x) in out.iter_mut().enumerate() {
-                        *x = combine(max_abs, *x, partials[at + j]);
-                    }
-                    at += out.len();
-                }
-            }
-        }
+        // Reductions combined in chunk order (as the CPU combines them).
+        let combined = chunking.combine(func, abi, &extents, &partials);
         for (ci, c) in calls.iter().enumerate() {
             for (ri, r) in abi.reductions.iter().enumerate() {
-                envs.set(c.mi, *r, full[ci][ri]);
+                envs.set(c.mi, *r, combined.full[ci][ri]);
             }
         }
         // Axis-reduction outputs, as float32, where their guards hold.
@@ -585,7 +510,7 @@ impl CudaEngine {
                             continue;
                         }
                     }
-                    let values: Vec<f32> = axis[ci][ai].iter().map(|x| *x as f32).collect();
+                    let values: Vec<f32> = combined.axis[ci][ai].iter().map(|x| *x as f32).collect();
                     let dst = self.buffer_ptr(c.param, o.buffer, init, pp, gp, init_temps)?;
                     if dst.len != values.len() {
                         return Err(internal(format!(
