@@ -4,12 +4,12 @@
 //! several steps, within a tolerance derived from float32 rounding. Empty tensors are
 //! refused with an error on both.
 
-use gdc_runtime::{Backend, HyperTy, Optimizer, Options, ParamSpec, Program};
+use gdc_runtime::verify::{compare, trajectory};
+use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
 use gdc_tests::{source, OPTIMIZERS};
 
-/// `gdc_tests::noise` as float32.
 fn noise(seed: u64, n: usize) -> Vec<f32> {
-    gdc_tests::noise(seed, n).into_iter().map(|x| x as f32).collect()
+    gdc_runtime::verify::noise_f32(seed, n)
 }
 
 /// Random shapes for an optimizer: one element, sizes that are not a multiple of the vector
@@ -41,49 +41,6 @@ fn shapes(seed: u64, name: &str, matrix_only: bool) -> Vec<Vec<usize>> {
     s
 }
 
-/// Random hyperparameters within declared ranges: a float default in (0.5, 1) (a decay
-/// rate) keeps 1 - d scaled by [0.5, 2); a zero default becomes [0, 0.9); any other float
-/// is scaled by [0.5, 2); bools at random; ints anywhere in their range (capped at 12).
-fn random_hypers(program: &Program, seed: u64) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    for (i, h) in program.plan().module.hypers.iter().enumerate() {
-        let u = f64::from(noise(seed * 977 + i as u64, 1)[0].abs());
-        let (lo, hi) = h.range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
-        let value = match h.ty {
-            HyperTy::Bool => f64::from(u8::from(u > 0.5)),
-            HyperTy::Int => (lo.max(0.0) + (u * (hi.min(12.0) - lo.max(0.0) + 1.0)).floor()).min(hi.min(12.0)),
-            HyperTy::F32 if h.default > 0.5 && h.default < 1.0 => {
-                (1.0 - (1.0 - h.default) * (0.5 + 1.5 * u)).clamp(lo, hi)
-            }
-            HyperTy::F32 if h.default == 0.0 => (0.9 * u).clamp(lo, hi),
-            HyperTy::F32 => (h.default * (0.5 + 1.5 * u)).clamp(lo, hi),
-        };
-        out.push((h.name.clone(), value));
-    }
-    out
-}
-
-/// Runs `steps` steps on `backend`; returns the parameters after each step.
-fn run(program: &Program, specs: &[ParamSpec], backend: Backend, seed: u64, steps: usize) -> Vec<Vec<Vec<f32>>> {
-    let mut opt = Optimizer::with_options(program, specs, Options { backend, threads: Some(2) }).expect("binds");
-    if seed > 3 {
-        for (name, value) in random_hypers(program, seed) {
-            opt.set_hyper(&name, value).unwrap_or_else(|e| panic!("{name} = {value}: {e}"));
-        }
-    }
-    let mut params: Vec<Vec<f32>> = specs.iter().enumerate().map(|(i, s)| noise(seed + i as u64, s.numel())).collect();
-    let mut out = Vec::new();
-    for t in 0..steps {
-        let grads: Vec<Vec<f32>> =
-            specs.iter().enumerate().map(|(i, s)| noise(seed * 1000 + (t * 50 + i) as u64, s.numel())).collect();
-        let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-        let gviews: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-        opt.step(&mut views, &gviews).expect("steps");
-        out.push(params.clone());
-    }
-    out
-}
-
 #[test]
 fn cpu_agrees_with_the_interpreter_on_random_shapes_and_data() {
     let mut failures = Vec::new();
@@ -98,40 +55,17 @@ fn cpu_agrees_with_the_interpreter_on_random_shapes_and_data() {
                 .enumerate()
                 .map(|(i, s)| ParamSpec::new(format!("p{i}"), s))
                 .collect();
-            let want = run(&program, &specs, Backend::Interp, seed, 4);
-            let got = run(&program, &specs, Backend::Cpu, seed, 4);
-            let mut worst = 0.0f64;
-            let (mut finite, mut total) = (0usize, 0usize);
-            for (t, (w, g)) in want.iter().zip(&got).enumerate() {
-                for (pi, (wp, gp)) in w.iter().zip(g).enumerate() {
-                    // Each step moves a parameter by about lr; float32 rounding of the
-                    // update and of the parameter bounds the difference.
-                    let scale = wp.iter().filter(|x| x.is_finite()).fold(0.0f32, |a, x| a.max(x.abs())).max(1.0);
-                    for (j, (a, b)) in wp.iter().zip(gp).enumerate() {
-                        total += 1;
-                        finite += usize::from(a.is_finite());
-                        let both_nan = a.is_nan() && b.is_nan();
-                        let same_inf = a.is_infinite() && a == b;
-                        let err = if both_nan || same_inf {
-                            0.0
-                        } else {
-                            f64::from((a - b).abs()) / (1e-4 * f64::from(scale))
-                        };
-                        if err.is_nan() || err > 1.0 {
-                            failures.push(format!(
-                                "{} seed {seed} step {} {}{:?}[{j}]: interp {a}, cpu {b}",
-                                entry.name,
-                                t + 1,
-                                specs[pi].name,
-                                specs[pi].shape
-                            ));
-                        }
-                        worst = worst.max(err);
-                    }
-                }
+            let options = |backend| Options { backend, threads: Some(2) };
+            let want = trajectory(&program, &specs, options(Backend::Interp), seed, 4).expect("the interpreter steps");
+            let got = trajectory(&program, &specs, options(Backend::Cpu), seed, 4).expect("the CPU steps");
+            let agreement = compare(&want, &got, &specs);
+            let worst = agreement.worst;
+            if let Some(first) = agreement.first {
+                failures.push(format!("{} seed {seed}: {first}", entry.name));
             }
             report.push(format!("{:20} seed {seed}: worst {worst:.4} of tolerance", entry.name));
             // The comparison must not be vacuous: most reference values are numbers.
+            let (finite, total) = (agreement.finite, agreement.total);
             if finite * 10 < total * 9 {
                 failures.push(format!("{} seed {seed}: only {finite} of {total} values are finite", entry.name));
             }

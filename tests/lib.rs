@@ -55,14 +55,4 @@ pub fn case_path(case: &str) -> String {
 }
 
 /// Deterministic values in [-1, 1) (xorshift), the same for a seed on every machine.
-pub fn noise(seed: u64, n: usize) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-        })
-        .collect()
-}
+pub use gdc_runtime::verify::noise;

@@ -5,7 +5,8 @@
 //! width, a tensor longer than a GPU chunk, matrices, and many small tensors at once.
 
 use clap::{Args, ValueEnum};
-use gdc_runtime::{Backend, HyperTy, Optimizer, Options, ParamSpec, Program};
+use gdc_runtime::verify::{check, noise_f32 as noise};
+use gdc_runtime::{Backend, Options, ParamSpec, Program};
 use std::process::ExitCode;
 
 /// The arguments of `gdc verify`.
@@ -29,19 +30,6 @@ pub struct VerifyArgs {
 enum VerifyBackend {
     Cpu,
     Cuda,
-}
-
-/// Deterministic values in [-1, 1) (xorshift), the same for a seed on every machine.
-fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 52) as f64 - 1.0) as f32
-        })
-        .collect()
 }
 
 /// Shapes for one case: square and oblong matrices, a rank-3 tensor, vectors of one
@@ -78,82 +66,6 @@ fn shapes(seed: u64, program: &Program) -> Vec<Vec<usize>> {
     s
 }
 
-/// Random hyperparameters within their ranges (the agreement test's rule).
-fn random_hypers(program: &Program, seed: u64) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    for (i, h) in program.plan().module.hypers.iter().enumerate() {
-        let u = f64::from(noise(seed * 977 + i as u64, 1)[0].abs());
-        let (lo, hi) = h.range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
-        let value = match h.ty {
-            HyperTy::Bool => f64::from(u8::from(u > 0.5)),
-            HyperTy::Int => (lo.max(0.0) + (u * (hi.min(12.0) - lo.max(0.0) + 1.0)).floor()).min(hi.min(12.0)),
-            HyperTy::F32 if h.default > 0.5 && h.default < 1.0 => {
-                (1.0 - (1.0 - h.default) * (0.5 + 1.5 * u)).clamp(lo, hi)
-            }
-            HyperTy::F32 if h.default == 0.0 => (0.9 * u).clamp(lo, hi),
-            HyperTy::F32 => (h.default * (0.5 + 1.5 * u)).clamp(lo, hi),
-        };
-        out.push((h.name.clone(), value));
-    }
-    out
-}
-
-type Trajectory = Vec<Vec<Vec<f32>>>;
-
-fn run(
-    program: &Program,
-    specs: &[ParamSpec],
-    backend: Backend,
-    seed: u64,
-    steps: usize,
-) -> Result<Trajectory, String> {
-    let options = Options { backend, ..Options::default() };
-    let mut opt = Optimizer::with_options(program, specs, options).map_err(|e| e.to_string())?;
-    if seed > 3 {
-        for (name, value) in random_hypers(program, seed) {
-            opt.set_hyper(&name, value).map_err(|e| format!("{name} = {value}: {e}"))?;
-        }
-    }
-    let mut params: Vec<Vec<f32>> = specs.iter().enumerate().map(|(i, s)| noise(seed + i as u64, s.numel())).collect();
-    let mut out = Vec::new();
-    for t in 0..steps {
-        let grads: Vec<Vec<f32>> =
-            specs.iter().enumerate().map(|(i, s)| noise(seed * 1000 + (t * 50 + i) as u64, s.numel())).collect();
-        let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-        let gviews: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-        opt.step(&mut views, &gviews).map_err(|e| format!("step {}: {e}", t + 1))?;
-        out.push(params.clone());
-    }
-    Ok(out)
-}
-
-/// The worst error of `got` against `want` as a fraction of the tolerance (1e-4 of the
-/// parameter's largest magnitude, at least 1e-4), with the first place it exceeds 1.
-fn compare(want: &Trajectory, got: &Trajectory, specs: &[ParamSpec]) -> (f64, Option<String>) {
-    let mut worst = 0.0f64;
-    let mut first = None;
-    for (t, (w, g)) in want.iter().zip(got).enumerate() {
-        for (pi, (wp, gp)) in w.iter().zip(g).enumerate() {
-            let scale = wp.iter().filter(|x| x.is_finite()).fold(0.0f32, |a, x| a.max(x.abs())).max(1.0);
-            for (j, (a, b)) in wp.iter().zip(gp).enumerate() {
-                let same = (a.is_nan() && b.is_nan()) || (a.is_infinite() && a == b);
-                let err = if same { 0.0 } else { f64::from((a - b).abs()) / (1e-4 * f64::from(scale)) };
-                let err = if err.is_nan() { f64::INFINITY } else { err };
-                if err > 1.0 && first.is_none() {
-                    first = Some(format!(
-                        "step {} {}{:?}[{j}]: interpreter {a}, backend {b}",
-                        t + 1,
-                        specs[pi].name,
-                        specs[pi].shape
-                    ));
-                }
-                worst = worst.max(err);
-            }
-        }
-    }
-    (worst, first)
-}
-
 /// Loads the program for `backend`: an artifact as is, or a source compiled here (for
 /// cuda, through the `mlir` feature).
 fn program(file: &str, backend: VerifyBackend) -> Result<Program, String> {
@@ -182,20 +94,18 @@ pub fn run_verify(args: &VerifyArgs) -> Result<ExitCode, ExitCode> {
         let specs: Vec<ParamSpec> =
             shapes(seed, &program).iter().enumerate().map(|(i, s)| ParamSpec::new(format!("p{i}"), s)).collect();
         let elements: usize = specs.iter().map(|s| s.numel()).sum();
-        let want = run(&program, &specs, Backend::Interp, seed, args.steps);
-        let got = run(&program, &specs, backend, seed, args.steps);
-        let (want, got) = match (want, got) {
-            (Ok(w), Ok(g)) => (w, g),
-            (Err(e), _) => {
-                eprintln!("error: the interpreter cannot run seed {seed}: {e}");
-                return Err(ExitCode::from(2));
-            }
-            (_, Err(e)) => {
-                eprintln!("error: {name} cannot run seed {seed}: {e}");
-                return Err(ExitCode::from(2));
-            }
-        };
-        let (worst, first) = compare(&want, &got, &specs);
+        let options = Options { backend, ..Options::default() };
+        let agreement = check(&program, &specs, options, seed, args.steps).map_err(|e| {
+            eprintln!("error: cannot run seed {seed} on {name} and the interpreter: {e}");
+            ExitCode::from(2)
+        })?;
+        let (worst, mut first) = (agreement.worst, agreement.first);
+        if first.is_none() && agreement.finite * 10 < agreement.total * 9 {
+            first = Some(format!(
+                "only {} of {} reference values are finite: the comparison would prove nothing",
+                agreement.finite, agreement.total
+            ));
+        }
         let verdict = if first.is_none() { "ok" } else { "FAIL" };
         println!(
             "verify {} on {name}: seed {seed}, {} tensors, {elements} elements, {} steps: worst {worst:.4} of tolerance {verdict}",

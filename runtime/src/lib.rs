@@ -20,6 +20,7 @@ mod optimizer;
 mod program;
 pub mod replay;
 mod shared;
+pub mod verify;
 
 /// The CUDA bindings the device API ([`Optimizer::step_device`]) takes buffers of.
 #[cfg(feature = "cuda")]

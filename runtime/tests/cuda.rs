@@ -29,15 +29,7 @@ fn specs() -> Vec<ParamSpec> {
 }
 
 fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 52) as f64 - 1.0) as f32
-        })
-        .collect()
+    gdc_runtime::verify::noise_f32(seed, n)
 }
 
 #[test]

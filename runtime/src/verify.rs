@@ -1,0 +1,134 @@
+//! Differential checking of a backend against the float64 reference interpreter: the same
+//! deterministic random parameters, gradients and hyperparameters on both, every parameter
+//! compared after every step within a tolerance derived from float32 rounding. `gdc verify`,
+//! the agreement tests and the GPU check all use it.
+
+use crate::{Backend, HyperTy, Optimizer, Options, ParamSpec, Program, RuntimeError};
+
+/// Deterministic values in [-1, 1) (xorshift), the same for a seed on every machine.
+pub fn noise(seed: u64, n: usize) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        })
+        .collect()
+}
+
+/// [`noise`] as float32.
+pub fn noise_f32(seed: u64, n: usize) -> Vec<f32> {
+    noise(seed, n).into_iter().map(|x| x as f32).collect()
+}
+
+/// Random hyperparameters within declared ranges: a float default in (0.5, 1) (a decay
+/// rate) keeps 1 - d scaled by [0.5, 2); a zero default becomes [0, 0.9); any other float
+/// is scaled by [0.5, 2); bools at random; ints anywhere in their range (capped at 12).
+pub fn random_hypers(program: &Program, seed: u64) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (i, h) in program.plan().module.hypers.iter().enumerate() {
+        let u = noise(seed * 977 + i as u64, 1)[0].abs();
+        let (lo, hi) = h.range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+        let value = match h.ty {
+            HyperTy::Bool => f64::from(u8::from(u > 0.5)),
+            HyperTy::Int => (lo.max(0.0) + (u * (hi.min(12.0) - lo.max(0.0) + 1.0)).floor()).min(hi.min(12.0)),
+            HyperTy::F32 if h.default > 0.5 && h.default < 1.0 => {
+                (1.0 - (1.0 - h.default) * (0.5 + 1.5 * u)).clamp(lo, hi)
+            }
+            HyperTy::F32 if h.default == 0.0 => (0.9 * u).clamp(lo, hi),
+            HyperTy::F32 => (h.default * (0.5 + 1.5 * u)).clamp(lo, hi),
+        };
+        out.push((h.name.clone(), value));
+    }
+    out
+}
+
+/// The parameters after each step.
+pub type Trajectory = Vec<Vec<Vec<f32>>>;
+
+/// Runs `steps` steps of `program` on `options.backend` from deterministic data for `seed`
+/// (seeds above 3 also draw random hyperparameters); returns the parameters after each step.
+pub fn trajectory(
+    program: &Program,
+    specs: &[ParamSpec],
+    options: Options,
+    seed: u64,
+    steps: usize,
+) -> Result<Trajectory, RuntimeError> {
+    let mut opt = Optimizer::with_options(program, specs, options)?;
+    if seed > 3 {
+        for (name, value) in random_hypers(program, seed) {
+            opt.set_hyper(&name, value)?;
+        }
+    }
+    let mut params: Vec<Vec<f32>> =
+        specs.iter().enumerate().map(|(i, s)| noise_f32(seed + i as u64, s.numel())).collect();
+    let mut out = Vec::new();
+    for t in 0..steps {
+        let grads: Vec<Vec<f32>> =
+            specs.iter().enumerate().map(|(i, s)| noise_f32(seed * 1000 + (t * 50 + i) as u64, s.numel())).collect();
+        let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let gviews: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+        opt.step(&mut views, &gviews)?;
+        out.push(params.clone());
+    }
+    Ok(out)
+}
+
+/// How far a backend's trajectory is from the reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agreement {
+    /// The worst error as a fraction of the tolerance (<= 1 agrees).
+    pub worst: f64,
+    /// Where the error first exceeded the tolerance, if it did.
+    pub first: Option<String>,
+    /// Finite reference values, and all of them (a comparison of NaNs is vacuous).
+    pub finite: usize,
+    pub total: usize,
+}
+
+/// Compares `got` with the reference `want`. Each step moves a parameter by about the
+/// learning rate; float32 rounding of the update and of the parameter bounds the difference:
+/// the tolerance is 1e-4 of the parameter's largest finite magnitude (at least 1e-4). Equal
+/// NaNs and equal infinities agree.
+pub fn compare(want: &Trajectory, got: &Trajectory, specs: &[ParamSpec]) -> Agreement {
+    let mut a = Agreement { worst: 0.0, first: None, finite: 0, total: 0 };
+    for (t, (w, g)) in want.iter().zip(got).enumerate() {
+        for (pi, (wp, gp)) in w.iter().zip(g).enumerate() {
+            let scale = wp.iter().filter(|x| x.is_finite()).fold(0.0f32, |m, x| m.max(x.abs())).max(1.0);
+            for (j, (x, y)) in wp.iter().zip(gp).enumerate() {
+                a.total += 1;
+                a.finite += usize::from(x.is_finite());
+                let same = (x.is_nan() && y.is_nan()) || (x.is_infinite() && x == y);
+                let err = if same { 0.0 } else { f64::from((x - y).abs()) / (1e-4 * f64::from(scale)) };
+                let err = if err.is_nan() { f64::INFINITY } else { err };
+                if err > 1.0 && a.first.is_none() {
+                    a.first = Some(format!(
+                        "step {} {}{:?}[{j}]: interpreter {x}, backend {y}",
+                        t + 1,
+                        specs[pi].name,
+                        specs[pi].shape
+                    ));
+                }
+                a.worst = a.worst.max(err);
+            }
+        }
+    }
+    a
+}
+
+/// Runs `seed`'s case on `options.backend` and on the interpreter and compares them.
+pub fn check(
+    program: &Program,
+    specs: &[ParamSpec],
+    options: Options,
+    seed: u64,
+    steps: usize,
+) -> Result<Agreement, RuntimeError> {
+    // The backend first: a missing GPU is reported before the slow reference runs.
+    let got = trajectory(program, specs, options, seed, steps)?;
+    let want = trajectory(program, specs, Options { backend: Backend::Interp, ..options }, seed, steps)?;
+    Ok(compare(&want, &got, specs))
+}
