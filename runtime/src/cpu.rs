@@ -188,13 +188,22 @@ impl CpuEngine {
         }
         self.counters.step += 1;
         let inputs = self.host_inputs(None, &[]);
-        let (stores, prepare_outs) = interp::run_prepare(&self.plan, &inputs)?;
+        let (stores, prepare_outs) = match interp::run_prepare(&self.plan, &inputs) {
+            Ok(x) => x,
+            Err(e) => {
+                self.counters.step -= 1;
+                return Err(e.into());
+            }
+        };
+        // A step that fails leaves the counters as they were.
+        let globals = self.counters.globals.clone();
         for (gi, x) in stores {
             self.counters.globals[gi] = x;
         }
         let result = self.run_all_with(false, params, grads, &prepare_outs);
         if result.is_err() {
             self.counters.step -= 1;
+            self.counters.globals = globals;
         }
         result
     }

@@ -267,12 +267,15 @@ impl CudaEngine {
                 return Err(e.into());
             }
         };
+        // A step that fails leaves the counters as they were.
+        let globals = self.counters.globals.clone();
         for (gi, x) in stores {
             self.counters.globals[gi] = x;
         }
         let result = self.run_all_with(false, pp, gp, &prepare_outs);
         if result.is_err() {
             self.counters.step -= 1;
+            self.counters.globals = globals;
         }
         result
     }
