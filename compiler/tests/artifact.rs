@@ -265,3 +265,43 @@ fn write_is_atomic_and_overwrites() {
     }
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A cuda artifact of AdamW whose PTX names the plan's entry points (enough to validate;
+/// the real PTX is checked by tests/gpu.rs).
+fn cuda_adamw() -> Artifact {
+    let source = std::fs::read_to_string(root().join("examples/optimizers/adamw.gd")).expect("adamw");
+    let mut a = Artifact::build(&source, "adamw.gd", Target::Cuda).expect("adamw builds");
+    let plan = gdc_compiler::compile(&source).expect("compiles").plan;
+    let kernels: Vec<_> =
+        gdc_compiler::gpu::abi::plan_kernels(&plan).expect("lays out").into_iter().map(|(m, _)| m).collect();
+    let ptx = kernels.iter().map(|k| format!(".visible .entry {}(\n)\n{{\n\tret;\n}}\n", k.name)).collect();
+    a.gpu = Some(gdc_compiler::gpu::abi::GpuProgram { arch: "sm_90".into(), ptx, kernels });
+    a
+}
+
+#[test]
+fn a_cuda_artifact_round_trips_and_its_gpu_code_must_match_the_plan() {
+    let a = cuda_adamw();
+    let back = Artifact::from_bytes(&a.to_bytes()).expect("reads back");
+    assert_eq!(back, a);
+    back.validate().expect("validates");
+    assert_ne!(a.program_hash, adamw().program_hash, "the target is part of the program hash");
+    let refused = |bytes: Vec<u8>| Artifact::from_bytes(&bytes).and_then(|x| x.validate()).err().map(|e| e.to_string());
+    // Without its GPU code.
+    let e = refused(forged(&a, |j| {
+        j.as_object_mut().unwrap().remove("gpu");
+    }))
+    .expect("refused");
+    assert!(e.contains("without its GPU code"), "{e}");
+    // A kernel table that is not the plan's.
+    let e = refused(forged(&a, |j| j["gpu"]["kernels"][0]["buffers"] = serde_json::json!(9))).expect("refused");
+    assert!(e.contains("gpu.kernels") && e.contains("rebuild"), "{e}");
+    // PTX missing a kernel.
+    let e = refused(forged(&a, |j| j["gpu"]["ptx"] = serde_json::json!("// nothing"))).expect("refused");
+    assert!(e.contains("gpu.ptx"), "{e}");
+    // GPU code in a cpu artifact.
+    let mut cpu = adamw();
+    cpu.gpu = a.gpu.clone();
+    let e = cpu.validate().err().expect("refused").to_string();
+    assert!(e.contains("gpu"), "{e}");
+}
