@@ -7,7 +7,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, Scalars, StateStore};
+use crate::shared::{internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore};
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
@@ -154,18 +154,6 @@ impl CpuEngine {
         Ok(CpuEngine { plan, code, pool, params, owned, counters })
     }
 
-    /// What host scalars read this step: hyperparameters, step, globals, `prepare`'s outputs
-    /// and (for shape scalars) parameter `param`.
-    fn host_inputs<'a>(&'a self, param: Option<usize>, prepare_outs: &'a [f64]) -> HostInputs<'a> {
-        HostInputs {
-            hypers: &self.counters.hypers,
-            step: self.counters.step,
-            globals: &self.counters.globals,
-            prepare_outs,
-            param: param.map(|i| &self.params[i]),
-        }
-    }
-
     /// State `s` of parameter `i`, once initialised.
     pub fn state(&self, i: usize, s: usize) -> Option<&[f32]> {
         if !self.counters.initialised {
@@ -175,10 +163,6 @@ impl CpuEngine {
     }
 
     /// Element 0 of parameter `i`'s states, for scalar state read on the host.
-    fn load_state(&self, i: usize) -> impl Fn(usize) -> Result<Option<f32>, RuntimeError> + '_ {
-        move |s| Ok(self.owned[i].states[s].as_ref().and_then(|x| x.first()).copied())
-    }
-
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
@@ -187,7 +171,7 @@ impl CpuEngine {
             self.counters.initialised = true;
         }
         self.counters.step += 1;
-        let inputs = self.host_inputs(None, &[]);
+        let inputs = HostInputs { param: None, ..self.host_inputs(0, &[]) };
         let (stores, prepare_outs) = match interp::run_prepare(&self.plan, &inputs) {
             Ok(x) => x,
             Err(e) => {
@@ -241,20 +225,8 @@ impl CpuEngine {
             } else {
                 (&m.variants[vi].update, &plan.variants[vi].update, &code.variants[vi].1)
             };
-            // Host scalars once per step, per-parameter scalars once per parameter.
-            let mut envs = Scalars::new(members.len());
-            let inputs = self.host_inputs(Some(members[0]), prepare_outs);
-            for v in &fplan.host {
-                let x = scalar(m, func, *v, &envs, 0, &inputs, &self.load_state(members[0]))?;
-                envs.set_host(*v, x);
-            }
-            for (mi, &i) in members.iter().enumerate() {
-                let inputs = self.host_inputs(Some(i), prepare_outs);
-                for v in &fplan.param {
-                    let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
-                    envs.set(mi, *v, x);
-                }
-            }
+            let func_of = (m, func);
+            let mut envs = self.prelude(func_of, fplan, &members, prepare_outs)?;
             for (ii, item) in fplan.items.iter().enumerate() {
                 match item {
                     Item::Kernel(k) => {
@@ -262,24 +234,13 @@ impl CpuEngine {
                             return Err(internal(format!("kernel k{} was not compiled", k.id)));
                         };
                         let mut calls = Vec::new();
-                        for (mi, &i) in members.iter().enumerate() {
-                            let inputs = self.host_inputs(Some(i), prepare_outs);
-                            for v in &k.scalars {
-                                let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
-                                envs.set(mi, *v, x);
-                            }
-                            if let Some(g) = k.guard {
-                                if !envs.holds(mi, g) {
-                                    continue;
-                                }
-                            }
+                        let run = self.item_members(func_of, &k.scalars, k.guard, &members, &mut envs, prepare_outs)?;
+                        for mi in run {
+                            let i = members[mi];
                             // Each scalar four times over, one per vector lane (see the ABI).
                             let mut scalars = Vec::with_capacity(4 * ck.abi.scalars.len());
                             for v in &ck.abi.scalars {
-                                let x = match envs.get(mi, *v) {
-                                    Some(x) => x,
-                                    None => scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?,
-                                };
+                                let x = self.scalar_for(func_of, *v, &envs, (mi, i), prepare_outs)?;
                                 scalars.extend([x as f32; 4]);
                             }
                             let bp = &self.params[i];
@@ -318,20 +279,8 @@ impl CpuEngine {
                         }
                     }
                     Item::Lib(l) => {
-                        let mut jobs = Vec::new();
-                        for (mi, &i) in members.iter().enumerate() {
-                            let inputs = self.host_inputs(Some(i), prepare_outs);
-                            for v in &l.scalars {
-                                let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
-                                envs.set(mi, *v, x);
-                            }
-                            if let Some(g) = l.guard {
-                                if !envs.holds(mi, g) {
-                                    continue;
-                                }
-                            }
-                            jobs.push(mi);
-                        }
+                        let jobs =
+                            self.item_members(func_of, &l.scalars, l.guard, &members, &mut envs, prepare_outs)?;
                         self.run_lib(l, func, &members, &jobs, &envs, init, &mut init_temps, params, grads)?;
                     }
                 }
@@ -488,6 +437,12 @@ impl CpuEngine {
             dst.copy_from_slice(&result);
         }
         Ok(())
+    }
+}
+
+impl HostSide for CpuEngine {
+    fn state_element(&self, i: usize, s: usize) -> Result<Option<f32>, RuntimeError> {
+        Ok(self.owned[i].states[s].as_ref().and_then(|x| x.first()).copied())
     }
 }
 

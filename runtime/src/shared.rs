@@ -5,7 +5,7 @@
 use crate::RuntimeError;
 use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
 use gdc_compiler::ir::{Func, Module, Op, Value};
-use gdc_compiler::plan::{Buffer, Kernel};
+use gdc_compiler::plan::{Buffer, FuncPlan, Kernel};
 use rustc_hash::FxHashMap;
 
 pub(crate) fn internal(msg: String) -> RuntimeError {
@@ -109,6 +109,87 @@ pub(crate) fn scalar(
         .map(|a| env.get(mi, *a).ok_or_else(|| internal(format!("scalar {v} reads {a} before it is computed"))))
         .collect::<Result<Vec<_>, _>>()?;
     interp::host_op(&inst.op, &args, inputs).ok_or_else(|| internal(format!("{v} ({:?}) is not a scalar", inst.op)))
+}
+
+/// What an engine gives the host's scalar arithmetic: the inputs of host operations and the
+/// first element of a parameter's state (for scalar state read on the host).
+pub(crate) trait HostSide: StateStore {
+    /// Element 0 of state `s` of parameter `i` (`None`: not allocated).
+    fn state_element(&self, i: usize, s: usize) -> Result<Option<f32>, RuntimeError>;
+
+    /// What host operations read this step: hyperparameters, step, globals, `prepare`'s
+    /// outputs and (for shape scalars) parameter `param`.
+    fn host_inputs<'a>(&'a self, param: usize, prepare_outs: &'a [f64]) -> HostInputs<'a> {
+        let c = self.counters();
+        HostInputs {
+            hypers: &c.hypers,
+            step: c.step,
+            globals: &c.globals,
+            prepare_outs,
+            param: self.bound().get(param),
+        }
+    }
+
+    /// Scalar `v` for member `mi` (parameter `i`): known, or computed and remembered.
+    fn scalar_for(
+        &self,
+        func_of: (&Module, &Func),
+        v: Value,
+        envs: &Scalars,
+        (mi, i): (usize, usize),
+        prepare_outs: &[f64],
+    ) -> Result<f64, RuntimeError> {
+        let inputs = self.host_inputs(i, prepare_outs);
+        scalar(func_of.0, func_of.1, v, envs, mi, &inputs, &|s| self.state_element(i, s))
+    }
+
+    /// The scalars of one function's step for `members` (parameter indices): the host
+    /// phase's once, then each member's shape-dependent ones.
+    fn prelude(
+        &self,
+        func_of: (&Module, &Func),
+        fplan: &FuncPlan,
+        members: &[usize],
+        prepare_outs: &[f64],
+    ) -> Result<Scalars, RuntimeError> {
+        let mut envs = Scalars::new(members.len());
+        for v in &fplan.host {
+            let x = self.scalar_for(func_of, *v, &envs, (0, members[0]), prepare_outs)?;
+            envs.set_host(*v, x);
+        }
+        for (mi, &i) in members.iter().enumerate() {
+            for v in &fplan.param {
+                let x = self.scalar_for(func_of, *v, &envs, (mi, i), prepare_outs)?;
+                envs.set(mi, *v, x);
+            }
+        }
+        Ok(envs)
+    }
+
+    /// Computes an item's own scalars (`scalars`: device scalars from earlier reductions)
+    /// for every member and returns the members (`mi`) whose `guard` holds: those the item
+    /// runs for.
+    fn item_members(
+        &self,
+        func_of: (&Module, &Func),
+        scalars: &[Value],
+        guard: Option<Value>,
+        members: &[usize],
+        envs: &mut Scalars,
+        prepare_outs: &[f64],
+    ) -> Result<Vec<usize>, RuntimeError> {
+        let mut run = Vec::with_capacity(members.len());
+        for (mi, &i) in members.iter().enumerate() {
+            for v in scalars {
+                let x = self.scalar_for(func_of, *v, envs, (mi, i), prepare_outs)?;
+                envs.set(mi, *v, x);
+            }
+            if guard.is_none_or(|g| envs.holds(mi, g)) {
+                run.push(mi);
+            }
+        }
+        Ok(run)
+    }
 }
 
 /// The host-side counters every compiled engine keeps.

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
-use crate::shared::{internal, scalar, size_of, state_use, writes_param, Counters, Scalars, StateStore};
+use crate::shared::{internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore};
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -168,26 +168,6 @@ impl CudaEngine {
         Arc::clone(&self.dev.stream)
     }
 
-    fn host_inputs<'a>(&'a self, param: Option<usize>, prepare_outs: &'a [f64]) -> HostInputs<'a> {
-        HostInputs {
-            hypers: &self.counters.hypers,
-            step: self.counters.step,
-            globals: &self.counters.globals,
-            prepare_outs,
-            param: param.map(|i| &self.params[i]),
-        }
-    }
-
-    /// Element 0 of parameter `i`'s states, for scalar state read on the host.
-    fn load_state(&self, i: usize) -> impl Fn(usize) -> Result<Option<f32>, RuntimeError> + '_ {
-        move |s| {
-            let Some(buf) = self.owned[i].states[s].as_ref().filter(|b| b.len() > 0) else { return Ok(None) };
-            let mut x = [0.0f32];
-            self.dev.download(buf.ptr(&self.dev.stream), &mut x, "a scalar state")?;
-            Ok(Some(x[0]))
-        }
-    }
-
     /// A step on host memory: the parameters and gradients go to the device and the
     /// parameters come back. On an error the host parameters are unchanged.
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
@@ -259,7 +239,7 @@ impl CudaEngine {
             self.counters.initialised = true;
         }
         self.counters.step += 1;
-        let inputs = self.host_inputs(None, &[]);
+        let inputs = HostInputs { param: None, ..self.host_inputs(0, &[]) };
         let (stores, prepare_outs) = match interp::run_prepare(&self.plan, &inputs) {
             Ok(x) => x,
             Err(e) => {
@@ -343,20 +323,7 @@ impl CudaEngine {
             } else {
                 (&m.variants[vi].update, &plan.variants[vi].update)
             };
-            // Host scalars once per step, per-parameter scalars once per parameter.
-            let mut envs = Scalars::new(members.len());
-            let inputs = self.host_inputs(Some(members[0]), prepare_outs);
-            for v in &fplan.host {
-                let x = scalar(m, func, *v, &envs, 0, &inputs, &self.load_state(members[0]))?;
-                envs.set_host(*v, x);
-            }
-            for (mi, &i) in members.iter().enumerate() {
-                let inputs = self.host_inputs(Some(i), prepare_outs);
-                for v in &fplan.param {
-                    let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
-                    envs.set(mi, *v, x);
-                }
-            }
+            let mut envs = self.prelude((m, func), fplan, &members, prepare_outs)?;
             for (ii, item) in fplan.items.iter().enumerate() {
                 match item {
                     Item::Kernel(k) => {
@@ -364,20 +331,8 @@ impl CudaEngine {
                         self.run_kernel(key, k, func, &members, &mut envs, pp, gp, &init_temps, prepare_outs)?
                     }
                     Item::Lib(l) => {
-                        let mut jobs = Vec::new();
-                        for (mi, &i) in members.iter().enumerate() {
-                            let inputs = self.host_inputs(Some(i), prepare_outs);
-                            for v in &l.scalars {
-                                let x = scalar(m, func, *v, &envs, mi, &inputs, &self.load_state(i))?;
-                                envs.set(mi, *v, x);
-                            }
-                            if let Some(g) = l.guard {
-                                if !envs.holds(mi, g) {
-                                    continue;
-                                }
-                            }
-                            jobs.push(mi);
-                        }
+                        let jobs =
+                            self.item_members((m, func), &l.scalars, l.guard, &members, &mut envs, prepare_outs)?;
                         for mi in jobs {
                             self.run_lib(l, func, members[mi], &envs, mi, init, pp, gp, &init_temps)?;
                         }
@@ -413,23 +368,12 @@ impl CudaEngine {
         let mut calls: Vec<Call> = Vec::with_capacity(members.len());
         let mut flat_ptrs: Vec<u64> = Vec::with_capacity(members.len() * abi.buffers.len());
         let mut flat_scalars: Vec<f32> = Vec::with_capacity(members.len() * abi.scalars.len().max(1));
-        for (mi, &i) in members.iter().enumerate() {
-            let inputs = self.host_inputs(Some(i), prepare_outs);
-            for v in &k.scalars {
-                let x = scalar(m, func, *v, envs, mi, &inputs, &self.load_state(i))?;
-                envs.set(mi, *v, x);
-            }
-            if let Some(g) = k.guard {
-                if !envs.holds(mi, g) {
-                    continue;
-                }
-            }
+        let run = self.item_members((m, func), &k.scalars, k.guard, members, envs, prepare_outs)?;
+        for mi in run {
+            let i = members[mi];
             // This call's rows of the scalar and pointer tables, straight into the tables.
             for v in &abi.scalars {
-                let x = match envs.get(mi, *v) {
-                    Some(x) => x,
-                    None => scalar(m, func, *v, envs, mi, &inputs, &self.load_state(i))?,
-                };
+                let x = self.scalar_for((m, func), *v, envs, (mi, i), prepare_outs)?;
                 flat_scalars.push(x as f32);
             }
             if abi.scalars.is_empty() {
@@ -502,13 +446,7 @@ impl CudaEngine {
             for (ai, (v, _)) in abi.axis_reductions.iter().enumerate() {
                 for o in k.outputs.iter().filter(|o| o.value == *v) {
                     if let Some(g) = o.guard {
-                        let x = match envs.get(c.mi, g) {
-                            Some(x) => x,
-                            None => {
-                                let inputs = self.host_inputs(Some(c.param), prepare_outs);
-                                scalar(m, func, g, envs, c.mi, &inputs, &self.load_state(c.param))?
-                            }
-                        };
+                        let x = self.scalar_for((m, func), g, envs, (c.mi, c.param), prepare_outs)?;
                         if x == 0.0 {
                             continue;
                         }
@@ -748,6 +686,16 @@ fn grid_dims(domain: &[String], sizes: [u64; 3]) -> Result<(usize, usize), Runti
     match domain {
         [r, c] => Ok((size_of(r, sizes), size_of(c, sizes))),
         _ => Err(internal(format!("a grid kernel over {domain:?}, which is not a matrix"))),
+    }
+}
+
+impl HostSide for CudaEngine {
+    /// Element 0 of state `s` of parameter `i`, downloaded (scalar state read on the host).
+    fn state_element(&self, i: usize, s: usize) -> Result<Option<f32>, RuntimeError> {
+        let Some(buf) = self.owned[i].states[s].as_ref().filter(|b| b.len() > 0) else { return Ok(None) };
+        let mut x = [0.0f32];
+        self.dev.download(buf.ptr(&self.dev.stream), &mut x, "a scalar state")?;
+        Ok(Some(x[0]))
     }
 }
 
