@@ -7,11 +7,13 @@
 
 #![allow(unsafe_code)]
 
-use crate::shared::{internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore};
+use crate::shared::{
+    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore,
+};
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
-use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs};
+use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, ReduceKind, Value};
 use gdc_compiler::plan::{Buffer, Item, LibCall, Plan};
 use gdc_dsl::types::Shape;
@@ -162,34 +164,11 @@ impl CpuEngine {
         self.owned.get(i)?.states.get(s)?.as_deref()
     }
 
-    /// Element 0 of parameter `i`'s states, for scalar state read on the host.
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
-        if !self.counters.initialised {
-            self.run_all_with(true, params, grads, &[])?;
-            self.counters.initialised = true;
-        }
-        self.counters.step += 1;
-        let inputs = HostInputs { param: None, ..self.host_inputs(0, &[]) };
-        let (stores, prepare_outs) = match interp::run_prepare(&self.plan, &inputs) {
-            Ok(x) => x,
-            Err(e) => {
-                self.counters.step -= 1;
-                return Err(e.into());
-            }
-        };
-        // A step that fails leaves the counters as they were.
-        let globals = self.counters.globals.clone();
-        for (gi, x) in stores {
-            self.counters.globals[gi] = x;
-        }
-        let result = self.run_all_with(false, params, grads, &prepare_outs);
-        if result.is_err() {
-            self.counters.step -= 1;
-            self.counters.globals = globals;
-        }
-        result
+        let plan = Arc::clone(&self.plan);
+        counted_step(self, &plan, |e, init, outs| e.run_all_with(init, params, grads, outs))
     }
 
     /// Runs the init or update plan of every parameter, variant by variant, each item as one

@@ -5,7 +5,7 @@
 use crate::RuntimeError;
 use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
 use gdc_compiler::ir::{Func, Module, Op, Value};
-use gdc_compiler::plan::{Buffer, FuncPlan, Kernel};
+use gdc_compiler::plan::{Buffer, FuncPlan, Kernel, Plan};
 use rustc_hash::FxHashMap;
 
 pub(crate) fn internal(msg: String) -> RuntimeError {
@@ -190,6 +190,38 @@ pub(crate) trait HostSide: StateStore {
         }
         Ok(run)
     }
+}
+
+/// One step as every compiled engine takes it: the initialisers at the first step, the step
+/// counted, `prepare` run and its globals stored, the update run (`run(engine, init,
+/// prepare's outputs)`). A step that fails leaves the counters as they were.
+pub(crate) fn counted_step<E: HostSide>(
+    engine: &mut E,
+    plan: &Plan,
+    mut run: impl FnMut(&mut E, bool, &[f64]) -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
+    if !engine.counters().initialised {
+        run(engine, true, &[])?;
+        engine.counters_mut().initialised = true;
+    }
+    let before = engine.counters().clone();
+    engine.counters_mut().step += 1;
+    let inputs = HostInputs { param: None, ..engine.host_inputs(0, &[]) };
+    let (stores, prepare_outs) = match interp::run_prepare(plan, &inputs) {
+        Ok(x) => x,
+        Err(e) => {
+            *engine.counters_mut() = before;
+            return Err(e.into());
+        }
+    };
+    for (gi, x) in stores {
+        engine.counters_mut().globals[gi] = x;
+    }
+    let result = run(engine, false, &prepare_outs);
+    if result.is_err() {
+        *engine.counters_mut() = before;
+    }
+    result
 }
 
 /// The host-side counters every compiled engine keeps.

@@ -7,13 +7,15 @@
 #![allow(unsafe_code)]
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
-use crate::shared::{internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore};
+use crate::shared::{
+    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore,
+};
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use gdc_compiler::artifact::ArtifactError;
 use gdc_compiler::gpu::abi::{self, GpuProgram, KernelAbi, Mode};
-use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam, HostInputs};
+use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, Op};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
@@ -234,30 +236,8 @@ impl CudaEngine {
     /// The step proper, as the CPU engine's: initialise at the first step, count, run the
     /// prelude, run the update; a failed update does not count.
     fn step_ptrs(&mut self, pp: &[DevPtr], gp: &[DevPtr]) -> Result<(), RuntimeError> {
-        if !self.counters.initialised {
-            self.run_all_with(true, pp, gp, &[])?;
-            self.counters.initialised = true;
-        }
-        self.counters.step += 1;
-        let inputs = HostInputs { param: None, ..self.host_inputs(0, &[]) };
-        let (stores, prepare_outs) = match interp::run_prepare(&self.plan, &inputs) {
-            Ok(x) => x,
-            Err(e) => {
-                self.counters.step -= 1;
-                return Err(e.into());
-            }
-        };
-        // A step that fails leaves the counters as they were.
-        let globals = self.counters.globals.clone();
-        for (gi, x) in stores {
-            self.counters.globals[gi] = x;
-        }
-        let result = self.run_all_with(false, pp, gp, &prepare_outs);
-        if result.is_err() {
-            self.counters.step -= 1;
-            self.counters.globals = globals;
-        }
-        result
+        let plan = Arc::clone(&self.plan);
+        counted_step(self, &plan, |e, init, outs| e.run_all_with(init, pp, gp, outs))
     }
 
     /// The device address of buffer `b` of parameter `i`. Initialisers read the parameter
