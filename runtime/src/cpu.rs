@@ -361,27 +361,45 @@ impl CpuEngine {
         let Buffer::Temp(out_t) = l.output else {
             return Err(internal("a library call writes a non-temporary".into()));
         };
-        // Every parameter's call runs on the pool at once (each reads its own buffers);
-        // the results are written back in order afterwards.
+        // The result goes straight into the output temporary, which is never an operand
+        // (the plan materialises each value in its own buffer).
+        if l.inputs.iter().any(|(_, b)| *b == l.output) {
+            return Err(internal("a library call reads its own output buffer".into()));
+        }
+        let mut outs: Vec<(Ptr, usize)> = Vec::with_capacity(jobs.len());
+        for &mi in jobs {
+            let i = members[mi];
+            let dst = if init { &mut init_temps[i][out_t] } else { &mut self.owned[i].temps[out_t] };
+            outs.push((Ptr(dst.as_mut_ptr()), dst.len()));
+        }
+        // Every parameter's call runs on the pool at once (each reads its own buffers and
+        // writes its own output).
         let (owned, bound, temps_init) = (&self.owned, &self.params, &*init_temps);
         let (params_ro, inst) = (&*params, func.inst(l.inst));
         // One call alone gets the whole pool (gemm splits the product across it); several
         // calls run side by side, one thread each.
         let threads = if jobs.len() == 1 { self.pool.current_num_threads() } else { 1 };
-
-        let compute = |mi: usize| -> Result<(usize, Vec<f32>), RuntimeError> {
+        let compute = |(mi, (out, len)): (usize, (Ptr, usize))| -> Result<(), RuntimeError> {
             let i = members[mi];
             let bp = &bound[i];
-            let mut args: Vec<(Vec<f32>, Vec<usize>)> = Vec::new();
+            // Scalar operands (host values) first, so the operands below can borrow them.
+            let mut host_values: Vec<Vec<f32>> = Vec::with_capacity(inst.args.len());
             for a in &inst.args {
-                let ty = func.ty(*a);
-                let sizes: Vec<usize> = names(&ty.shape)
+                let from_host = func.ty(*a).is_scalar() && !l.inputs.iter().any(|(v, _)| v == a);
+                host_values.push(if from_host {
+                    vec![envs.get(mi, *a).ok_or_else(|| internal(format!("{a} is not available")))? as f32]
+                } else {
+                    Vec::new()
+                });
+            }
+            let mut operands: Vec<crate::linalg::Operand> = Vec::with_capacity(inst.args.len());
+            for (ai, a) in inst.args.iter().enumerate() {
+                let sizes: Vec<usize> = names(&func.ty(*a).shape)
                     .iter()
                     .map(|n| size_of(n, [bp.numel as u64, bp.rows as u64, bp.cols as u64]))
                     .collect();
-                if ty.is_scalar() && !l.inputs.iter().any(|(v, _)| v == a) {
-                    let x = envs.get(mi, *a).ok_or_else(|| internal(format!("{a} is not available")))?;
-                    args.push((vec![x as f32], sizes));
+                if !host_values[ai].is_empty() {
+                    operands.push((&host_values[ai][..], sizes));
                     continue;
                 }
                 let Some((_, b)) = l.inputs.iter().find(|(v, _)| v == a) else {
@@ -394,27 +412,21 @@ impl CpuEngine {
                     Buffer::Temp(t) if init => &temps_init[i][*t],
                     Buffer::Temp(t) => &owned[i].temps[*t],
                 };
-                args.push((data.to_vec(), sizes));
+                operands.push((data, sizes));
             }
-            Ok((i, crate::linalg::run(&inst.op, &args, threads)?))
+            // SAFETY: `out` is parameter i's output temporary, `len` long; no operand is that
+            // buffer (checked above), and each job has its own parameter, so nothing else
+            // reads or writes it meanwhile.
+            let out = unsafe { std::slice::from_raw_parts_mut(out.get(), len) };
+            crate::linalg::run(&inst.op, &operands, out, threads)
         };
-        let results: Vec<Result<(usize, Vec<f32>), RuntimeError>> = if jobs.len() == 1 {
-            vec![self.pool.install(|| compute(jobs[0]))]
+        let work: Vec<(usize, (Ptr, usize))> = jobs.iter().copied().zip(outs).collect();
+        let results: Vec<Result<(), RuntimeError>> = if work.len() == 1 {
+            vec![self.pool.install(|| compute(work[0]))]
         } else {
-            self.pool.install(|| jobs.par_iter().map(|mi| compute(*mi)).collect())
+            self.pool.install(|| work.par_iter().map(|w| compute(*w)).collect())
         };
-        for r in results {
-            let (i, result) = r?;
-            let dst = if init { &mut init_temps[i][out_t] } else { &mut self.owned[i].temps[out_t] };
-            if dst.len() != result.len() {
-                return Err(internal(format!(
-                    "library call result has {} elements, its buffer {}",
-                    result.len(),
-                    dst.len()
-                )));
-            }
-            dst.copy_from_slice(&result);
-        }
+        results.into_iter().collect::<Result<(), _>>()?;
         Ok(())
     }
 }

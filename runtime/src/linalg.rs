@@ -13,17 +13,31 @@ fn internal(msg: String) -> RuntimeError {
     RuntimeError::Step(interp::InterpError::Internal(msg))
 }
 
-/// Runs one matrix instruction on its operands (data, sizes per dimension); a matrix
-/// product may use `threads` threads of the current rayon pool.
-pub fn run(op: &Op, args: &[(Vec<f32>, Vec<usize>)], threads: usize) -> Result<Vec<f32>, RuntimeError> {
+/// An operand: its data and its size per dimension.
+pub type Operand<'a> = (&'a [f32], Vec<usize>);
+
+/// Runs one matrix instruction on its operands into `out` (its result's length); a matrix
+/// product writes `out` directly and may use `threads` threads of the current rayon pool.
+pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<(), RuntimeError> {
+    let arg = |i: usize| args.get(i).ok_or_else(|| internal(format!("{op:?} is missing operand {i}")));
+    if let Op::MatMul { ta, tb } = op {
+        let (a, b) = (arg(0)?, arg(1)?);
+        return matmul(a.0, &a.1, *ta, b.0, &b.1, *tb, out, threads);
+    }
+    let result = other(op, args)?;
+    if result.len() != out.len() {
+        return Err(internal(format!("{op:?} gives {} values for a buffer of {}", result.len(), out.len())));
+    }
+    out.copy_from_slice(&result);
+    Ok(())
+}
+
+/// Every library call but the product, as a new vector.
+fn other(op: &Op, args: &[Operand]) -> Result<Vec<f32>, RuntimeError> {
     let wide = |x: &[f32]| x.iter().map(|v| f64::from(*v)).collect::<Vec<f64>>();
     let narrow = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
     let arg = |i: usize| args.get(i).ok_or_else(|| internal(format!("{op:?} is missing operand {i}")));
     Ok(match op {
-        Op::MatMul { ta, tb } => {
-            let (a, b) = (arg(0)?, arg(1)?);
-            matmul(&a.0, &a.1, *ta, &b.0, &b.1, *tb, threads)?
-        }
         Op::Transpose => {
             let a = arg(0)?;
             let (r, c) = dims2(&a.1)?;
@@ -36,20 +50,20 @@ pub fn run(op: &Op, args: &[(Vec<f32>, Vec<usize>)], threads: usize) -> Result<V
         Op::InvRoot => {
             let (a, k) = (arg(0)?, arg(1)?);
             let (n, _) = dims2(&a.1)?;
-            narrow(interp::inv_root(&wide(&a.0), n, f64::from(k.0[0])))
+            narrow(interp::inv_root(&wide(a.0), n, f64::from(k.0[0])))
         }
         Op::Eigvecs | Op::Eigvals => {
             let a = arg(0)?;
             let (n, _) = dims2(&a.1)?;
-            let (values, vectors) = interp::sorted_eigen(&wide(&a.0), n);
+            let (values, vectors) = interp::sorted_eigen(&wide(a.0), n);
             narrow(if *op == Op::Eigvals { values } else { vectors })
         }
         Op::Qr => {
             let a = arg(0)?;
             let (r, c) = dims2(&a.1)?;
-            narrow(interp::qr(&wide(&a.0), r, c))
+            narrow(interp::qr(&wide(a.0), r, c))
         }
-        Op::SortPerm => narrow(interp::sort_perm(&wide(&arg(0)?.0))),
+        Op::SortPerm => narrow(interp::sort_perm(&wide(arg(0)?.0))),
         other => return Err(internal(format!("{other:?} is not a library call"))),
     })
 }
@@ -61,8 +75,9 @@ fn dims2(sizes: &[usize]) -> Result<(usize, usize), RuntimeError> {
     }
 }
 
-/// `op(a) @ op(b)` for row-major operands; a vector operand is a row (left) or a column
-/// (right), as the language's `@` types it.
+/// `out = op(a) @ op(b)` for row-major operands; a vector operand is a row (left) or a
+/// column (right), as the language's `@` types it.
+#[allow(clippy::too_many_arguments)]
 fn matmul(
     a: &[f32],
     asz: &[usize],
@@ -70,8 +85,9 @@ fn matmul(
     b: &[f32],
     bsz: &[usize],
     tb: bool,
+    out: &mut [f32],
     threads: usize,
-) -> Result<Vec<f32>, RuntimeError> {
+) -> Result<(), RuntimeError> {
     // (rows, cols, row stride, col stride) of op(x) over x's row-major storage.
     let view = |sz: &[usize], t: bool, left: bool| -> (usize, usize, isize, isize) {
         match sz {
@@ -84,15 +100,22 @@ fn matmul(
     };
     let (m, k, a_rs, a_cs) = view(asz, ta, true);
     let (k2, n, b_rs, b_cs) = view(bsz, tb, false);
-    if k != k2 || a.len() != asz.iter().product::<usize>() || b.len() != bsz.iter().product::<usize>() {
+    if k != k2
+        || a.len() != asz.iter().product::<usize>()
+        || b.len() != bsz.iter().product::<usize>()
+        || out.len() != m * n
+    {
         return Err(internal(format!("matmul of {asz:?} and {bsz:?} does not fit")));
     }
-    let mut out = vec![0.0f32; m * n];
+    if k == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
     if m == 0 || n == 0 {
-        return Ok(out);
+        return Ok(());
     }
     // SAFETY: the views stay inside `a` (m x k), `b` (k x n) and `out` (m x n, row-major),
-    // whose lengths were checked above.
+    // whose lengths were checked above; `out` is written, not read (`read_dst` false).
     unsafe {
         gemm::gemm(
             m,
@@ -116,5 +139,5 @@ fn matmul(
             if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
         );
     }
-    Ok(out)
+    Ok(())
 }

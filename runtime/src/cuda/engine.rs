@@ -559,14 +559,9 @@ impl CudaEngine {
                         }
                     }
                 }
-                let result = crate::linalg::run(op, &host, 1)?;
-                if result.len() != out.len {
-                    return Err(internal(format!(
-                        "library call result has {} elements, its buffer {}",
-                        result.len(),
-                        out.len
-                    )));
-                }
+                let operands: Vec<crate::linalg::Operand> = host.iter().map(|(d, sz)| (&d[..], sz.clone())).collect();
+                let mut result = vec![0.0f32; out.len];
+                crate::linalg::run(op, &operands, &mut result, 1)?;
                 self.dev.upload(out, &result, "a library call's result")
             }
         }
