@@ -248,5 +248,19 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     run(Cli::parse()).unwrap_or_else(|code| code)
+}
+
+/// Output piped into a program that stops reading (`gdc emit FILE --stage ir | head`) ends
+/// gdc quietly, as it ends other Unix tools, instead of panicking inside `print!` (Rust
+/// ignores SIGPIPE by default, so the write fails and `print!` panics).
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: the first thing main does, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

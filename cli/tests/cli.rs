@@ -414,3 +414,23 @@ fn verify_agrees_on_the_cpu_and_reports_each_seed() {
     assert!(out.contains("of tolerance ok"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gdc"))
+        .args(["emit", "examples/optimizers/muon.gd", "--stage", "ir"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gdc runs");
+    // Read a little, then stop reading, as `| head` does.
+    let mut first = [0u8; 64];
+    child.stdout.as_mut().expect("stdout").read_exact(&mut first).expect("some output");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("gdc ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
