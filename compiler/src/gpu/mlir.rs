@@ -33,7 +33,8 @@ pub fn module_text(plan: &Plan) -> Result<String, String> {
             for (ii, item) in fp.items.iter().enumerate() {
                 if let Item::Kernel(k) = item {
                     let abi = layout(func, k)?;
-                    out.push_str(&kernel_text(func, k, &abi, &kernel_name(vi, init, ii)));
+                    let name = kernel_name(vi, init, ii);
+                    out.push_str(&kernel_text(func, k, &abi, &name).map_err(|e| format!("kernel {name}: {e}"))?);
                 }
             }
         }
@@ -50,8 +51,9 @@ struct Emitter {
     out: String,
     next: usize,
     depth: usize,
-    /// Constants already materialised in the entry block, by their text.
-    consts: HashMap<String, Ssa>,
+    /// Constants to materialise in the entry block (`value : type`), in first-use order; the
+    /// i-th is `%c{i}`.
+    consts: Vec<String>,
 }
 
 impl Emitter {
@@ -74,12 +76,14 @@ impl Emitter {
     /// A constant (`value : ty`), emitted once at the function's top.
     fn konst(&mut self, value: &str, ty: &str) -> Ssa {
         let key = format!("{value} : {ty}");
-        if let Some(s) = self.consts.get(&key) {
-            return s.clone();
-        }
-        let name = format!("%c{}", self.consts.len());
-        self.consts.insert(key, name.clone());
-        name
+        let i = match self.consts.iter().position(|c| *c == key) {
+            Some(i) => i,
+            None => {
+                self.consts.push(key);
+                self.consts.len() - 1
+            }
+        };
+        format!("%c{i}")
     }
 
     /// A float32 constant, by its bits (exact, and how MLIR prints NaN and infinities).
@@ -315,6 +319,31 @@ fn value(env: &HashMap<Value, Ssa>, cx: &Chunk, v: Value) -> Result<Ssa, String>
         .ok_or_else(|| format!("value {v} is not available in its kernel"))
 }
 
+/// Folds this element's operands of the full reductions into `accs`.
+fn fold_full(
+    e: &mut Emitter,
+    cx: &Chunk,
+    func: &Func,
+    abi: &KernelAbi,
+    env: &HashMap<Value, Ssa>,
+    accs: &mut [Ssa],
+) -> Result<(), String> {
+    for (ri, r) in abi.reductions.iter().enumerate() {
+        let x = value(env, cx, func.inst(*r).args[0])?;
+        accs[ri] = e.accumulate(ReduceKind::of(func, *r), &accs[ri], &x);
+    }
+    Ok(())
+}
+
+/// Combines each full reduction over the block into the chunk's slots at `poff`.
+fn store_full(e: &mut Emitter, func: &Func, abi: &KernelAbi, accs: &[Ssa], tid: &str, poff: &str) {
+    for (ri, (r, acc)) in abi.reductions.iter().zip(accs).enumerate() {
+        let rc = e.i64c(ri as i64);
+        let at = e.i64op("addi", poff, &rc);
+        e.block_reduce(ReduceKind::of(func, *r), acc, tid, "%partials", &at);
+    }
+}
+
 /// Writes `x` to `ptr` under the output's guard.
 fn guarded_store(e: &mut Emitter, guard: &Option<Ssa>, x: &str, ptr: &str, ty: &str, align: u32) {
     match guard {
@@ -332,28 +361,19 @@ fn guarded_store(e: &mut Emitter, guard: &Option<Ssa>, x: &str, ptr: &str, ty: &
 /// One kernel: signature, chunk loop and its body. The block size ([`BLOCK`]) is not
 /// declared to the assembler (`known_block_size` becomes `.maxntid`, with which ptxas caps
 /// registers at 40 and spilled in Muon's kernels on sm_80); the runtime launches `BLOCK`.
-fn kernel_text(func: &Func, k: &Kernel, abi: &KernelAbi, name: &str) -> String {
-    let mut e = Emitter { out: String::new(), next: 0, depth: 3, consts: HashMap::new() };
-    let result = kernel_body(&mut e, func, k, abi);
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
+fn kernel_text(func: &Func, k: &Kernel, abi: &KernelAbi, name: &str) -> Result<String, String> {
+    let mut e = Emitter { out: String::new(), next: 0, depth: 3, consts: Vec::new() };
+    kernel_body(&mut e, func, k, abi)?;
+    let mut text = format!(
         "    gpu.func @{name}(%ptrs: !llvm.ptr<1>, %scalars: !llvm.ptr<1>, %sizes: !llvm.ptr<1>, \
-         %chunks: !llvm.ptr<1>, %nchunks: i64, %partials: !llvm.ptr<1>) kernel {{"
+         %chunks: !llvm.ptr<1>, %nchunks: i64, %partials: !llvm.ptr<1>) kernel {{\n"
     );
-    if let Err(msg) = result {
-        // Cannot happen for a verified plan; keep the module well-formed and say why.
-        let _ = writeln!(text, "      // kernel not emitted: {msg}\n      gpu.return\n    }}");
-        return text;
-    }
-    let mut consts: Vec<_> = e.consts.iter().collect();
-    consts.sort_by(|a, b| a.1[2..].parse::<usize>().unwrap_or(0).cmp(&b.1[2..].parse::<usize>().unwrap_or(0)));
-    for (value, ssa) in consts {
-        let _ = writeln!(text, "      {ssa} = arith.constant {value}");
+    for (i, value) in e.consts.iter().enumerate() {
+        let _ = writeln!(text, "      %c{i} = arith.constant {value}");
     }
     text.push_str(&e.out);
     text.push_str("      gpu.return\n    }\n");
-    text
+    Ok(text)
 }
 
 fn kernel_body(e: &mut Emitter, func: &Func, k: &Kernel, abi: &KernelAbi) -> Result<(), String> {
@@ -464,20 +484,6 @@ fn for_loop(
     Ok(results)
 }
 
-/// Loads the element inputs at flat index `i` (scalar) and computes one element; returns
-/// the environment.
-fn element(
-    e: &mut Emitter,
-    cx: &Chunk,
-    func: &Func,
-    k: &Kernel,
-    abi: &KernelAbi,
-    loaded: HashMap<Value, Ssa>,
-) -> HashMap<Value, Ssa> {
-    let _ = abi;
-    body(e, cx, func, k, loaded)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn flat(
     e: &mut Emitter,
@@ -496,7 +502,6 @@ fn flat(
         .filter(|(v, _)| !func.ty(*v).is_scalar() || domain_is_scalar)
         .map(|(v, b)| (*v, abi.buffers.iter().position(|x| x == b).unwrap_or(0)))
         .collect();
-    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
     let outputs: Vec<(usize, Value, usize)> = k
         .outputs
         .iter()
@@ -511,7 +516,7 @@ fn flat(
     let nvec_all = e.i64op("divui", &len, &four);
     let is_aligned = e.def(&format!("arith.cmpi ne, {aligned}, {zero} : i64"));
     let nvec = e.def(&format!("arith.select {is_aligned}, {nvec_all}, {zero} : i64"));
-    let accs = zero_accs(e, kinds.len());
+    let accs = zero_accs(e, abi.reductions.len());
     let lo = e.index_of(tid);
     let hi = e.index_of(&nvec);
     let st = e.idxc(BLOCK as i64);
@@ -528,13 +533,10 @@ fn flat(
                 env.insert(*v, e.def(&format!("llvm.extractelement {x}[{l} : i64] : vector<4xf32>")));
             }
         }
-        let lanes: Vec<_> = lanes.into_iter().map(|env| element(e, cx, func, k, abi, env)).collect();
+        let lanes: Vec<_> = lanes.into_iter().map(|env| body(e, cx, func, k, env)).collect();
         let mut accs = accs.to_vec();
         for env in &lanes {
-            for (ri, r) in abi.reductions.iter().enumerate() {
-                let x = value(env, cx, func.inst(*r).args[0])?;
-                accs[ri] = e.accumulate(kinds[ri], &accs[ri], &x);
-            }
+            fold_full(e, cx, func, abi, env, &mut accs)?;
         }
         for (oi, v, slot) in &outputs {
             let mut vec = e.def("llvm.mlir.undef : vector<4xf32>");
@@ -561,12 +563,9 @@ fn flat(
             let p = e.gep(&cx.bufs[*slot], &i, "f32");
             env.insert(*v, e.load(&p, "f32", 4));
         }
-        let env = element(e, cx, func, k, abi, env);
+        let env = body(e, cx, func, k, env);
         let mut accs = accs.to_vec();
-        for (ri, r) in abi.reductions.iter().enumerate() {
-            let x = value(&env, cx, func.inst(*r).args[0])?;
-            accs[ri] = e.accumulate(kinds[ri], &accs[ri], &x);
-        }
+        fold_full(e, cx, func, abi, &env, &mut accs)?;
         for (oi, v, slot) in &outputs {
             let x = value(&env, cx, *v)?;
             let p = e.gep(&cx.bufs[*slot], &i, "f32");
@@ -574,11 +573,7 @@ fn flat(
         }
         Ok(accs)
     })?;
-    for (ri, acc) in accs.iter().enumerate() {
-        let rc = e.i64c(ri as i64);
-        let at = e.i64op("addi", poff, &rc);
-        e.block_reduce(kinds[ri], acc, tid, "%partials", &at);
-    }
+    store_full(e, func, abi, &accs, tid, poff);
     Ok(())
 }
 
@@ -607,16 +602,14 @@ fn grid(
     [r0, r1, poff]: [&String; 3],
 ) -> Result<(), String> {
     let domain = names(&k.domain);
-    let rows_n = cx.sizes[size_index(&domain[0])].clone();
     let cols_n = cx.sizes[size_index(&domain[1])].clone();
-    let _ = rows_n;
-    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
+    let nfull = abi.reductions.len();
     let axis_kinds: Vec<ReduceKind> = abi.axis_reductions.iter().map(|(r, _)| ReduceKind::of(func, *r)).collect();
     // Partials layout of this chunk: full reductions, then per axis reduction its slots.
     let nrows = e.i64op("subi", r1, r0);
     let mut slot_base = Vec::new();
-    let nfull = e.i64c(abi.reductions.len() as i64);
-    let mut at = e.i64op("addi", poff, &nfull);
+    let nfull_c = e.i64c(nfull as i64);
+    let mut at = e.i64op("addi", poff, &nfull_c);
     for (_, by_rows) in &abi.axis_reductions {
         slot_base.push(at.clone());
         at = e.i64op("addi", &at, if *by_rows { &nrows } else { &cols_n });
@@ -647,7 +640,7 @@ fn grid(
         .map(|(v, b)| (*v, abi.buffers.iter().position(|x| x == b).unwrap_or(0), names(&func.ty(*v).shape)))
         .collect();
     let row_axes: Vec<usize> = (0..abi.axis_reductions.len()).filter(|a| abi.axis_reductions[*a].1).collect();
-    let full = zero_accs(e, kinds.len());
+    let full = zero_accs(e, nfull);
     let lo = e.index_of(r0);
     let hi = e.index_of(r1);
     let full = for_loop(e, (&lo, &hi, &one), &full, &mut |e, r, full| {
@@ -675,14 +668,11 @@ fn grid(
             }
             let env = body(e, cx, func, k, env);
             let mut accs = accs.to_vec();
-            for (ri, red) in abi.reductions.iter().enumerate() {
-                let x = value(&env, cx, func.inst(*red).args[0])?;
-                accs[ri] = e.accumulate(kinds[ri], &accs[ri], &x);
-            }
+            fold_full(e, cx, func, abi, &env, &mut accs)?;
             for (ai, (red, by_rows)) in abi.axis_reductions.iter().enumerate() {
                 let x = value(&env, cx, func.inst(*red).args[0])?;
                 if *by_rows {
-                    let slot = kinds.len() + row_axes.iter().position(|a| *a == ai).unwrap_or(0);
+                    let slot = nfull + row_axes.iter().position(|a| *a == ai).unwrap_or(0);
                     accs[slot] = e.accumulate(axis_kinds[ai], &accs[slot], &x);
                 } else {
                     let at = e.i64op("addi", &slot_base[ai], &c);
@@ -707,14 +697,10 @@ fn grid(
         let local = e.i64op("subi", &r, r0);
         for (n, ai) in row_axes.iter().enumerate() {
             let at = e.i64op("addi", &slot_base[*ai], &local);
-            e.block_reduce(axis_kinds[*ai], &accs[kinds.len() + n], tid, "%partials", &at);
+            e.block_reduce(axis_kinds[*ai], &accs[nfull + n], tid, "%partials", &at);
         }
-        Ok(accs[..kinds.len()].to_vec())
+        Ok(accs[..nfull].to_vec())
     })?;
-    for (ri, acc) in full.iter().enumerate() {
-        let rc = e.i64c(ri as i64);
-        let at = e.i64op("addi", poff, &rc);
-        e.block_reduce(kinds[ri], acc, tid, "%partials", &at);
-    }
+    store_full(e, func, abi, &full, tid, poff);
     Ok(())
 }
