@@ -2,6 +2,8 @@
 
 use clap::{Args, ValueEnum};
 use gdc_compiler::artifact::{self, Artifact};
+use gdc_compiler::gpu::abi::GpuProgram;
+use gdc_compiler::gpu::GpuError;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -39,15 +41,9 @@ impl From<Target> for artifact::Target {
     }
 }
 
-/// The GPU code of a plan for `arch`; `Err` says why (an unknown architecture, a missing
-/// libdevice, a gdc without the `mlir` feature, or a compiler bug).
-pub fn gpu_code(plan: &gdc_compiler::plan::Plan, arch: &str) -> Result<gdc_compiler::gpu::abi::GpuProgram, String> {
-    if !gdc_compiler::gpu::ARCHES.contains(&arch) {
-        return Err(format!(
-            "unknown GPU architecture `{arch}`; gdc builds for {}",
-            gdc_compiler::gpu::ARCHES.join(", ")
-        ));
-    }
+/// The GPU code of a plan for `arch`.
+pub fn gpu_code(plan: &gdc_compiler::plan::Plan, arch: &str) -> Result<GpuProgram, GpuError> {
+    gdc_compiler::gpu::check_arch(arch)?;
     #[cfg(feature = "mlir")]
     {
         gdc_compiler::gpu::compile(plan, arch)
@@ -55,26 +51,26 @@ pub fn gpu_code(plan: &gdc_compiler::plan::Plan, arch: &str) -> Result<gdc_compi
     #[cfg(not(feature = "mlir"))]
     {
         let _ = plan;
-        Err("this gdc was built without the `mlir` feature, so it cannot make GPU code; build gdc with it \
+        Err(GpuError::Setup(
+            "this gdc was built without the `mlir` feature, so it cannot make GPU code; build gdc with it \
              (the default; run scripts/setup-mlir first) or pass an artifact built with `gdc build --target cuda`"
-            .into())
+                .into(),
+        ))
     }
 }
 
-/// [`gpu_code`], printing why it failed; `Err` carries the exit code (2 for an argument or
-/// set-up problem, 101 for a compiler bug).
-pub fn gpu_program(
-    file: &str,
-    plan: &gdc_compiler::plan::Plan,
-    arch: &str,
-) -> Result<gdc_compiler::gpu::abi::GpuProgram, ExitCode> {
+/// [`gpu_code`], printing why it failed; `Err` carries the exit code (2 for the request or
+/// the set-up, 101 for a compiler bug).
+pub fn gpu_program(file: &str, plan: &gdc_compiler::plan::Plan, arch: &str) -> Result<GpuProgram, ExitCode> {
     gpu_code(plan, arch).map_err(|e| {
         eprintln!("error: cannot compile {file} for the GPU: {e}");
-        let setup = e.contains("libdevice") || e.contains("architecture") || e.contains("feature");
-        if !setup {
-            eprintln!("This is a bug in gdc; please report it with the .gd file.");
+        match e {
+            GpuError::Setup(_) => ExitCode::from(2),
+            GpuError::Internal(_) => {
+                eprintln!("This is a bug in gdc; please report it with the .gd file.");
+                ExitCode::from(101)
+            }
         }
-        ExitCode::from(if setup { 2 } else { 101 })
     })
 }
 
@@ -85,7 +81,7 @@ pub fn cuda_program(file: &str, source: &str) -> Result<gdc_runtime::Program, St
         gdc_compiler::CompileError::Source(d) => gdc_dsl::render(&d, file, source),
         other => other.to_string(),
     })?;
-    let gpu = gpu_code(&compiled.plan, "sm_80")?;
+    let gpu = gpu_code(&compiled.plan, "sm_80").map_err(|e| e.to_string())?;
     let mut artifact = Artifact::from_compiled(&compiled, source, file, artifact::Target::Cuda);
     artifact.gpu = Some(gpu);
     gdc_runtime::Program::from_artifact(artifact).map_err(|e| e.to_string())

@@ -12,6 +12,8 @@ use melior::utility::{
     parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
 use melior::Context;
+
+use super::GpuError;
 use std::path::PathBuf;
 use std::sync::Once;
 
@@ -31,10 +33,14 @@ pub fn pipeline(arch: &str, libdevice: Option<&str>) -> String {
 
 /// Where libdevice (`libdevice.10.bc`) is: `$GDC_LIBDEVICE`, a CUDA toolkit (`$CUDA_HOME`,
 /// `/usr/local/cuda`), or PyPI's `nvidia-cuda-nvcc-cu12` as `scripts/setup-mlir` installs it.
-pub fn find_libdevice() -> Result<PathBuf, String> {
+pub fn find_libdevice() -> Result<PathBuf, GpuError> {
     if let Ok(p) = std::env::var("GDC_LIBDEVICE") {
         let p = PathBuf::from(p);
-        return if p.is_file() { Ok(p) } else { Err(format!("GDC_LIBDEVICE={} is not a file", p.display())) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(GpuError::Setup(format!("GDC_LIBDEVICE={} is not a file", p.display())))
+        };
     }
     let mut candidates = Vec::new();
     for var in ["CUDA_HOME", "CUDA_PATH"] {
@@ -59,15 +65,18 @@ pub fn find_libdevice() -> Result<PathBuf, String> {
             return Ok(p);
         }
     }
-    Err("libdevice.10.bc not found: this optimizer calls exp, log, pow or %, which come from CUDA's \
+    Err(GpuError::Setup(
+        "libdevice.10.bc not found: this optimizer calls exp, log, pow or %, which come from CUDA's \
          libdevice; run scripts/setup-mlir (installs PyPI's nvidia-cuda-nvcc-cu12) or set GDC_LIBDEVICE"
-        .into())
+            .into(),
+    ))
 }
 
 static REGISTER_PASSES: Once = Once::new();
 
 /// Lowers `mlir` (a module holding `gpu.module @gdc`) to PTX for `arch`.
-pub fn lower(mlir: &str, arch: &str) -> Result<String, String> {
+pub fn lower(mlir: &str, arch: &str) -> Result<String, GpuError> {
+    let bug = GpuError::Internal;
     let libdevice = if mlir.contains("math.") || mlir.contains("arith.remf") {
         Some(find_libdevice()?.display().to_string())
     } else {
@@ -81,15 +90,15 @@ pub fn lower(mlir: &str, arch: &str) -> Result<String, String> {
     REGISTER_PASSES.call_once(register_all_passes);
     register_all_llvm_translations(&context);
     let mut module = Module::parse(&context, mlir)
-        .ok_or("the generated MLIR does not parse or verify (a compiler bug: see `gdc emit --stage mlir`)")?;
+        .ok_or_else(|| bug("the generated MLIR does not parse or verify (see `gdc emit --stage mlir`)".into()))?;
     let pm = PassManager::new(&context);
     parse_pass_pipeline(pm.as_operation_pass_manager(), &pipeline(arch, libdevice.as_deref()))
-        .map_err(|e| format!("the PTX pass pipeline is not valid: {e}"))?;
-    pm.run(&mut module).map_err(|e| format!("lowering the kernels to PTX for {arch} failed: {e}"))?;
+        .map_err(|e| bug(format!("the PTX pass pipeline is not valid: {e}")))?;
+    pm.run(&mut module).map_err(|e| bug(format!("lowering the kernels to PTX for {arch} failed: {e}")))?;
     let text = module.as_operation().to_string();
-    let ptx = assembly(&text).ok_or("the lowered module holds no PTX assembly")?;
+    let ptx = assembly(&text).ok_or_else(|| bug("the lowered module holds no PTX assembly".into()))?;
     if let Some(line) = ptx.lines().find(|l| l.contains(".extern .func")) {
-        return Err(format!("the PTX calls an external function the driver cannot resolve: `{}`", line.trim()));
+        return Err(bug(format!("the PTX calls an external function the driver cannot resolve: `{}`", line.trim())));
     }
     Ok(ptx)
 }
