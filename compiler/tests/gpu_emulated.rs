@@ -48,6 +48,9 @@
 #![cfg(feature = "mlir")]
 #![allow(unsafe_code)]
 
+mod common;
+
+use common::Rng;
 use gdc_compiler::cpu::abi::{KernelAbi, KernelFn, Mode};
 use gdc_compiler::gpu::{abi as gabi, mlir};
 use gdc_compiler::interp::{self, BoundParam};
@@ -356,27 +359,6 @@ fn launch(f: EmuKernel, t: &mut Tables) {
 
 // ---------------------------------------------------------------------------------------
 // Test data.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    fn bit(&mut self) -> bool {
-        self.next() >> 63 == 1
-    }
-}
 
 fn aligned16(addr: usize) -> bool {
     addr & 15 == 0

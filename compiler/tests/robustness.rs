@@ -3,22 +3,11 @@
 //! interpreter without one (NaN is allowed; a crash or a plan bug is not), and the CPU
 //! backend compiles its kernels to machine code.
 
+mod common;
+
+use common::Rng;
 use gdc_compiler::interp::{InterpError, Interpreter};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const TOKENS: &[&str] = &[
     " + g",
