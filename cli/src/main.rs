@@ -128,6 +128,29 @@ fn build(file: &str, source: &str, bad_code: u8) -> Result<gdc_compiler::Compile
     }
 }
 
+/// The program a command runs: a `.gdo` artifact as it is, or a `.gd` source compiled here
+/// (its diagnostics printed; exit `bad_code` on errors in it), with GPU code when `cuda`.
+fn load_program(file: &str, cuda: bool, bad_code: u8) -> Result<gdc_runtime::Program, ExitCode> {
+    let fail = |e: String| {
+        eprintln!("error: {file}: {e}");
+        ExitCode::from(2)
+    };
+    if file.ends_with(".gdo") {
+        // Artifact errors name the file themselves.
+        return gdc_runtime::Program::load(file).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        });
+    }
+    let source = read(file)?;
+    build(file, &source, bad_code)?;
+    if cuda {
+        build::cuda_program(file, &source).map_err(fail)
+    } else {
+        gdc_runtime::Program::compile(&source).map_err(|e| fail(e.to_string()))
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
     match cli.command {
         Command::Bench(args) => bench::run(&args),
@@ -165,44 +188,21 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
         }
         Command::Verify(args) => verify::run_verify(&args),
         Command::Replay { file, case, backend, out } => {
-            let (source, plan, artifact) = if file.ends_with(".gdo") {
-                let artifact = gdc_compiler::artifact::Artifact::read(&file).map_err(|e| {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                })?;
-                let c = artifact.validate().map_err(|e| {
-                    eprintln!("error: {file}: {e}");
-                    ExitCode::from(2)
-                })?;
-                (artifact.source.clone(), c.plan, Some(artifact))
-            } else {
-                let source = read(&file)?;
-                let c = build(&file, &source, 2)?;
-                (source, c.plan, None)
-            };
+            let program = load_program(&file, matches!(backend, Backend::Cuda), 2)?;
             let case_data = golden::read_case(&case).map_err(|e| {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             })?;
-            let program = |backend: Backend| -> Result<gdc_runtime::Program, ExitCode> {
-                let made = match (backend, &artifact) {
-                    (_, Some(a)) => gdc_runtime::Program::from_artifact(a.clone()).map_err(|e| e.to_string()),
-                    (Backend::Cuda, None) => build::cuda_program(&file, &source),
-                    _ => gdc_runtime::Program::compile(&source).map_err(|e| e.to_string()),
-                };
-                made.map_err(|e| {
-                    eprintln!("error: {file}: {e}");
-                    ExitCode::from(2)
-                })
-            };
             let (results, backend_name) = match backend {
-                Backend::Interp => (golden::replay(plan, &case_data).map_err(|e| e.to_string()), "interp"),
+                Backend::Interp => {
+                    (golden::replay(program.plan().clone(), &case_data).map_err(|e| e.to_string()), "interp")
+                }
                 Backend::Cpu => {
-                    let r = gdc_runtime::replay::replay(&program(backend)?, &case_data, gdc_runtime::Backend::Cpu);
+                    let r = gdc_runtime::replay::replay(&program, &case_data, gdc_runtime::Backend::Cpu);
                     (r.map_err(|e| e.to_string()), "cpu")
                 }
                 Backend::Cuda => {
-                    let r = gdc_runtime::replay::replay(&program(backend)?, &case_data, gdc_runtime::Backend::Cuda);
+                    let r = gdc_runtime::replay::replay(&program, &case_data, gdc_runtime::Backend::Cuda);
                     (r.map_err(|e| e.to_string()), "cuda")
                 }
             };

@@ -64,25 +64,9 @@ fn shapes(seed: u64, program: &Program) -> Vec<Vec<usize>> {
     s
 }
 
-/// Loads the program for `backend`: an artifact as is, or a source compiled here (for
-/// cuda, through the `mlir` feature).
-fn program(file: &str, backend: VerifyBackend) -> Result<Program, String> {
-    if file.ends_with(".gdo") {
-        return Program::load(file).map_err(|e| e.to_string());
-    }
-    let source = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-    match backend {
-        VerifyBackend::Cpu => Program::compile(&source).map_err(|e| e.to_string()),
-        VerifyBackend::Cuda => crate::build::cuda_program(file, &source),
-    }
-}
-
 /// Exit 0 when every case agrees, 1 when one does not, 2 when it cannot run.
 pub fn run_verify(args: &VerifyArgs) -> Result<ExitCode, ExitCode> {
-    let program = program(&args.file, args.backend).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })?;
+    let program = crate::load_program(&args.file, matches!(args.backend, VerifyBackend::Cuda), 2)?;
     let (backend, name) = match args.backend {
         VerifyBackend::Cpu => (Backend::Cpu, "cpu"),
         VerifyBackend::Cuda => (Backend::Cuda, "cuda"),

@@ -2,9 +2,8 @@
 //! spread of the step time, nanoseconds per parameter and effective bandwidth (the bytes the
 //! plan moves per step over the median time).
 
-use gdc_compiler::CompileError;
 use gdc_runtime::bench::{bytes_per_step, fill_uniform, measure, mixed_shapes};
-use gdc_runtime::{Optimizer, Options, ParamSpec, Program};
+use gdc_runtime::{Optimizer, Options, ParamSpec};
 use std::process::ExitCode;
 
 mod cuda;
@@ -101,27 +100,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     if args.threads == Some(0) {
         return Err(bad("--threads must be at least 1".into()));
     }
-    let program = if args.file.ends_with(".gdo") {
-        Program::load(&args.file).map_err(|e| bad(format!("{}: {e}", args.file)))?
-    } else {
-        let source = std::fs::read_to_string(&args.file).map_err(|e| bad(format!("cannot read {}: {e}", args.file)))?;
-        match gdc_compiler::compile(&source) {
-            Ok(_) => {}
-            Err(CompileError::Source(diags)) => {
-                eprint!("{}", gdc_dsl::render(&diags, &args.file, &source));
-                eprintln!("error: {}: the optimizer does not compile", args.file);
-                return Err(ExitCode::from(1));
-            }
-            Err(e @ CompileError::Internal(_)) => {
-                eprintln!("{e}\nThis is a bug in gdc; please report it with the .gd file.");
-                return Err(ExitCode::from(101));
-            }
-        }
-        match args.backend {
-            BenchBackend::Cuda => crate::build::cuda_program(&args.file, &source).map_err(bad)?,
-            _ => Program::compile(&source).map_err(|e| bad(format!("{}: {e}", args.file)))?,
-        }
-    };
+    let program = crate::load_program(&args.file, matches!(args.backend, BenchBackend::Cuda), 1)?;
 
     let shapes = match (&args.shape, sizes) {
         (Some(shape), _) => vec![shape.0.clone(); args.tensors],
