@@ -79,7 +79,7 @@ impl Stepper for Interpreter {
         Ok(Interpreter::step(self, params, grads)?)
     }
     fn state(&self, param: usize, name: &str) -> Option<Vec<f64>> {
-        Interpreter::state(self, param, name).map(|t| t.data.clone())
+        Interpreter::param_state(self, param, name)
     }
 }
 

@@ -54,11 +54,18 @@ pub enum InterpError {
     Internal(String),
 }
 
-/// Where one parameter stands: its variant, dimensions and state buffers.
+/// Where one member stands (a parameter, or one matrix of a batched one: see [`members`]):
+/// its variant, dimensions and state buffers.
 #[derive(Clone, Debug)]
 pub struct BoundParam {
+    /// The member's name: the parameter's, or `w[i]` for matrix `i` of a batched `w`.
     pub name: String,
+    /// The member's shape (`[rows, cols]` for a matrix of a batched parameter).
     pub shape: Vec<usize>,
+    /// The index of the parameter it belongs to, in the list that was bound.
+    pub param: usize,
+    /// Where its elements start in that parameter (`numel` of them, contiguous).
+    pub offset: usize,
     pub variant: usize,
     pub rows: usize,
     pub cols: usize,
@@ -73,6 +80,10 @@ pub struct Interpreter {
     pub hypers: Vec<f64>,
     pub globals: Vec<f64>,
     pub step: u64,
+    /// The parameters as given to [`Interpreter::new`]: what `step` takes.
+    pub inputs: Vec<(String, Vec<usize>)>,
+    /// The members bound (see [`members`]): one per parameter, or one per matrix of a
+    /// parameter bound to `update(p: [..., rows, cols], g)`.
     pub params: Vec<BoundParam>,
     /// The `prepare` block's outputs for the current step.
     prepare_outs: Vec<f64>,
@@ -87,14 +98,23 @@ fn hyper_ty_name(t: HyperTy) -> &'static str {
 }
 
 impl Interpreter {
-    /// Binds parameters by name and shape. Their state is initialised at the first step, from
-    /// the values that step is given.
+    /// Binds parameters by name and shape (a batched parameter as its matrices: see
+    /// [`members`]). Their state is initialised at the first step, from the values that step
+    /// is given.
     pub fn new(plan: Plan, params: &[(String, Vec<usize>)]) -> Result<Interpreter, InterpError> {
         let m = &plan.module;
         let hypers = m.hypers.iter().map(|h| h.default).collect();
         let globals = m.globals.iter().map(|g| g.init).collect();
         let bound = bind(&plan, params)?;
-        Ok(Interpreter { plan, hypers, globals, step: 0, params: bound, prepare_outs: Vec::new() })
+        Ok(Interpreter {
+            plan,
+            hypers,
+            globals,
+            step: 0,
+            inputs: params.to_vec(),
+            params: bound,
+            prepare_outs: Vec::new(),
+        })
     }
 
     pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), InterpError> {
@@ -103,20 +123,40 @@ impl Interpreter {
         Ok(())
     }
 
-    /// State `name` of parameter `param`, if that parameter has it.
-    pub fn state(&self, param: usize, name: &str) -> Option<&Tensor> {
+    /// State `name` of member `member` (an index into [`Interpreter::params`]: the same as
+    /// the parameter's index unless a parameter is batched), if that member has it.
+    pub fn state(&self, member: usize, name: &str) -> Option<&Tensor> {
         let s = self.plan.module.states.iter().position(|st| st.name == name)?;
-        self.params.get(param)?.states[s].as_ref()
+        self.params.get(member)?.states[s].as_ref()
     }
 
-    /// One optimizer step: `params[i]` is updated in place from `grads[i]`.
+    /// State `name` of parameter `param` (by position in the list given to
+    /// [`Interpreter::new`]), if it has it: a batched parameter's is its matrices' states one
+    /// after the other (for state shaped like the parameter, the parameter's own layout).
+    pub fn param_state(&self, param: usize, name: &str) -> Option<Vec<f64>> {
+        let mut out = Vec::new();
+        let mut any = false;
+        for (i, bp) in self.params.iter().enumerate().filter(|(_, bp)| bp.param == param) {
+            out.extend_from_slice(&self.state(i, name)?.data);
+            any |= bp.param == param;
+        }
+        any.then_some(out)
+    }
+
+    /// One optimizer step: `params[i]` (the i-th parameter given to [`Interpreter::new`]) is
+    /// updated in place from `grads[i]`; a batched parameter is stepped matrix by matrix.
     pub fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), InterpError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
-        check_step_args(&self.params, params.len(), grads.len(), &lens)?;
+        check_lengths(&self.inputs, params.len(), grads.len(), &lens)?;
+        // Each member's slice of its parameter and gradient (copies: this is the oracle).
+        let mut mp: Vec<Vec<f64>> =
+            self.params.iter().map(|bp| params[bp.param][bp.offset..bp.offset + bp.numel].to_vec()).collect();
+        let mg: Vec<Vec<f64>> =
+            self.params.iter().map(|bp| grads[bp.param][bp.offset..bp.offset + bp.numel].to_vec()).collect();
         // State is initialised at the first step, from the parameters and hyperparameters
         // in force then (as PyTorch's optimizers initialise state lazily in `step`).
         if self.step == 0 {
-            for (i, initial) in params.iter().enumerate() {
+            for (i, initial) in mp.iter().enumerate() {
                 let mut p = initial.clone();
                 self.run_param(i, true, &mut p, &[])?;
             }
@@ -124,7 +164,10 @@ impl Interpreter {
         self.step += 1;
         self.run_prepare()?;
         for i in 0..self.params.len() {
-            self.run_param(i, false, &mut params[i], &grads[i])?;
+            self.run_param(i, false, &mut mp[i], &mg[i])?;
+        }
+        for (bp, p) in self.params.iter().zip(&mp) {
+            params[bp.param][bp.offset..bp.offset + bp.numel].copy_from_slice(p);
         }
         Ok(())
     }
@@ -222,13 +265,61 @@ pub fn run_prepare(plan: &Plan, inputs: &HostInputs) -> Result<(Vec<(usize, f64)
     Ok((stores, outs))
 }
 
-/// Binds parameters by name and shape to the plan's update variants: the most specific
-/// variant that fits each parameter's rank, with every buffer it needs within
-/// [`MAX_ELEMENTS`]. Every backend binds through this, so they refuse the same parameters.
+/// One tensor the engines bind and step: a whole parameter, or one matrix of a parameter
+/// bound to `update(p: [..., rows, cols], g)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The parameter's name, or `w[i]` for matrix `i` of a batched `w` (`i` the flat index
+    /// over all leading dimensions, row-major).
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The index of the parameter it belongs to.
+    pub param: usize,
+    /// Its first element in that parameter, and how many (contiguous) it has.
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The members the engines bind for `params`. With an `update(p: [..., rows, cols], g)`,
+/// a parameter of shape `[b1, ..., bk, r, c]` (k >= 1) becomes `b1*...*bk` members `w[0]`,
+/// `w[1]`, ... of shape `[r, c]`, the i-th being elements `i*r*c .. (i+1)*r*c` of the
+/// row-major buffer: it is stepped exactly as that many separate `[r, c]` parameters, each
+/// with its own state, reductions and `rows`/`cols`. Every other parameter (a matrix is a
+/// batch of one, so it keeps its name) is one member of its own shape. An empty parameter
+/// stays whole, so that binding refuses it by its own name.
+pub fn members(m: &Module, params: &[(String, Vec<usize>)]) -> Vec<Member> {
+    let batched = m.variants.iter().any(|v| v.pattern == Pattern::Batched);
+    let mut out = Vec::new();
+    for (pi, (name, shape)) in params.iter().enumerate() {
+        let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+        let whole = Member { name: name.clone(), shape: shape.clone(), param: pi, offset: 0, len: numel.unwrap_or(0) };
+        match numel {
+            Some(n) if batched && shape.len() >= 3 && n > 0 => {
+                let (r, c) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+                let len = r * c;
+                out.extend((0..n / len).map(|i| Member {
+                    name: format!("{name}[{i}]"),
+                    shape: vec![r, c],
+                    param: pi,
+                    offset: i * len,
+                    len,
+                }));
+            }
+            _ => out.push(whole),
+        }
+    }
+    out
+}
+
+/// Binds parameters by name and shape to the plan's update variants: each member (see
+/// [`members`]) to the most specific variant that fits its rank, with every buffer it needs
+/// within [`MAX_ELEMENTS`]. Every backend binds through this, so they refuse the same
+/// parameters and split batched ones the same way.
 pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundParam>, InterpError> {
     let m = &plan.module;
     let mut bound = Vec::new();
-    for (name, shape) in params {
+    for member in members(m, params) {
+        let (name, shape) = (&member.name, &member.shape);
         let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
         if numel == 0 {
             return Err(InterpError::Empty { param: name.clone(), shape: shape.clone() });
@@ -238,12 +329,13 @@ pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundPar
         let variant = match shape.len() {
             0 => find(Pattern::Any),
             1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
-            _ => find(Pattern::Matrix).or_else(|| find(Pattern::Any)),
+            _ => find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
         };
         let Some(variant) = variant else {
-            let why = if find(Pattern::Matrix).is_some() && find(Pattern::Vector).is_none() {
+            let matrices = find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).is_some();
+            let why = if matrices && find(Pattern::Vector).is_none() {
                 "it only updates matrices (rank 2 or more); route this parameter to another optimizer"
-            } else if find(Pattern::Vector).is_some() && find(Pattern::Matrix).is_none() {
+            } else if find(Pattern::Vector).is_some() && !matrices {
                 "it only updates vectors (rank 1); route this parameter to another optimizer"
             } else {
                 "it updates only vectors and matrices; route this parameter to another optimizer"
@@ -288,6 +380,8 @@ pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundPar
         bound.push(BoundParam {
             name: name.clone(),
             shape: shape.clone(),
+            param: member.param,
+            offset: member.offset,
             variant,
             rows,
             cols,
@@ -322,26 +416,52 @@ pub fn check_hyper(m: &Module, name: &str, value: f64) -> Result<usize, InterpEr
     Ok(i)
 }
 
-/// Checks a step's tensors against the bound parameters: as many parameters and gradients
-/// as bound, each with its parameter's number of elements (`lens`: parameter, gradient).
+/// Checks a step's tensors against the bound members: as many parameters and gradients
+/// as bound, each with its member's number of elements (`lens`: parameter, gradient).
 pub fn check_step_args(
     bound: &[BoundParam],
     n_params: usize,
     n_grads: usize,
     lens: &[(usize, usize)],
 ) -> Result<(), InterpError> {
-    if n_params != bound.len() || n_grads != bound.len() {
-        let got = if n_params != bound.len() { n_params } else { n_grads };
-        return Err(InterpError::Count { what: "tensors", expected: bound.len(), got });
+    let named: Vec<(&str, &[usize], usize)> =
+        bound.iter().map(|bp| (bp.name.as_str(), bp.shape.as_slice(), bp.numel)).collect();
+    check_counts(&named, n_params, n_grads, lens)
+}
+
+/// As [`check_step_args`], against the parameters as given (name and shape), before a
+/// batched one is split: a wrong length names the parameter the caller passed.
+pub fn check_lengths(
+    params: &[(String, Vec<usize>)],
+    n_params: usize,
+    n_grads: usize,
+    lens: &[(usize, usize)],
+) -> Result<(), InterpError> {
+    let named: Vec<(&str, &[usize], usize)> = params
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_slice(), s.iter().fold(1usize, |a, d| a.saturating_mul(*d))))
+        .collect();
+    check_counts(&named, n_params, n_grads, lens)
+}
+
+fn check_counts(
+    expected: &[(&str, &[usize], usize)],
+    n_params: usize,
+    n_grads: usize,
+    lens: &[(usize, usize)],
+) -> Result<(), InterpError> {
+    if n_params != expected.len() || n_grads != expected.len() {
+        let got = if n_params != expected.len() { n_params } else { n_grads };
+        return Err(InterpError::Count { what: "tensors", expected: expected.len(), got });
     }
-    for (bp, (p, g)) in bound.iter().zip(lens) {
+    for ((name, shape, numel), (p, g)) in expected.iter().zip(lens) {
         for (what, len) in [("parameter", *p), ("gradient", *g)] {
-            if len != bp.numel {
+            if len != *numel {
                 return Err(InterpError::Length {
                     what,
-                    param: bp.name.clone(),
-                    shape: bp.shape.clone(),
-                    expected: bp.numel,
+                    param: name.to_string(),
+                    shape: shape.to_vec(),
+                    expected: *numel,
                     got: len,
                 });
             }

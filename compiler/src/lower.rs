@@ -97,6 +97,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
 
     for u in &opt.updates {
         let pattern = match &u.param.ty {
+            Some(ast::TypeExpr::Shape(s)) if s.is_batched() => Pattern::Batched,
             Some(ast::TypeExpr::Shape(s)) if s.dims.len() == 1 => Pattern::Vector,
             Some(ast::TypeExpr::Shape(_)) => Pattern::Matrix,
             _ => Pattern::Any,

@@ -66,7 +66,17 @@ pub struct GlobalDecl {
 #[derive(Clone, Debug)]
 pub struct ShapeExpr {
     pub dims: Vec<Ident>,
+    /// Each `...` written in the brackets: how many named dimensions precede it, and its
+    /// span. Only `update(p: [..., rows, cols], g)` accepts one (the checker says so).
+    pub ellipses: Vec<(usize, Span)>,
     pub span: Span,
+}
+
+impl ShapeExpr {
+    /// `[..., a, b]`: one `...`, written first.
+    pub fn is_batched(&self) -> bool {
+        matches!(self.ellipses.as_slice(), [(0, _)])
+    }
 }
 
 /// The type of a function or update parameter.

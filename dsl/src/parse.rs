@@ -139,6 +139,7 @@ fn blank_line_at(text: &mut String, pos: usize) -> bool {
 fn rule_name(rule: &Rule) -> &'static str {
     match rule {
         Rule::ident => "a name",
+        Rule::ellipsis => "`...`",
         Rule::expr | Rule::number | Rule::boolean | Rule::call | Rule::paren => "an expression",
         Rule::optimizer | Rule::kw_optimizer => "`optimizer`",
         Rule::fn_def | Rule::kw_fn => "`fn`",
@@ -401,7 +402,16 @@ fn scalar_ty(s: &str) -> ScalarTy {
 
 fn build_shape(pair: Pair<Rule>) -> ShapeExpr {
     let span = span_of(&pair);
-    ShapeExpr { dims: pair.into_inner().filter(not_keyword).map(ident).collect(), span }
+    let mut dims = Vec::new();
+    let mut ellipses = Vec::new();
+    for p in pair.into_inner().filter(not_keyword) {
+        if p.as_rule() == Rule::ellipsis {
+            ellipses.push((dims.len(), span_of(&p)));
+        } else {
+            dims.push(ident(p));
+        }
+    }
+    ShapeExpr { dims, ellipses, span }
 }
 
 fn build_type(pair: Pair<Rule>) -> TypeExpr {

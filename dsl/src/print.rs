@@ -58,7 +58,12 @@ fn scalar_text(t: ScalarTy) -> &'static str {
 }
 
 fn shape_text(s: &ShapeExpr) -> String {
-    let dims: Vec<&str> = s.dims.iter().map(|d| d.name.as_str()).collect();
+    let mut dims: Vec<&str> = Vec::new();
+    for (i, d) in s.dims.iter().enumerate() {
+        dims.extend(s.ellipses.iter().filter(|(at, _)| *at == i).map(|_| "..."));
+        dims.push(d.name.as_str());
+    }
+    dims.extend(s.ellipses.iter().filter(|(at, _)| *at == s.dims.len()).map(|_| "..."));
     format!("[{}]", dims.join(", "))
 }
 

@@ -9,7 +9,9 @@
 // sqrt(max(1, rows / cols)). The golden cases fix the coefficients and the normalisation:
 // Polar Express coefficients or Schatten normalisation miss them by hundreds of tolerances.
 // ns_steps goes up to 99, as torch (it refuses 100 or more). Matrices only: route vectors
-// elsewhere.
+// elsewhere. Leading dimensions are a batch of matrices, each orthogonalised on its own
+// (stacked experts [E, out, in], a fused QKV declared [3, d, d]); a convolution filter the
+// user wants flattened is passed as [out, in*kh*kw].
 
 // `steps` quintic Newton–Schulz steps, x <- a x + (b A + c A^2) x with A = x x^T: they push
 // every singular value of x towards 1, keeping its singular vectors.
@@ -33,7 +35,7 @@ optimizer muon {
 
   state buf = zeros
 
-  update(p: [rows, cols], g) {
+  update(p: [..., rows, cols], g) {
     buf = lerp(buf, g, 1 - momentum)
     let u = where(nesterov, lerp(g, buf, momentum), buf)
     var x = u / max(norm(u), eps)

@@ -10,7 +10,9 @@
 //! bit for bit.
 //!
 //! A parameter's name may itself contain `/`: a key splits at its last `/`, and state names
-//! may not contain one.
+//! may not contain one. A parameter batched by `update(p: [..., rows, cols], g)` keeps one
+//! state per matrix, keyed by member name: `"w[0]/buf"`, `"w[1]/buf"`, ... (`gdc.params`
+//! lists `w` with its full shape).
 //!
 //! [`save`] is atomic: it writes a temporary file in the target's directory, syncs it, renames
 //! it over the target and syncs the directory, so a failed or interrupted save leaves the
@@ -190,6 +192,18 @@ fn encode_meta(meta: &CheckpointMeta) -> HashMap<String, String> {
     ])
 }
 
+/// The listed parameter a tensor's parameter name belongs to: the name itself, or `w` for
+/// `w[3]`, matrix 3 of a parameter `w` batched by `update(p: [..., rows, cols], g)` (then
+/// with its index).
+fn owner(name: &str, listed: impl Fn(&str) -> bool) -> Option<(&str, Option<usize>)> {
+    if listed(name) {
+        return Some((name, None));
+    }
+    let (p, i) = name.strip_suffix(']')?.rsplit_once('[')?;
+    let i = i.parse().ok().filter(|_| i.bytes().all(|b| b.is_ascii_digit()))?;
+    listed(p).then_some((p, Some(i)))
+}
+
 /// Checks the tensors against each other and the metadata; shared by save and load.
 fn check_tensors(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Result<(), CheckpointError> {
     let params: HashSet<&str> = meta.params.iter().map(|(n, _)| n.as_str()).collect();
@@ -199,7 +213,7 @@ fn check_tensors(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) ->
         if t.param.is_empty() || t.state.is_empty() || t.state.contains('/') {
             return Err(CheckpointError::TensorKey { path: path.to_path_buf(), key });
         }
-        if !params.contains(t.param.as_str()) {
+        if owner(&t.param, |p| params.contains(p)).is_none() {
             return Err(CheckpointError::UnknownParam { path: path.to_path_buf(), key, param: t.param.clone() });
         }
         let numel = t.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
@@ -340,7 +354,12 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<StateTensor>), Checkpoin
     }
     check_tensors(path, &meta, &tensors)?;
     let order: HashMap<&str, usize> = meta.params.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
-    tensors.sort_by(|a, b| (order[a.param.as_str()], &a.state).cmp(&(order[b.param.as_str()], &b.state)));
+    // `check_tensors` found every tensor's parameter.
+    let rank = |t: &StateTensor| {
+        let (p, member) = owner(&t.param, |p| order.contains_key(p)).unwrap_or((&t.param, None));
+        (order.get(p).copied().unwrap_or(usize::MAX), member)
+    };
+    tensors.sort_by(|a, b| (rank(a), &a.state).cmp(&(rank(b), &b.state)));
     Ok((meta, tensors))
 }
 

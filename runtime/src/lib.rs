@@ -26,7 +26,7 @@ pub mod verify;
 #[cfg(feature = "cuda")]
 pub use cudarc;
 
-pub use gdc_compiler::interp::InterpError;
+pub use gdc_compiler::interp::{InterpError, Member};
 pub use gdc_compiler::ir::HyperTy;
 pub use optimizer::{Backend, Optimizer, Options};
 pub use program::Program;
@@ -123,6 +123,13 @@ pub enum RuntimeError {
          `gdc build FILE.gd --target cuda --arch ARCH` for this GPU's architecture or older"
     )]
     GpuArch { arch: String, device: String },
+    /// [`Optimizer::step_device`] on an optimizer with a batched parameter
+    /// (`update(p: [..., rows, cols], g)` on a parameter of rank 3 or more).
+    #[error(
+        "batched parameter `{0}`: step_device cannot split device buffers into its matrices yet; \
+         use step() with host slices on CUDA for now"
+    )]
+    BatchedDevice(String),
     /// A CUDA driver or cuBLAS call failed; the message says which and on what.
     #[error("CUDA error: {0}")]
     Cuda(String),

@@ -7,7 +7,7 @@ use crate::cpu::CpuEngine;
 use crate::cuda::CudaEngine;
 use crate::shared::StateStore;
 use crate::{ParamSpec, Program, RuntimeError};
-use gdc_compiler::interp::{self, Interpreter};
+use gdc_compiler::interp::{self, Interpreter, Member};
 use gdc_compiler::ir::HyperTy;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,9 +41,16 @@ enum Engine {
 }
 
 /// A compiled optimizer bound to parameters; owns their state and the step counter.
+///
+/// With `update(p: [..., rows, cols], g)`, a parameter of rank 3 or more is a batch of
+/// matrices: it is bound as one member per matrix (`w[0]`, `w[1]`, ...; see
+/// [`interp::members`]), each with its own state, and every step hands the engine each
+/// member's contiguous sub-slice of the caller's buffers (no copy).
 pub struct Optimizer {
     program: Program,
     specs: Vec<ParamSpec>,
+    /// What the engine binds: one member per parameter, or per matrix of a batched one.
+    members: Vec<Member>,
     engine: Engine,
 }
 
@@ -79,6 +86,13 @@ impl Optimizer {
             }
         }
         let bound: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+        let members = interp::members(&program.plan().module, &bound);
+        // A member `w[0]` of a batched `w` must not meet a parameter of that name.
+        for (i, m) in members.iter().enumerate() {
+            if members[..i].iter().any(|q| q.name == m.name) {
+                return Err(RuntimeError::DuplicateParam(m.name.clone()));
+            }
+        }
         let engine = match options.backend {
             Backend::Interp => Engine::Interp(Box::new(Interpreter::new(program.plan().clone(), &bound)?)),
             Backend::Cpu => {
@@ -94,7 +108,7 @@ impl Optimizer {
             }
             Backend::Cuda => Optimizer::cuda_engine(program, &bound, device)?,
         };
-        Ok(Optimizer { program: program.clone(), specs: params.to_vec(), engine })
+        Ok(Optimizer { program: program.clone(), specs: params.to_vec(), members, engine })
     }
 
     #[cfg(feature = "cuda")]
@@ -129,9 +143,29 @@ impl Optimizer {
         }
     }
 
+    /// Whether some parameter is bound as several members (a batch of matrices).
+    fn batched(&self) -> bool {
+        self.members.len() != self.specs.len()
+    }
+
     /// Applies one step: `params[i]` is updated in place from `grads[i]`. A call with the
-    /// wrong number of tensors or wrong lengths is refused before anything changes.
+    /// wrong number of tensors or wrong lengths is refused before anything changes (the
+    /// error names the parameter as given, also for a batched one).
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        if self.batched() && !matches!(self.engine, Engine::Interp(_)) {
+            let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
+            let named: Vec<(String, Vec<usize>)> =
+                self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+            interp::check_lengths(&named, params.len(), grads.len(), &lens)?;
+            let mut mp = split_mut(&self.members, params);
+            let mg = split(&self.members, grads);
+            return match &mut self.engine {
+                Engine::Cpu(e) => e.step(&mut mp, &mg),
+                #[cfg(feature = "cuda")]
+                Engine::Cuda(e) => e.step(&mut mp, &mg),
+                Engine::Interp(_) => unreachable!("the interpreter splits batched parameters itself"),
+            };
+        }
         match &mut self.engine {
             Engine::Cpu(e) => e.step(params, grads),
             #[cfg(feature = "cuda")]
@@ -162,6 +196,9 @@ impl Optimizer {
         params: &mut [&mut cudarc::driver::CudaSlice<f32>],
         grads: &[&cudarc::driver::CudaSlice<f32>],
     ) -> Result<(), RuntimeError> {
+        if let Some(m) = self.members.iter().find(|m| m.name != self.specs[m.param].name) {
+            return Err(RuntimeError::BatchedDevice(self.specs[m.param].name.clone()));
+        }
         match &mut self.engine {
             Engine::Cuda(e) => e.step_device(params, grads),
             _ => Err(RuntimeError::NeedsCuda("stepping device buffers")),
@@ -236,42 +273,63 @@ impl Optimizer {
         &self.specs
     }
 
+    /// What the engine binds, in order: each parameter, or each matrix `w[i]` of a parameter
+    /// batched by `update(p: [..., rows, cols], g)`, with where its elements lie in the
+    /// parameter. Checkpoints and [`Optimizer::state`] know state by these names.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
     pub fn program(&self) -> &Program {
         &self.program
     }
 
     /// A copy of state `name` of parameter `param`, as float32 (`None` before the first
     /// step, or if the parameter has no such state; on the cuda backend, also if the copy
-    /// from the device fails).
+    /// from the device fails). `param` may name a member of a batched parameter (`w[3]`: that
+    /// matrix's state) or the batched parameter itself (`w`: its matrices' states one after
+    /// the other, so state shaped like the parameter comes back in the parameter's layout).
     pub fn state(&self, param: &str, name: &str) -> Option<Vec<f32>> {
-        let i = self.specs.iter().position(|p| p.name == param)?;
         let s = self.program.plan().module.states.iter().position(|st| st.name == name)?;
-        match (&self.engine, self.store()) {
-            (Engine::Interp(it), _) => Some(it.state(i, name)?.data.iter().map(|x| *x as f32).collect()),
-            (_, Some(e)) => e.state_copy(i, s).ok().flatten(),
-            (_, None) => None,
+        let chosen: Vec<usize> = match self.members.iter().position(|m| m.name == param) {
+            Some(i) => vec![i],
+            None => {
+                let p = self.specs.iter().position(|p| p.name == param)?;
+                (0..self.members.len()).filter(|i| self.members[*i].param == p).collect()
+            }
+        };
+        let mut out = Vec::new();
+        for i in chosen {
+            let part = match (&self.engine, self.store()) {
+                (Engine::Interp(it), _) => it.state(i, name)?.data.iter().map(|x| *x as f32).collect(),
+                (_, Some(e)) => e.state_copy(i, s).ok().flatten()?,
+                (_, None) => return None,
+            };
+            out.extend(part);
         }
+        Some(out)
     }
 
     /// Saves the state of every parameter, the step count, the hyperparameters and globals
-    /// as safetensors at `path`, keyed by parameter name and tied to the program's hash.
+    /// as safetensors at `path`, keyed by member name (the parameter's, or `w[3]` for a
+    /// matrix of a batched `w`: see [`Optimizer::members`]) and tied to the program's hash.
     /// The write is atomic: an interrupted save leaves the previous file in place.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
         let Some(e) = self.store() else { return Err(RuntimeError::Unsupported("checkpointing")) };
         let m = &self.program.plan().module;
         let mut tensors = Vec::new();
-        for (i, spec) in self.specs.iter().enumerate() {
+        for (i, member) in self.members.iter().enumerate() {
             for (s, st) in m.states.iter().enumerate() {
                 if let Some(data) = e.state_copy(i, s)? {
-                    // `like(p)` state has the parameter's shape; other state its declared one.
+                    // `like(p)` state has the member's shape; other state its declared one.
                     let shape = match &st.shape {
-                        gdc_dsl::types::Shape::Like => spec.shape.clone(),
+                        gdc_dsl::types::Shape::Like => member.shape.clone(),
                         declared => {
                             let bp = &e.bound()[i];
                             interp::names_of(declared).iter().map(|n| interp::size_of(n, bp)).collect()
                         }
                     };
-                    tensors.push(StateTensor { param: spec.name.clone(), state: st.name.clone(), shape, data });
+                    tensors.push(StateTensor { param: member.name.clone(), state: st.name.clone(), shape, data });
                 }
             }
         }
@@ -297,7 +355,7 @@ impl Optimizer {
         let program = self.program.clone();
         let m = &program.plan().module;
         let bad = |what: String| RuntimeError::CheckpointState { path: path.display().to_string(), what };
-        let specs = self.specs.clone();
+        let specs = self.members.clone();
         let Some(e) = self.store_mut() else { return Err(RuntimeError::Unsupported("checkpointing")) };
         let mut hypers = e.counters().hypers.clone();
         for (name, value) in &meta.hypers {
@@ -342,4 +400,38 @@ impl Optimizer {
         c.initialised = meta.step > 0;
         Ok(())
     }
+}
+
+/// Each member's part of the caller's parameters: a whole slice, or the consecutive
+/// `len`-element chunks of a batched parameter (members of one parameter are adjacent and in
+/// order; lengths were checked).
+fn split_mut<'a>(members: &[Member], params: &'a mut [&mut [f32]]) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(members.len());
+    let mut k = 0;
+    for (i, p) in params.iter_mut().enumerate() {
+        let n = members[k..].iter().take_while(|m| m.param == i).count();
+        if n == 1 {
+            out.push(&mut **p);
+        } else {
+            out.extend(p.chunks_mut(members[k].len));
+        }
+        k += n;
+    }
+    out
+}
+
+/// [`split_mut`] for the gradients.
+fn split<'a>(members: &[Member], grads: &[&'a [f32]]) -> Vec<&'a [f32]> {
+    let mut out = Vec::with_capacity(members.len());
+    let mut k = 0;
+    for (i, g) in grads.iter().enumerate() {
+        let n = members[k..].iter().take_while(|m| m.param == i).count();
+        if n == 1 {
+            out.push(*g);
+        } else {
+            out.extend(g.chunks(members[k].len));
+        }
+        k += n;
+    }
+    out
 }

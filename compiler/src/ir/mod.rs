@@ -353,11 +353,15 @@ impl Pattern {
         match self {
             Pattern::Any => Shape::Like,
             Pattern::Vector => Shape::dims(&["rows"]),
-            Pattern::Matrix => Shape::dims(&["rows", "cols"]),
+            Pattern::Matrix | Pattern::Batched => Shape::dims(&["rows", "cols"]),
         }
     }
 }
 
+    /// `update(p: [..., rows, cols], g)`: parameters of rank 2 or more, each a batch of
+    /// `[rows, cols]` matrices over its leading dimensions. Binding splits such a parameter
+    /// into one member per matrix (`interp::members`), so the IR sees one matrix.
+    Batched,
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variant {
     pub pattern: Pattern,
@@ -419,6 +423,7 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         Op::Bool(_) => Some(Ty::BOOL),
         Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => {
             declared.cloned()
+        Pattern::Batched => "(p: [..., rows, cols])",
         }
         Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
         Op::Unary(_) => num(args.first()?.shape.clone()),

@@ -37,7 +37,9 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             m.globals.push(GlobalInfo { name: name.trim().into(), init });
         } else if let Some(rest) = line.strip_prefix("func ") {
             let label = rest.trim_end_matches('{').trim();
-            let pattern = if label.contains("[rows, cols]") {
+            let pattern = if label.contains("[..., rows, cols]") {
+                Pattern::Batched
+            } else if label.contains("[rows, cols]") {
                 Pattern::Matrix
             } else if label.contains("[rows]") {
                 Pattern::Vector

@@ -252,6 +252,95 @@ impl Checker<'_> {
     }
 
     /// Checks a state's shape and initialiser; returns its type (`None` if the shape is bad).
+    /// Every `...` in a shape: only `update(p: [..., rows, cols], g)` (and its gradient's
+    /// type, when written the same) takes one, first (`E0024`).
+    pub(crate) fn check_ellipses(&mut self) {
+        let file = self.file;
+        let misplaced = |se: &crate::ast::ShapeExpr| se.ellipses.iter().map(|(_, s)| *s).collect::<Vec<_>>();
+        fn shape_of(t: &Option<TypeExpr>) -> Option<&crate::ast::ShapeExpr> {
+            match t {
+                Some(TypeExpr::Shape(se)) => Some(se),
+                _ => None,
+            }
+        }
+        let mut found: Vec<(Span, &'static str, &'static str)> = Vec::new();
+        for f in &file.fns {
+            for se in f.params.iter().filter_map(|p| shape_of(&p.ty)).chain(shape_of(&f.ret)) {
+                for span in misplaced(se) {
+                    found.push((
+                        span,
+                        "in a function's type",
+                        "a function sees one matrix at a time: drop `...` and write `[r, c]`",
+                    ));
+                }
+            }
+        }
+        for opt in &file.optimizers {
+            for se in opt.states.iter().filter_map(|s| s.shape.as_ref()) {
+                for span in misplaced(se) {
+                    found.push((
+                        span,
+                        "in a state shape",
+                        "each matrix of a batched parameter has its own state: drop `...` (`[rows, rows]` is one matrix's)",
+                    ));
+                }
+            }
+            for u in &opt.updates {
+                let param = shape_of(&u.param.ty);
+                let batched = param.is_some_and(|se| se.is_batched());
+                if let Some(se) = param {
+                    let names: Vec<&str> = se.dims.iter().map(|d| d.name.as_str()).collect();
+                    for (k, (at, span)) in se.ellipses.iter().enumerate() {
+                        if k > 0 {
+                            found.push((
+                                *span,
+                                "a second `...`",
+                                "one leading `...` stands for every batch dimension: drop this one",
+                            ));
+                        } else if *at != 0 {
+                            found.push((
+                                *span,
+                                "not the first dimension",
+                                "write `...` first: `update(p: [..., rows, cols], g)`",
+                            ));
+                        } else if names == ["rows"] {
+                            found.push((
+                                *span,
+                                "a batch of vectors",
+                                "`...` batches matrices: write `update(p: [..., rows, cols], g)`, or `update(p: [rows], g)` for vectors",
+                            ));
+                        }
+                    }
+                }
+                if let Some(gs) = shape_of(&u.grad.ty) {
+                    let same = batched
+                        && gs.is_batched()
+                        && param.is_some_and(|ps| ps.dims.iter().map(|d| &d.name).eq(gs.dims.iter().map(|d| &d.name)));
+                    if !same {
+                        for span in misplaced(gs) {
+                            found.push((
+                                span,
+                                "in the gradient's type",
+                                "drop the gradient's type: it is always the parameter's",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (span, label, hint) in found {
+            self.error(
+                Diagnostic::error(
+                    "E0024",
+                    "`...` is only written first in a matrix update's parameter: `update(p: [..., rows, cols], g)`",
+                    span,
+                )
+                .label(label)
+                .hint(hint),
+            );
+        }
+    }
+
     fn check_state(&mut self, s: &crate::ast::StateDecl) -> Option<Ty> {
         let shape = match &s.shape {
             None => Shape::Like,
@@ -385,7 +474,7 @@ impl Checker<'_> {
                     .hint("add `update(p, g) { ... }`, or `update(p: [rows, cols], g) { ... }` for matrices"),
             );
         }
-        let mut seen: Vec<(usize, Span)> = Vec::new();
+        let mut seen: Vec<(usize, Span, bool)> = Vec::new();
         for u in &opt.updates {
             let dims = match &u.param.ty {
                 None | Some(TypeExpr::AnyTensor(_)) => 0,
@@ -423,8 +512,13 @@ impl Checker<'_> {
             // `update` itself: the bodies are long, so point at the keyword.
             let head =
                 |u: &crate::ast::UpdateDef| Span::new(u.span.start as usize, u.span.start as usize + "update".len());
-            if let Some((_, prev)) = seen.iter().find(|(m, _)| *m == dims) {
-                let what = ["`update(p, g)`", "`update(p: [rows], g)`", "`update(p: [rows, cols], g)`"][dims];
+            let batched = matches!(&u.param.ty, Some(TypeExpr::Shape(s)) if s.is_batched());
+            if let Some((_, prev, prev_batched)) = seen.iter().find(|(m, _, _)| *m == dims) {
+                let what = if dims == 2 && (batched || *prev_batched) {
+                    "matrix update (`update(p: [rows, cols], g)` or `update(p: [..., rows, cols], g)`)"
+                } else {
+                    ["`update(p, g)`", "`update(p: [rows], g)`", "`update(p: [rows, cols], g)`"][dims]
+                };
                 self.error(
                     Diagnostic::error("E0017", format!("a second {what}"), head(u))
                         .label("a second update for the same parameters")
@@ -433,7 +527,7 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            seen.push((dims, head(u)));
+            seen.push((dims, head(u), batched));
             self.ctx = Ctx::Update { dims };
             self.assigned.clear();
             self.push();

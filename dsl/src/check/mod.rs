@@ -220,6 +220,7 @@ impl<'a> Checker<'a> {
                     .hint("put each optimizer in its own .gd file"),
             );
         }
+        self.check_ellipses();
         self.check_fns();
         if let Some(opt) = file.optimizers.first() {
             self.check_optimizer(opt);
