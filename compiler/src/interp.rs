@@ -846,7 +846,7 @@ fn eval(
                 }
             }
         }
-        Op::MatMul { ta, tb } => {
+        Op::MatMul { ta, tb, .. } => {
             let read = |t: &Tensor, transposed: bool| {
                 if !transposed {
                     return t.clone();
@@ -873,17 +873,17 @@ fn eval(
             let (a, b) = (&args[0].data, &args[1].data);
             a.iter().flat_map(|x| b.iter().map(move |y| x * y)).collect()
         }
-        Op::InvRoot => inv_root(&args[0].data, args[0].sizes[0], args[1].as_scalar()),
-        Op::Eigvecs | Op::Eigvals => {
+        Op::InvRoot(_) => inv_root(&args[0].data, args[0].sizes[0], args[1].as_scalar()),
+        Op::Eigvecs(_) | Op::Eigvals(_) => {
             let n = args[0].sizes[0];
             let (values, vectors) = sorted_eigen(&args[0].data, n);
-            if inst.op == Op::Eigvals {
+            if matches!(inst.op, Op::Eigvals(_)) {
                 values
             } else {
                 vectors
             }
         }
-        Op::Qr => qr(&args[0].data, args[0].sizes[0], args[0].sizes[1]),
+        Op::Qr(_) => qr(&args[0].data, args[0].sizes[0], args[0].sizes[1]),
         Op::SortPerm => sort_perm(&args[0].data),
         Op::Transpose => {
             let (r, c) = (args[0].sizes[0], args[0].sizes[1]);

@@ -536,7 +536,7 @@ impl<'a> Lowerer<'a> {
                 let a = self.expr(a);
                 let b = self.expr(b);
                 if *op == BinOp::MatMul {
-                    return self.emit(Op::MatMul { ta: false, tb: false }, vec![a, b], None);
+                    return self.emit(Op::MatMul { ta: false, tb: false, sym: false }, vec![a, b], None);
                 }
                 let op = match op {
                     BinOp::Add => Binary::Add,
@@ -592,10 +592,15 @@ impl<'a> Lowerer<'a> {
     }
 
     fn call(&mut self, name: &str, args: &[ast::Arg]) -> Value {
-        let axis = args.iter().find(|a| a.name.is_some()).and_then(|a| match a.value.kind {
+        let named = |key: &str| args.iter().find(|a| a.name.as_ref().is_some_and(|n| n.name == key));
+        let axis = named("axis").and_then(|a| match a.value.kind {
             ExprKind::Number(v) => Some(v as usize),
             _ => None,
         });
+        let precision = match named("precision").map(|a| &a.value.kind) {
+            Some(ExprKind::Name(n)) if n == "f32" => Precision::F32,
+            _ => Precision::F64,
+        };
         let pos: Vec<&Expr> = args.iter().filter(|a| a.name.is_none()).map(|a| &a.value).collect();
         if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
             let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
@@ -656,10 +661,10 @@ impl<'a> Lowerer<'a> {
                 self.emit(Op::Eye, vec![], Some(ty))
             }
             "outer" => self.emit(Op::Outer, vec![x, vals[1]], None),
-            "inv_root" => self.emit(Op::InvRoot, vec![x, vals[1]], None),
-            "eigvecs" => self.emit(Op::Eigvecs, vec![x], None),
-            "eigvals" => self.emit(Op::Eigvals, vec![x], None),
-            "qr" => self.emit(Op::Qr, vec![x], None),
+            "inv_root" => self.emit(Op::InvRoot(precision), vec![x, vals[1]], None),
+            "eigvecs" => self.emit(Op::Eigvecs(precision), vec![x], None),
+            "eigvals" => self.emit(Op::Eigvals(precision), vec![x], None),
+            "qr" => self.emit(Op::Qr(precision), vec![x], None),
             "sort_perm" => self.emit(Op::SortPerm, vec![x], None),
             _ => self.constant(0.0),
         }

@@ -1,7 +1,7 @@
 //! Each pass on hand-written IR: read the text, run one pass, compare the printed result.
 
 use gdc_compiler::ir::{print::module_text, read::read_module, verify::verify};
-use gdc_compiler::passes::{const_fold, cse, dce, fold_transpose, simplify};
+use gdc_compiler::passes::{const_fold, cse, dce, fold_transpose, simplify, symmetry};
 
 /// Runs `pass` on the module in `input` and returns the printed update function.
 fn after(pass: fn(&mut gdc_compiler::ir::Module), input: &str) -> String {
@@ -162,4 +162,46 @@ fn fold_transpose_reads_transposed_operands_in_place() {
     assert!(out.contains("v2 = matmul.nt v0, v0 : [rows, rows]"), "{out}");
     assert!(out.contains("v3 = matmul.tn v0, v0 : [cols, cols]"), "{out}");
     assert!(out.contains("v4 = matmul v0, v3 : [rows, cols]"), "a transposed transpose reads straight: {out}");
+}
+
+#[test]
+fn symmetry_marks_the_symmetric_products_of_newton_schulz() {
+    let ir = "optimizer t\nfunc init(p: [rows, cols]) {\n}\nfunc update(p: [rows, cols]) {
+  v0 = grad : [rows, cols]
+  v1 = matmul.nt v0, v0 : [rows, rows]
+  v2 = matmul v1, v1 : [rows, rows]
+  v3 = const 2.0315 : f32
+  v4 = mul v3, v2 : [rows, rows]
+  v5 = add v1, v4 : [rows, rows]
+  v6 = matmul v5, v0 : [rows, cols]
+  v7 = matmul v5, v5 : [rows, rows]
+  v8 = matmul.tn v0, v0 : [cols, cols]
+  v9 = matmul v6, v8 : [rows, cols]
+  v10 = matmul v1, v2 : [rows, rows]
+  v11 = store param v9
+}";
+    let out = after(symmetry::run, ir);
+    assert!(out.contains("v1 = matmul.nt.sym v0, v0"), "x xT: {out}");
+    assert!(out.contains("v2 = matmul.sym v1, v1"), "the square of a symmetric matrix: {out}");
+    assert!(out.contains("v6 = matmul v5, v0"), "a symmetric times a rectangular matrix: {out}");
+    assert!(
+        out.contains("v7 = matmul.sym v5, v5"),
+        "a linear combination of symmetric matrices stays symmetric: {out}"
+    );
+    assert!(out.contains("v8 = matmul.tn.sym v0, v0"), "xT x: {out}");
+    assert!(out.contains("v10 = matmul v1, v2 "), "two different symmetric matrices need not commute: {out}");
+}
+
+#[test]
+fn symmetry_leaves_products_of_different_operands_alone() {
+    let ir = "optimizer t\nfunc init(p: [rows, cols]) {\n}\nfunc update(p: [rows, cols]) {
+  v0 = param : [rows, cols]
+  v1 = grad : [rows, cols]
+  v2 = matmul.nt v0, v1 : [rows, rows]
+  v3 = matmul v2, v2 : [rows, rows]
+  v4 = matmul v3, v0 : [rows, cols]
+  v5 = store param v4
+}";
+    let out = after(symmetry::run, ir);
+    assert!(!out.contains(".sym"), "x yT and its square are not symmetric in general: {out}");
 }

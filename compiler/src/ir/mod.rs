@@ -147,6 +147,16 @@ pub enum Target {
     Global(usize),
 }
 
+/// The precision a decomposition (`inv_root`, `eigvecs`, `eigvals`, `qr`) runs in on a
+/// float32 backend, chosen in the source with `precision = f32 | f64`; float64 unless asked.
+/// The interpreter always computes in float64.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    #[default]
+    F64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Const(f64),
@@ -172,9 +182,12 @@ pub enum Op {
     /// A reduction of a tensor to a scalar, or along an axis of a matrix.
     Reduce(ReduceKind, Option<usize>),
     /// `a @ b`, each operand optionally read transposed (`ta`, `tb`), as BLAS takes them.
+    /// `sym`: the product is known to be symmetric (the `symmetry` pass proved it), so a
+    /// backend may compute one triangle and mirror it (a SYRK-like product, half the work).
     MatMul {
         ta: bool,
         tb: bool,
+        sym: bool,
     },
     Transpose,
     /// `outer(a, b)`: `[a] x [b] -> [a, b]`.
@@ -182,13 +195,13 @@ pub enum Op {
     /// `inv_root(m, k)`: m^(-1/k) of the symmetric part of `m`, on its numerical range:
     /// eigenvalues at or below n * eps * max eigenvalue (eps of the precision it runs in)
     /// give zero, a pseudo-inverse root, never NaN or infinity.
-    InvRoot,
+    InvRoot(Precision),
     /// `eigvecs(m)`, `eigvals(m)`: eigenvectors (columns) and eigenvalues of the symmetric
     /// part of `m`, eigenvalues ascending.
-    Eigvecs,
-    Eigvals,
+    Eigvecs(Precision),
+    Eigvals(Precision),
     /// `qr(m)`: the orthonormal factor of `m = Q R`, with R's diagonal non-negative.
-    Qr,
+    Qr(Precision),
     /// `sort_perm(key)`: the permutation matrix P, P[idx[j], j] = 1, with idx the order of
     /// `key` descending (ties in index order).
     SortPerm,
@@ -204,10 +217,10 @@ impl Op {
                 | Op::MatMul { .. }
                 | Op::Transpose
                 | Op::Outer
-                | Op::InvRoot
-                | Op::Eigvecs
-                | Op::Eigvals
-                | Op::Qr
+                | Op::InvRoot(_)
+                | Op::Eigvecs(_)
+                | Op::Eigvals(_)
+                | Op::Qr(_)
                 | Op::SortPerm
                 | Op::Store(_)
         )
@@ -345,6 +358,10 @@ pub enum Pattern {
     Vector,
     /// `update(p: [rows, cols], g)`: parameters of rank 2 or more.
     Matrix,
+    /// `update(p: [..., rows, cols], g)`: parameters of rank 2 or more, each a batch of
+    /// `[rows, cols]` matrices over its leading dimensions. Binding splits such a parameter
+    /// into one member per matrix (`interp::members`), so the IR sees one matrix.
+    Batched,
 }
 
 impl Pattern {
@@ -358,10 +375,6 @@ impl Pattern {
     }
 }
 
-    /// `update(p: [..., rows, cols], g)`: parameters of rank 2 or more, each a batch of
-    /// `[rows, cols]` matrices over its leading dimensions. Binding splits such a parameter
-    /// into one member per matrix (`interp::members`), so the IR sees one matrix.
-    Batched,
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variant {
     pub pattern: Pattern,
@@ -410,6 +423,7 @@ pub fn pattern_text(p: Pattern) -> &'static str {
         Pattern::Any => "(p)",
         Pattern::Vector => "(p: [rows])",
         Pattern::Matrix => "(p: [rows, cols])",
+        Pattern::Batched => "(p: [..., rows, cols])",
     }
 }
 
@@ -423,7 +437,6 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         Op::Bool(_) => Some(Ty::BOOL),
         Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => {
             declared.cloned()
-        Pattern::Batched => "(p: [..., rows, cols])",
         }
         Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
         Op::Unary(_) => num(args.first()?.shape.clone()),
@@ -443,7 +456,7 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         }
         Op::Reduce(_, None) => Some(Ty::NUM),
         Op::Reduce(_, Some(axis)) => num(t::reduce_axis(&args.first()?.shape, *axis).ok()?),
-        Op::MatMul { ta, tb } => {
+        Op::MatMul { ta, tb, .. } => {
             let side = |s: &Shape, t: bool| if t { t::transpose(s).ok() } else { Some(s.clone()) };
             num(t::matmul(&side(&args.first()?.shape, *ta)?, &side(&args.get(1)?.shape, *tb)?).ok()?)
         }
@@ -454,14 +467,14 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
             }
             _ => None,
         },
-        Op::Eigvecs => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|_| (*args[0]).clone()),
-        Op::Eigvals => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|(a, _)| Ty::num(Shape::dims(&[a]))),
-        Op::Qr => args.first()?.shape.rank2().map(|_| (*args[0]).clone()),
+        Op::Eigvecs(_) => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|_| (*args[0]).clone()),
+        Op::Eigvals(_) => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|(a, _)| Ty::num(Shape::dims(&[a]))),
+        Op::Qr(_) => args.first()?.shape.rank2().map(|_| (*args[0]).clone()),
         Op::SortPerm => match &args.first()?.shape {
             Shape::Dims(d) if d.len() == 1 => num(Shape::Dims(vec![d[0].clone(), d[0].clone()])),
             _ => None,
         },
-        Op::InvRoot => match (args.first()?.shape.rank2(), args.get(1)?.is_scalar()) {
+        Op::InvRoot(_) => match (args.first()?.shape.rank2(), args.get(1)?.is_scalar()) {
             (Some((a, b)), true) if a == b => Some((*args.first()?).clone()),
             _ => None,
         },

@@ -109,18 +109,21 @@ pub fn op_text(m: &Module, op: &Op) -> String {
                 None => format!("reduce.{k}"),
             }
         }
-        Op::MatMul { ta, tb } => match (ta, tb) {
-            (false, false) => "matmul".into(),
-            (true, false) => "matmul.tn".into(),
-            (false, true) => "matmul.nt".into(),
-            (true, true) => "matmul.tt".into(),
-        },
+        Op::MatMul { ta, tb, sym } => {
+            let layout = match (ta, tb) {
+                (false, false) => "",
+                (true, false) => ".tn",
+                (false, true) => ".nt",
+                (true, true) => ".tt",
+            };
+            format!("matmul{layout}{}", if *sym { ".sym" } else { "" })
+        }
         Op::Transpose => "transpose".into(),
         Op::Outer => "outer".into(),
-        Op::InvRoot => "inv_root".into(),
-        Op::Eigvecs => "eigvecs".into(),
-        Op::Eigvals => "eigvals".into(),
-        Op::Qr => "qr".into(),
+        Op::InvRoot(p) => with_precision("inv_root", *p),
+        Op::Eigvecs(p) => with_precision("eigvecs", *p),
+        Op::Eigvals(p) => with_precision("eigvals", *p),
+        Op::Qr(p) => with_precision("qr", *p),
         Op::SortPerm => "sort_perm".into(),
         Op::Store(Target::Param) => "store param".into(),
         Op::Store(Target::State(i)) => format!("store state {}", m.states[*i].name),
@@ -189,4 +192,12 @@ pub fn module_text(m: &Module) -> String {
         s.push_str("}\n");
     }
     s
+}
+
+/// A decomposition's name, suffixed `.f32` when it runs in float32 (float64 is the default).
+fn with_precision(name: &str, p: Precision) -> String {
+    match p {
+        Precision::F64 => name.to_string(),
+        Precision::F32 => format!("{name}.f32"),
+    }
 }

@@ -180,16 +180,31 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "select" => Op::Select,
         "broadcast" => Op::Broadcast,
         "eye" => Op::Eye,
-        "matmul" => Op::MatMul { ta: false, tb: false },
-        "matmul.tn" => Op::MatMul { ta: true, tb: false },
-        "matmul.nt" => Op::MatMul { ta: false, tb: true },
-        "matmul.tt" => Op::MatMul { ta: true, tb: true },
+        mm if mm.starts_with("matmul") => {
+            let rest = &mm["matmul".len()..];
+            let (layout, sym) = match rest.strip_suffix(".sym") {
+                Some(layout) => (layout, true),
+                None => (rest, false),
+            };
+            let (ta, tb) = match layout {
+                "" => (false, false),
+                ".tn" => (true, false),
+                ".nt" => (false, true),
+                ".tt" => (true, true),
+                _ => return Err(format!("unknown operation `{mm}`")),
+            };
+            Op::MatMul { ta, tb, sym }
+        }
         "transpose" => Op::Transpose,
         "outer" => Op::Outer,
-        "inv_root" => Op::InvRoot,
-        "eigvecs" => Op::Eigvecs,
-        "eigvals" => Op::Eigvals,
-        "qr" => Op::Qr,
+        "inv_root" => Op::InvRoot(Precision::F64),
+        "inv_root.f32" => Op::InvRoot(Precision::F32),
+        "eigvecs" => Op::Eigvecs(Precision::F64),
+        "eigvecs.f32" => Op::Eigvecs(Precision::F32),
+        "eigvals" => Op::Eigvals(Precision::F64),
+        "eigvals.f32" => Op::Eigvals(Precision::F32),
+        "qr" => Op::Qr(Precision::F64),
+        "qr.f32" => Op::Qr(Precision::F32),
         "sort_perm" => Op::SortPerm,
         "store" => match (first("a target")?, imm.get(1)) {
             ("param", _) => Op::Store(Target::Param),

@@ -27,12 +27,12 @@ fn arity(op: &Op) -> usize {
         | Op::Broadcast
         | Op::Reduce(..)
         | Op::Transpose
-        | Op::Eigvecs
-        | Op::Eigvals
-        | Op::Qr
+        | Op::Eigvecs(_)
+        | Op::Eigvals(_)
+        | Op::Qr(_)
         | Op::SortPerm
         | Op::Store(_) => 1,
-        Op::Binary(_) | Op::MatMul { .. } | Op::Outer | Op::InvRoot => 2,
+        Op::Binary(_) | Op::MatMul { .. } | Op::Outer | Op::InvRoot(_) => 2,
         Op::Select => 3,
         _ => 0,
     }

@@ -18,7 +18,7 @@ pub fn run(m: &mut Module) {
 
 pub fn fold(func: &mut Func) {
     for i in 0..func.insts.len() {
-        let Op::MatMul { ta, tb } = func.insts[i].op else { continue };
+        let Op::MatMul { ta, tb, sym } = func.insts[i].op else { continue };
         let (mut ta, mut tb) = (ta, tb);
         let mut args = func.insts[i].args.clone();
         for (k, flag) in [(0, &mut ta), (1, &mut tb)] {
@@ -28,7 +28,7 @@ pub fn fold(func: &mut Func) {
                 *flag = !*flag;
             }
         }
-        func.insts[i].op = Op::MatMul { ta, tb };
+        func.insts[i].op = Op::MatMul { ta, tb, sym };
         func.insts[i].args = args;
     }
 }

@@ -6,6 +6,7 @@ pub mod cse;
 pub mod dce;
 pub mod fold_transpose;
 pub mod simplify;
+pub mod symmetry;
 
 use crate::ir::{verify::verify, Module};
 
@@ -21,6 +22,7 @@ pub const PIPELINE: &[Pass] = &[
     ("simplify", simplify::run),
     ("fold-transpose", fold_transpose::run),
     ("cse", cse::run),
+    ("symmetry", symmetry::run),
     ("dce", dce::run),
 ];
 

@@ -342,13 +342,24 @@ impl Checker<'_> {
         let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
         let mut axis = None;
         let mut ok = true;
+        let decomposition = matches!(b.kind, Kind::InvRoot | Kind::Eigvecs | Kind::Eigvals | Kind::Qr);
+        let mut precision_given = false;
         for a in args.iter().filter(|a| a.name.is_some()) {
             let n = a.name.as_ref().expect("named");
+            if decomposition && n.name == "precision" {
+                ok &= self.check_precision(a, precision_given);
+                precision_given = true;
+                continue;
+            }
             if b.kind != Kind::Reduce || n.name != "axis" {
                 self.error(
                     Diagnostic::error("E0018", format!("`{name}` takes no argument named `{}`", n.name), n.span)
                         .label("unknown argument")
-                        .hint("only the reductions `sum`, `mean`, `norm` and `max_abs` take a named argument, `axis = 0` or `axis = 1`"),
+                        .hint(if decomposition {
+                            "a decomposition takes one named argument, `precision = f32` or `precision = f64`"
+                        } else {
+                            "only the reductions `sum`, `mean`, `norm` and `max_abs` take `axis = 0 | 1`, and the decompositions `inv_root`, `eigvecs`, `eigvals`, `qr` take `precision = f32 | f64`"
+                        }),
                 );
                 ok = false;
                 continue;
@@ -584,6 +595,30 @@ impl Checker<'_> {
                     None
                 }
             },
+        }
+    }
+
+    /// `precision = f32 | f64` on a decomposition: true when it is well-formed.
+    fn check_precision(&mut self, a: &Arg, given_before: bool) -> bool {
+        let n = a.name.as_ref().expect("named");
+        if given_before {
+            self.error(
+                Diagnostic::error("E0018", "`precision` is given twice", n.span)
+                    .label("a second `precision`")
+                    .hint("a decomposition runs in one precision: `precision = f32` or `precision = f64`"),
+            );
+            return false;
+        }
+        match &a.value.kind {
+            ExprKind::Name(p) if p == "f32" || p == "f64" => true,
+            _ => {
+                self.error(
+                    Diagnostic::error("E0018", "`precision` must be `f32` or `f64`", a.value.span)
+                        .label("not a precision")
+                        .hint("float64 (the default) is accurate for ill-conditioned statistics; `precision = f32` is about twice as fast on the CPU"),
+                );
+                false
+            }
         }
     }
 

@@ -494,7 +494,7 @@ impl CudaEngine {
         // runs on the host like a decomposition.
         let aliased = args.iter().any(|(a, _)| matches!(a, Ok(p) if p.addr == out.addr));
         match &inst.op {
-            Op::MatMul { ta, tb } if !aliased => {
+            Op::MatMul { ta, tb, .. } if !aliased => {
                 let ((a, asz), (b, bsz)) = (buf(0)?, buf(1)?);
                 self.matmul(a, asz, *ta, b, bsz, *tb, out)
             }
