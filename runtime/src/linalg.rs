@@ -1,13 +1,16 @@
-//! Library calls of the CPU backend: matrix products through the `gemm` crate in float32;
-//! transposes and outer products directly; eigendecompositions, QR, inverse roots and
-//! sort permutations through the reference interpreter's float64 routines (exact, not yet
-//! fast — the subject of the curvature-aware optimizers' own work).
-
-#![allow(unsafe_code)]
+//! Library calls of the CPU backend, through faer: matrix products in float32 (a product
+//! the compiler proved symmetric computes its lower triangle only and mirrors it, a
+//! SYRK-like product at half the cost); eigendecompositions, inverse roots and QR in the
+//! precision the source asks for (`precision = f32 | f64`, float64 by default); transposes,
+//! outer products and sort permutations directly.
 
 use crate::RuntimeError;
+use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructure};
+use faer::traits::RealField;
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use gdc_compiler::interp;
-use gdc_compiler::ir::Op;
+use gdc_compiler::ir::{Op, Precision};
+use std::num::NonZeroUsize;
 
 fn internal(msg: String) -> RuntimeError {
     RuntimeError::Step(interp::InterpError::Internal(msg))
@@ -17,55 +20,84 @@ fn internal(msg: String) -> RuntimeError {
 pub type Operand<'a> = (&'a [f32], Vec<usize>);
 
 /// Runs one matrix instruction on its operands into `out` (its result's length); a matrix
-/// product writes `out` directly and may use `threads` threads of the current rayon pool.
+/// product may use `threads` threads of the current rayon pool, a decomposition the pool.
 pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<(), RuntimeError> {
     let arg = |i: usize| args.get(i).ok_or_else(|| internal(format!("{op:?} is missing operand {i}")));
-    if let Op::MatMul { ta, tb } = op {
-        let (a, b) = (arg(0)?, arg(1)?);
-        return matmul(a.0, &a.1, *ta, b.0, &b.1, *tb, out, threads);
-    }
-    let result = other(op, args)?;
-    if result.len() != out.len() {
-        return Err(internal(format!("{op:?} gives {} values for a buffer of {}", result.len(), out.len())));
-    }
-    out.copy_from_slice(&result);
-    Ok(())
-}
-
-/// Every library call but the product, as a new vector.
-fn other(op: &Op, args: &[Operand]) -> Result<Vec<f32>, RuntimeError> {
-    let wide = |x: &[f32]| x.iter().map(|v| f64::from(*v)).collect::<Vec<f64>>();
-    let narrow = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
-    let arg = |i: usize| args.get(i).ok_or_else(|| internal(format!("{op:?} is missing operand {i}")));
-    Ok(match op {
+    let square = |i: usize| -> Result<(&[f32], usize), RuntimeError> {
+        let a = arg(i)?;
+        match a.1[..] {
+            [r, c] if r == c && a.0.len() == r * c => Ok((a.0, r)),
+            _ => Err(internal(format!("{op:?} needs a square matrix, got sizes {:?}", a.1))),
+        }
+    };
+    let expect = |len: usize| {
+        if out.len() == len {
+            Ok(())
+        } else {
+            Err(internal(format!("{op:?} gives {len} values for a buffer of {}", out.len())))
+        }
+    };
+    match op {
+        Op::MatMul { ta, tb, sym } => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            matmul(a, *ta, b, *tb, *sym, out, threads)
+        }
         Op::Transpose => {
             let a = arg(0)?;
             let (r, c) = dims2(&a.1)?;
-            (0..r * c).map(|idx| a.0[(idx % r) * c + idx / r]).collect()
+            expect(r * c)?;
+            for (idx, o) in out.iter_mut().enumerate() {
+                *o = a.0[(idx % r) * c + idx / r];
+            }
+            Ok(())
         }
         Op::Outer => {
             let (a, b) = (arg(0)?, arg(1)?);
-            a.0.iter().flat_map(|x| b.0.iter().map(move |y| x * y)).collect()
+            expect(a.0.len() * b.0.len())?;
+            for (row, x) in out.chunks_mut(b.0.len().max(1)).zip(a.0) {
+                for (o, y) in row.iter_mut().zip(b.0) {
+                    *o = x * y;
+                }
+            }
+            Ok(())
         }
-        Op::InvRoot => {
-            let (a, k) = (arg(0)?, arg(1)?);
-            let (n, _) = dims2(&a.1)?;
-            narrow(interp::inv_root(&wide(a.0), n, f64::from(k.0[0])))
+        Op::InvRoot(p) => {
+            let ((a, n), k) = (square(0)?, arg(1)?);
+            expect(n * n)?;
+            let k = f64::from(k.0.first().copied().unwrap_or(f32::NAN));
+            match p {
+                Precision::F32 => inv_root::<f32>(a, n, k, out),
+                Precision::F64 => inv_root::<f64>(a, n, k, out),
+            }
         }
-        Op::Eigvecs | Op::Eigvals => {
-            let a = arg(0)?;
-            let (n, _) = dims2(&a.1)?;
-            let (values, vectors) = interp::sorted_eigen(&wide(a.0), n);
-            narrow(if *op == Op::Eigvals { values } else { vectors })
+        Op::Eigvecs(p) | Op::Eigvals(p) => {
+            let (a, n) = square(0)?;
+            let vectors = matches!(op, Op::Eigvecs(_));
+            expect(if vectors { n * n } else { n })?;
+            match p {
+                Precision::F32 => eigen::<f32>(a, n, vectors, out),
+                Precision::F64 => eigen::<f64>(a, n, vectors, out),
+            }
         }
-        Op::Qr => {
+        Op::Qr(p) => {
             let a = arg(0)?;
             let (r, c) = dims2(&a.1)?;
-            narrow(interp::qr(&wide(a.0), r, c))
+            expect(r * c)?;
+            match p {
+                Precision::F32 => qr::<f32>(a.0, r, c, out),
+                Precision::F64 => qr::<f64>(a.0, r, c, out),
+            }
         }
-        Op::SortPerm => narrow(interp::sort_perm(&wide(arg(0)?.0))),
-        other => return Err(internal(format!("{other:?} is not a library call"))),
-    })
+        Op::SortPerm => {
+            let key: Vec<f64> = arg(0)?.0.iter().map(|v| f64::from(*v)).collect();
+            expect(key.len() * key.len())?;
+            for (o, v) in out.iter_mut().zip(interp::sort_perm(&key)) {
+                *o = v as f32;
+            }
+            Ok(())
+        }
+        other => Err(internal(format!("{other:?} is not a library call"))),
+    }
 }
 
 fn dims2(sizes: &[usize]) -> Result<(usize, usize), RuntimeError> {
@@ -75,69 +107,179 @@ fn dims2(sizes: &[usize]) -> Result<(usize, usize), RuntimeError> {
     }
 }
 
+fn par(threads: usize) -> Par {
+    NonZeroUsize::new(threads).filter(|t| t.get() > 1).map_or(Par::Seq, Par::Rayon)
+}
+
 /// `out = op(a) @ op(b)` for row-major operands; a vector operand is a row (left) or a
-/// column (right), as the language's `@` types it.
-#[allow(clippy::too_many_arguments)]
+/// column (right), as the language's `@` types it. With `sym`, only the lower triangle is
+/// computed and then mirrored.
 fn matmul(
-    a: &[f32],
-    asz: &[usize],
+    a: &Operand,
     ta: bool,
-    b: &[f32],
-    bsz: &[usize],
+    b: &Operand,
     tb: bool,
+    sym: bool,
     out: &mut [f32],
     threads: usize,
 ) -> Result<(), RuntimeError> {
-    // (rows, cols, row stride, col stride) of op(x) over x's row-major storage.
-    let view = |sz: &[usize], t: bool, left: bool| -> (usize, usize, isize, isize) {
-        match sz {
-            [r, c] if !t => (*r, *c, *c as isize, 1),
-            [r, c] => (*c, *r, 1, *c as isize),
-            [n] if left => (1, *n, *n as isize, 1),
-            [n] => (*n, 1, 1, 1),
-            _ => (0, 0, 0, 0),
-        }
-    };
-    let (m, k, a_rs, a_cs) = view(asz, ta, true);
-    let (k2, n, b_rs, b_cs) = view(bsz, tb, false);
-    if k != k2
-        || a.len() != asz.iter().product::<usize>()
-        || b.len() != bsz.iter().product::<usize>()
-        || out.len() != m * n
-    {
-        return Err(internal(format!("matmul of {asz:?} and {bsz:?} does not fit")));
+    fn view<'a>(x: &Operand<'a>, t: bool, left: bool) -> Option<MatRef<'a, f32>> {
+        let m = match x.1[..] {
+            [r, c] => MatRef::from_row_major_slice(x.0.get(..r * c)?, r, c),
+            [n] if left => MatRef::from_row_major_slice(x.0.get(..n)?, 1, n),
+            [n] => MatRef::from_row_major_slice(x.0.get(..n)?, n, 1),
+            _ => return None,
+        };
+        Some(if t { m.transpose() } else { m })
     }
-    if k == 0 {
-        out.fill(0.0);
-        return Ok(());
+    let misfit = || internal(format!("matmul of {:?} and {:?} does not fit", a.1, b.1));
+    let (lhs, rhs) = (view(a, ta, true).ok_or_else(misfit)?, view(b, tb, false).ok_or_else(misfit)?);
+    let (m, k, n) = (lhs.nrows(), lhs.ncols(), rhs.ncols());
+    if rhs.nrows() != k || out.len() != m * n || (sym && m != n) {
+        return Err(misfit());
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    // SAFETY: the views stay inside `a` (m x k), `b` (k x n) and `out` (m x n, row-major),
-    // whose lengths were checked above; `out` is written, not read (`read_dst` false).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            0.0,
+    let mut dst = MatMut::from_row_major_slice_mut(out, m, n);
+    if sym {
+        let rect = BlockStructure::Rectangular;
+        triangular_matmul(
+            dst.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            lhs,
+            rect,
+            rhs,
+            rect,
             1.0,
-            false,
-            false,
-            false,
-            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+            par(threads),
         );
+        mirror_lower(out, n);
+    } else {
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par(threads));
+    }
+    Ok(())
+}
+
+/// Copies the lower triangle of the row-major n x n matrix onto its upper triangle.
+fn mirror_lower(x: &mut [f32], n: usize) {
+    for i in 0..n {
+        for j in i + 1..n {
+            x[i * n + j] = x[j * n + i];
+        }
+    }
+}
+
+/// The float types decompositions run in.
+trait Real: RealField + Copy {
+    fn of(x: f32) -> Self;
+    fn f64(self) -> f64;
+    fn from_f64(x: f64) -> Self;
+    const EPSILON: f64;
+}
+
+impl Real for f32 {
+    fn of(x: f32) -> f32 {
+        x
+    }
+    fn f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(x: f64) -> f32 {
+        x as f32
+    }
+    const EPSILON: f64 = f32::EPSILON as f64;
+}
+
+impl Real for f64 {
+    fn of(x: f32) -> f64 {
+        f64::from(x)
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn from_f64(x: f64) -> f64 {
+        x
+    }
+    const EPSILON: f64 = f64::EPSILON;
+}
+
+/// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric part of `a`.
+fn symmetric_eigen<T: Real>(a: &[f32], n: usize) -> Result<(Vec<f64>, Mat<T>), RuntimeError> {
+    let s = Mat::<T>::from_fn(n, n, |i, j| T::from_f64(0.5 * (f64::from(a[i * n + j]) + f64::from(a[j * n + i]))));
+    if !a.iter().all(|v| v.is_finite()) {
+        // faer's iteration needs finite input; a non-finite statistic gives non-finite results.
+        return Ok((vec![f64::NAN; n], Mat::from_fn(n, n, |_, _| T::from_f64(f64::NAN))));
+    }
+    let evd = s
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| internal(format!("the eigendecomposition of a {n} x {n} matrix did not converge: {e:?}")))?;
+    let values = (0..n).map(|i| evd.S().column_vector()[i].f64()).collect();
+    Ok((values, evd.U().to_owned()))
+}
+
+fn eigen<T: Real>(a: &[f32], n: usize, vectors: bool, out: &mut [f32]) -> Result<(), RuntimeError> {
+    let (values, u) = symmetric_eigen::<T>(a, n)?;
+    if vectors {
+        for (idx, o) in out.iter_mut().enumerate() {
+            *o = u[(idx / n, idx % n)].f64() as f32;
+        }
+    } else {
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = v as f32;
+        }
+    }
+    Ok(())
+}
+
+/// m^(-1/k) on m's numerical range (interp::inv_root's rule with the epsilon of `T`):
+/// with f(l) = l^(-1/k) above the cutoff and 0 below, W = V diag(sqrt f) and the result is
+/// W Wᵀ, a symmetric product (lower triangle, mirrored).
+fn inv_root<T: Real>(a: &[f32], n: usize, k: f64, out: &mut [f32]) -> Result<(), RuntimeError> {
+    let (values, u) = symmetric_eigen::<T>(a, n)?;
+    let cutoff = n as f64 * T::EPSILON * values.iter().fold(0.0f64, |acc, l| acc.max(*l));
+    let scale: Vec<T> = values.iter().map(|l| T::from_f64(if *l > cutoff { l.powf(-0.5 / k) } else { 0.0 })).collect();
+    let w = Mat::<T>::from_fn(n, n, |i, j| u[(i, j)] * scale[j]);
+    let mut r = Mat::<T>::zeros(n, n);
+    let rect = BlockStructure::Rectangular;
+    let par = faer::get_global_parallelism();
+    triangular_matmul(
+        r.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        w.as_ref(),
+        rect,
+        w.transpose(),
+        rect,
+        T::of(1.0),
+        par,
+    );
+    for (idx, o) in out.iter_mut().enumerate() {
+        let (i, j) = (idx / n, idx % n);
+        *o = (if j <= i { r[(i, j)] } else { r[(j, i)] }).f64() as f32;
+    }
+    Ok(())
+}
+
+/// The Q of a = Q R with R's diagonal non-negative, of a's shape (a wide matrix's columns
+/// past its rank are zero), as interp::qr defines it.
+fn qr<T: Real>(a: &[f32], r: usize, c: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
+    let m = Mat::<T>::from_fn(r, c, |i, j| T::of(a[i * c + j]));
+    let rank = r.min(c);
+    out.fill(0.0);
+    if rank == 0 {
+        return Ok(());
+    }
+    if !a.iter().all(|v| v.is_finite()) {
+        out.fill(f32::NAN);
+        return Ok(());
+    }
+    let f = m.qr();
+    let q = f.compute_thin_Q();
+    let rf = f.thin_R();
+    for j in 0..rank {
+        let sign = if rf[(j, j)].f64() < 0.0 { -1.0 } else { 1.0 };
+        for i in 0..r {
+            out[i * c + j] = (sign * q[(i, j)].f64()) as f32;
+        }
     }
     Ok(())
 }
