@@ -479,7 +479,12 @@ impl<'a> Lowerer<'a> {
                     }
                     None => {
                         // A ranged int hyperparameter: unroll to the range's end, each
-                        // iteration guarded by `i < n`.
+                        // iteration guarded by `i < n` and nested in the one before (it
+                        // runs only if that one did), so an iteration reads the previous
+                        // one's values directly; the selects that pick the values of the
+                        // last iteration run come after the loop, where they fuse into
+                        // one pass. Iterations past `n` then cost nothing, rather than a
+                        // copy of every loop variable each.
                         let ExprKind::Name(n) = &end.kind else { return };
                         let max = self
                             .module
@@ -489,20 +494,31 @@ impl<'a> Lowerer<'a> {
                             .and_then(|h| h.range)
                             .map_or(0, |r| r.1 as i64);
                         let bound = self.lookup(n);
+                        // (condition, scopes before the iteration, enclosing guard and depth)
+                        let mut open = Vec::new();
                         for i in lo..max {
                             if !self.room(*span) {
                                 break;
                             }
                             let iv = self.constant(i as f64);
                             let c = self.bin(Binary::Lt, iv, bound);
+                            let before = self.scopes.clone();
+                            let g = self.and_guard(c);
+                            open.push((c, before, self.guard, self.depth));
+                            self.depth += 1;
+                            self.guard = Some(g);
+                            self.guard_depth.insert(g, self.depth);
                             self.push_scope();
                             self.bind(&var.name, iv);
-                            let saved = self.scopes.clone();
-                            let after = self.guarded(c, |l| l.block(body));
-                            self.scopes = saved;
-                            let before = self.scopes.clone();
-                            self.merge(c, &after, &before);
+                            self.block(body);
                             self.pop_scope();
+                        }
+                        while let Some((c, before, guard, depth)) = open.pop() {
+                            let after = self.scopes.clone();
+                            self.guard = guard;
+                            self.depth = depth;
+                            self.scopes = before.clone();
+                            self.merge(c, &after, &before);
                         }
                     }
                 }

@@ -125,3 +125,37 @@ fn a_store_guarded_by_a_host_scalar_is_a_conditional_write_of_the_same_kernel() 
     assert!(k.outputs.contains(&Output { value: Value::new(5), buffer: Buffer::State(0), guard: Some(Value::new(2)) }));
     assert!(p.variants[0].update.temps.is_empty());
 }
+
+/// The items of a matrix update that run whatever the loop bound (no guard at all).
+fn unguarded_items(range_end: u32) -> usize {
+    let source = format!(
+        "optimizer t {{
+  hyper n: int = 2 in 0..={range_end}
+  update(p: [rows, cols], g) {{
+    var x = g
+    for i in 0..n {{
+      x = 1.5 * x - 0.5 * (x @ x.T) @ x
+    }}
+    p = p - x
+  }}
+}}"
+    );
+    let compiled = gdc_compiler::compile(&source).unwrap_or_else(|e| panic!("{e}"));
+    let update = &compiled.plan.variants[0].update;
+    update
+        .items
+        .iter()
+        .filter(|item| match item {
+            Item::Kernel(k) => k.guard.is_none(),
+            Item::Lib(l) => l.guard.is_none(),
+        })
+        .count()
+}
+
+#[test]
+fn loop_iterations_past_a_hyperparameter_bound_cost_nothing() {
+    // Iteration i runs only after iteration i - 1, so it reads that iteration's values
+    // directly; the selects picking the last iteration's values fuse after the loop. Before,
+    // every iteration ended in a select kernel that ran (a copy) whatever the bound.
+    assert_eq!(unguarded_items(4), unguarded_items(40), "unguarded work grows with the loop's range");
+}

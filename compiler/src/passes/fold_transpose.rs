@@ -4,6 +4,7 @@
 //!   matmul(transpose(x), y)      => matmul.tn(x, y)
 //!   matmul(x, transpose(y))      => matmul.nt(x, y)
 //!   matmul.tn(transpose(x), y)   => matmul(x, y)      (and likewise for the other operand)
+//!   matmul(transpose(transpose(x)), y) => matmul(x, y) (chains fold all the way)
 //!
 //! Exact: only the order in which the same products are read changes nothing. The transpose
 //! itself is left for DCE when nothing else uses it.
@@ -22,9 +23,9 @@ pub fn fold(func: &mut Func) {
         let (mut ta, mut tb) = (ta, tb);
         let mut args = func.insts[i].args.clone();
         for (k, flag) in [(0, &mut ta), (1, &mut tb)] {
-            let arg = func.inst(args[k]);
-            if arg.op == Op::Transpose {
-                args[k] = arg.args[0];
+            // Through any chain of transposes: x.T.T reads x straight.
+            while func.inst(args[k]).op == Op::Transpose {
+                args[k] = func.inst(args[k]).args[0];
                 *flag = !*flag;
             }
         }
