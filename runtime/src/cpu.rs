@@ -74,6 +74,8 @@ pub(crate) struct CpuEngine {
     owned: Vec<Owned>,
     /// Hyperparameters, globals, the step counter.
     pub counters: Counters,
+    /// Floating-point operations of the library calls run so far (`linalg::flops`).
+    pub matrix_flops: std::sync::atomic::AtomicU64,
 }
 
 /// A raw buffer pointer that may cross to a worker thread: every chunk writes a disjoint
@@ -153,7 +155,7 @@ impl CpuEngine {
             owned.push(Owned { states, temps });
         }
         let counters = Counters::new(m);
-        Ok(CpuEngine { plan, code, pool, params, owned, counters })
+        Ok(CpuEngine { plan, code, pool, params, owned, counters, matrix_flops: Default::default() })
     }
 
     /// State `s` of parameter `i`, once initialised.
@@ -320,8 +322,10 @@ impl CpuEngine {
                 (c.kernel.entry)(c.bufs.as_ptr(), c.scalars.as_ptr(), c.sizes.as_ptr(), ch.start, ch.end, parts);
             }
         };
-        if chunks.len() == 1 {
-            run(&chunks[0]);
+        // A kernel whose guard held for no parameter costs nothing (an unrolled loop's
+        // iterations past a hyperparameter's bound are hundreds of such items).
+        if chunks.len() <= 1 {
+            chunks.iter().for_each(run);
         } else {
             self.pool.install(|| chunks.par_iter().for_each(run));
         }
@@ -379,6 +383,7 @@ impl CpuEngine {
         // One call alone gets the whole pool (gemm splits the product across it); several
         // calls run side by side, one thread each.
         let threads = if jobs.len() == 1 { self.pool.current_num_threads() } else { 1 };
+        let flops = &self.matrix_flops;
         let compute = |(mi, (out, len)): (usize, (Ptr, usize))| -> Result<(), RuntimeError> {
             let i = members[mi];
             let bp = &bound[i];
@@ -418,10 +423,14 @@ impl CpuEngine {
             // buffer (checked above), and each job has its own parameter, so nothing else
             // reads or writes it meanwhile.
             let out = unsafe { std::slice::from_raw_parts_mut(out.get(), len) };
+            let sizes: Vec<&[usize]> = operands.iter().map(|o| &o.1[..]).collect();
+            flops.fetch_add(crate::linalg::flops(&inst.op, &sizes), std::sync::atomic::Ordering::Relaxed);
             crate::linalg::run(&inst.op, &operands, out, threads)
         };
         let work: Vec<(usize, (Ptr, usize))> = jobs.iter().copied().zip(outs).collect();
-        let results: Vec<Result<(), RuntimeError>> = if work.len() == 1 {
+        let results: Vec<Result<(), RuntimeError>> = if work.is_empty() {
+            Vec::new()
+        } else if work.len() == 1 {
             vec![self.pool.install(|| compute(work[0]))]
         } else {
             self.pool.install(|| work.par_iter().map(|w| compute(*w)).collect())

@@ -100,6 +100,44 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
     }
 }
 
+/// The floating-point operations one library call executes, by the usual counts: a product
+/// 2mkn (a symmetric one m(m+1)k, its lower triangle); a symmetric eigendecomposition with
+/// vectors 9n³ (Golub & Van Loan, the symmetric QR algorithm); an inverse root that plus
+/// n(n+1)n for W Wᵀ; a Householder QR with its thin Q 4rc² − 4c³/3 (r ≥ c; LAPACK's
+/// geqrf + orgqr). Transposes, outer products and permutations move data: counted 0.
+pub fn flops(op: &Op, sizes: &[&[usize]]) -> u64 {
+    let dim = |a: usize, d: usize| sizes.get(a).and_then(|s| s.get(d)).copied().unwrap_or(0) as u64;
+    let matrix = |a: usize| match sizes.get(a).map(|s| s.len()) {
+        Some(2) => (dim(a, 0), dim(a, 1)),
+        Some(1) => (1, dim(a, 0)),
+        _ => (0, 0),
+    };
+    match op {
+        Op::MatMul { ta, tb, sym } => {
+            let (ar, ac) = matrix(0);
+            let (m, k) = if *ta { (ac, ar) } else { (ar, ac) };
+            let (br, bc) = if sizes.get(1).map(|s| s.len()) == Some(1) { (dim(1, 0), 1) } else { matrix(1) };
+            let n = if *tb { br } else { bc };
+            if *sym {
+                m * (m + 1) * k
+            } else {
+                2 * m * k * n
+            }
+        }
+        Op::Eigvecs(_) | Op::Eigvals(_) => 9 * dim(0, 0).pow(3),
+        Op::InvRoot(_) => {
+            let n = dim(0, 0);
+            9 * n.pow(3) + n * (n + 1) * n
+        }
+        Op::Qr(_) => {
+            let (r, c) = matrix(0);
+            let (r, c) = (r.max(c), r.min(c));
+            (4 * r * c * c).saturating_sub(4 * c.pow(3) / 3)
+        }
+        _ => 0,
+    }
+}
+
 fn dims2(sizes: &[usize]) -> Result<(usize, usize), RuntimeError> {
     match sizes {
         [r, c] => Ok((*r, *c)),

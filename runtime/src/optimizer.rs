@@ -259,6 +259,16 @@ impl Optimizer {
             .collect()
     }
 
+    /// Floating-point operations the CPU backend's matrix library calls (products,
+    /// decompositions) have executed since this optimizer was made, counted as
+    /// `linalg::flops` defines; `None` on the other backends. Benchmarks divide it by time.
+    pub fn matrix_flops(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Cpu(e) => Some(e.matrix_flops.load(std::sync::atomic::Ordering::Relaxed)),
+            _ => None,
+        }
+    }
+
     /// Steps taken so far.
     pub fn step_count(&self) -> u64 {
         match &self.engine {
