@@ -321,3 +321,81 @@ fn qr<T: Real>(a: &[f32], r: usize, c: usize, out: &mut [f32]) -> Result<(), Run
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_symmetric_product_equals_the_full_one_and_is_exactly_symmetric() {
+        let (m, k) = (37, 53);
+        let x = noise(m * k, 3);
+        let full_op = Op::MatMul { ta: false, tb: true, sym: false };
+        let sym_op = Op::MatMul { ta: false, tb: true, sym: true };
+        let args = [(&x[..], vec![m, k]), (&x[..], vec![m, k])];
+        let (mut full, mut sym) = (vec![0.0; m * m], vec![0.0; m * m]);
+        run(&full_op, &args, &mut full, 1).expect("full");
+        run(&sym_op, &args, &mut sym, 1).expect("sym");
+        for i in 0..m {
+            for j in 0..m {
+                assert_eq!(sym[i * m + j], sym[j * m + i], "({i}, {j})");
+                assert!((sym[i * m + j] - full[i * m + j]).abs() <= 1e-4 * (1.0 + full[i * m + j].abs()));
+            }
+        }
+    }
+
+    #[test]
+    fn decompositions_agree_with_the_interpreter_in_both_precisions() {
+        let n = 24;
+        let x = noise(n * n, 9);
+        // A symmetric positive definite matrix: x xT + I.
+        let mut s = vec![0.0f32; n * n];
+        run(&Op::MatMul { ta: false, tb: true, sym: true }, &[(&x[..], vec![n, n]), (&x[..], vec![n, n])], &mut s, 1)
+            .expect("product");
+        for i in 0..n {
+            s[i * n + i] += 1.0;
+        }
+        let wide: Vec<f64> = s.iter().map(|v| f64::from(*v)).collect();
+        let oracle_root = interp::inv_root(&wide, n, 4.0);
+        let oracle_q = interp::qr(&wide, n, n);
+        let (oracle_vals, _) = interp::sorted_eigen(&wide, n);
+        for (p, tol) in [(Precision::F64, 1e-5), (Precision::F32, 1e-3)] {
+            let mut root = vec![0.0; n * n];
+            run(&Op::InvRoot(p), &[(&s[..], vec![n, n]), (&[4.0][..], vec![])], &mut root, 1).expect("inv_root");
+            let mut q = vec![0.0; n * n];
+            run(&Op::Qr(p), &[(&s[..], vec![n, n])], &mut q, 1).expect("qr");
+            let mut vals = vec![0.0; n];
+            run(&Op::Eigvals(p), &[(&s[..], vec![n, n])], &mut vals, 1).expect("eigvals");
+            let close = |a: &[f32], b: &[f64], what: &str| {
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    assert!((f64::from(*x) - y).abs() <= tol * (1.0 + y.abs()), "{what} {p:?} [{i}]: {x} vs {y}");
+                }
+            };
+            close(&root, &oracle_root, "inv_root");
+            close(&q, &oracle_q, "qr");
+            close(&vals, &oracle_vals, "eigvals");
+        }
+    }
+
+    #[test]
+    fn flops_count_symmetric_products_at_half() {
+        let sizes: [&[usize]; 2] = [&[32, 64], &[32, 64]];
+        assert_eq!(flops(&Op::MatMul { ta: false, tb: true, sym: false }, &sizes), 2 * 32 * 64 * 32);
+        assert_eq!(flops(&Op::MatMul { ta: false, tb: true, sym: true }, &sizes), 32 * 33 * 64);
+        assert_eq!(flops(&Op::MatMul { ta: true, tb: false, sym: true }, &sizes), 64 * 65 * 32);
+        assert_eq!(flops(&Op::Eigvecs(Precision::F32), &[&[10, 10]]), 9000);
+        assert_eq!(flops(&Op::Qr(Precision::F64), &[&[30, 10]]), 4 * 30 * 100 - 4000 / 3);
+    }
+}
