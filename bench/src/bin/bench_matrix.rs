@@ -1,0 +1,225 @@
+//! `bench-matrix`: the curvature-aware optimizers' matrix arithmetic on the CPU, in one
+//! process: faer's float32 GEMM on the products Newton–Schulz runs (the machine's limit for
+//! this crate), Muon's whole step on 1024x1024 and 4096x1024, and a transformer-like set
+//! (12 layers of 768x3072, 3072x768 and four 768x768) for Muon, Shampoo (roots every 10
+//! steps) and SOAP (eigenbasis refresh every 10 steps), each step's FLOPs counted by the
+//! runtime as its library calls execute. With `--torch PYTHON`, torch.optim.Muon on the same
+//! shapes in the same run. Prints a Markdown table.
+
+use clap::Parser;
+use faer::{Accum, Mat, Par};
+use gdc_runtime::bench::{fill_uniform, measure, Stats};
+use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "bench-matrix", about = "Muon, Shampoo and SOAP steps against the GEMM peak and torch.optim.Muon")]
+struct Args {
+    /// Worker threads for gdc, faer's GEMM and torch.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed runs per figure (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Layers of the transformer-like set (0 skips it).
+    #[arg(long, default_value_t = 12)]
+    layers: usize,
+    /// Which optimizers run on the transformer-like set.
+    #[arg(long, default_value = "muon,shampoo,soap")]
+    set: String,
+    /// A Python with PyTorch: time torch.optim.Muon on the same shapes in this run.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn source(name: &str) -> Result<String, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/optimizers").join(format!("{name}.gd"));
+    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// faer's float32 GEMM `[m, k] x [k, n]`, GFLOP/s (median of `repeats`).
+fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, repeats: usize) -> (f64, Stats) {
+    let mut seed = 11;
+    let a = Mat::<f32>::from_fn(m, k, |_, _| fill_uniform(&mut seed, 1, 1.0)[0]);
+    let b = Mat::<f32>::from_fn(k, n, |_, _| fill_uniform(&mut seed, 1, 1.0)[0]);
+    let mut c = Mat::<f32>::zeros(m, n);
+    let par = NonZeroUsize::new(threads).filter(|t| t.get() > 1).map_or(Par::Seq, Par::Rayon);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+    let stats = pool.install(|| {
+        measure(1, repeats, || {
+            faer::linalg::matmul::matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, par)
+        })
+    });
+    (2.0 * (m * k * n) as f64 / stats.median_s / 1e9, stats)
+}
+
+/// One optimizer on a set of parameters: the median time of `window` consecutive steps
+/// (after `skip` untimed ones) divided by `window`, and the FLOPs per step over the window.
+struct Timing {
+    per_step: Stats,
+    flops_per_step: f64,
+}
+
+fn time_steps(
+    name: &str,
+    shapes: &[Vec<usize>],
+    hypers: &[(&str, f64)],
+    threads: usize,
+    skip: usize,
+    window: usize,
+    repeats: usize,
+) -> Result<Timing, String> {
+    let program = Program::compile(&source(name)?).map_err(|e| e.to_string())?;
+    let specs: Vec<ParamSpec> = shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("w{i}"), s)).collect();
+    let options = Options { backend: Backend::Cpu, threads: Some(threads) };
+    let mut opt = Optimizer::with_options(&program, &specs, options).map_err(|e| e.to_string())?;
+    for (h, v) in hypers {
+        opt.set_hyper(h, *v).map_err(|e| e.to_string())?;
+    }
+    let mut seed = 3;
+    let mut params: Vec<Vec<f32>> = shapes.iter().map(|s| fill_uniform(&mut seed, s.iter().product(), 0.02)).collect();
+    let grads: Vec<Vec<f32>> = shapes.iter().map(|s| fill_uniform(&mut seed, s.iter().product(), 0.01)).collect();
+    let grad_refs: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+    let mut step = |opt: &mut Optimizer| -> Result<(), String> {
+        let mut refs: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
+        opt.step(&mut refs, &grad_refs).map_err(|e| e.to_string())
+    };
+    for _ in 0..skip {
+        step(&mut opt)?;
+    }
+    let mut samples = Vec::new();
+    let mut flops = 0.0;
+    for _ in 0..repeats {
+        let before = opt.matrix_flops().unwrap_or(0);
+        let t = Instant::now();
+        for _ in 0..window {
+            step(&mut opt)?;
+        }
+        samples.push(t.elapsed().as_secs_f64() / window as f64);
+        flops = (opt.matrix_flops().unwrap_or(0) - before) as f64 / window as f64;
+    }
+    Ok(Timing { per_step: Stats::from_samples(samples), flops_per_step: flops })
+}
+
+fn spread(s: &Stats) -> String {
+    format!("{:.1} ms ({:.1}–{:.1})", s.median_s * 1e3, s.min_s * 1e3, s.max_s * 1e3)
+}
+
+/// torch.optim.Muon's step medians by case, from bench/scripts/torch_muon.py.
+fn torch_muon(python: &PathBuf, threads: usize, layers: usize, repeats: usize) -> Result<Vec<(String, Stats)>, String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_muon.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(["--threads", &threads.to_string(), "--layers", &layers.to_string(), "--repeats", &repeats.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    let mut cases = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("torch output `{line}`: {e}"))?;
+        let ms = |k: &str| v[k].as_f64().unwrap_or(f64::NAN) / 1e3;
+        let stats = Stats { samples_s: vec![], median_s: ms("median_ms"), min_s: ms("min_ms"), max_s: ms("max_ms") };
+        cases.push((v["case"].as_str().unwrap_or("?").to_string(), stats));
+    }
+    Ok(cases)
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let (t, r) = (args.threads, args.repeats);
+    println!("bench-matrix: {t} thread(s), medians of {r} (min–max), float32\n");
+
+    // The limit: faer's GEMM on the two product shapes of each Newton–Schulz iteration.
+    let peaks = [(1024, 1024, 1024), (1024, 4096, 1024), (1024, 1024, 4096)];
+    println!("| faer GEMM [m, k] x [k, n] | time | GFLOP/s |\n|---|---|---|");
+    let mut peak: f64 = 0.0;
+    for (m, k, n) in peaks {
+        let (rate, stats) = gemm_rate(m, k, n, t, r);
+        peak = peak.max(rate);
+        println!("| {m}x{k} x {k}x{n} | {} | {rate:.1} |", spread(&stats));
+    }
+    println!("\nGEMM peak (best of the above): {peak:.1} GFLOP/s\n");
+
+    let torch = match &args.torch {
+        Some(py) => torch_muon(py, t, if args.set.contains("muon") { args.layers } else { 0 }, r)?,
+        None => Vec::new(),
+    };
+    let torch_case = |case: &str| torch.iter().find(|(c, _)| c == case).map(|(_, s)| s.clone());
+
+    // Muon on one matrix: FLOPs as executed (symmetric products at half), and the FLOPs of
+    // the same iteration with three full products, as PyTorch runs it.
+    println!(
+        "| Muon step | gdc | executed GFLOP | GFLOP/s | of peak | torch.optim.Muon (bf16 NS) | gdc / torch time |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (rows, cols) in [(1024usize, 1024usize), (4096, 1024)] {
+        let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r)?;
+        let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
+        let torch_cell = torch_case(&format!("{rows}x{cols}"));
+        let ratio =
+            torch_cell.as_ref().map_or("—".into(), |s| format!("{:.2}", timing.per_step.median_s / s.median_s));
+        println!(
+            "| {rows}x{cols} | {} | {:.2} | {rate:.1} | {:.0}% | {} | {ratio} |",
+            spread(&timing.per_step),
+            timing.flops_per_step / 1e9,
+            100.0 * rate / peak,
+            torch_cell.as_ref().map_or("not run".into(), spread),
+        );
+    }
+
+    if args.layers > 0 {
+        let mut shapes = Vec::new();
+        for _ in 0..args.layers {
+            shapes.extend([
+                vec![768, 3072],
+                vec![3072, 768],
+                vec![768, 768],
+                vec![768, 768],
+                vec![768, 768],
+                vec![768, 768],
+            ]);
+        }
+        println!(
+            "\n| transformer-like set ({} layers, {} matrices) | amortised step | GFLOP per step | GFLOP/s | of peak | torch.optim.Muon |",
+            args.layers,
+            shapes.len()
+        );
+        println!("|---|---|---|---|---|---|");
+        for name in args.set.split(',') {
+            // Shampoo and SOAP: step 1 builds the preconditioner; a window of 10 steps then
+            // holds exactly one refresh (steps 11, 21, ...), so its mean is the amortised step.
+            let (hypers, skip, window, repeats): (&[(&str, f64)], usize, usize, usize) = match name {
+                "muon" => (&[], 1, 1, r),
+                "shampoo" => (&[("precondition_frequency", 10.0)], 1, 10, 1),
+                "soap" => (&[("precondition_frequency", 10.0)], 1, 10, 1),
+                other => return Err(format!("unknown optimizer `{other}` in --set (muon, shampoo, soap)")),
+            };
+            let timing = time_steps(name, &shapes, hypers, t, skip, window, repeats)?;
+            let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
+            let torch_cell = if name == "muon" { torch_case("transformer") } else { None };
+            println!(
+                "| {name} | {} | {:.1} | {rate:.1} | {:.0}% | {} |",
+                spread(&timing.per_step),
+                timing.flops_per_step / 1e9,
+                100.0 * rate / peak,
+                torch_cell.as_ref().map_or("—".into(), spread),
+            );
+        }
+    }
+    Ok(())
+}
