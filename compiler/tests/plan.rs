@@ -159,3 +159,32 @@ fn loop_iterations_past_a_hyperparameter_bound_cost_nothing() {
     // every iteration ended in a select kernel that ran (a copy) whatever the bound.
     assert_eq!(unguarded_items(4), unguarded_items(40), "unguarded work grows with the loop's range");
 }
+
+#[test]
+fn temporaries_whose_lifetimes_do_not_overlap_share_a_buffer() {
+    let compiled = gdc_compiler::compile(
+        "optimizer t {
+  update(p: [rows, cols], g) {
+    var x = g
+    for i in 0..6 {
+      x = 1.5 * x - 0.5 * (x @ x.T) @ x
+    }
+    p = p - x
+  }
+}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let update = &compiled.plan.variants[0].update;
+    // Six iterations each materialise a Gram matrix, a product and the next x; live at once
+    // are at most x, its Gram matrix and the product (and a kernel's input and output).
+    assert!(update.temps.len() <= 6, "{} temporaries: {:?}", update.temps.len(), update.temps);
+    // No item reads a temporary it writes (the parameter and state update in place).
+    for item in &update.items {
+        let (reads, writes): (Vec<Buffer>, Vec<Buffer>) = match item {
+            Item::Kernel(k) => (k.inputs.iter().map(|i| i.1).collect(), k.outputs.iter().map(|o| o.buffer).collect()),
+            Item::Lib(l) => (l.inputs.iter().map(|i| i.1).collect(), vec![l.output]),
+        };
+        let temp_written = |w: &Buffer| matches!(w, Buffer::Temp(_)) && reads.contains(w);
+        assert!(!writes.iter().any(temp_written), "an item reads the temporary it writes: {item:?}");
+    }
+}

@@ -12,6 +12,7 @@
 pub mod fuse;
 pub mod hoist;
 pub mod print;
+pub mod reuse;
 
 use crate::ir::{Func, Module, Pattern, Value};
 use gdc_dsl::types::Shape;
@@ -124,6 +125,7 @@ pub fn build(module: Module) -> Result<Plan, String> {
 fn plan_func(func: &Func) -> Result<FuncPlan, String> {
     let phases = hoist::phases(func);
     let (host, param) = hoist::host_blocks(func, &phases);
-    let (items, temps) = fuse::fuse(func, &phases)?;
+    let (mut items, mut temps) = fuse::fuse(func, &phases)?;
+    reuse::share_temps(&mut items, &mut temps);
     Ok(FuncPlan { host, param, items, temps })
 }
