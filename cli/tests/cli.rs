@@ -220,6 +220,30 @@ fn bench_text_on_mixed_tensors() {
 }
 
 #[test]
+fn bench_takes_matrix_shapes_from_a_sizes_file() {
+    let sizes = scratch("shapes.txt", "12x8 8x12\n5\n");
+    let (code, out, err) = gdc(&[
+        "bench",
+        "examples/optimizers/shampoo.gd",
+        "--sizes",
+        &sizes,
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["tensors"].as_u64(), Some(3));
+    assert_eq!(v["numel"].as_u64(), Some(96 + 96 + 5));
+    let bad = scratch("bad-shapes.txt", "12x0\n");
+    let (code, _, err) = gdc(&["bench", "examples/optimizers/shampoo.gd", "--sizes", &bad]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("shapes like 768x3072"), "{err}");
+}
+
+#[test]
 fn bench_refuses_bad_arguments() {
     for (args, message) in [
         (vec!["--numel", "0"], "--numel must be at least 1"),

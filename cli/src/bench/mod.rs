@@ -29,8 +29,9 @@ pub struct BenchArgs {
     /// only matrices; replaces --numel.
     #[arg(long, value_parser = parse_shape, conflicts_with = "numel")]
     shape: Option<ShapeArg>,
-    /// A file of whitespace-separated tensor sizes (vectors), e.g. the mixed sizes a
-    /// baseline script drew, so both sides time the same tensors; replaces --numel.
+    /// A file of whitespace-separated tensor sizes (`4096`, a vector) or shapes
+    /// (`768x3072`), e.g. the mixed sizes a baseline script drew, so both sides time the
+    /// same tensors; replaces --numel.
     #[arg(long, conflicts_with_all = ["numel", "shape"])]
     sizes: Option<String>,
     /// Worker threads for the CPU backend (default: one per available core).
@@ -104,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
 
     let shapes = match (&args.shape, sizes) {
         (Some(shape), _) => vec![shape.0.clone(); args.tensors],
-        (None, Some(sizes)) => sizes.iter().map(|n| vec![*n]).collect(),
+        (None, Some(shapes)) => shapes,
         (None, None) => mixed_shapes(args.numel, args.tensors),
     };
     let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
@@ -194,13 +195,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Tensor sizes from a file of whitespace-separated positive integers.
-fn read_sizes(path: &str) -> Result<Vec<usize>, String> {
+/// Tensor shapes from a file of whitespace-separated sizes (`4096`) or shapes (`768x3072`).
+fn read_sizes(path: &str) -> Result<Vec<Vec<usize>>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let sizes: Result<Vec<usize>, _> = text.split_whitespace().map(str::parse::<usize>).collect();
-    match sizes {
-        Ok(s) if !s.is_empty() && s.iter().all(|n| *n > 0) => Ok(s),
-        _ => Err(format!("{path}: expected whitespace-separated positive tensor sizes")),
+    let shapes: Result<Vec<Vec<usize>>, _> = text.split_whitespace().map(|t| parse_shape(t).map(|s| s.0)).collect();
+    match shapes {
+        Ok(s) if !s.is_empty() => Ok(s),
+        _ => Err(format!("{path}: expected whitespace-separated positive tensor sizes or shapes like 768x3072")),
     }
 }
 
