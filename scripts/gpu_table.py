@@ -55,3 +55,23 @@ for layout in ("one", "mixed"):
         tms = f"{t['median_ms']:.3f} ({ref.replace('torch ', '')})" if t else "n/a"
         speed = f"{t['median_ms'] / ms:.2f}x" if t else ""
         print(f"| {name} | {g['tensors']} | {ms:.3f} | {g['gbps']:.0f} | {pct:.1f}% | {tms} | {speed} |")
+
+muon = {}
+if os.path.exists(os.path.join(out, "torch-muon.jsonl")):
+    for line in open(os.path.join(out, "torch-muon.jsonl")):
+        if line.strip().startswith("{"):
+            r = json.loads(line)
+            muon[r["case"]] = r
+print()
+print("| Muon step | tensors | gdc ms | torch.optim.Muon ms | gdc speed-up |")
+print("|---|---|---|---|---|")
+for case in ("1024x1024", "4096x1024", "transformer"):
+    g = gdc("muon", case)
+    t = muon.get(case)
+    if g is None:
+        print(f"| {case} | | failed | | |")
+        continue
+    ms = g["median_s"] * 1e3
+    tms = f"{t['median_ms']:.3f}" if t else "n/a"
+    speed = f"{t['median_ms'] / ms:.2f}x" if t else ""
+    print(f"| {case} | {g['tensors']} | {ms:.3f} | {tms} | {speed} |")

@@ -161,24 +161,25 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let torch_case = |case: &str| torch.iter().find(|(c, _)| c == case).map(|(_, s)| s.clone());
 
-    // Muon on one matrix: FLOPs as executed (symmetric products at half), and the FLOPs of
-    // the same iteration with three full products, as PyTorch runs it.
-    println!(
-        "| Muon step | gdc | executed GFLOP | GFLOP/s | of peak | torch.optim.Muon (bf16 NS) | gdc / torch time |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    // Muon on one matrix: FLOPs as executed (symmetric products at half). Beside it,
+    // torch.optim.Muon (its Newton-Schulz in bfloat16) and the same Newton-Schulz written
+    // in float32 torch (three full products per iteration), gdc's like-for-like reference.
+    println!("| Muon step | gdc | executed GFLOP | GFLOP/s | of peak | torch.optim.Muon (bf16 NS) | gdc / torch | torch NS in f32 | gdc / torch f32 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (rows, cols) in [(1024usize, 1024usize), (4096, 1024)] {
         let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r)?;
         let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
-        let torch_cell = torch_case(&format!("{rows}x{cols}"));
-        let ratio =
-            torch_cell.as_ref().map_or("—".into(), |s| format!("{:.2}", timing.per_step.median_s / s.median_s));
+        let ratio = |case: Option<Stats>| match case {
+            Some(s) => (spread(&s), format!("{:.2}", timing.per_step.median_s / s.median_s)),
+            None => ("not run".to_string(), "—".to_string()),
+        };
+        let (torch_cell, torch_ratio) = ratio(torch_case(&format!("{rows}x{cols}")));
+        let (f32_cell, f32_ratio) = ratio(torch_case(&format!("{rows}x{cols}-f32")));
         println!(
-            "| {rows}x{cols} | {} | {:.2} | {rate:.1} | {:.0}% | {} | {ratio} |",
+            "| {rows}x{cols} | {} | {:.2} | {rate:.1} | {:.0}% | {torch_cell} | {torch_ratio} | {f32_cell} | {f32_ratio} |",
             spread(&timing.per_step),
             timing.flops_per_step / 1e9,
             100.0 * rate / peak,
-            torch_cell.as_ref().map_or("not run".into(), spread),
         );
     }
 
