@@ -30,6 +30,10 @@ struct Args {
     /// Which optimizers run on the transformer-like set.
     #[arg(long, default_value = "muon,shampoo,soap")]
     set: String,
+    /// Run every decomposition of the examples in this precision: `f32` adds
+    /// `precision = f32` to each `inv_root`, `eigvecs`, `eigvals` and `qr` call.
+    #[arg(long, default_value = "f64")]
+    decompositions: String,
     /// A Python with PyTorch: time torch.optim.Muon on the same shapes in this run.
     #[arg(long)]
     torch: Option<PathBuf>,
@@ -46,9 +50,53 @@ fn main() -> ExitCode {
     }
 }
 
-fn source(name: &str) -> Result<String, String> {
+fn source(name: &str, decompositions: &str) -> Result<String, String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/optimizers").join(format!("{name}.gd"));
-    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match decompositions {
+        "f64" => Ok(text),
+        "f32" => Ok(with_f32_decompositions(&text)),
+        other => Err(format!("--decompositions {other}: expected f32 or f64")),
+    }
+}
+
+/// The source with `precision = f32` added to every decomposition call.
+fn with_f32_decompositions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut closes = Vec::new();
+    while i < bytes.len() {
+        let rest = &text[i..];
+        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let call = ["inv_root(", "eigvecs(", "eigvals(", "qr("].iter().find(|c| word_start && rest.starts_with(**c));
+        if let Some(c) = call {
+            // Find the matching parenthesis and remember where to insert.
+            let mut depth = 0;
+            for (j, b) in rest.bytes().enumerate() {
+                match b {
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            closes.push(i + j);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push_str(c);
+            i += c.len();
+            continue;
+        }
+        if closes.contains(&i) {
+            out.push_str(", precision = f32");
+        }
+        out.push(bytes[i] as char);
+        i += 1;
+    }
+    out
 }
 
 /// faer's float32 GEMM `[m, k] x [k, n]`, GFLOP/s (median of `repeats`).
@@ -74,6 +122,7 @@ struct Timing {
     flops_per_step: f64,
 }
 
+#[allow(clippy::too_many_arguments)] // one call site per table; a struct would only rename them
 fn time_steps(
     name: &str,
     shapes: &[Vec<usize>],
@@ -82,8 +131,9 @@ fn time_steps(
     skip: usize,
     window: usize,
     repeats: usize,
+    decompositions: &str,
 ) -> Result<Timing, String> {
-    let program = Program::compile(&source(name)?).map_err(|e| e.to_string())?;
+    let program = Program::compile(&source(name, decompositions)?).map_err(|e| e.to_string())?;
     let specs: Vec<ParamSpec> = shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("w{i}"), s)).collect();
     let options = Options { backend: Backend::Cpu, threads: Some(threads) };
     let mut opt = Optimizer::with_options(&program, &specs, options).map_err(|e| e.to_string())?;
@@ -142,7 +192,10 @@ fn torch_muon(python: &PathBuf, threads: usize, layers: usize, repeats: usize) -
 
 fn run(args: &Args) -> Result<(), String> {
     let (t, r) = (args.threads, args.repeats);
-    println!("bench-matrix: {t} thread(s), medians of {r} (min–max), float32\n");
+    println!(
+        "bench-matrix: {t} thread(s), medians of {r} (min–max), float32 products, {} decompositions\n",
+        args.decompositions
+    );
 
     // The limit: faer's GEMM on the two product shapes of each Newton–Schulz iteration.
     let peaks = [(1024, 1024, 1024), (1024, 4096, 1024), (1024, 1024, 4096)];
@@ -167,7 +220,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!("| Muon step | gdc | executed GFLOP | GFLOP/s | of peak | torch.optim.Muon (bf16 NS) | gdc / torch | torch NS in f32 | gdc / torch f32 |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (rows, cols) in [(1024usize, 1024usize), (4096, 1024)] {
-        let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r)?;
+        let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r, "f64")?;
         let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
         let ratio = |case: Option<Stats>| match case {
             Some(s) => (spread(&s), format!("{:.2}", timing.per_step.median_s / s.median_s)),
@@ -210,7 +263,7 @@ fn run(args: &Args) -> Result<(), String> {
                 "soap" => (&[("precondition_frequency", 10.0)], 1, 10, 1),
                 other => return Err(format!("unknown optimizer `{other}` in --set (muon, shampoo, soap)")),
             };
-            let timing = time_steps(name, &shapes, hypers, t, skip, window, repeats)?;
+            let timing = time_steps(name, &shapes, hypers, t, skip, window, repeats, &args.decompositions)?;
             let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
             let torch_cell = if name == "muon" { torch_case("transformer") } else { None };
             println!(
