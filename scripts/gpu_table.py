@@ -5,12 +5,18 @@ gpu_table.py OUT GOLDEN VERIFY RUNTIME_TEST (the last three as the check counted
 import json, os, sys
 
 out, golden, verify, runtime = sys.argv[1:5]
-torch = {}
-if os.path.exists(os.path.join(out, "torch.jsonl")):
-    for line in open(os.path.join(out, "torch.jsonl")):
-        if line.strip().startswith("{"):
-            r = json.loads(line)
-            torch[r["what"]] = r
+
+
+def jsonl(name, key):
+    """The JSON objects of OUT/name, one per line, by their `key` field ({} if absent)."""
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return {}
+    rows = (json.loads(line) for line in open(path) if line.strip().startswith("{"))
+    return {r[key]: r for r in rows}
+
+
+torch = jsonl("torch.jsonl", "what")
 
 
 def gdc(name, layout):
@@ -56,12 +62,7 @@ for layout in ("one", "mixed"):
         speed = f"{t['median_ms'] / ms:.2f}x" if t else ""
         print(f"| {name} | {g['tensors']} | {ms:.3f} | {g['gbps']:.0f} | {pct:.1f}% | {tms} | {speed} |")
 
-muon = {}
-if os.path.exists(os.path.join(out, "torch-muon.jsonl")):
-    for line in open(os.path.join(out, "torch-muon.jsonl")):
-        if line.strip().startswith("{"):
-            r = json.loads(line)
-            muon[r["case"]] = r
+muon = jsonl("torch-muon.jsonl", "case")
 print()
 print("| Muon step | tensors | gdc ms | torch.optim.Muon ms | gdc speed-up |")
 print("|---|---|---|---|---|")

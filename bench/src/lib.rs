@@ -38,12 +38,11 @@ impl Opt {
 
     /// Its file in this workspace's optimizer library.
     pub fn source_path(self) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/optimizers").join(format!("{}.gd", self.name()))
+        example_path(self.name())
     }
 
     pub fn source(self) -> Result<String, String> {
-        let path = self.source_path();
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        example_source(self.name())
     }
 
     /// Hyperparameters set away from their defaults for the benchmark: every branch taken, so
@@ -313,6 +312,17 @@ fn kernel(sc: Scalars, c: Chunk) {
             }
         }
     }
+}
+
+/// `examples/optimizers/NAME.gd` in this workspace.
+pub fn example_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/optimizers").join(format!("{name}.gd"))
+}
+
+/// The text of `examples/optimizers/NAME.gd`.
+pub fn example_source(name: &str) -> Result<String, String> {
+    let path = example_path(name);
+    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -216,6 +216,12 @@ impl CpuEngine {
                         };
                         let mut calls = Vec::new();
                         let run = self.item_members(func_of, &k.scalars, k.guard, &members, &mut envs, prepare_outs)?;
+                        // An item whose guard held for no parameter costs nothing: no pool
+                        // round trip (an unrolled loop's iterations past a hyperparameter's
+                        // bound are hundreds of such items).
+                        if run.is_empty() {
+                            continue;
+                        }
                         for mi in run {
                             let i = members[mi];
                             // Each scalar four times over, one per vector lane (see the ABI).
@@ -262,6 +268,9 @@ impl CpuEngine {
                     Item::Lib(l) => {
                         let jobs =
                             self.item_members(func_of, &l.scalars, l.guard, &members, &mut envs, prepare_outs)?;
+                        if jobs.is_empty() {
+                            continue;
+                        }
                         self.run_lib(l, func, &members, &jobs, &envs, init, &mut init_temps, params, grads)?;
                     }
                 }
@@ -322,10 +331,8 @@ impl CpuEngine {
                 (c.kernel.entry)(c.bufs.as_ptr(), c.scalars.as_ptr(), c.sizes.as_ptr(), ch.start, ch.end, parts);
             }
         };
-        // A kernel whose guard held for no parameter costs nothing (an unrolled loop's
-        // iterations past a hyperparameter's bound are hundreds of such items).
-        if chunks.len() <= 1 {
-            chunks.iter().for_each(run);
+        if chunks.len() == 1 {
+            run(&chunks[0]);
         } else {
             self.pool.install(|| chunks.par_iter().for_each(run));
         }
@@ -428,9 +435,7 @@ impl CpuEngine {
             crate::linalg::run(&inst.op, &operands, out, threads)
         };
         let work: Vec<(usize, (Ptr, usize))> = jobs.iter().copied().zip(outs).collect();
-        let results: Vec<Result<(), RuntimeError>> = if work.is_empty() {
-            Vec::new()
-        } else if work.len() == 1 {
+        let results: Vec<Result<(), RuntimeError>> = if work.len() == 1 {
             vec![self.pool.install(|| compute(work[0]))]
         } else {
             self.pool.install(|| work.par_iter().map(|w| compute(*w)).collect())

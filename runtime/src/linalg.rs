@@ -242,11 +242,11 @@ impl Real for f64 {
 
 /// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric part of `a`.
 fn symmetric_eigen<T: Real>(a: &[f32], n: usize) -> Result<(Vec<f64>, Mat<T>), RuntimeError> {
-    let s = Mat::<T>::from_fn(n, n, |i, j| T::from_f64(0.5 * (f64::from(a[i * n + j]) + f64::from(a[j * n + i]))));
     if !a.iter().all(|v| v.is_finite()) {
         // faer's iteration needs finite input; a non-finite statistic gives non-finite results.
         return Ok((vec![f64::NAN; n], Mat::from_fn(n, n, |_, _| T::from_f64(f64::NAN))));
     }
+    let s = Mat::<T>::from_fn(n, n, |i, j| T::from_f64(0.5 * (f64::from(a[i * n + j]) + f64::from(a[j * n + i]))));
     let evd = s
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| internal(format!("the eigendecomposition of a {n} x {n} matrix did not converge: {e:?}")))?;

@@ -7,7 +7,7 @@
 //! shapes in the same run. Prints a Markdown table.
 
 use clap::Parser;
-use faer::{Accum, Mat, Par};
+use faer::{Accum, Mat, MatRef, Par};
 use gdc_runtime::bench::{fill_uniform, measure, Stats};
 use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
 use std::num::NonZeroUsize;
@@ -51,8 +51,7 @@ fn main() -> ExitCode {
 }
 
 fn source(name: &str, decompositions: &str) -> Result<String, String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/optimizers").join(format!("{name}.gd"));
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = gdc_bench::example_source(name)?;
     match decompositions {
         "f64" => Ok(text),
         "f32" => Ok(with_f32_decompositions(&text)),
@@ -102,16 +101,13 @@ fn with_f32_decompositions(text: &str) -> String {
 /// faer's float32 GEMM `[m, k] x [k, n]`, GFLOP/s (median of `repeats`).
 fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, repeats: usize) -> (f64, Stats) {
     let mut seed = 11;
-    let a = Mat::<f32>::from_fn(m, k, |_, _| fill_uniform(&mut seed, 1, 1.0)[0]);
-    let b = Mat::<f32>::from_fn(k, n, |_, _| fill_uniform(&mut seed, 1, 1.0)[0]);
+    let (a, b) = (fill_uniform(&mut seed, m * k, 1.0), fill_uniform(&mut seed, k * n, 1.0));
+    let (a, b) = (MatRef::from_row_major_slice(&a, m, k), MatRef::from_row_major_slice(&b, k, n));
     let mut c = Mat::<f32>::zeros(m, n);
     let par = NonZeroUsize::new(threads).filter(|t| t.get() > 1).map_or(Par::Seq, Par::Rayon);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
-    let stats = pool.install(|| {
-        measure(1, repeats, || {
-            faer::linalg::matmul::matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, par)
-        })
-    });
+    let stats = pool
+        .install(|| measure(1, repeats, || faer::linalg::matmul::matmul(c.as_mut(), Accum::Replace, a, b, 1.0, par)));
     (2.0 * (m * k * n) as f64 / stats.median_s / 1e9, stats)
 }
 
