@@ -3,7 +3,8 @@
 //! through [`Stepper`]), step by step, measuring each step's worst
 //! error as a fraction of the case's tolerance (1.0 is the limit).
 
-use crate::interp::{InterpError, Interpreter};
+use crate::interp::{InterpError, Interpreter, ParamInfo};
+use crate::ir::Role;
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -159,10 +160,29 @@ pub struct StepResult {
     pub params: BTreeMap<String, Vec<f64>>,
 }
 
+/// Each parameter's role and base shape, as the case gives them.
+pub fn param_infos(case: &Case) -> Result<Vec<ParamInfo>, CaseError> {
+    case.params
+        .iter()
+        .map(|p| {
+            let role = match &p.role {
+                None => Role::Other,
+                Some(r) => Role::from_name(r).ok_or_else(|| {
+                    CaseError::Invalid(format!(
+                        "parameter `{}` has role `{r}`; the roles are hidden, embedding, output, input, bias, norm, other",
+                        p.name
+                    ))
+                })?,
+            };
+            Ok(ParamInfo { role, base_shape: p.base_shape.clone() })
+        })
+        .collect()
+}
+
 /// Replays a case on the interpreter; returns every step's result.
 pub fn replay(plan: Plan, case: &Case) -> Result<Vec<StepResult>, CaseError> {
     let shapes: Vec<(String, Vec<usize>)> = case.params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
-    let mut it = Interpreter::new(plan, &shapes)?;
+    let mut it = Interpreter::new_with(plan, &shapes, &param_infos(case)?)?;
     replay_on(&mut it, case)
 }
 

@@ -3,7 +3,9 @@
 //! the host and per-parameter scalars and the reduction slots, so a plan that forgets to
 //! materialise a value fails here with an error instead of computing something.
 
-use crate::ir::{eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, ReduceKind, ShapeScalar, Target, Value};
+use crate::ir::{
+    eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, ReduceKind, Role, ShapeScalar, Target, Value,
+};
 use crate::plan::{Buffer, FuncPlan, Item, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
@@ -50,6 +52,10 @@ pub enum InterpError {
     TooLarge { param: String, shape: Vec<usize>, what: String, elements: u128, limit: u64 },
     #[error("parameter `{param}` of shape {shape:?} has no elements; leave it out of the optimizer's parameters")]
     Empty { param: String, shape: Vec<usize> },
+    #[error("policy `{policy}` routes no optimizer to parameter `{param}` of shape {shape:?} and role `{role}`: add a route for it (a last `_ -> NAME` takes everything)")]
+    NoRoute { policy: String, param: String, shape: Vec<usize>, role: &'static str },
+    #[error("parameter `{param}` of shape {shape:?} has base shape {base:?}: a base shape has the parameter's rank and no zero dimension")]
+    BaseShape { param: String, shape: Vec<usize>, base: Vec<usize> },
     #[error("internal error (a compiler bug): {0}")]
     Internal(String),
 }
@@ -70,8 +76,36 @@ pub struct BoundParam {
     pub rows: usize,
     pub cols: usize,
     pub numel: usize,
+    /// The rank of the parameter as given (a batched parameter's members keep it).
+    pub rank: usize,
+    /// The role the training code gave the parameter.
+    pub role: Role,
+    /// muP: the fan-in dimension over the base shape's (1 without a base shape).
+    pub width_mult: f64,
+    /// muP: how many dimensions differ from the base shape (0 without one).
+    pub inf_dims: usize,
     /// State buffers by state index (`None`: not used by this parameter's variant).
     pub states: Vec<Option<Tensor>>,
+}
+
+/// What the training code says about a parameter besides its name and shape: its role
+/// (policies route by it, updates read it with `has_role`) and, for muP, its shape in the
+/// base model (`width_mult`, `inf_dims`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub role: Role,
+    pub base_shape: Option<Vec<usize>>,
+}
+
+/// muP's `(width_mult, inf_dims)` of a member of `shape` (a matrix of a batched parameter
+/// when `member_rank` is 2 and below the parameter's rank) from the parameter's base shape:
+/// the fan-in dimension (`shape[1]`, a vector's `shape[0]`, a batched matrix's last) over
+/// the base's, and the number of dimensions that differ.
+fn mup_scalars(shape: &[usize], base: Option<&[usize]>, batched_member: bool) -> (f64, usize) {
+    let Some(base) = base else { return (1.0, 0) };
+    let fan_in = if batched_member || shape.len() == 1 { shape.len() - 1 } else { 1 };
+    let width = shape.get(fan_in).copied().unwrap_or(1) as f64 / base.get(fan_in).copied().unwrap_or(1).max(1) as f64;
+    (width, shape.iter().zip(base).filter(|(a, b)| a != b).count())
 }
 
 /// An optimizer bound to parameters, stepping them on the interpreter.
@@ -102,10 +136,20 @@ impl Interpreter {
     /// [`members`]). Their state is initialised at the first step, from the values that step
     /// is given.
     pub fn new(plan: Plan, params: &[(String, Vec<usize>)]) -> Result<Interpreter, InterpError> {
+        Interpreter::new_with(plan, params, &[])
+    }
+
+    /// [`Interpreter::new`] with each parameter's role and base shape (`infos[i]` for
+    /// parameter `i`): policies route by role, `has_role` and muP's scalars read them.
+    pub fn new_with(
+        plan: Plan,
+        params: &[(String, Vec<usize>)],
+        infos: &[ParamInfo],
+    ) -> Result<Interpreter, InterpError> {
         let m = &plan.module;
         let hypers = m.hypers.iter().map(|h| h.default).collect();
         let globals = m.globals.iter().map(|g| g.init).collect();
-        let bound = bind(&plan, params)?;
+        let bound = bind_with(&plan, params, infos)?;
         Ok(Interpreter {
             plan,
             hypers,
@@ -163,8 +207,8 @@ impl Interpreter {
         }
         self.step += 1;
         self.run_prepare()?;
-        for i in 0..self.params.len() {
-            self.run_param(i, false, &mut mp[i], &mg[i])?;
+        for vi in 0..self.plan.variants.len() {
+            self.run_variant(vi, &mut mp, &mg)?;
         }
         for (bp, p) in self.params.iter().zip(&mp) {
             params[bp.param][bp.offset..bp.offset + bp.numel].copy_from_slice(p);
@@ -213,11 +257,15 @@ pub fn host_op(op: &Op, args: &[f64], inp: &HostInputs) -> Option<f64> {
         Op::PrepareOut(i) => inp.prepare_outs.get(*i).copied().unwrap_or(f64::NAN),
         Op::Shape(s) => {
             let p = inp.param?;
-            (match s {
-                ShapeScalar::Numel => p.numel,
-                ShapeScalar::Rows => p.rows,
-                ShapeScalar::Cols => p.cols,
-            }) as f64
+            match s {
+                ShapeScalar::Numel => p.numel as f64,
+                ShapeScalar::Rows => p.rows as f64,
+                ShapeScalar::Cols => p.cols as f64,
+                ShapeScalar::Rank => p.rank as f64,
+                ShapeScalar::WidthMult => p.width_mult,
+                ShapeScalar::InfDims => p.inf_dims as f64,
+                ShapeScalar::RoleIn(mask) => f64::from(u8::from(mask & p.role.bit() != 0)),
+            }
         }
         Op::Unary(u) => eval_unary(*u, arg(0)?),
         Op::Binary(b) => eval_binary(*b, arg(0)?, arg(1)?),
@@ -280,17 +328,64 @@ pub struct Member {
     pub len: usize,
 }
 
-/// The members the engines bind for `params`. With an `update(p: [..., rows, cols], g)`,
-/// a parameter of shape `[b1, ..., bk, r, c]` (k >= 1) becomes `b1*...*bk` members `w[0]`,
-/// `w[1]`, ... of shape `[r, c]`, the i-th being elements `i*r*c .. (i+1)*r*c` of the
-/// row-major buffer: it is stepped exactly as that many separate `[r, c]` parameters, each
-/// with its own state, reductions and `rows`/`cols`. Every other parameter (a matrix is a
-/// batch of one, so it keeps its name) is one member of its own shape. An empty parameter
-/// stays whole, so that binding refuses it by its own name.
-pub fn members(m: &Module, params: &[(String, Vec<usize>)]) -> Vec<Member> {
-    let batched = m.variants.iter().any(|v| v.pattern == Pattern::Batched);
+/// The variant parameter `name` of `shape` and role `role` is stepped by: a policy's first
+/// route that admits it picks the optimizer (a file of one optimizer has no routes), then
+/// that optimizer's most specific update that fits the rank.
+pub fn route(m: &Module, name: &str, shape: &[usize], role: Role) -> Result<usize, InterpError> {
+    let owner = if m.routes.is_empty() {
+        0
+    } else {
+        match m.routes.iter().find(|r| r.admits(role, shape.len())) {
+            Some(r) => r.optimizer,
+            None => {
+                return Err(InterpError::NoRoute {
+                    policy: m.name.clone(),
+                    param: name.to_string(),
+                    shape: shape.to_vec(),
+                    role: role.name(),
+                })
+            }
+        }
+    };
+    let find = |p: Pattern| m.variants.iter().position(|v| v.optimizer == owner && v.pattern == p);
+    // The most specific update that fits the parameter's rank.
+    let variant = match shape.len() {
+        0 => find(Pattern::Any),
+        1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
+        _ => find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
+    };
+    variant.ok_or_else(|| {
+        let matrices = find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).is_some();
+        let why = if matrices && find(Pattern::Vector).is_none() {
+            "it only updates matrices (rank 2 or more); route this parameter to another optimizer"
+        } else if find(Pattern::Vector).is_some() && !matrices {
+            "it only updates vectors (rank 1); route this parameter to another optimizer"
+        } else {
+            "it updates only vectors and matrices; route this parameter to another optimizer"
+        };
+        InterpError::NoVariant {
+            optimizer: m.optimizers.get(owner).cloned().unwrap_or_else(|| m.name.clone()),
+            param: name.to_string(),
+            shape: shape.to_vec(),
+            why,
+        }
+    })
+}
+
+/// The members the engines bind for `params` (with `infos[i]` the role and base shape of
+/// parameter `i`; missing entries are the default). A parameter routed to an
+/// `update(p: [..., rows, cols], g)` of shape `[b1, ..., bk, r, c]` (k >= 1) becomes
+/// `b1*...*bk` members `w[0]`, `w[1]`, ... of shape `[r, c]`, the i-th being elements
+/// `i*r*c .. (i+1)*r*c` of the row-major buffer: it is stepped exactly as that many separate
+/// `[r, c]` parameters, each with its own state, reductions and `rows`/`cols`. Every other
+/// parameter (a matrix is a batch of one, so it keeps its name) is one member of its own
+/// shape. An empty or unroutable parameter stays whole, so that binding refuses it by its
+/// own name.
+pub fn members(m: &Module, params: &[(String, Vec<usize>)], infos: &[ParamInfo]) -> Vec<Member> {
     let mut out = Vec::new();
     for (pi, (name, shape)) in params.iter().enumerate() {
+        let role = infos.get(pi).map(|i| i.role).unwrap_or_default();
+        let batched = route(m, name, shape, role).is_ok_and(|v| m.variants[v].pattern == Pattern::Batched);
         let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
         let whole = Member { name: name.clone(), shape: shape.clone(), param: pi, offset: 0, len: numel.unwrap_or(0) };
         match numel {
@@ -311,42 +406,38 @@ pub fn members(m: &Module, params: &[(String, Vec<usize>)]) -> Vec<Member> {
     out
 }
 
-/// Binds parameters by name and shape to the plan's update variants: each member (see
-/// [`members`]) to the most specific variant that fits its rank, with every buffer it needs
-/// within [`MAX_ELEMENTS`]. Every backend binds through this, so they refuse the same
-/// parameters and split batched ones the same way.
+/// [`bind_with`] for parameters without a role or base shape.
 pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundParam>, InterpError> {
+    bind_with(plan, params, &[])
+}
+
+/// Binds parameters by name and shape (and role and base shape, `infos[i]` for parameter
+/// `i`) to the plan's update variants: each member (see [`members`]) to the variant
+/// [`route`] picks, with every buffer it needs within [`MAX_ELEMENTS`]. Every backend binds
+/// through this, so they refuse the same parameters and split batched ones the same way.
+pub fn bind_with(
+    plan: &Plan,
+    params: &[(String, Vec<usize>)],
+    infos: &[ParamInfo],
+) -> Result<Vec<BoundParam>, InterpError> {
     let m = &plan.module;
+    for (i, (name, shape)) in params.iter().enumerate() {
+        if let Some(base) = infos.get(i).and_then(|x| x.base_shape.as_ref()) {
+            if base.len() != shape.len() || base.contains(&0) {
+                return Err(InterpError::BaseShape { param: name.clone(), shape: shape.clone(), base: base.clone() });
+            }
+        }
+    }
     let mut bound = Vec::new();
-    for member in members(m, params) {
+    for member in members(m, params, infos) {
         let (name, shape) = (&member.name, &member.shape);
         let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
         if numel == 0 {
             return Err(InterpError::Empty { param: name.clone(), shape: shape.clone() });
         }
-        let find = |p: Pattern| m.variants.iter().position(|v| v.pattern == p);
-        // The most specific update that fits the parameter's rank.
-        let variant = match shape.len() {
-            0 => find(Pattern::Any),
-            1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
-            _ => find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
-        };
-        let Some(variant) = variant else {
-            let matrices = find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).is_some();
-            let why = if matrices && find(Pattern::Vector).is_none() {
-                "it only updates matrices (rank 2 or more); route this parameter to another optimizer"
-            } else if find(Pattern::Vector).is_some() && !matrices {
-                "it only updates vectors (rank 1); route this parameter to another optimizer"
-            } else {
-                "it updates only vectors and matrices; route this parameter to another optimizer"
-            };
-            return Err(InterpError::NoVariant {
-                optimizer: m.name.clone(),
-                param: name.clone(),
-                shape: shape.clone(),
-                why,
-            });
-        };
+        let info = infos.get(member.param).cloned().unwrap_or_default();
+        let full_shape = &params[member.param].1;
+        let variant = route(m, &params[member.param].0, full_shape, info.role)?;
         let rows = shape.first().copied().unwrap_or(1);
         let cols = numel.checked_div(rows).unwrap_or(0);
         // Every buffer of the variant (state and temporaries) must fit before any is made.
@@ -377,6 +468,10 @@ pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundPar
                 });
             }
         }
+        let batched_member = shape.len() < full_shape.len();
+        let base = info.base_shape.as_deref().map(|b| if batched_member { &b[b.len() - 2..] } else { b });
+        let (width_mult, _) = mup_scalars(shape, base, batched_member);
+        let (_, inf_dims) = mup_scalars(full_shape, info.base_shape.as_deref(), false);
         bound.push(BoundParam {
             name: name.clone(),
             shape: shape.clone(),
@@ -386,6 +481,10 @@ pub fn bind(plan: &Plan, params: &[(String, Vec<usize>)]) -> Result<Vec<BoundPar
             rows,
             cols,
             numel,
+            rank: full_shape.len(),
+            role: info.role,
+            width_mult,
+            inf_dims,
             states: vec![None; m.states.len()],
         });
     }
@@ -534,6 +633,64 @@ impl Interpreter {
             run_item(&self.plan.module, func, fplan, item, &bp, &mut buffers, &host, &param, &mut slots)?;
         }
         self.params[i].states = buffers.states;
+        Ok(())
+    }
+
+    /// One step of every member of variant `vi`, item by item across the members (so that a
+    /// reduction over all parameters, `AcrossParams`, is folded between the item that makes
+    /// it and the items that read it).
+    fn run_variant(&mut self, vi: usize, mp: &mut [Vec<f64>], mg: &[Vec<f64>]) -> Result<(), InterpError> {
+        let func = &self.plan.module.variants[vi].update;
+        let fplan = &self.plan.variants[vi].update;
+        let across: Vec<(Value, ReduceKind, Value)> = func
+            .values()
+            .filter_map(|v| match func.inst(v).op {
+                Op::AcrossParams(kind) => Some((v, kind, func.inst(v).args[0])),
+                _ => None,
+            })
+            .collect();
+        let mut ctxs = Vec::new();
+        for (i, p) in mp.iter_mut().enumerate() {
+            if self.params[i].variant != vi {
+                continue;
+            }
+            let bp = self.params[i].clone();
+            let mut host = HashMap::new();
+            for v in &fplan.host {
+                let x = self.guarded_host(func, *v, &host, Some(&bp))?;
+                host.insert(*v, x);
+            }
+            let mut param = host.clone();
+            for v in &fplan.param {
+                let x = self.guarded_host(func, *v, &param, Some(&bp))?;
+                param.insert(*v, x);
+            }
+            let buffers = Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
+            ctxs.push((i, bp, host, param, buffers, HashMap::<Value, Tensor>::new()));
+        }
+        for item in &fplan.items {
+            for (_, bp, host, param, buffers, slots) in ctxs.iter_mut() {
+                run_item(&self.plan.module, func, fplan, item, bp, buffers, host, param, slots)?;
+            }
+            let Item::Kernel(k) = item else { continue };
+            for (v, kind, arg) in &across {
+                if !k.reductions.contains(arg) {
+                    continue;
+                }
+                let mut total = 0.0f64;
+                for (_, _, _, _, _, slots) in &ctxs {
+                    if let Some(t) = slots.get(arg) {
+                        total = kind.fold(total, t.as_scalar());
+                    }
+                }
+                for (_, _, _, param, _, _) in ctxs.iter_mut() {
+                    param.insert(*v, total);
+                }
+            }
+        }
+        for (i, _, _, _, buffers, _) in ctxs {
+            self.params[i].states = buffers.states;
+        }
         Ok(())
     }
 
@@ -771,6 +928,13 @@ fn eval(
         if lookup(func, g, env, scope)?.is_none_or(|t| t.as_scalar() == 0.0) {
             return Ok(None);
         }
+    }
+    if let Op::AcrossParams(_) = inst.op {
+        // Folded over every member after the item that made the reductions.
+        return match scope.param.get(&v) {
+            Some(x) => Ok(Some(Tensor::scalar(*x))),
+            None => Err(InterpError::Internal(format!("{v} is read before every parameter's reduction ran"))),
+        };
     }
     let ty = func.ty(v);
     let out = tensor_for(&ty.shape, bp, vec![]);

@@ -63,6 +63,8 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         prepare: Func::new(FuncKind::Prepare),
         prepare_outs: Vec::new(),
         variants: Vec::new(),
+        optimizers: vec![opt.name.name.clone()],
+        routes: Vec::new(),
     };
 
     let (prepare, outs) = {
@@ -163,7 +165,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         }
         l.finish()?;
         let init = l.func;
-        module.variants.push(Variant { pattern, init, update });
+        module.variants.push(Variant { pattern, optimizer: 0, init, update });
     }
     Ok(module)
 }
@@ -282,6 +284,9 @@ impl<'a> Lowerer<'a> {
             "numel" => self.emit(Op::Shape(ShapeScalar::Numel), vec![], None),
             "rows" | "fan_out" => self.emit(Op::Shape(ShapeScalar::Rows), vec![], None),
             "cols" | "fan_in" => self.emit(Op::Shape(ShapeScalar::Cols), vec![], None),
+            "rank" => self.emit(Op::Shape(ShapeScalar::Rank), vec![], None),
+            "width_mult" => self.emit(Op::Shape(ShapeScalar::WidthMult), vec![], None),
+            "inf_dims" => self.emit(Op::Shape(ShapeScalar::InfDims), vec![], None),
             "zeros" => {
                 let z = self.constant(0.0);
                 let shape = self.init_shape.clone();
@@ -630,9 +635,87 @@ impl<'a> Lowerer<'a> {
                 .collect();
             return self.inline(f, vals, exprs);
         }
+        if name == "has_role" {
+            let mask = pos
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    ExprKind::Name(n) => Role::from_name(n),
+                    _ => None,
+                })
+                .fold(0u8, |m, r| m | r.bit());
+            let flag = self.emit(Op::Shape(ShapeScalar::RoleIn(mask)), vec![], None);
+            let zero = self.constant(0.0);
+            return self.bin(Binary::Ne, flag, zero);
+        }
         let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
         let x = vals.first().copied().unwrap_or_else(|| self.constant(0.0));
         match name {
+            "cos" => self.un(Unary::Cos, x),
+            "ramp" => {
+                let f = self.ramp_fraction(x, vals[1], vals[2]);
+                self.interpolate(vals[3], vals[4], f)
+            }
+            "cosine_ramp" => {
+                let f = self.ramp_fraction(x, vals[1], vals[2]);
+                self.cosine(vals[3], vals[4], f)
+            }
+            "power_ramp" => {
+                // v1 + (v0 - v1) * (1 - f)^power
+                let f = self.ramp_fraction(x, vals[1], vals[2]);
+                let one = self.constant(1.0);
+                let rest = self.bin(Binary::Sub, one, f);
+                let w = self.bin(Binary::Pow, rest, vals[5]);
+                let d = self.bin(Binary::Sub, vals[3], vals[4]);
+                let dw = self.bin(Binary::Mul, d, w);
+                self.bin(Binary::Add, vals[4], dw)
+            }
+            "inv_sqrt" => {
+                // v0 until t0, then v0 * sqrt(t0 / t)
+                let (t, t0, v0) = (x, vals[1], vals[2]);
+                let q = self.bin(Binary::Div, t0, t);
+                let r = self.un(Unary::Sqrt, q);
+                let decayed = self.bin(Binary::Mul, v0, r);
+                let before = self.bin(Binary::Le, t, t0);
+                self.emit(Op::Select, vec![before, v0, decayed], None)
+            }
+            "warmup_cosine" => {
+                // optax's warmup_cosine_decay_schedule(0, peak, warmup, decay_steps, end)
+                let (t, peak, warmup, decay, end) = (x, vals[1], vals[2], vals[3], vals[4]);
+                let zero = self.constant(0.0);
+                let fw = self.ramp_fraction(t, zero, warmup);
+                let up = self.interpolate(zero, peak, fw);
+                let fd = self.ramp_fraction(t, warmup, decay);
+                let down = self.cosine(peak, end, fd);
+                let warming = self.bin(Binary::Lt, t, warmup);
+                self.emit(Op::Select, vec![warming, up, down], None)
+            }
+            "wsd" => {
+                // warmup-stable-decay: 0 -> peak over warmup, peak for stable, peak -> 0 over decay
+                let (t, peak, warmup, stable, decay) = (x, vals[1], vals[2], vals[3], vals[4]);
+                let zero = self.constant(0.0);
+                let fw = self.ramp_fraction(t, zero, warmup);
+                let up = self.interpolate(zero, peak, fw);
+                let start = self.bin(Binary::Add, warmup, stable);
+                let stop = self.bin(Binary::Add, start, decay);
+                let fd = self.ramp_fraction(t, start, stop);
+                let down = self.interpolate(peak, zero, fd);
+                let warming = self.bin(Binary::Lt, t, warmup);
+                self.emit(Op::Select, vec![warming, up, down], None)
+            }
+            "global_sum" => {
+                let s = self.emit(Op::Reduce(ReduceKind::Sum, None), vec![x], None);
+                self.emit(Op::AcrossParams(ReduceKind::Sum), vec![s], None)
+            }
+            "global_norm" => {
+                let sq = self.bin(Binary::Mul, x, x);
+                let s = self.emit(Op::Reduce(ReduceKind::Sum, None), vec![sq], None);
+                let total = self.emit(Op::AcrossParams(ReduceKind::Sum), vec![s], None);
+                self.un(Unary::Sqrt, total)
+            }
+            "global_max_abs" => {
+                let s = self.emit(Op::Reduce(ReduceKind::MaxAbs, None), vec![x], None);
+                self.emit(Op::AcrossParams(ReduceKind::MaxAbs), vec![s], None)
+            }
             "sqrt" => self.un(Unary::Sqrt, x),
             "rsqrt" => self.un(Unary::Rsqrt, x),
             "exp" => self.un(Unary::Exp, x),
@@ -684,6 +767,40 @@ impl<'a> Lowerer<'a> {
             "sort_perm" => self.emit(Op::SortPerm, vec![x], None),
             _ => self.constant(0.0),
         }
+    }
+
+    /// How far `t` is through `t0..t1`, clamped to 0..=1 (a step at `t1` when `t1 <= t0`).
+    fn ramp_fraction(&mut self, t: Value, t0: Value, t1: Value) -> Value {
+        let (zero, one) = (self.constant(0.0), self.constant(1.0));
+        let span = self.bin(Binary::Sub, t1, t0);
+        let into = self.bin(Binary::Sub, t, t0);
+        let raw = self.bin(Binary::Div, into, span);
+        let lo = self.bin(Binary::Max, raw, zero);
+        let f = self.bin(Binary::Min, lo, one);
+        let past = self.bin(Binary::Ge, t, t1);
+        let step = self.emit(Op::Select, vec![past, one, zero], None);
+        let proper = self.bin(Binary::Gt, span, zero);
+        self.emit(Op::Select, vec![proper, f, step], None)
+    }
+
+    /// `v0 + (v1 - v0) * f`.
+    fn interpolate(&mut self, v0: Value, v1: Value, f: Value) -> Value {
+        let d = self.bin(Binary::Sub, v1, v0);
+        let df = self.bin(Binary::Mul, d, f);
+        self.bin(Binary::Add, v0, df)
+    }
+
+    /// `v1 + (v0 - v1) * (1 + cos(pi f)) / 2`: a half cosine from `v0` (f = 0) to `v1` (f = 1).
+    fn cosine(&mut self, v0: Value, v1: Value, f: Value) -> Value {
+        let pi = self.constant(std::f64::consts::PI);
+        let (one, half) = (self.constant(1.0), self.constant(0.5));
+        let a = self.bin(Binary::Mul, pi, f);
+        let c = self.un(Unary::Cos, a);
+        let c1 = self.bin(Binary::Add, one, c);
+        let w = self.bin(Binary::Mul, half, c1);
+        let d = self.bin(Binary::Sub, v0, v1);
+        let dw = self.bin(Binary::Mul, d, w);
+        self.bin(Binary::Add, v1, dw)
     }
 
     /// Inlines a user function: its body runs in a scope that sees only its parameters.

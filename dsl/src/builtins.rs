@@ -25,6 +25,14 @@ pub enum Kind {
     Qr,
     /// `sort_perm(key)`: the permutation matrix that orders a vector's entries descending.
     SortPerm,
+    /// A schedule (`ramp`, `cosine_ramp`, `warmup_cosine`, ...): scalars in, a scalar out,
+    /// best called in `prepare` so it is evaluated once per step on the host.
+    Schedule,
+    /// `global_norm(x)`, `global_sum(x)`, `global_max_abs(x)`: a reduction over every
+    /// parameter of the step, not just this one (a global stage, such as clipping).
+    Global,
+    /// `has_role(bias, norm)`: whether the parameter's role is one of the named ones.
+    HasRole,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +50,7 @@ pub const FUNCTIONS: &[Builtin] = &[
     Builtin { name: "log", arity: 1, kind: Kind::Elementwise, doc: "natural logarithm" },
     Builtin { name: "abs", arity: 1, kind: Kind::Elementwise, doc: "absolute value" },
     Builtin { name: "sign", arity: 1, kind: Kind::Elementwise, doc: "-1, 0 or 1 (0 for 0)" },
+    Builtin { name: "cos", arity: 1, kind: Kind::Elementwise, doc: "cosine (radians)" },
     Builtin { name: "min", arity: 2, kind: Kind::Elementwise, doc: "the smaller of two" },
     Builtin { name: "max", arity: 2, kind: Kind::Elementwise, doc: "the larger of two" },
     Builtin { name: "clamp", arity: 3, kind: Kind::Elementwise, doc: "clamp(x, lo, hi) = min(max(x, lo), hi)" },
@@ -79,7 +88,70 @@ pub const FUNCTIONS: &[Builtin] = &[
         kind: Kind::InvRoot,
         doc: "inv_root(m, k) = m^(-1/k) for a symmetric positive semi-definite m, on its numerical range (eigenvalues at or below n * eps * max give 0)",
     },
+    Builtin {
+        name: "ramp",
+        arity: 5,
+        kind: Kind::Schedule,
+        doc: "ramp(t, t0, t1, v0, v1): v0 until t0, linear to v1 at t1, v1 after",
+    },
+    Builtin {
+        name: "cosine_ramp",
+        arity: 5,
+        kind: Kind::Schedule,
+        doc: "cosine_ramp(t, t0, t1, v0, v1): v0 until t0, a half cosine to v1 at t1, v1 after",
+    },
+    Builtin {
+        name: "power_ramp",
+        arity: 6,
+        kind: Kind::Schedule,
+        doc: "power_ramp(t, t0, t1, v0, v1, power): v1 + (v0 - v1) * (1 - f)^power, f the fraction of t0..t1 passed",
+    },
+    Builtin {
+        name: "inv_sqrt",
+        arity: 3,
+        kind: Kind::Schedule,
+        doc: "inv_sqrt(t, t0, v0): v0 until t0, then v0 * sqrt(t0 / t)",
+    },
+    Builtin {
+        name: "warmup_cosine",
+        arity: 5,
+        kind: Kind::Schedule,
+        doc: "warmup_cosine(t, peak, warmup, decay_steps, end): linear 0 to peak over warmup, cosine to end at decay_steps (optax's warmup_cosine_decay_schedule)",
+    },
+    Builtin {
+        name: "wsd",
+        arity: 5,
+        kind: Kind::Schedule,
+        doc: "wsd(t, peak, warmup, stable, decay): linear 0 to peak over warmup, peak for stable steps, linear to 0 over decay",
+    },
+    Builtin {
+        name: "global_norm",
+        arity: 1,
+        kind: Kind::Global,
+        doc: "global_norm(x): the Euclidean norm of x over every parameter of the step",
+    },
+    Builtin {
+        name: "global_sum",
+        arity: 1,
+        kind: Kind::Global,
+        doc: "global_sum(x): the sum of x's elements over every parameter of the step",
+    },
+    Builtin {
+        name: "global_max_abs",
+        arity: 1,
+        kind: Kind::Global,
+        doc: "global_max_abs(x): the largest |x| over every parameter of the step",
+    },
+    Builtin {
+        name: "has_role",
+        arity: 1,
+        kind: Kind::HasRole,
+        doc: "has_role(bias, norm): whether the parameter's role is one of these (hidden, embedding, output, input, bias, norm, other)",
+    },
 ];
+
+/// The roles a parameter can have, as written in `has_role(...)` and in policies.
+pub const ROLES: &[&str] = &["hidden", "embedding", "output", "input", "bias", "norm", "other"];
 
 pub fn function(name: &str) -> Option<&'static Builtin> {
     FUNCTIONS.iter().find(|b| b.name == name)
@@ -88,7 +160,12 @@ pub fn function(name: &str) -> Option<&'static Builtin> {
 /// Scalars every update can read. `rows`, `cols`, `fan_in` and `fan_out` need a matrix
 /// parameter: `rows` is its first dimension, `cols` the product of the others,
 /// `fan_in = cols` and `fan_out = rows` (PyTorch's convention for a `[out, in]` weight).
-pub const SHAPE_SCALARS: &[&str] = &["numel", "rows", "cols", "fan_in", "fan_out"];
+/// `rank`, `width_mult` and `inf_dims` (muP: the fan-in over the base shape's, and how many
+/// dimensions differ from the base shape) exist for every parameter.
+pub const SHAPE_SCALARS: &[&str] = &["numel", "rows", "cols", "fan_in", "fan_out", "rank", "width_mult", "inf_dims"];
+
+/// The shape scalars every update can read, whatever its pattern.
+pub const ANY_RANK_SCALARS: &[&str] = &["numel", "rank", "width_mult", "inf_dims"];
 
 /// Names that only mean something as a state initialiser: `zeros`, `eye`.
 pub const INIT_NAMES: &[&str] = &["zeros", "eye"];

@@ -31,20 +31,9 @@ pub use gdc_compiler::ir::HyperTy;
 pub use optimizer::{Backend, Optimizer, Options};
 pub use program::Program;
 
-/// What a parameter is to the model; policies and muP route and scale by it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// A hidden weight matrix.
-    Hidden,
-    Embedding,
-    Output,
-    Input,
-    Bias,
-    Norm,
-    /// Not said.
-    #[default]
-    Other,
-}
+/// What a parameter is to the model; policies route by it, and updates read it
+/// (`has_role(bias, norm)`) for decay masks and muP.
+pub use gdc_compiler::ir::Role;
 
 /// A parameter as the training code describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,15 +41,24 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub role: Role,
+    /// muP: the parameter's shape in the base model (the one whose hyperparameters were
+    /// tuned); `width_mult` and `inf_dims` are measured against it. `None`: no muP scaling.
+    pub base_shape: Option<Vec<usize>>,
 }
 
 impl ParamSpec {
     pub fn new(name: impl Into<String>, shape: &[usize]) -> ParamSpec {
-        ParamSpec { name: name.into(), shape: shape.to_vec(), role: Role::Other }
+        ParamSpec { name: name.into(), shape: shape.to_vec(), role: Role::Other, base_shape: None }
     }
 
     pub fn with_role(mut self, role: Role) -> ParamSpec {
         self.role = role;
+        self
+    }
+
+    /// muP: the parameter's shape in the base model (same rank, no zero dimension).
+    pub fn with_base_shape(mut self, base: &[usize]) -> ParamSpec {
+        self.base_shape = Some(base.to_vec());
         self
     }
 

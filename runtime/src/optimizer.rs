@@ -86,7 +86,9 @@ impl Optimizer {
             }
         }
         let bound: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
-        let members = interp::members(&program.plan().module, &bound);
+        let infos: Vec<interp::ParamInfo> =
+            params.iter().map(|p| interp::ParamInfo { role: p.role, base_shape: p.base_shape.clone() }).collect();
+        let members = interp::members(&program.plan().module, &bound, &infos);
         // A member `w[0]` of a batched `w` must not meet a parameter of that name.
         for (i, m) in members.iter().enumerate() {
             if members[..i].iter().any(|q| q.name == m.name) {
@@ -94,33 +96,43 @@ impl Optimizer {
             }
         }
         let engine = match options.backend {
-            Backend::Interp => Engine::Interp(Box::new(Interpreter::new(program.plan().clone(), &bound)?)),
+            Backend::Interp => Engine::Interp(Box::new(Interpreter::new_with(program.plan().clone(), &bound, &infos)?)),
             Backend::Cpu => {
                 let threads = match options.threads {
                     Some(0) => return Err(RuntimeError::NoThreads),
                     Some(n) => n,
                     None => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 };
-                let bound = interp::bind(program.plan(), &bound)?;
+                let bound = interp::bind_with(program.plan(), &bound, &infos)?;
                 let plan = Arc::clone(&program.inner.plan);
                 let code = Arc::clone(&program.inner.cpu);
                 Engine::Cpu(Box::new(CpuEngine::new(plan, code, bound, threads)?))
             }
-            Backend::Cuda => Optimizer::cuda_engine(program, &bound, device)?,
+            Backend::Cuda => Optimizer::cuda_engine(program, &bound, &infos, device)?,
         };
         Ok(Optimizer { program: program.clone(), specs: params.to_vec(), members, engine })
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_engine(program: &Program, bound: &[(String, Vec<usize>)], device: usize) -> Result<Engine, RuntimeError> {
+    fn cuda_engine(
+        program: &Program,
+        bound: &[(String, Vec<usize>)],
+        infos: &[interp::ParamInfo],
+        device: usize,
+    ) -> Result<Engine, RuntimeError> {
         let Some(gpu) = program.gpu() else { return Err(RuntimeError::NoGpuCode(program.name().to_string())) };
-        let bound = interp::bind(program.plan(), bound)?;
+        let bound = interp::bind_with(program.plan(), bound, infos)?;
         let plan = Arc::clone(&program.inner.plan);
         Ok(Engine::Cuda(Box::new(CudaEngine::new(plan, gpu, bound, device)?)))
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn cuda_engine(_: &Program, _: &[(String, Vec<usize>)], _: usize) -> Result<Engine, RuntimeError> {
+    fn cuda_engine(
+        _: &Program,
+        _: &[(String, Vec<usize>)],
+        _: &[interp::ParamInfo],
+        _: usize,
+    ) -> Result<Engine, RuntimeError> {
         Err(RuntimeError::CudaNotBuilt)
     }
 

@@ -44,7 +44,17 @@ pub enum ReplayError {
 /// ([`Program::load`], [`Program::from_artifact`]); without one, or without a GPU, the typed
 /// error comes back as [`ReplayError::Runtime`].
 pub fn replay(program: &Program, case: &Case, backend: Backend) -> Result<Vec<StepResult>, ReplayError> {
-    let specs: Vec<ParamSpec> = case.params.iter().map(|p| ParamSpec::new(p.name.clone(), &p.shape)).collect();
+    let infos = golden::param_infos(case)?;
+    let specs: Vec<ParamSpec> = case
+        .params
+        .iter()
+        .zip(infos)
+        .map(|(p, info)| ParamSpec {
+            role: info.role,
+            base_shape: info.base_shape,
+            ..ParamSpec::new(p.name.clone(), &p.shape)
+        })
+        .collect();
     let mut opt = Optimizer::with_options(program, &specs, Options { backend, threads: Some(2) })?;
     Ok(golden::replay_on(&mut opt, case)?)
 }

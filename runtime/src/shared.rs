@@ -178,6 +178,17 @@ pub(crate) trait HostSide: StateStore {
         envs: &mut Scalars,
         prepare_outs: &[f64],
     ) -> Result<Vec<usize>, RuntimeError> {
+        // A reduction over every parameter: folded in member order (so the result does not
+        // depend on how the work was split), the same value for every member.
+        for v in scalars {
+            if let Op::AcrossParams(kind) = func_of.1.inst(*v).op {
+                let arg = func_of.1.inst(*v).args[0];
+                let total = (0..members.len()).filter_map(|mi| envs.get(mi, arg)).fold(0.0, |acc, x| kind.fold(acc, x));
+                for mi in 0..members.len() {
+                    envs.set(mi, *v, total);
+                }
+            }
+        }
         let mut run = Vec::with_capacity(members.len());
         for (mi, &i) in members.iter().enumerate() {
             for v in scalars {

@@ -26,10 +26,11 @@ pub enum Helper {
     Log,
     Pow,
     Rem,
+    Cos,
 }
 
 impl Helper {
-    pub const ALL: [Helper; 4] = [Helper::Exp, Helper::Log, Helper::Pow, Helper::Rem];
+    pub const ALL: [Helper; 5] = [Helper::Exp, Helper::Log, Helper::Pow, Helper::Rem, Helper::Cos];
 
     pub fn symbol(self) -> &'static str {
         match self {
@@ -37,12 +38,13 @@ impl Helper {
             Helper::Log => "gdc_logf",
             Helper::Pow => "gdc_powf",
             Helper::Rem => "gdc_fmodf",
+            Helper::Cos => "gdc_cosf",
         }
     }
 
     pub fn arity(self) -> usize {
         match self {
-            Helper::Exp | Helper::Log => 1,
+            Helper::Exp | Helper::Log | Helper::Cos => 1,
             Helper::Pow | Helper::Rem => 2,
         }
     }
@@ -151,6 +153,7 @@ impl Emitter<'_, '_> {
             }
             Unary::Exp => self.call(ty, Helper::Exp, &[x]),
             Unary::Log => self.call(ty, Helper::Log, &[x]),
+            Unary::Cos => self.call(ty, Helper::Cos, &[x]),
             Unary::Abs => self.b.ins().fabs(x),
             Unary::Sign => {
                 let zero = self.fconst(ty, 0.0);

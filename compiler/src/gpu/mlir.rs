@@ -11,7 +11,7 @@
 //! shared memory, so they are deterministic.
 //!
 //! Arithmetic is IEEE float32 as on the CPU: `sqrt` is `sqrt.rn`, division `div.rn`,
-//! `min`/`max` propagate NaN; `exp`, `log`, `pow` and `%` are libdevice's (linked at
+//! `min`/`max` propagate NaN; `exp`, `log`, `cos`, `pow` and `%` are libdevice's (linked at
 //! lowering, so the PTX calls nothing external). Booleans are 0.0 and 1.0.
 
 use super::abi::{kernel_name, layout, size_index, KernelAbi, Mode, BLOCK, CHUNK_STRIDE, SIZES_STRIDE};
@@ -167,6 +167,7 @@ impl Emitter {
             }
             Unary::Exp => self.def(&format!("math.exp {x} : f32")),
             Unary::Log => self.def(&format!("math.log {x} : f32")),
+            Unary::Cos => self.def(&format!("math.cos {x} : f32")),
             Unary::Abs => self.def(&format!("llvm.call_intrinsic \"llvm.fabs.f32\"({x}) : (f32) -> f32")),
             Unary::Sign => {
                 let zero = self.f32c(0.0);

@@ -1,6 +1,6 @@
 //! Lowers the kernels' MLIR text to PTX with MLIR/LLVM 22 through melior: parse and verify
 //! the module, attach an NVVM target for the architecture (linking libdevice when a kernel
-//! calls `exp`, `log`, `pow` or `%`), convert `scf`/`gpu`/`math`/`arith` to the NVVM and
+//! calls `exp`, `log`, `cos`, `pow` or `%`), convert `scf`/`gpu`/`math`/`arith` to the NVVM and
 //! LLVM dialects, and serialise the `gpu.module` to PTX text. A result that still declares
 //! an external function (an unresolved libdevice call) is refused: the CUDA driver could
 //! not load it.
@@ -66,7 +66,7 @@ pub fn find_libdevice() -> Result<PathBuf, GpuError> {
         }
     }
     Err(GpuError::Setup(
-        "libdevice.10.bc not found: this optimizer calls exp, log, pow or %, which come from CUDA's \
+        "libdevice.10.bc not found: this optimizer calls exp, log, cos, pow or %, which come from CUDA's \
          libdevice; run scripts/setup-mlir (installs PyPI's nvidia-cuda-nvcc-cu12) or set GDC_LIBDEVICE"
             .into(),
     ))

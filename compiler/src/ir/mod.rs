@@ -82,6 +82,8 @@ pub enum Unary {
     Log,
     Abs,
     Sign,
+    /// Cosine (radians): schedules' cosine decay.
+    Cos,
 }
 
 /// Binary elementwise operations (broadcasting by named dimensions).
@@ -137,6 +139,67 @@ pub enum ShapeScalar {
     Numel,
     Rows,
     Cols,
+    /// The parameter's rank (its number of dimensions as the training code gave them).
+    Rank,
+    /// muP's width multiplier: the fan-in dimension (`shape[1]`, or `shape[0]` of a
+    /// vector) over the same dimension of the base shape; 1 without a base shape.
+    WidthMult,
+    /// How many dimensions differ from the base shape (muP's "infinite" dimensions: 2 for
+    /// a hidden matrix, 1 for an embedding or a bias); 0 without a base shape.
+    InfDims,
+    /// 1 if the parameter's role is one of the roles in the mask (bit `Role as u8`), else 0.
+    RoleIn(u8),
+}
+
+/// What a parameter is to the model, as the training code says: policies route by it, and
+/// updates read it (`has_role(bias, norm)`) for decay masks and muP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A hidden weight matrix.
+    Hidden,
+    Embedding,
+    /// The output head (unembedding).
+    Output,
+    /// The first layer's weight.
+    Input,
+    Bias,
+    /// A normalisation layer's gain or bias.
+    Norm,
+    /// Not said.
+    #[default]
+    Other,
+}
+
+impl Role {
+    pub const ALL: [Role; 7] =
+        [Role::Hidden, Role::Embedding, Role::Output, Role::Input, Role::Bias, Role::Norm, Role::Other];
+
+    /// The role's name in `.gd` source and in golden cases.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Hidden => "hidden",
+            Role::Embedding => "embedding",
+            Role::Output => "output",
+            Role::Input => "input",
+            Role::Bias => "bias",
+            Role::Norm => "norm",
+            Role::Other => "other",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// This role's bit in a role mask.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// The names of the roles in `mask`, joined by `sep`.
+    pub fn mask_names(mask: u8, sep: &str) -> String {
+        Role::ALL.into_iter().filter(|r| mask & r.bit() != 0).map(Role::name).collect::<Vec<_>>().join(sep)
+    }
 }
 
 /// Where a store writes.
@@ -181,6 +244,10 @@ pub enum Op {
     Eye,
     /// A reduction of a tensor to a scalar, or along an axis of a matrix.
     Reduce(ReduceKind, Option<usize>),
+    /// The fold of a per-parameter scalar (a full reduction) over every parameter of the
+    /// step, in binding order: `global_norm(g)` is `sqrt(across.sum(sum(g * g)))`. Engines
+    /// compute it between the item that makes the reductions and the items that read it.
+    AcrossParams(ReduceKind),
     /// `a @ b`, each operand optionally read transposed (`ta`, `tb`), as BLAS takes them.
     /// `sym`: the product is known to be symmetric (the `symmetry` pass proved it), so a
     /// backend may compute one triangle and mirror it (a SYRK-like product, half the work).
@@ -378,8 +445,46 @@ impl Pattern {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variant {
     pub pattern: Pattern,
+    /// The routed optimizer this update belongs to (an index into `Module::optimizers`; 0
+    /// in a file of one optimizer).
+    pub optimizer: usize,
     pub init: Func,
     pub update: Func,
+}
+
+/// Which ranks a policy's route takes: `[rows]` vectors, `[rows, cols]` exactly two
+/// dimensions, `[..., rows, cols]` two or more; `None` (no shape written) any rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RankFilter {
+    Vector,
+    Matrix,
+    AtLeastMatrix,
+}
+
+impl RankFilter {
+    pub fn admits(self, rank: usize) -> bool {
+        match self {
+            RankFilter::Vector => rank == 1,
+            RankFilter::Matrix => rank == 2,
+            RankFilter::AtLeastMatrix => rank >= 2,
+        }
+    }
+}
+
+/// One line of a policy: parameters whose role is in `roles` (a mask of `Role::bit`s; 0:
+/// any role) and whose rank `rank` admits go to optimizer `optimizer`. Routes are tried in
+/// order; a file of one optimizer has none (everything goes to it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub roles: u8,
+    pub rank: Option<RankFilter>,
+    pub optimizer: usize,
+}
+
+impl Route {
+    pub fn admits(&self, role: Role, rank: usize) -> bool {
+        (self.roles == 0 || self.roles & role.bit() != 0) && self.rank.is_none_or(|r| r.admits(rank))
+    }
 }
 
 /// A whole optimizer in IR form.
@@ -393,6 +498,10 @@ pub struct Module {
     /// The `prepare` block's `let` bindings, visible to updates as `PrepareOut(i)`.
     pub prepare_outs: Vec<(String, Value)>,
     pub variants: Vec<Variant>,
+    /// The optimizers a policy routes to, by name (one, the module's own, otherwise).
+    pub optimizers: Vec<String>,
+    /// A policy's routes, in order (empty for a file of one optimizer).
+    pub routes: Vec<Route>,
 }
 
 impl Module {
@@ -434,6 +543,8 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
     let num = |s: Shape| Some(Ty::num(s));
     match op {
         Op::Const(_) | Op::Step | Op::Shape(_) | Op::Global(_) => Some(Ty::NUM),
+        Op::AcrossParams(_) if args.first()?.is_scalar() => Some(Ty::NUM),
+        Op::AcrossParams(_) => None,
         Op::Bool(_) => Some(Ty::BOOL),
         Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => {
             declared.cloned()
@@ -491,6 +602,7 @@ pub fn eval_unary(u: Unary, x: f64) -> f64 {
         Unary::Sqrt => x.sqrt(),
         Unary::Rsqrt => 1.0 / x.sqrt(),
         Unary::Exp => x.exp(),
+        Unary::Cos => x.cos(),
         Unary::Log => x.ln(),
         Unary::Abs => x.abs(),
         Unary::Sign => {

@@ -28,11 +28,12 @@ pub fn unary_name(u: Unary) -> &'static str {
         Unary::Log => "log",
         Unary::Abs => "abs",
         Unary::Sign => "sign",
+        Unary::Cos => "cos",
     }
 }
 
-pub const UNARIES: [Unary; 8] =
-    [Unary::Neg, Unary::Not, Unary::Sqrt, Unary::Rsqrt, Unary::Exp, Unary::Log, Unary::Abs, Unary::Sign];
+pub const UNARIES: [Unary; 9] =
+    [Unary::Neg, Unary::Not, Unary::Sqrt, Unary::Rsqrt, Unary::Exp, Unary::Log, Unary::Abs, Unary::Sign, Unary::Cos];
 
 pub fn binary_name(b: Binary) -> &'static str {
     match b {
@@ -84,9 +85,13 @@ pub fn op_text(m: &Module, op: &Op) -> String {
         Op::Shape(s) => format!(
             "shape {}",
             match s {
-                ShapeScalar::Numel => "numel",
-                ShapeScalar::Rows => "rows",
-                ShapeScalar::Cols => "cols",
+                ShapeScalar::Numel => "numel".to_string(),
+                ShapeScalar::Rows => "rows".to_string(),
+                ShapeScalar::Cols => "cols".to_string(),
+                ShapeScalar::Rank => "rank".to_string(),
+                ShapeScalar::WidthMult => "width_mult".to_string(),
+                ShapeScalar::InfDims => "inf_dims".to_string(),
+                ShapeScalar::RoleIn(mask) => format!("role={}", crate::ir::Role::mask_names(*mask, "|")),
             }
         ),
         Op::Global(i) => format!("global {}", m.globals[*i].name),
@@ -109,6 +114,10 @@ pub fn op_text(m: &Module, op: &Op) -> String {
                 None => format!("reduce.{k}"),
             }
         }
+        Op::AcrossParams(k) => match k {
+            ReduceKind::Sum => "across.sum".into(),
+            ReduceKind::MaxAbs => "across.max_abs".into(),
+        },
         Op::MatMul { ta, tb, sym } => {
             let layout = match (ta, tb) {
                 (false, false) => "",

@@ -14,6 +14,8 @@ pub fn read_module(text: &str) -> Result<Module, String> {
         prepare: Func::new(FuncKind::Prepare),
         prepare_outs: Vec::new(),
         variants: Vec::new(),
+        optimizers: Vec::new(),
+        routes: Vec::new(),
     };
     // Which function instructions go to: None outside a function.
     let mut current: Option<(FuncKind, usize)> = None;
@@ -25,6 +27,7 @@ pub fn read_module(text: &str) -> Result<Module, String> {
         }
         if let Some(rest) = line.strip_prefix("optimizer ") {
             m.name = rest.trim().to_string();
+            m.optimizers = vec![m.name.clone()];
         } else if let Some(rest) = line.strip_prefix("hyper ") {
             m.hypers.push(read_hyper(rest).ok_or_else(|| err("bad hyper"))?);
         } else if let Some(rest) = line.strip_prefix("state ") {
@@ -51,6 +54,7 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             } else if label.starts_with("init") {
                 m.variants.push(Variant {
                     pattern,
+                    optimizer: 0,
                     init: Func::new(FuncKind::Init),
                     update: Func::new(FuncKind::Update),
                 });
@@ -59,6 +63,7 @@ pub fn read_module(text: &str) -> Result<Module, String> {
                 if m.variants.last().is_none_or(|v| v.pattern != pattern || !v.update.insts.is_empty()) {
                     m.variants.push(Variant {
                         pattern,
+                        optimizer: 0,
                         init: Func::new(FuncKind::Init),
                         update: Func::new(FuncKind::Update),
                     });
@@ -170,6 +175,16 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
             "numel" => ShapeScalar::Numel,
             "rows" => ShapeScalar::Rows,
             "cols" => ShapeScalar::Cols,
+            "rank" => ShapeScalar::Rank,
+            "width_mult" => ShapeScalar::WidthMult,
+            "inf_dims" => ShapeScalar::InfDims,
+            r if r.starts_with("role=") => {
+                let mut mask = 0u8;
+                for name in r["role=".len()..].split('|') {
+                    mask |= crate::ir::Role::from_name(name).ok_or("unknown role")?.bit();
+                }
+                ShapeScalar::RoleIn(mask)
+            }
             _ => return Err("unknown shape scalar".into()),
         }),
         "global" => Op::Global(index_of(m.globals.iter().map(|g| g.name.clone()), first("a name")?)?),
@@ -206,6 +221,8 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "qr" => Op::Qr(Precision::F64),
         "qr.f32" => Op::Qr(Precision::F32),
         "sort_perm" => Op::SortPerm,
+        "across.sum" => Op::AcrossParams(ReduceKind::Sum),
+        "across.max_abs" => Op::AcrossParams(ReduceKind::MaxAbs),
         "store" => match (first("a target")?, imm.get(1)) {
             ("param", _) => Op::Store(Target::Param),
             ("state", Some(n)) => Op::Store(Target::State(index_of(m.states.iter().map(|s| s.name.clone()), n)?)),

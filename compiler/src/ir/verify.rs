@@ -26,6 +26,7 @@ fn arity(op: &Op) -> usize {
         Op::Unary(_)
         | Op::Broadcast
         | Op::Reduce(..)
+        | Op::AcrossParams(_)
         | Op::Transpose
         | Op::Eigvecs(_)
         | Op::Eigvals(_)

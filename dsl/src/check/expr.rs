@@ -184,7 +184,7 @@ impl Checker<'_> {
                 }
             }
             Entity::ShapeScalar
-                if name != "numel"
+                if !builtins::ANY_RANK_SCALARS.contains(&name)
                     && self.ctx != Ctx::Init
                     && !(update_dims == 2 || (update_dims == 1 && name == "rows")) =>
             {
@@ -322,6 +322,52 @@ impl Checker<'_> {
         }
     }
 
+    /// `has_role(r1, r2, ...)`: role names, at least one, each once; a bool scalar.
+    fn check_has_role(&mut self, args: &[Arg], span: Span) -> Option<Ty> {
+        let mut ok = true;
+        if args.is_empty() {
+            self.error(
+                Diagnostic::error("E0003", "`has_role` takes at least one role", span)
+                    .label("no role")
+                    .hint(format!("name roles: `has_role(bias, norm)`; the roles are {}", builtins::ROLES.join(", "))),
+            );
+            return None;
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for a in args {
+            let role = match (&a.name, &a.value.kind) {
+                (None, ExprKind::Name(n)) if builtins::ROLES.contains(&n.as_str()) => n.as_str(),
+                _ => {
+                    self.error(
+                        Diagnostic::error("E0018", "`has_role` takes role names", a.value.span)
+                            .label("not a role")
+                            .hint(format!("the roles are {}", builtins::ROLES.join(", "))),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if seen.contains(&role) {
+                self.error(
+                    Diagnostic::error("E0018", format!("role `{role}` is named twice"), a.value.span)
+                        .label("again")
+                        .hint("name each role once"),
+                );
+                ok = false;
+            }
+            seen.push(role);
+        }
+        if !matches!(self.ctx, Ctx::Update { .. } | Ctx::Init) {
+            self.error(
+                Diagnostic::error("E0023", "`has_role` can only be used in `update` or a state initialiser", span)
+                    .label("no parameter here")
+                    .hint("`prepare` runs once per step for all parameters, and a function sees only its arguments: read a parameter's role in `update` and pass it on"),
+            );
+            return None;
+        }
+        ok.then_some(Ty::BOOL)
+    }
+
     fn check_call(&mut self, name: &str, name_span: Span, args: &[Arg], span: Span) -> Option<Ty> {
         if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
             return self.check_user_call(f, args, span);
@@ -339,6 +385,9 @@ impl Checker<'_> {
             self.check_args(args);
             return None;
         };
+        if b.kind == Kind::HasRole {
+            return self.check_has_role(args, span);
+        }
         let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
         let mut axis = None;
         let mut ok = true;
@@ -475,6 +524,50 @@ impl Checker<'_> {
                     },
                 }
             }
+            Kind::Schedule => {
+                for (t, a) in tys.iter().zip(&positional) {
+                    if !t.is_scalar() {
+                        self.error(
+                            Diagnostic::error("E0004", format!("`{name}` takes scalars, found {t}"), a.value.span)
+                                .label("a tensor")
+                                .hint("a schedule maps a step to a value: give it `step` and hyperparameters, in `prepare`"),
+                        );
+                        return None;
+                    }
+                }
+                Some(Ty::NUM)
+            }
+            Kind::Global => {
+                if !matches!(self.ctx, Ctx::Update { .. }) {
+                    self.error(
+                        Diagnostic::error("E0023", format!("`{name}` cannot be used here"), span)
+                            .label(match self.ctx {
+                                Ctx::Prepare => "in `prepare`",
+                                Ctx::Fn => "in a function",
+                                _ => "in a state initialiser",
+                            })
+                            .hint("a global reduction reads every parameter's tensors: call it in `update`, where it sees the gradients of the whole step"),
+                    );
+                    return None;
+                }
+                if tys[0].is_scalar() {
+                    self.error(
+                        Diagnostic::error(
+                            "E0004",
+                            format!("`{name}` reduces a tensor, found a scalar"),
+                            positional[0].value.span,
+                        )
+                        .label("a scalar")
+                        .hint(
+                            "pass the tensor whose elements to reduce over every parameter, such as `global_norm(g)`",
+                        ),
+                    );
+                    return None;
+                }
+                self.uses_global_reduction = Some(span);
+                Some(Ty::NUM)
+            }
+            Kind::HasRole => None,
             Kind::Outer => match (&tys[0].shape, &tys[1].shape) {
                 (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {
                     Some(Ty::num(Shape::Dims(vec![a[0].clone(), b[0].clone()])))

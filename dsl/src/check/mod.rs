@@ -119,6 +119,8 @@ pub(crate) struct Checker<'a> {
     pub in_progress: Vec<String>,
     /// Per function, the indices of its `int` parameters that bound a `for` loop.
     pub loop_bound_params: HashMap<String, Vec<usize>>,
+    /// Where a global reduction (`global_norm`, ...) was used, if anywhere.
+    pub uses_global_reduction: Option<Span>,
 }
 
 impl<'a> Checker<'a> {
@@ -137,6 +139,7 @@ impl<'a> Checker<'a> {
             fn_returns: HashMap::new(),
             in_progress: Vec::new(),
             loop_bound_params: HashMap::new(),
+            uses_global_reduction: None,
         }
     }
 
@@ -224,6 +227,14 @@ impl<'a> Checker<'a> {
         self.check_fns();
         if let Some(opt) = file.optimizers.first() {
             self.check_optimizer(opt);
+            if let (Some(span), true) = (self.uses_global_reduction, opt.updates.len() > 1) {
+                self.error(
+                    Diagnostic::error("E0025", "a global reduction needs an optimizer with one update", span)
+                        .label("reduces over every parameter")
+                        .note(opt.updates[1].span, "a second update")
+                        .hint("parameters of different updates are stepped apart, so a global reduction could not see them all: write one `update(p, g)`"),
+                );
+            }
         }
     }
 }
