@@ -99,9 +99,10 @@ enum Backend {
     Cuda,
 }
 
+/// A `.gd` file's source, with the files a policy `use`s inlined (see `gdc_dsl::policy`).
 fn read(file: &str) -> Result<String, ExitCode> {
-    std::fs::read_to_string(file).map_err(|e| {
-        eprintln!("error: cannot read {file}: {e}");
+    gdc_dsl::policy::load(std::path::Path::new(file)).map_err(|e| {
+        eprintln!("error: {e}");
         ExitCode::from(2)
     })
 }

@@ -63,8 +63,8 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         prepare: Func::new(FuncKind::Prepare),
         prepare_outs: Vec::new(),
         variants: Vec::new(),
-        optimizers: vec![opt.name.name.clone()],
-        routes: Vec::new(),
+        optimizers: if opt.routed.is_empty() { vec![opt.name.name.clone()] } else { opt.routed.clone() },
+        routes: opt.routes.iter().map(|r| route(r, &opt.routed)).collect(),
     };
 
     let (prepare, outs) = {
@@ -165,9 +165,20 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         }
         l.finish()?;
         let init = l.func;
-        module.variants.push(Variant { pattern, optimizer: 0, init, update });
+        module.variants.push(Variant { pattern, optimizer: u.owner, init, update });
     }
     Ok(module)
+}
+
+/// A checked policy route in IR form.
+fn route(r: &ast::RouteDecl, routed: &[String]) -> Route {
+    let roles = r.roles.iter().filter_map(|n| Role::from_name(&n.name)).fold(0u8, |m, role| m | role.bit());
+    let rank = r.shape.as_ref().map(|s| match s.dims.len() {
+        _ if s.is_batched() => RankFilter::AtLeastMatrix,
+        1 => RankFilter::Vector,
+        _ => RankFilter::Matrix,
+    });
+    Route { roles, rank, optimizer: routed.iter().position(|n| *n == r.target.name).unwrap_or(0) }
 }
 
 /// The value of a literal the checker accepted as a default, range end or global's initial

@@ -13,6 +13,35 @@ pub struct Ident {
 pub struct File {
     pub fns: Vec<FnDef>,
     pub optimizers: Vec<Optimizer>,
+    /// `use "file.gd"`: the optimizers a policy routes to.
+    pub uses: Vec<UseDecl>,
+    pub policies: Vec<PolicyDecl>,
+}
+
+/// `use "muon.gd"`, its text inlined by the loader as `use "muon.gd" { ... }`.
+#[derive(Clone, Debug)]
+pub struct UseDecl {
+    pub path: String,
+    /// The used file's functions and optimizer (`None` until the loader inlines it).
+    pub body: Option<File>,
+    pub span: Span,
+}
+
+/// `policy NAME { ROUTE* }`.
+#[derive(Clone, Debug)]
+pub struct PolicyDecl {
+    pub name: Ident,
+    pub routes: Vec<RouteDecl>,
+    pub span: Span,
+}
+
+/// `hidden | input [rows, cols] -> muon`: roles (`_`: any), an optional shape, the target.
+#[derive(Clone, Debug)]
+pub struct RouteDecl {
+    pub roles: Vec<Ident>,
+    pub shape: Option<ShapeExpr>,
+    pub target: Ident,
+    pub span: Span,
 }
 
 #[derive(Clone, Debug)]
@@ -25,6 +54,10 @@ pub struct Optimizer {
     pub prepares: Vec<Block>,
     pub updates: Vec<UpdateDef>,
     pub span: Span,
+    /// A policy merged into one optimizer: the routed optimizers' names and the routes
+    /// (empty otherwise).
+    pub routed: Vec<String>,
+    pub routes: Vec<RouteDecl>,
 }
 
 /// The type a hyperparameter is declared with.
@@ -110,6 +143,9 @@ pub struct UpdateDef {
     pub grad: Param,
     pub body: Block,
     pub span: Span,
+    /// In a policy merged into one optimizer, which routed optimizer this update is (0
+    /// otherwise).
+    pub owner: usize,
 }
 
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@ pub mod builtins;
 pub mod check;
 pub mod diagnostic;
 pub mod parse;
+pub mod policy;
 pub mod print;
 pub mod span;
 pub mod types;
@@ -16,10 +17,30 @@ pub use parse::parse;
 pub use span::Span;
 
 /// Parses and checks a source file: the AST when there are no errors, plus every diagnostic
-/// (warnings included) found.
+/// (warnings included) found. A policy comes back merged into one optimizer
+/// ([`policy::merge`]), its used optimizers checked each on its own.
 pub fn front_end(source: &str) -> (Option<ast::File>, Vec<Diagnostic>) {
     match parse(source) {
         Err(diags) => (None, diags),
+        Ok(file) if !file.policies.is_empty() || !file.uses.is_empty() => {
+            let mut diags = policy::check(&file);
+            if file.policies.is_empty() {
+                let span = file.uses[0].span;
+                diags.push(
+                    Diagnostic::error("E0026", "`use` is for policies", span)
+                        .label("no policy in this file")
+                        .hint("a file that uses optimizers routes parameters to them: add `policy NAME { ... }`"),
+                );
+            }
+            for body in file.uses.iter().filter_map(|u| u.body.as_ref()) {
+                diags.extend(check(body));
+            }
+            if has_errors(&diags) {
+                (None, diags)
+            } else {
+                (Some(policy::merge(&file)), diags)
+            }
+        }
         Ok(file) => {
             let diags = check(&file);
             if has_errors(&diags) {

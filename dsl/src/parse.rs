@@ -317,6 +317,8 @@ fn not_keyword(pair: &Pair<Rule>) -> bool {
             | Rule::kw_in
             | Rule::kw_every
             | Rule::kw_return
+            | Rule::kw_use
+            | Rule::kw_policy
     )
 }
 
@@ -330,6 +332,39 @@ fn build_file(pair: Pair<Rule>) -> File {
         match item.as_rule() {
             Rule::optimizer => file.optimizers.push(build_optimizer(item)),
             Rule::fn_def => file.fns.push(build_fn(item)),
+            Rule::use_decl => {
+                let span = span_of(&item);
+                let mut it = item.into_inner().filter(not_keyword);
+                let path = it.next().map(|p| p.as_str().trim_matches('"').to_string()).unwrap_or_default();
+                let body = it.next().map(build_file);
+                file.uses.push(UseDecl { path, body, span });
+            }
+            Rule::policy => {
+                let span = span_of(&item);
+                let mut it = item.into_inner().filter(not_keyword);
+                let name = ident(it.next().expect("a policy's name"));
+                let routes = it
+                    .map(|r| {
+                        let span = span_of(&r);
+                        let mut roles = Vec::new();
+                        let mut shape = None;
+                        let mut last = None;
+                        for part in r.into_inner() {
+                            match part.as_rule() {
+                                Rule::shape => shape = Some(build_shape(part)),
+                                Rule::ident => {
+                                    if let Some(prev) = last.replace(ident(part)) {
+                                        roles.push(prev);
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        RouteDecl { roles, shape, target: last.expect("a route's target"), span }
+                    })
+                    .collect();
+                file.policies.push(PolicyDecl { name, routes, span });
+            }
             _ => {}
         }
     }
@@ -348,6 +383,8 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
         prepares: Vec::new(),
         updates: Vec::new(),
         span,
+        routed: Vec::new(),
+        routes: Vec::new(),
     };
     for member in inner {
         let span: Span = span_of(&member);
@@ -384,7 +421,7 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
                 let param = build_param(it.next().expect("p"));
                 let grad = build_param(it.next().expect("g"));
                 let body = build_block(it.next().expect("body"));
-                opt.updates.push(UpdateDef { param, grad, body, span });
+                opt.updates.push(UpdateDef { param, grad, body, span, owner: 0 });
             }
             _ => {}
         }

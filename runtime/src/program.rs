@@ -27,6 +27,12 @@ pub(crate) struct ProgramInner {
 
 impl Program {
     /// Compiles `.gd` source for the CPU: front end, passes, kernel plan, machine code.
+    /// Compiles the `.gd` file at `path`; a policy's `use`d files are read from beside it.
+    pub fn compile_file(path: impl AsRef<std::path::Path>) -> Result<Program, RuntimeError> {
+        let source = gdc_dsl::policy::load(path.as_ref()).map_err(RuntimeError::Compile)?;
+        Program::compile(&source)
+    }
+
     pub fn compile(source: &str) -> Result<Program, RuntimeError> {
         let compiled = gdc_compiler::compile(source).map_err(|e| match e {
             gdc_compiler::CompileError::Source(d) => RuntimeError::Compile(gdc_dsl::render(&d, "<optimizer>", source)),
