@@ -38,7 +38,12 @@ fn run(entry: &Entry, steps: usize, lr: f64) -> (Interpreter, Vec<Vec<f64>>) {
     let ps = params(entry);
     let shapes: Vec<(String, Vec<usize>)> = ps.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
     let mut it = Interpreter::new(c.plan, &shapes).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
-    it.set_hyper("lr", lr).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+    // A policy's learning rates are its optimizers' (`muon.lr`, `adamw.lr`).
+    let lrs: Vec<String> =
+        it.plan.module.hypers.iter().map(|h| h.name.clone()).filter(|n| n == "lr" || n.ends_with(".lr")).collect();
+    for name in lrs {
+        it.set_hyper(&name, lr).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+    }
     let mut values: Vec<Vec<f64>> = ps.iter().map(|p| p.2.clone()).collect();
     for _ in 0..steps {
         let grads: Vec<Vec<f64>> = values.iter().enumerate().map(|(i, v)| loss_and_grad(v, i as u64).1).collect();

@@ -30,6 +30,11 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "muon", cases: &["muon-default", "muon-f32"], matrix_only: true, lr: 0.02 },
     Entry { name: "shampoo", cases: &["shampoo-default"], matrix_only: false, lr: 1.0 },
     Entry { name: "soap", cases: &["soap-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "sgd_wsd", cases: &["sgd_wsd-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adamw_clip_cosine", cases: &["adamw_clip_cosine-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adamw_ema", cases: &["adamw_ema-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "adamw_mup", cases: &["adamw_mup-default"], matrix_only: false, lr: 0.05 },
+    Entry { name: "muon_adamw", cases: &["muon_adamw-default"], matrix_only: false, lr: 0.02 },
 ];
 
 pub fn root() -> PathBuf {
@@ -38,7 +43,7 @@ pub fn root() -> PathBuf {
 
 pub fn source(name: &str) -> String {
     let path = root().join("examples/optimizers").join(format!("{name}.gd"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    gdc_dsl::policy::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Compiles an example optimizer, panicking with its rendered diagnostics on failure.

@@ -15,7 +15,7 @@ fn examples() -> Vec<(String, String)> {
         .expect("examples dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "gd"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).expect("read")))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), gdc_dsl::policy::load(&p).expect("read")))
         .collect();
     out.sort();
     assert!(out.len() >= 10, "found {} examples", out.len());

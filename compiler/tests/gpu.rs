@@ -6,7 +6,7 @@
 use gdc_compiler::gpu::{abi, mlir};
 
 fn compile_file(path: &std::path::Path) -> gdc_compiler::Compiled {
-    let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let source = gdc_dsl::policy::load(path).unwrap_or_else(|e| panic!("{e}"));
     gdc_compiler::compile(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

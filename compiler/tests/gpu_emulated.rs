@@ -794,7 +794,7 @@ fn sampled(plan: &Plan) -> BTreeSet<String> {
 /// change the host module's text first (the tests that check this test can fail).
 fn run_example(path: &std::path::Path, rng: &mut Rng, mutate: &dyn Fn(String) -> String) -> (String, Stats) {
     let name = path.file_stem().unwrap().to_string_lossy().to_string();
-    let source = std::fs::read_to_string(path).unwrap();
+    let source = gdc_dsl::policy::load(path).unwrap();
     let c = gdc_compiler::compile(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
     let plan: &Plan = &c.plan;
     let text = mlir::module_text(plan).unwrap_or_else(|e| panic!("{name}: {e}"));

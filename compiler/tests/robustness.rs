@@ -116,7 +116,7 @@ fn checked_mutations_compile_and_run_without_internal_errors() {
     let mut sources: Vec<(String, String)> = std::fs::read_dir(dir)
         .expect("examples")
         .map(|e| e.expect("entry").path())
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("read")))
+        .map(|p| (p.display().to_string(), gdc_dsl::policy::load(&p).expect("read")))
         .collect();
     sources.sort();
     let mut rng = Rng(0x0dd_ba11);

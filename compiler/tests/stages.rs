@@ -4,7 +4,7 @@
 use gdc_compiler::{compile, ir, plan};
 
 fn compile_file(path: &std::path::Path) -> gdc_compiler::Compiled {
-    let src = std::fs::read_to_string(path).expect("readable example");
+    let src = gdc_dsl::policy::load(path).expect("readable example");
     compile(&src).unwrap_or_else(|e| match e {
         gdc_compiler::CompileError::Source(d) => panic!("{}", gdc_dsl::render(&d, &path.display().to_string(), &src)),
         other => panic!("{other}"),

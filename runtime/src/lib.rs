@@ -96,6 +96,9 @@ pub enum RuntimeError {
     CheckpointState { path: String, what: String },
     #[error("{0} is not supported on the interpreter backend; use the cpu backend")]
     Unsupported(&'static str),
+    /// `swap_state` of a state that cannot stand in for the parameters.
+    #[error("cannot swap state `{name}` with the parameters: {why}")]
+    SwapState { name: String, why: String },
     /// An operation of the device API on an optimizer of another backend.
     #[error("{0} needs an optimizer on the cuda backend (`Backend::Cuda`)")]
     NeedsCuda(&'static str),

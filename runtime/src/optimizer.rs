@@ -332,6 +332,47 @@ impl Optimizer {
         Some(out)
     }
 
+    /// Swaps state `name` (shaped like the parameter: an EMA of the weights, say) with the
+    /// parameters' values, for every parameter that has it: evaluate with the average
+    /// swapped in, then swap again to resume training where it was. `params` are the
+    /// parameters in binding order, as `step` takes them. Errors, before anything changes:
+    /// a backend without state access (interp), an unknown state or one not shaped like the
+    /// parameter, no step taken yet, wrong counts or lengths.
+    pub fn swap_state(&mut self, name: &str, params: &mut [&mut [f32]]) -> Result<(), RuntimeError> {
+        let bad = |why: &str| RuntimeError::SwapState { name: name.to_string(), why: why.to_string() };
+        let m = &self.program.plan().module;
+        let Some(s) = m.states.iter().position(|st| st.name == name) else {
+            let known = m.states.iter().map(|st| st.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(bad(&format!("the optimizer has no such state (its states: {known})")));
+        };
+        if m.states[s].shape != gdc_dsl::types::Shape::Like {
+            return Err(bad("it is not shaped like the parameter"));
+        }
+        let inputs: Vec<(String, Vec<usize>)> = self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+        let lens: Vec<(usize, usize)> = params.iter().map(|p| (p.len(), p.len())).collect();
+        interp::check_lengths(&inputs, params.len(), params.len(), &lens)?;
+        let members = self.members.clone();
+        let Some(e) = self.store_mut() else { return Err(RuntimeError::Unsupported("swap_state")) };
+        if !e.counters().initialised {
+            return Err(bad("no step has run yet, so it holds nothing"));
+        }
+        let mut copies = Vec::new();
+        for (i, mb) in members.iter().enumerate() {
+            if let Some(data) = e.state_copy(i, s)? {
+                copies.push((i, mb.param, mb.offset, data));
+            }
+        }
+        if copies.is_empty() {
+            return Err(bad("no parameter's update uses it"));
+        }
+        for (i, p, offset, data) in copies {
+            let part = &mut params[p][offset..offset + data.len()];
+            e.set_state(i, s, part)?;
+            part.copy_from_slice(&data);
+        }
+        Ok(())
+    }
+
     /// Saves the state of every parameter, the step count, the hyperparameters and globals
     /// as safetensors at `path`, keyed by member name (the parameter's, or `w[3]` for a
     /// matrix of a batched `w`: see [`Optimizer::members`]) and tied to the program's hash.
