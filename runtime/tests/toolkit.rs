@@ -118,7 +118,7 @@ fn ema_swaps_in_and_out() {
     let mut params: Vec<Vec<f32>> = specs.iter().map(|s| values(s.numel(), 3)).collect();
     {
         let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-        let err = opt.swap_state("ema", &mut views).err().expect("nothing to swap yet");
+        let err = opt.swap_state("ema", &mut views).expect_err("nothing to swap yet");
         assert!(matches!(err, RuntimeError::SwapState { .. }), "{err}");
     }
     for seed in 0..3 {
@@ -138,6 +138,6 @@ fn ema_swaps_in_and_out() {
     opt.swap_state("ema", &mut views).expect("swaps back");
     assert_eq!(params, trained, "swapping twice restores the weights");
     let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-    let err = opt.swap_state("m2", &mut views).err().expect("unknown state");
+    let err = opt.swap_state("m2", &mut views).expect_err("unknown state");
     assert!(err.to_string().contains("no such state"), "{err}");
 }
