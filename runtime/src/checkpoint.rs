@@ -1,13 +1,22 @@
 //! Checkpoints of optimizer state as safetensors files: what the optimizer was (program hash,
 //! name, parameters, step, hyperparameters, globals) in the `__metadata__` header, and every
-//! state tensor as float32 under `"<param>/<state>"`, so state is found by parameter name and
-//! not by order.
+//! state tensor as float32 under `"<param>/<state>"`, so state is found by parameter and state
+//! name, never by position.
 //!
-//! Metadata keys, each a string: `gdc.format` (`gdc-checkpoint-1`), `gdc.program_hash`,
+//! Metadata keys, each a string: `gdc.format` (`gdc-checkpoint-2`), `gdc.program_hash`,
 //! `gdc.optimizer`, `gdc.step` (decimal), `gdc.params` (JSON `[["w", [4, 8]], ...]`),
-//! `gdc.hypers` (JSON `[["lr", "0.001"], ...]`) and `gdc.globals` (JSON `["1", ...]`). Floats
-//! are written as Rust's shortest round-trip text (`inf`, `NaN` included), so they load back
-//! bit for bit.
+//! `gdc.hypers` (JSON `[["lr", "0.001"], ...]`) and `gdc.globals` (JSON
+//! `[["mu_product", "0.5"], ...]`). Floats are written as Rust's shortest round-trip text
+//! (`inf`, `NaN` included), so they load back bit for bit. Format 1 (`gdc-checkpoint-1`,
+//! still read, never written) differs only in `gdc.globals`, a positional list
+//! (`["0.5", ...]`): [`Globals::Positional`].
+//!
+//! Because everything is named, a checkpoint can load into an edited program: the migration
+//! rule (docs/checkpoints.md) keeps every state whose parameter, name and shape are
+//! unchanged, and refuses anything else with a [`CheckpointError::Migration`] that names the
+//! parameter and state. [`check_params`] and [`Migration`] are its pieces here; the runtime's
+//! `Optimizer::load_checkpoint` applies it. A format-1 file loads only into the program that
+//! wrote it ([`check_compatible`]), since its globals have no names.
 //!
 //! A parameter's name may itself contain `/`: a key splits at its last `/`, and state names
 //! may not contain one. A parameter batched by `update(p: [..., rows, cols], g)` keeps one
@@ -27,8 +36,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The value of `gdc.format` this module writes and reads.
-pub const FORMAT: &str = "gdc-checkpoint-1";
+/// The value of `gdc.format` this module writes (and reads).
+pub const FORMAT: &str = "gdc-checkpoint-2";
+
+/// The previous format, still read: globals by position, so it loads only into the program
+/// that wrote it.
+pub const FORMAT_1: &str = "gdc-checkpoint-1";
 
 const KEY_FORMAT: &str = "gdc.format";
 const KEY_HASH: &str = "gdc.program_hash";
@@ -41,7 +54,7 @@ const KEY_GLOBALS: &str = "gdc.globals";
 /// What a checkpoint says about the optimizer that wrote it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointMeta {
-    /// Identifies the compiled program; a checkpoint loads only into the same program.
+    /// Identifies the compiled program: the same hash means nothing needs migrating.
     pub program_hash: String,
     /// The optimizer's name (`optimizer adamw`), for messages.
     pub optimizer: String,
@@ -51,8 +64,28 @@ pub struct CheckpointMeta {
     pub step: u64,
     /// Hyperparameters by name, as in force when saved.
     pub hypers: Vec<(String, f64)>,
-    /// The optimizer's global scalars, in declaration order.
-    pub globals: Vec<f64>,
+    /// The optimizer's global scalars.
+    pub globals: Globals,
+}
+
+impl CheckpointMeta {
+    /// The format a file with this metadata has: [`FORMAT`], or [`FORMAT_1`] for positional
+    /// globals (which [`save`] refuses to write).
+    pub fn format(&self) -> &'static str {
+        match self.globals {
+            Globals::Named(_) => FORMAT,
+            Globals::Positional(_) => FORMAT_1,
+        }
+    }
+}
+
+/// A checkpoint's global scalars.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Globals {
+    /// By name, as format 2 stores them (in the saving program's declaration order).
+    Named(Vec<(String, f64)>),
+    /// In the saving program's declaration order, without names: read from a format-1 file.
+    Positional(Vec<f64>),
 }
 
 /// One state tensor of one parameter (`m` of `layer1.w`), as float32.
@@ -94,6 +127,65 @@ impl fmt::Display for ParamMismatch {
     }
 }
 
+/// How a checkpoint's state, hyperparameters or globals differ from what the program loading
+/// it declares, in a way the migration rule does not allow. Every case says what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Migration {
+    /// The program uses state `state` for parameter `param` (a member name: `w[3]` for a
+    /// matrix of a batched `w`); the checkpoint, saved after a step, holds none. `saved`: the
+    /// states it holds for that parameter, by name (a renamed state is among them).
+    MissingState { param: String, state: String, saved: Vec<String> },
+    /// Both have the state, in different shapes.
+    StateShape { param: String, state: String, checkpoint: Vec<usize>, program: Vec<usize> },
+    /// The checkpoint holds a state the program does not use for that parameter.
+    UnusedState { param: String, state: String },
+    /// The checkpoint has a hyperparameter the program does not declare.
+    UnknownHyper { name: String },
+    /// The checkpoint has a global the program does not declare.
+    UnknownGlobal { name: String },
+}
+
+impl fmt::Display for Migration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Migration::MissingState { param, state, saved } => {
+                let held = match saved.as_slice() {
+                    [] => "none".to_string(),
+                    names => names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                };
+                write!(
+                    f,
+                    "parameter `{param}` uses state `{state}`, but the program that saved the checkpoint had no \
+                     state `{state}` for it (its states for `{param}`: {held}): a new or renamed state cannot be \
+                     migrated; keep the old name, or start from step 0 (do not load the checkpoint)"
+                )
+            }
+            Migration::StateShape { param, state, checkpoint, program } => write!(
+                f,
+                "state `{state}` of parameter `{param}` has shape {checkpoint:?} in the checkpoint but {program:?} in \
+                 this program: a state whose shape changed cannot be migrated; keep its old shape, or start from \
+                 step 0 (do not load the checkpoint)"
+            ),
+            Migration::UnusedState { param, state } => write!(
+                f,
+                "the checkpoint holds state `{state}` of parameter `{param}`, which this program does not use for it: \
+                 a removed or renamed state cannot be migrated; keep the state (under its old name) in the update, \
+                 or start from step 0 (do not load the checkpoint)"
+            ),
+            Migration::UnknownHyper { name } => write!(
+                f,
+                "the checkpoint sets hyperparameter `{name}`, which this program does not declare: declare it \
+                 again (it may go unused), or start from step 0 (do not load the checkpoint)"
+            ),
+            Migration::UnknownGlobal { name } => write!(
+                f,
+                "the checkpoint holds global `{name}`, which this program does not declare: declare it again \
+                 (it may go unused), or start from step 0 (do not load the checkpoint)"
+            ),
+        }
+    }
+}
+
 /// Everything that can go wrong saving, loading or matching a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -108,11 +200,12 @@ pub enum CheckpointError {
     /// The bytes are not a complete safetensors file.
     #[error("{} is truncated or not a safetensors file ({reason})", path.display())]
     NotSafetensors { path: PathBuf, reason: String },
-    /// A safetensors file without `gdc.format` = `gdc-checkpoint-1`.
+    /// A safetensors file whose `gdc.format` is neither `gdc-checkpoint-2` nor
+    /// `gdc-checkpoint-1`.
     #[error(
         "{} is a safetensors file but not a gdc checkpoint: {}",
         path.display(),
-        match found { None => format!("it has no `{KEY_FORMAT}` metadata"), Some(f) => format!("its `{KEY_FORMAT}` is `{f}`, expected `{FORMAT}`") }
+        match found { None => format!("it has no `{KEY_FORMAT}` metadata"), Some(f) => format!("its `{KEY_FORMAT}` is `{f}`, expected `{FORMAT}` (or `{FORMAT_1}`)") }
     )]
     NotCheckpoint { path: PathBuf, found: Option<String> },
     /// A metadata entry is missing or cannot be parsed.
@@ -133,10 +226,12 @@ pub enum CheckpointError {
     /// A tensor whose data does not hold exactly the values its shape says.
     #[error("{}: tensor `{key}` has shape {shape:?} ({expected} values) but holds {found} bytes of data", path.display(), expected = shape.iter().product::<usize>())]
     TensorSize { path: PathBuf, key: String, shape: Vec<usize>, found: usize },
-    /// The checkpoint was written by a different optimizer program.
+    /// A format-1 checkpoint (positional globals) written by a different optimizer program.
     #[error(
         "the checkpoint was written by another program: optimizer `{saved_optimizer}` (program hash {saved_hash}), \
-         but this is optimizer `{optimizer}` (program hash {hash}); load it with the program that wrote it, or start from fresh state"
+         but this is optimizer `{optimizer}` (program hash {hash}); a `{FORMAT_1}` file loads only into the program \
+         that wrote it: load it with that program (and save it again to get a `{FORMAT}` file, which can migrate), \
+         or start from fresh state"
     )]
     ProgramMismatch { saved_optimizer: String, saved_hash: String, optimizer: String, hash: String },
     /// The parameters differ, by name or shape.
@@ -144,6 +239,10 @@ pub enum CheckpointError {
         "parameter `{param}` {mismatch}; a checkpoint loads only into a model with the same parameter names and shapes"
     )]
     ParamMismatch { param: String, mismatch: ParamMismatch },
+    /// The checkpoint's state, hyperparameters or globals do not fit the loading program by
+    /// the migration rule (boxed: it is the largest case).
+    #[error("{}: the checkpoint of optimizer `{saved_optimizer}` does not fit optimizer `{optimizer}`: {mismatch}", path.display())]
+    Migration { path: PathBuf, saved_optimizer: String, optimizer: String, mismatch: Box<Migration> },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
@@ -180,9 +279,12 @@ fn encode_meta(meta: &CheckpointMeta) -> HashMap<String, String> {
     let params: Vec<serde_json::Value> = meta.params.iter().map(|(n, s)| serde_json::json!([n, s])).collect();
     let hypers: Vec<serde_json::Value> =
         meta.hypers.iter().map(|(n, v)| serde_json::json!([n, float_text(*v)])).collect();
-    let globals: Vec<String> = meta.globals.iter().map(|v| float_text(*v)).collect();
+    let globals: Vec<serde_json::Value> = match &meta.globals {
+        Globals::Named(g) => g.iter().map(|(n, v)| serde_json::json!([n, float_text(*v)])).collect(),
+        Globals::Positional(g) => g.iter().map(|v| serde_json::json!(float_text(*v))).collect(),
+    };
     HashMap::from([
-        (KEY_FORMAT.to_string(), FORMAT.to_string()),
+        (KEY_FORMAT.to_string(), meta.format().to_string()),
         (KEY_HASH.to_string(), meta.program_hash.clone()),
         (KEY_OPTIMIZER.to_string(), meta.optimizer.clone()),
         (KEY_STEP.to_string(), meta.step.to_string()),
@@ -246,6 +348,14 @@ fn check_meta(path: &Path, meta: &CheckpointMeta) -> Result<(), CheckpointError>
             return Err(bad(KEY_HYPERS, format!("hyperparameter `{name}` appears twice")));
         }
     }
+    if let Globals::Named(globals) = &meta.globals {
+        let mut seen = HashSet::new();
+        for (name, _) in globals {
+            if !seen.insert(name.as_str()) {
+                return Err(bad(KEY_GLOBALS, format!("global `{name}` appears twice")));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -265,7 +375,15 @@ impl Drop for TempFile {
 
 /// Writes a checkpoint to `path`, atomically: either `path` holds the new checkpoint
 /// afterwards, or it holds what it held before (and no temporary file is left behind).
+/// It writes [`FORMAT`]: metadata with [`Globals::Positional`] is refused.
 pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Result<(), CheckpointError> {
+    if let Globals::Positional(_) = meta.globals {
+        return Err(CheckpointError::Metadata {
+            path: path.to_path_buf(),
+            key: KEY_GLOBALS.into(),
+            reason: format!("positional globals are `{FORMAT_1}`, which is read but not written; name them"),
+        });
+    }
     check_meta(path, meta)?;
     check_tensors(path, meta, tensors)?;
     let views = tensors.iter().map(|t| (t.key(), F32View { shape: &t.shape, data: &t.data }));
@@ -314,7 +432,8 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a checkpoint. Tensors come back ordered by their parameter's place in
+/// Reads a checkpoint of [`FORMAT`] or [`FORMAT_1`] (whose globals come back as
+/// [`Globals::Positional`]). Tensors come back ordered by their parameter's place in
 /// `meta.params`, then by state name.
 pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<StateTensor>), CheckpointError> {
     let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
@@ -322,11 +441,12 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<StateTensor>), Checkpoin
     let st = SafeTensors::deserialize(&bytes).map_err(|e| deserialize_error(path, &bytes, e))?;
     let empty = HashMap::new();
     let md = header.metadata().as_ref().unwrap_or(&empty);
-    match md.get(KEY_FORMAT) {
-        Some(f) if f == FORMAT => {}
+    let named_globals = match md.get(KEY_FORMAT) {
+        Some(f) if f == FORMAT => true,
+        Some(f) if f == FORMAT_1 => false,
         found => return Err(CheckpointError::NotCheckpoint { path: path.to_path_buf(), found: found.cloned() }),
-    }
-    let meta = decode_meta(path, md)?;
+    };
+    let meta = decode_meta(path, md, named_globals)?;
     check_meta(path, &meta)?;
 
     let mut tensors = Vec::with_capacity(st.len());
@@ -393,7 +513,11 @@ fn misfit_tensor(bytes: &[u8]) -> Option<(String, Vec<usize>, usize)> {
     None
 }
 
-fn decode_meta(path: &Path, md: &HashMap<String, String>) -> Result<CheckpointMeta, CheckpointError> {
+fn decode_meta(
+    path: &Path,
+    md: &HashMap<String, String>,
+    named_globals: bool,
+) -> Result<CheckpointMeta, CheckpointError> {
     let bad =
         |key: &str, reason: String| CheckpointError::Metadata { path: path.to_path_buf(), key: key.into(), reason };
     let get = |key: &str| md.get(key).ok_or_else(|| bad(key, "missing".into()));
@@ -420,20 +544,28 @@ fn decode_meta(path: &Path, md: &HashMap<String, String>) -> Result<CheckpointMe
         params.push(parsed.ok_or_else(|| bad(KEY_PARAMS, format!("expected [name, [dims...]], found {entry}")))?);
     }
 
-    let hypers_json = json(KEY_HYPERS)?;
-    let entries = hypers_json.as_array().ok_or_else(|| bad(KEY_HYPERS, "expected a list".into()))?;
-    let mut hypers = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let pair = entry.as_array().filter(|a| a.len() == 2);
-        let (name, value) = pair
-            .and_then(|a| Some((a[0].as_str()?, &a[1])))
-            .ok_or_else(|| bad(KEY_HYPERS, format!("expected [name, value], found {entry}")))?;
-        hypers.push((name.to_string(), float(KEY_HYPERS, value)?));
-    }
-
-    let globals_json = json(KEY_GLOBALS)?;
-    let entries = globals_json.as_array().ok_or_else(|| bad(KEY_GLOBALS, "expected a list".into()))?;
-    let globals = entries.iter().map(|v| float(KEY_GLOBALS, v)).collect::<Result<_, _>>()?;
+    // `[["name", "value"], ...]`: hyperparameters, and globals from format 2 on.
+    let named = |key: &str| -> Result<Vec<(String, f64)>, CheckpointError> {
+        let list = json(key)?;
+        let entries = list.as_array().ok_or_else(|| bad(key, "expected a list".into()))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let pair = entry.as_array().filter(|a| a.len() == 2);
+            let (name, value) = pair
+                .and_then(|a| Some((a[0].as_str()?, &a[1])))
+                .ok_or_else(|| bad(key, format!("expected [name, value], found {entry}")))?;
+            out.push((name.to_string(), float(key, value)?));
+        }
+        Ok(out)
+    };
+    let hypers = named(KEY_HYPERS)?;
+    let globals = if named_globals {
+        Globals::Named(named(KEY_GLOBALS)?)
+    } else {
+        let globals_json = json(KEY_GLOBALS)?;
+        let entries = globals_json.as_array().ok_or_else(|| bad(KEY_GLOBALS, "expected a list".into()))?;
+        Globals::Positional(entries.iter().map(|v| float(KEY_GLOBALS, v)).collect::<Result<_, _>>()?)
+    };
 
     Ok(CheckpointMeta {
         program_hash: get(KEY_HASH)?.clone(),
@@ -445,9 +577,10 @@ fn decode_meta(path: &Path, md: &HashMap<String, String>) -> Result<CheckpointMe
     })
 }
 
-/// Checks that a checkpoint fits the program and parameters it is about to be loaded into:
-/// the same program (by hash), and the same parameters as a set (order may differ) with the
-/// same shapes. The first difference is the error.
+/// Checks that a checkpoint fits the program and parameters it is about to be loaded into
+/// without migrating: the same program (by hash), and the same parameters as
+/// [`check_params`] checks them. The first difference is the error. Format-1 files must pass
+/// it; format-2 files need only [`check_params`] and the migration rule.
 pub fn check_compatible(
     meta: &CheckpointMeta,
     program_hash: &str,
@@ -462,6 +595,12 @@ pub fn check_compatible(
             hash: program_hash.to_string(),
         });
     }
+    check_params(meta, params)
+}
+
+/// Checks that a checkpoint holds the same parameters as `params` (the model's, name and
+/// shape), as a set: their order may differ. The first difference is the error.
+pub fn check_params(meta: &CheckpointMeta, params: &[(String, Vec<usize>)]) -> Result<(), CheckpointError> {
     let saved: HashMap<&str, &Vec<usize>> = meta.params.iter().map(|(n, s)| (n.as_str(), s)).collect();
     for (name, shape) in params {
         match saved.get(name.as_str()) {
@@ -483,4 +622,19 @@ pub fn check_compatible(
         return Err(CheckpointError::ParamMismatch { param: name.clone(), mismatch: ParamMismatch::NotInModel });
     }
     Ok(())
+}
+
+/// The shape state `declared` of a bound member has in a checkpoint: the member's shape for
+/// state shaped like the parameter, otherwise the declared dimensions sized for the member
+/// (`[]` for a scalar). Saving writes it; the migration rule compares it.
+pub(crate) fn state_shape(
+    declared: &gdc_dsl::types::Shape,
+    member_shape: &[usize],
+    bound: &gdc_compiler::interp::BoundParam,
+) -> Vec<usize> {
+    use gdc_compiler::interp;
+    match declared {
+        gdc_dsl::types::Shape::Like => member_shape.to_vec(),
+        declared => interp::names_of(declared).iter().map(|n| interp::size_of(n, bound)).collect(),
+    }
 }

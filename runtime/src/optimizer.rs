@@ -374,9 +374,9 @@ impl Optimizer {
     }
 
     /// Saves the state of every parameter, the step count, the hyperparameters and globals
-    /// as safetensors at `path`, keyed by member name (the parameter's, or `w[3]` for a
-    /// matrix of a batched `w`: see [`Optimizer::members`]) and tied to the program's hash.
-    /// The write is atomic: an interrupted save leaves the previous file in place.
+    /// (both by name) as safetensors at `path`, keyed by member name (the parameter's, or
+    /// `w[3]` for a matrix of a batched `w`: see [`Optimizer::members`]), with the program's
+    /// hash. The write is atomic: an interrupted save leaves the previous file in place.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
         let Some(e) = self.store() else { return Err(RuntimeError::Unsupported("checkpointing")) };
         let m = &self.program.plan().module;
@@ -385,80 +385,146 @@ impl Optimizer {
             for (s, st) in m.states.iter().enumerate() {
                 if let Some(data) = e.state_copy(i, s)? {
                     // `like(p)` state has the member's shape; other state its declared one.
-                    let shape = match &st.shape {
-                        gdc_dsl::types::Shape::Like => member.shape.clone(),
-                        declared => {
-                            let bp = &e.bound()[i];
-                            interp::names_of(declared).iter().map(|n| interp::size_of(n, bp)).collect()
-                        }
-                    };
+                    let shape = checkpoint::state_shape(&st.shape, &member.shape, &e.bound()[i]);
                     tensors.push(StateTensor { param: member.name.clone(), state: st.name.clone(), shape, data });
                 }
             }
         }
+        let globals = m.globals.iter().zip(&e.counters().globals).map(|(g, v)| (g.name.clone(), *v)).collect();
         let meta = CheckpointMeta {
             program_hash: self.program.hash().to_string(),
             optimizer: self.program.name().to_string(),
             params: self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect(),
             step: e.counters().step,
             hypers: m.hypers.iter().zip(&e.counters().hypers).map(|(h, v)| (h.name.clone(), *v)).collect(),
-            globals: e.counters().globals.clone(),
+            globals: checkpoint::Globals::Named(globals),
         };
         Ok(checkpoint::save(path.as_ref(), &meta, &tensors)?)
     }
 
-    /// Restores a checkpoint saved by [`Optimizer::save_checkpoint`] of the same program and
-    /// the same parameters (by name; their order may differ). Everything is checked before
-    /// anything changes: on an error the optimizer is as it was.
+    /// Restores a checkpoint saved by [`Optimizer::save_checkpoint`] for the same parameters
+    /// (by name; their order may differ), from this program or an edited one, by the
+    /// migration rule of docs/checkpoints.md:
+    ///
+    /// - every state this program uses for a parameter must be in the file under the same
+    ///   `param/state` key with the shape this program gives it (unless the file was saved
+    ///   at step 0), and keeps its values; the file may hold no state this program does not
+    ///   use for that parameter;
+    /// - saved hyperparameters and globals must be declared, and are restored (with the
+    ///   usual type and range checks); a hyperparameter the file lacks keeps its value here
+    ///   (its default unless set), a global the file lacks starts at its initial value.
+    ///
+    /// A `gdc-checkpoint-1` file (positional globals) loads only into the program that wrote
+    /// it. Everything is checked before anything changes: on an error the optimizer is as it
+    /// was.
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
+        use checkpoint::{CheckpointError, Globals, Migration};
         let path = path.as_ref();
         let (meta, tensors) = checkpoint::load(path)?;
         let params: Vec<(String, Vec<usize>)> = self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
-        checkpoint::check_compatible(&meta, self.program.hash(), self.program.name(), &params)?;
+        match meta.globals {
+            // Format 1: positional globals mean nothing to another program.
+            Globals::Positional(_) => {
+                checkpoint::check_compatible(&meta, self.program.hash(), self.program.name(), &params)?
+            }
+            Globals::Named(_) => checkpoint::check_params(&meta, &params)?,
+        }
         let program = self.program.clone();
         let m = &program.plan().module;
         let bad = |what: String| RuntimeError::CheckpointState { path: path.display().to_string(), what };
-        let specs = self.members.clone();
+        let refuse = |mismatch: Migration| -> RuntimeError {
+            RuntimeError::Checkpoint(CheckpointError::Migration {
+                path: path.to_path_buf(),
+                saved_optimizer: meta.optimizer.clone(),
+                optimizer: program.name().to_string(),
+                mismatch: Box::new(mismatch),
+            })
+        };
+        let members = self.members.clone();
         let Some(e) = self.store_mut() else { return Err(RuntimeError::Unsupported("checkpointing")) };
+
+        // Every state each member uses must be there, in the shape it has here, once a step
+        // ran; and nothing else may be.
+        let saved: std::collections::HashMap<(&str, &str), &StateTensor> =
+            tensors.iter().map(|t| ((t.param.as_str(), t.state.as_str()), t)).collect();
+        let mut used = std::collections::HashSet::new();
+        let mut updates = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            for (s, st) in m.states.iter().enumerate() {
+                let Some(len) = e.state_len(i, s) else { continue };
+                used.insert((member.name.as_str(), st.name.as_str()));
+                let Some(t) = saved.get(&(member.name.as_str(), st.name.as_str())) else {
+                    if meta.step == 0 {
+                        continue;
+                    }
+                    let held = tensors.iter().filter(|t| t.param == member.name).map(|t| t.state.clone()).collect();
+                    return Err(refuse(Migration::MissingState {
+                        param: member.name.clone(),
+                        state: st.name.clone(),
+                        saved: held,
+                    }));
+                };
+                let shape = checkpoint::state_shape(&st.shape, &member.shape, &e.bound()[i]);
+                if t.shape != shape {
+                    return Err(refuse(Migration::StateShape {
+                        param: member.name.clone(),
+                        state: st.name.clone(),
+                        checkpoint: t.shape.clone(),
+                        program: shape,
+                    }));
+                }
+                if t.data.len() != len {
+                    return Err(bad(format!(
+                        "state `{}` of parameter `{}` has {} values, the optimizer needs {len}",
+                        st.name,
+                        member.name,
+                        t.data.len()
+                    )));
+                }
+                updates.push((i, s, &t.data));
+            }
+        }
+        if let Some(t) = tensors.iter().find(|t| !used.contains(&(t.param.as_str(), t.state.as_str()))) {
+            return Err(refuse(Migration::UnusedState { param: t.param.clone(), state: t.state.clone() }));
+        }
+
+        // Hyperparameters by name; one the file lacks keeps its value.
         let mut hypers = e.counters().hypers.clone();
         for (name, value) in &meta.hypers {
+            if !m.hypers.iter().any(|h| &h.name == name) {
+                return Err(refuse(Migration::UnknownHyper { name: name.clone() }));
+            }
             let i = interp::check_hyper(m, name, *value).map_err(|err| bad(err.to_string()))?;
             hypers[i] = *value;
         }
+
+        // Globals by name (format 2; one the file lacks starts at its initial value), or by
+        // position from a format-1 file of this very program.
         let nglobals = e.counters().globals.len();
-        if meta.globals.len() != nglobals {
-            return Err(bad(format!("it has {} globals, the program {nglobals}", meta.globals.len())));
-        }
-        // Every state each parameter uses must be there, with its length, once a step ran.
-        let mut updates = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            for (s, st) in m.states.iter().enumerate() {
-                let Some(len) = e.state_len(i, s) else { continue };
-                let found = tensors.iter().find(|t| t.param == spec.name && t.state == st.name);
-                match (found, meta.step) {
-                    (None, 0) => {}
-                    (None, _) => {
-                        return Err(bad(format!("state `{}` of parameter `{}` is missing", st.name, spec.name)))
-                    }
-                    (Some(t), _) if t.data.len() != len => {
-                        return Err(bad(format!(
-                            "state `{}` of parameter `{}` has {} values, the optimizer needs {len}",
-                            st.name,
-                            spec.name,
-                            t.data.len()
-                        )))
-                    }
-                    (Some(t), _) => updates.push((i, s, &t.data)),
-                }
+        let globals = match &meta.globals {
+            Globals::Positional(saved) if saved.len() != nglobals => {
+                return Err(bad(format!("it has {} globals, the program {nglobals}", saved.len())));
             }
-        }
+            Globals::Positional(saved) => saved.clone(),
+            Globals::Named(saved) => {
+                let mut globals: Vec<f64> = m.globals.iter().map(|g| g.init).collect();
+                for (name, value) in saved {
+                    let Some(k) = m.globals.iter().position(|g| &g.name == name) else {
+                        return Err(refuse(Migration::UnknownGlobal { name: name.clone() }));
+                    };
+                    globals[k] = *value;
+                }
+                globals
+            }
+        };
+
         // Lengths were checked above, so only a device copy can fail here.
         for (i, s, data) in updates {
             e.set_state(i, s, data)?;
         }
         let c = e.counters_mut();
         c.hypers = hypers;
-        c.globals = meta.globals.clone();
+        c.globals = globals;
         c.step = meta.step;
         c.initialised = meta.step > 0;
         Ok(())
