@@ -1,7 +1,7 @@
 //! Checkpoint files: bit-exact round trips, parameters matched by name, typed errors (never a
 //! panic) for damaged or foreign files, and atomic saves that leave no temporary files.
 
-use gdc_runtime::checkpoint::{self, CheckpointError, CheckpointMeta, ParamMismatch, StateTensor};
+use gdc_runtime::checkpoint::{self, CheckpointError, CheckpointMeta, Globals, ParamMismatch, StateTensor};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,12 @@ fn meta() -> CheckpointMeta {
         params: params(),
         step: 1234,
         hypers: vec![("lr".into(), 1e-3), ("beta2".into(), 0.999), ("eps".into(), 1e-8), ("nesterov".into(), 1.0)],
-        globals: vec![0.1 + 0.2, -0.0, f64::INFINITY, 1.0 / 3.0],
+        globals: Globals::Named(vec![
+            ("mu".into(), 0.1 + 0.2),
+            ("zero".into(), -0.0),
+            ("big".into(), f64::INFINITY),
+            ("third".into(), 1.0 / 3.0),
+        ]),
     }
 }
 
@@ -100,8 +105,9 @@ fn a_round_trip_is_bit_exact() {
     let (dir, path) = saved("roundtrip");
     let (m, ts) = checkpoint::load(&path).expect("loads");
     assert_eq!(m, meta());
-    assert_eq!(m.globals[0].to_bits(), (0.1f64 + 0.2).to_bits());
-    assert_eq!(m.globals[1].to_bits(), (-0.0f64).to_bits(), "the sign of zero survives");
+    let Globals::Named(globals) = &m.globals else { panic!("format 2 names its globals: {:?}", m.globals) };
+    assert_eq!(globals[0].1.to_bits(), (0.1f64 + 0.2).to_bits());
+    assert_eq!(globals[1].1.to_bits(), (-0.0f64).to_bits(), "the sign of zero survives");
     assert_eq!(bits(&ts), bits(&tensors()));
     assert_eq!(ts.iter().find(|t| t.key() == "layer1/w/v").expect("v").data[5].to_bits(), 0x7fc0_1234);
     // Ordered by the parameter's place, then state name.
@@ -117,7 +123,11 @@ fn the_file_is_plain_safetensors_with_gdc_metadata() {
     let bytes = std::fs::read(&path).expect("reads");
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors");
     let md = header.metadata().as_ref().expect("metadata");
-    assert_eq!(md["gdc.format"], "gdc-checkpoint-1");
+    assert_eq!(md["gdc.format"], "gdc-checkpoint-2");
+    assert_eq!(
+        md["gdc.globals"],
+        r#"[["mu","0.30000000000000004"],["zero","-0"],["big","inf"],["third","0.3333333333333333"]]"#
+    );
     assert_eq!(md["gdc.program_hash"], "3f9a0c1d");
     assert_eq!(md["gdc.step"], "1234");
     assert_eq!(md["gdc.params"], r#"[["layer1/w",[2,3]],["layer1/b",[3]],["scale",[]]]"#);
