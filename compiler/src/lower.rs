@@ -780,7 +780,8 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// How far `t` is through `t0..t1`, clamped to 0..=1 (a step at `t1` when `t1 <= t0`).
+    /// How far `t` is through `t0..t1`, clamped to 0..=1; 0 when `t1 <= t0` (a ramp of no
+    /// length stays at its start, as optax's schedules of zero transition steps do).
     fn ramp_fraction(&mut self, t: Value, t0: Value, t1: Value) -> Value {
         let (zero, one) = (self.constant(0.0), self.constant(1.0));
         let span = self.bin(Binary::Sub, t1, t0);
@@ -788,10 +789,8 @@ impl<'a> Lowerer<'a> {
         let raw = self.bin(Binary::Div, into, span);
         let lo = self.bin(Binary::Max, raw, zero);
         let f = self.bin(Binary::Min, lo, one);
-        let past = self.bin(Binary::Ge, t, t1);
-        let step = self.emit(Op::Select, vec![past, one, zero], None);
         let proper = self.bin(Binary::Gt, span, zero);
-        self.emit(Op::Select, vec![proper, f, step], None)
+        self.emit(Op::Select, vec![proper, f, zero], None)
     }
 
     /// `v0 + (v1 - v0) * f`.
