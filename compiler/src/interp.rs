@@ -874,6 +874,10 @@ fn run_item(
                 match b {
                     Buffer::Param => *bufs.p = t.data,
                     Buffer::Grad => return Err(InterpError::Internal("a kernel writes the gradient".into())),
+                    Buffer::State(s) if m.states[*s].bf16 => {
+                        let data = t.data.iter().map(|x| f64::from(crate::ir::round_bf16(*x as f32))).collect();
+                        bufs.states[*s] = Some(Tensor { data, ..t })
+                    }
                     Buffer::State(s) => bufs.states[*s] = Some(t),
                     Buffer::Temp(i) => bufs.temps[*i] = Some(t),
                 }

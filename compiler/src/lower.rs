@@ -47,6 +47,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         .iter()
         .map(|s| StateInfo {
             name: s.name.name.clone(),
+            bf16: s.bf16,
             shape: match &s.shape {
                 None => Shape::Like,
                 Some(se) => Shape::from_names(se.dims.iter().map(|d| d.name.clone()).collect()),

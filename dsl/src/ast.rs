@@ -82,6 +82,8 @@ pub struct HyperDecl {
 #[derive(Clone, Debug)]
 pub struct StateDecl {
     pub name: Ident,
+    /// `state m: bf16 = zeros`: stored as bfloat16 (`true`), or as float32.
+    pub bf16: bool,
     /// `None`: shaped like the parameter.
     pub shape: Option<ShapeExpr>,
     pub init: Option<Expr>,

@@ -403,9 +403,10 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
             Rule::state_decl => {
                 let mut it = member.into_inner().filter(not_keyword).peekable();
                 let name = ident(it.next().expect("state name"));
+                let bf16 = it.next_if(|p| p.as_rule() == Rule::storage).is_some_and(|p| p.as_str() == "bf16");
                 let shape = it.next_if(|p| p.as_rule() == Rule::shape).map(build_shape);
                 let init = it.next().map(build_expr);
-                opt.states.push(StateDecl { name, shape, init, span });
+                opt.states.push(StateDecl { name, bf16, shape, init, span });
             }
             Rule::global_decl => {
                 let mut it = member.into_inner().filter(not_keyword);

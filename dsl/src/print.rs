@@ -27,7 +27,12 @@ pub fn file_text(file: &File) -> String {
             let _ = writeln!(out, "  hyper {}{ty} = {}{range}", h.name.name, expr_text(&h.default));
         }
         for s in &o.states {
-            let shape = s.shape.as_ref().map(|sh| format!(": {}", shape_text(sh))).unwrap_or_default();
+            let shape = match (s.bf16, s.shape.as_ref()) {
+                (true, Some(sh)) => format!(": bf16 {}", shape_text(sh)),
+                (true, None) => ": bf16".to_string(),
+                (false, Some(sh)) => format!(": {}", shape_text(sh)),
+                (false, None) => String::new(),
+            };
             let init = s.init.as_ref().map(|e| format!(" = {}", expr_text(e))).unwrap_or_default();
             let _ = writeln!(out, "  state {}{shape}{init}", s.name.name);
         }

@@ -78,11 +78,32 @@ pub fn bytes_per_step(plan: &Plan, params: &[ParamSpec]) -> Result<u64, RuntimeE
             dedup(&mut read);
             dedup(&mut written);
             for b in read.iter().chain(&written) {
-                total = total.saturating_add(4u64.saturating_mul(elements(plan, bp, update, *b)));
+                let width = if matches!(b, Buffer::State(s) if plan.module.states[*s].bf16) { 2 } else { 4 };
+                total = total.saturating_add(width * elements(plan, bp, update, *b));
             }
         }
     }
     Ok(total)
+}
+
+/// The optimizer state held for `params`: `(bytes as stored, bytes were every state
+/// float32)`; the two differ by what `bf16` state saves.
+pub fn state_bytes(plan: &Plan, params: &[ParamSpec]) -> Result<(u64, u64), RuntimeError> {
+    let named: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    let bound = bind(plan, &named)?;
+    let m = &plan.module;
+    let (mut stored, mut f32_bytes) = (0u64, 0u64);
+    for bp in &bound {
+        let v = &m.variants[bp.variant];
+        let used = crate::shared::state_use(m, &v.init, &v.update);
+        let update = &plan.variants[bp.variant].update;
+        for (s, st) in m.states.iter().enumerate().filter(|(s, _)| used[*s]) {
+            let n = elements(plan, bp, update, Buffer::State(s));
+            stored = stored.saturating_add(n * if st.bf16 { 2 } else { 4 });
+            f32_bytes = f32_bytes.saturating_add(n * 4);
+        }
+    }
+    Ok((stored, f32_bytes))
 }
 
 fn dedup(buffers: &mut Vec<Buffer>) {

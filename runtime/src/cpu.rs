@@ -58,10 +58,38 @@ impl std::ops::DerefMut for Padded {
     }
 }
 
+/// The float32 words a bf16 state of `len` elements takes: two elements a word, the even
+/// one in the low half (the kernels address it as little-endian 16-bit elements).
+fn bf16_words(len: usize) -> usize {
+    len.div_ceil(2)
+}
+
+/// A bf16 state's elements, widened to float32.
+fn bf16_decode(words: &[f32], len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|k| {
+            let w = words[k / 2].to_bits();
+            gdc_compiler::ir::bf16_value(if k % 2 == 0 { w as u16 } else { (w >> 16) as u16 })
+        })
+        .collect()
+}
+
+/// `data` rounded to bf16 and packed two elements a word.
+fn bf16_encode(data: &[f32], words: &mut [f32]) {
+    for (w, pair) in words.iter_mut().zip(data.chunks(2)) {
+        let lo = u32::from(gdc_compiler::ir::bf16_bits(pair[0]));
+        let hi = pair.get(1).map_or(0, |x| u32::from(gdc_compiler::ir::bf16_bits(*x)));
+        *w = f32::from_bits(lo | (hi << 16));
+    }
+}
+
 /// One parameter's buffers owned by the engine.
 struct Owned {
-    /// By state index; `None` for state this parameter's variant does not use.
+    /// By state index; `None` for state this parameter's variant does not use. A bf16
+    /// state holds two elements a word (see [`bf16_words`]).
     states: Vec<Option<Padded>>,
+    /// Each state's number of elements (0 when not allocated).
+    state_lens: Vec<usize>,
     /// The update plan's temporaries.
     temps: Vec<Padded>,
 }
@@ -134,14 +162,27 @@ impl CpuEngine {
             let vp = &plan.variants[bp.variant];
             let used = state_use(m, &m.variants[bp.variant].init, &m.variants[bp.variant].update);
             let pshape = vp.pattern.param_shape();
+            let state_lens: Vec<usize> = m
+                .states
+                .iter()
+                .enumerate()
+                .map(|(s, st)| {
+                    let shape = if st.shape == Shape::Like { pshape.clone() } else { st.shape.clone() };
+                    if used[s] {
+                        shape_len(&shape, bp)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
             let states = m
                 .states
                 .iter()
                 .enumerate()
                 .map(|(s, st)| {
                     used[s].then(|| {
-                        let shape = if st.shape == Shape::Like { pshape.clone() } else { st.shape.clone() };
-                        Padded::zeros(shape_len(&shape, bp), s + 1)
+                        let words = if st.bf16 { bf16_words(state_lens[s]) } else { state_lens[s] };
+                        Padded::zeros(words, s + 1)
                     })
                 })
                 .collect();
@@ -152,13 +193,14 @@ impl CpuEngine {
                 .enumerate()
                 .map(|(t, shape)| Padded::zeros(shape_len(shape, bp), m.states.len() + t + 1))
                 .collect();
-            owned.push(Owned { states, temps });
+            owned.push(Owned { states, state_lens, temps });
         }
         let counters = Counters::new(m);
         Ok(CpuEngine { plan, code, pool, params, owned, counters, matrix_flops: Default::default() })
     }
 
-    /// State `s` of parameter `i`, once initialised.
+    /// The storage of state `s` of parameter `i`, once initialised (a bf16 state packed two
+    /// elements a word: [`StateStore::state_copy`] widens it).
     pub fn state(&self, i: usize, s: usize) -> Option<&[f32]> {
         if !self.counters.initialised {
             return None;
@@ -465,17 +507,26 @@ impl StateStore for CpuEngine {
     }
 
     fn state_len(&self, i: usize, s: usize) -> Option<usize> {
-        self.owned.get(i)?.states.get(s)?.as_ref().map(|x| x.len())
+        let o = self.owned.get(i)?;
+        o.states.get(s)?.as_ref().map(|_| o.state_lens[s])
     }
 
     fn state_copy(&self, i: usize, s: usize) -> Result<Option<Vec<f32>>, RuntimeError> {
-        Ok(self.state(i, s).map(|x| x.to_vec()))
+        let bf16 = self.plan.module.states[s].bf16;
+        Ok(self.state(i, s).map(|x| if bf16 { bf16_decode(x, self.owned[i].state_lens[s]) } else { x.to_vec() }))
     }
 
     fn set_state(&mut self, i: usize, s: usize, data: &[f32]) -> Result<bool, RuntimeError> {
-        Ok(match self.owned.get_mut(i).and_then(|o| o.states.get_mut(s)).and_then(|x| x.as_mut()) {
-            Some(buf) if buf.len() == data.len() => {
-                buf.copy_from_slice(data);
+        let bf16 = self.plan.module.states.get(s).is_some_and(|st| st.bf16);
+        let Some(o) = self.owned.get_mut(i) else { return Ok(false) };
+        let len = o.state_lens.get(s).copied().unwrap_or(0);
+        Ok(match o.states.get_mut(s).and_then(|x| x.as_mut()) {
+            Some(buf) if len == data.len() => {
+                if bf16 {
+                    bf16_encode(data, buf);
+                } else {
+                    buf.copy_from_slice(data);
+                }
                 true
             }
             _ => false,

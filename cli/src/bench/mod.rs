@@ -2,7 +2,7 @@
 //! spread of the step time, nanoseconds per parameter and effective bandwidth (the bytes the
 //! plan moves per step over the median time).
 
-use gdc_runtime::bench::{bytes_per_step, fill_uniform, measure, mixed_shapes};
+use gdc_runtime::bench::{bytes_per_step, fill_uniform, measure, mixed_shapes, state_bytes};
 use gdc_runtime::{Optimizer, Options, ParamSpec};
 use std::process::ExitCode;
 
@@ -119,6 +119,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     let mut opt = Optimizer::with_options(&program, &specs, Options { backend, threads: args.threads })
         .map_err(|e| bad(format!("{}: {e}", args.file)))?;
     let bytes = bytes_per_step(program.plan(), &specs).map_err(|e| bad(format!("{}: {e}", args.file)))?;
+    let (state_stored, state_f32) =
+        state_bytes(program.plan(), &specs).map_err(|e| bad(format!("{}: {e}", args.file)))?;
     if let BenchBackend::Cuda = args.backend {
         let report = cuda::time(&mut opt, &specs, args.warmup, args.repeats).map_err(bad)?;
         return Ok(cuda::print(args, &program, &report, numel, tensors, bytes));
@@ -166,6 +168,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
             "ns_per_param": ns_per_param,
             "bytes_per_step": bytes,
             "gbps": gbps,
+            "state_bytes": state_stored,
+            "state_bytes_f32": state_f32,
         });
         println!("{json}");
     } else {
@@ -191,6 +195,18 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
             "bytes per step: {bytes} ({:.1} bytes per parameter), effective {gbps:.2} GB/s",
             bytes as f64 / numel as f64
         );
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        if state_stored < state_f32 {
+            println!(
+                "optimizer state: {:.1} MiB ({:.1} MiB as float32: bf16 state saves {:.1} MiB, {:.0}%)",
+                mib(state_stored),
+                mib(state_f32),
+                mib(state_f32 - state_stored),
+                100.0 * (state_f32 - state_stored) as f64 / state_f32 as f64
+            );
+        } else {
+            println!("optimizer state: {:.1} MiB", mib(state_stored));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

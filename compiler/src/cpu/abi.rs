@@ -44,6 +44,14 @@ pub struct KernelAbi {
     /// Axis reductions of a grid kernel: the value and whether its length is the domain's
     /// rows (`false`: its columns). Their scratch follows the full reductions in `partials`.
     pub axis_reductions: Vec<(crate::ir::Value, bool)>,
+    /// Per buffer: whether it holds bfloat16 (a `state m: bf16`), 2 bytes an element, which
+    /// the kernel widens when loading and rounds when storing. Set by [`mark_bf16`].
+    pub bf16: Vec<bool>,
+}
+
+/// Marks the buffers of `abi` that hold bf16 state of module `m`.
+pub fn mark_bf16(abi: &mut KernelAbi, m: &crate::ir::Module) {
+    abi.bf16 = abi.buffers.iter().map(|b| matches!(b, Buffer::State(s) if m.states[*s].bf16)).collect();
 }
 
 /// Which of `[numel, rows, cols]` a dimension name is.
@@ -120,11 +128,13 @@ pub fn layout(func: &Func, k: &Kernel) -> Result<KernelAbi, String> {
             k.id, k.domain
         ));
     }
+    let n = buffers.len();
     Ok(KernelAbi {
         mode: if grid { Mode::Grid } else { Mode::Flat },
         buffers,
         scalars,
         reductions: k.reductions.clone(),
         axis_reductions,
+        bf16: vec![false; n],
     })
 }

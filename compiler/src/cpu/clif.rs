@@ -82,6 +82,87 @@ fn flags() -> MemFlagsData {
 }
 
 impl Emitter<'_, '_> {
+    /// Loads a float32 (`ty` F32) or four (F32X4) at element byte offset `byte + off` of
+    /// `base` (offsets count float32 elements of 4 bytes); a bf16 buffer holds 2 bytes per
+    /// element, widened here.
+    fn load_elem(
+        &mut self,
+        ty: Type,
+        base: cranelift_codegen::ir::Value,
+        byte: cranelift_codegen::ir::Value,
+        off: i32,
+        bf16: bool,
+    ) -> cranelift_codegen::ir::Value {
+        if !bf16 {
+            let addr = self.b.ins().iadd(base, byte);
+            return self.b.ins().load(ty, flags(), addr, off);
+        }
+        let half = self.b.ins().ushr_imm_u(byte, 1);
+        let addr = self.b.ins().iadd(base, half);
+        if ty == types::F32 {
+            let x = self.b.ins().uload16(types::I32, flags(), addr, off / 2);
+            let x = self.b.ins().ishl_imm_u(x, 16);
+            self.b.ins().bitcast(types::F32, MemFlagsData::new(), x)
+        } else {
+            let x = self.b.ins().uload16x4(flags(), addr, off / 2);
+            let x = self.b.ins().ishl_imm_u(x, 16);
+            self.b.ins().bitcast(types::F32X4, MemFlagsData::new(), x)
+        }
+    }
+
+    /// Stores `x` (F32 or F32X4) like [`Emitter::load_elem`] loads; into a bf16 buffer it
+    /// rounds to nearest even (a NaN becomes the quiet NaN 0x7FC0).
+    fn store_elem(
+        &mut self,
+        ty: Type,
+        x: cranelift_codegen::ir::Value,
+        base: cranelift_codegen::ir::Value,
+        byte: cranelift_codegen::ir::Value,
+        off: i32,
+        bf16: bool,
+    ) {
+        if !bf16 {
+            let addr = self.b.ins().iadd(base, byte);
+            self.b.ins().store(flags(), x, addr, off);
+            return;
+        }
+        let half = self.b.ins().ushr_imm_u(byte, 1);
+        let addr = self.b.ins().iadd(base, half);
+        let ity = if ty == types::F32 { types::I32 } else { types::I32X4 };
+        let bits = self.b.ins().bitcast(ity, MemFlagsData::new(), x);
+        let (bias, one, qnan) = if ty == types::F32 {
+            (
+                self.b.ins().iconst(types::I32, 0x7FFF),
+                self.b.ins().iconst(types::I32, 1),
+                self.b.ins().iconst(types::I32, 0x7FC0),
+            )
+        } else {
+            let c = |e: &mut Self, v: i64| {
+                let s = e.b.ins().iconst(types::I32, v);
+                e.b.ins().splat(types::I32X4, s)
+            };
+            (c(self, 0x7FFF), c(self, 1), c(self, 0x7FC0))
+        };
+        let hi = self.b.ins().ushr_imm_u(bits, 16);
+        let lsb = self.b.ins().band(hi, one);
+        let r = self.b.ins().iadd(bits, bias);
+        let r = self.b.ins().iadd(r, lsb);
+        let r = self.b.ins().ushr_imm_u(r, 16);
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+        if ty == types::F32 {
+            let r = self.b.ins().select(nan, qnan, r);
+            self.b.ins().istore16(flags(), r, addr, off / 2);
+        } else {
+            let m = self.b.ins().bitcast(types::I32X4, MemFlagsData::new(), nan);
+            let r = self.b.ins().bitselect(m, qnan, r);
+            let packed = self.b.ins().unarrow(r, r);
+            let le = MemFlagsData::new().with_endianness(Endianness::Little);
+            let wide = self.b.ins().bitcast(types::I64X2, le, packed);
+            let lo = self.b.ins().extractlane(wide, 0);
+            self.b.ins().store(flags(), lo, addr, off / 2);
+        }
+    }
+
     fn fconst(&mut self, ty: Type, x: f32) -> cranelift_codegen::ir::Value {
         if let Some(v) = self.consts.get(&(x.to_bits(), ty != types::F32)) {
             return *v;
@@ -207,6 +288,8 @@ impl Emitter<'_, '_> {
 struct Ctx {
     /// Buffer base pointers, by position in the ABI's buffer table.
     ptrs: Vec<cranelift_codegen::ir::Value>,
+    /// Whether each buffer holds bfloat16 (2 bytes an element) rather than float32.
+    bf16: Vec<bool>,
     /// Uniform values (scalar, splat) by IR value.
     uniform: HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
     /// Per output: the i8 guard, if any.
@@ -353,7 +436,8 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
         })
         .collect();
     let conds = if abi.mode == Mode::Flat { versioned_conditions(func, k, abi, &uniform) } else { Vec::new() };
-    let mut cx = Ctx { ptrs, uniform, out_guards, sizes, masks, known: HashMap::new(), live: None };
+    let bf16 = abi.bf16.clone();
+    let mut cx = Ctx { ptrs, bf16, uniform, out_guards, sizes, masks, known: HashMap::new(), live: None };
     if abi.mode == Mode::Grid {
         grid(&mut e, &mut cx, func, k, abi, partials);
         return;
@@ -693,8 +777,7 @@ fn load_inputs(
             continue;
         }
         let slot = abi.buffers.iter().position(|x| x == buf).unwrap_or(0);
-        let addr = e.b.ins().iadd(cx.ptrs[slot], byte);
-        let x = e.b.ins().load(ty, flags(), addr, off);
+        let x = e.load_elem(ty, cx.ptrs[slot], byte, off, cx.bf16[slot]);
         env.insert(*v, Val::Varying(x));
     }
     env
@@ -728,10 +811,7 @@ fn store_outputs(
             }
         };
         let slot = abi.buffers.iter().position(|b| *b == o.buffer).unwrap_or(0);
-        let write = |e: &mut Emitter| {
-            let addr = e.b.ins().iadd(cx.ptrs[slot], byte);
-            e.b.ins().store(flags(), x, addr, off);
-        };
+        let write = |e: &mut Emitter| e.store_elem(ty, x, cx.ptrs[slot], byte, off, cx.bf16[slot]);
         match (cx.out_guards[oi], known) {
             (_, Some(false)) => {}
             (None, _) | (_, Some(true)) => write(e),
@@ -825,8 +905,7 @@ fn grid(
                 let vn = names(shape);
                 let idx = if vn == domain { flat } else { index_in(e, cxr, &vn, &domain, r, c) };
                 let b4 = e.b.ins().ishl_imm_u(idx, 2);
-                let addr = e.b.ins().iadd(cxr.ptrs[slot], b4);
-                let x = e.b.ins().load(types::F32, flags(), addr, 0);
+                let x = e.load_elem(types::F32, cxr.ptrs[slot], b4, 0, cxr.bf16[slot]);
                 env.insert(*v, Val::Varying(x));
             }
             for v in &k.body {
@@ -861,6 +940,7 @@ fn grid(
         let base = scratch[ai];
         let guard = cx.out_guards[oi];
         let ptr = cx.ptrs[slot];
+        let bf16 = cx.bf16[slot];
         counted_loop(e, n, &mut |e, var| {
             let i = e.b.use_var(var);
             let at = e.b.ins().iadd(base, i);
@@ -869,18 +949,15 @@ fn grid(
             let x = e.b.ins().load(types::F64, flags(), src, 0);
             let x = e.b.ins().fdemote(types::F32, x);
             let b4 = e.b.ins().ishl_imm_u(i, 2);
-            let dst = e.b.ins().iadd(ptr, b4);
             match guard {
-                None => {
-                    e.b.ins().store(flags(), x, dst, 0);
-                }
+                None => e.store_elem(types::F32, x, ptr, b4, 0, bf16),
                 Some(g) => {
                     let yes = e.b.create_block();
                     let done = e.b.create_block();
                     e.b.ins().brif(g, yes, &[], done, &[]);
                     e.b.switch_to_block(yes);
                     e.b.seal_block(yes);
-                    e.b.ins().store(flags(), x, dst, 0);
+                    e.store_elem(types::F32, x, ptr, b4, 0, bf16);
                     e.b.ins().jump(done, &[]);
                     e.b.switch_to_block(done);
                     e.b.seal_block(done);

@@ -61,10 +61,12 @@ fn build_kernel(
     module: &mut JITModule,
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
+    m: &crate::ir::Module,
     func: &Func,
     k: &crate::plan::Kernel,
 ) -> Result<KernelAbi, String> {
-    let abi = abi::layout(func, k)?;
+    let mut abi = abi::layout(func, k)?;
+    abi::mark_bf16(&mut abi, m);
     ctx.func.signature = clif::signature(module.target_config().default_call_conv);
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
     let mut refs = clif::HelperRefs::new();
@@ -84,6 +86,7 @@ fn build_kernel(
 
 /// Compiles every kernel of `plan`.
 pub fn compile(plan: &Plan) -> Result<CpuProgram, String> {
+    refuse_bf16_library_operands(plan)?;
     let mut module = new_module()?;
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
@@ -95,7 +98,7 @@ pub fn compile(plan: &Plan) -> Result<CpuProgram, String> {
         {
             for (ii, item) in fplan.items.iter().enumerate() {
                 let Item::Kernel(k) = item else { continue };
-                let abi = build_kernel(&mut module, &mut ctx, &mut fctx, func, k)?;
+                let abi = build_kernel(&mut module, &mut ctx, &mut fctx, m, func, k)?;
                 let name = format!("v{vi}_{}_k{}", if fi == 0 { "init" } else { "update" }, k.id);
                 let id =
                     module.declare_function(&name, Linkage::Local, &ctx.func.signature).map_err(|e| e.to_string())?;
@@ -119,6 +122,27 @@ pub fn compile(plan: &Plan) -> Result<CpuProgram, String> {
     Ok(CpuProgram { variants, _module: Mutex::new(module) })
 }
 
+/// Matrix operations read float32 buffers: a bf16 state may only be read by kernels.
+fn refuse_bf16_library_operands(plan: &Plan) -> Result<(), String> {
+    for vp in &plan.variants {
+        for item in vp.init.items.iter().chain(&vp.update.items) {
+            let Item::Lib(l) = item else { continue };
+            for (_, b) in &l.inputs {
+                if let crate::plan::Buffer::State(s) = b {
+                    let st = &plan.module.states[*s];
+                    if st.bf16 {
+                        return Err(format!(
+                            "state `{}` is bf16 and read by a matrix operation, which reads float32: declare it without `bf16`",
+                            st.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The Cranelift IR of every kernel of `plan`, for `gdc emit --stage clif`.
 pub fn clif_text(plan: &Plan) -> Result<String, String> {
     let mut module = new_module()?;
@@ -132,7 +156,7 @@ pub fn clif_text(plan: &Plan) -> Result<String, String> {
             [("init", &m.variants[vi].init, &vp.init), ("update", &m.variants[vi].update, &vp.update)]
         {
             for k in kernels(fplan) {
-                let abi = build_kernel(&mut module, &mut ctx, &mut fctx, func, k)?;
+                let abi = build_kernel(&mut module, &mut ctx, &mut fctx, m, func, k)?;
                 out.push_str(&format!(
                     "; {what}{label} kernel k{}: {:?}, buffers {:?}, {} uniform scalar(s), {} reduction(s)\n",
                     k.id,

@@ -31,10 +31,23 @@ pub fn check_arch(arch: &str) -> Result<(), GpuError> {
     }
 }
 
+/// bf16 state is stored as bfloat16 on the CPU only; the GPU kernels would read it as
+/// float32, so a program with one is refused for the GPU rather than run differently.
+pub fn refuse_bf16(plan: &crate::plan::Plan) -> Result<(), GpuError> {
+    match plan.module.states.iter().find(|s| s.bf16) {
+        Some(s) => Err(GpuError::Setup(format!(
+            "state `{}` is bf16, which the GPU backend does not store yet: declare it without `bf16` for --target cuda",
+            s.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Compiles every kernel of `plan` to one PTX module for `arch`.
 #[cfg(feature = "mlir")]
 pub fn compile(plan: &crate::plan::Plan, arch: &str) -> Result<abi::GpuProgram, GpuError> {
     check_arch(arch)?;
+    refuse_bf16(plan)?;
     let text = mlir::module_text(plan).map_err(GpuError::Internal)?;
     let ptx = ptx::lower(&text, arch)?;
     let kernels = abi::plan_kernels(plan).map_err(GpuError::Internal)?.into_iter().map(|(meta, _)| meta).collect();

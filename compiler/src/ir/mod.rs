@@ -406,6 +406,8 @@ pub struct HyperInfo {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateInfo {
     pub name: String,
+    /// Stored as bfloat16: each store rounds to nearest even, each load widens.
+    pub bf16: bool,
     /// `Like` for state shaped like the parameter.
     pub shape: Shape,
 }
@@ -534,6 +536,26 @@ pub fn pattern_text(p: Pattern) -> &'static str {
         Pattern::Matrix => "(p: [rows, cols])",
         Pattern::Batched => "(p: [..., rows, cols])",
     }
+}
+
+/// `x` rounded to float32, then to bfloat16 (round to nearest, ties to even), as a bf16
+/// state stores it; NaN stays NaN and infinities stay infinite.
+pub fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(u32::from(bf16_bits(x)) << 16)
+}
+
+/// The bfloat16 bits of `x`, rounded to nearest even (a NaN becomes the quiet NaN).
+pub fn bf16_bits(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7FC0;
+    }
+    let b = x.to_bits();
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The float32 value of bfloat16 bits.
+pub fn bf16_value(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
 }
 
 /// The result type of an operation from its arguments' types, by the language's shape

@@ -177,7 +177,8 @@ pub fn header_text(m: &Module) -> String {
         let _ = writeln!(s, "{}", hyper_text(h));
     }
     for st in &m.states {
-        let _ = writeln!(s, "state {}: {}", st.name, type_text(&Ty::num(st.shape.clone())));
+        let storage = if st.bf16 { "bf16 " } else { "" };
+        let _ = writeln!(s, "state {}: {storage}{}", st.name, type_text(&Ty::num(st.shape.clone())));
     }
     for g in &m.globals {
         let _ = writeln!(s, "global {} = {:?}", g.name, g.init);

@@ -32,8 +32,12 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             m.hypers.push(read_hyper(rest).ok_or_else(|| err("bad hyper"))?);
         } else if let Some(rest) = line.strip_prefix("state ") {
             let (name, ty) = rest.split_once(':').ok_or_else(|| err("bad state"))?;
-            let ty = read_type(ty.trim()).ok_or_else(|| err("bad state type"))?;
-            m.states.push(StateInfo { name: name.trim().into(), shape: ty.shape });
+            let (bf16, ty) = match ty.trim().strip_prefix("bf16 ") {
+                Some(rest) => (true, rest),
+                None => (false, ty.trim()),
+            };
+            let ty = read_type(ty).ok_or_else(|| err("bad state type"))?;
+            m.states.push(StateInfo { name: name.trim().into(), bf16, shape: ty.shape });
         } else if let Some(rest) = line.strip_prefix("global ") {
             let (name, init) = rest.split_once('=').ok_or_else(|| err("bad global"))?;
             let init = init.trim().parse().map_err(|_| err("bad global value"))?;

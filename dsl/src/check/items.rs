@@ -342,6 +342,13 @@ impl Checker<'_> {
     }
 
     fn check_state(&mut self, s: &crate::ast::StateDecl) -> Option<Ty> {
+        if s.bf16 && s.shape.as_ref().is_some_and(|se| se.dims.is_empty() && se.ellipses.is_empty()) {
+            self.error(
+                Diagnostic::error("E0020", format!("scalar state `{}` cannot be bf16", s.name.name), s.name.span)
+                    .label("one number per parameter")
+                    .hint("bf16 storage halves a tensor's memory; a scalar state costs 4 bytes: drop `bf16`"),
+            );
+        }
         let shape = match &s.shape {
             None => Shape::Like,
             Some(se) => {
