@@ -81,6 +81,27 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
             names.push((o.name.name.clone(), u.span));
         }
     }
+    // A global reduction folds over the parameters of one update; a policy steps each routed
+    // optimizer's parameters apart, so it could not see them all.
+    let routed: HashSet<&str> = policy.routes.iter().map(|r| r.target.name.as_str()).collect();
+    if routed.len() > 1 {
+        for u in &file.uses {
+            let Some(o) = u.body.as_ref().and_then(|b| b.optimizers.first()) else { continue };
+            let Some(route) = policy.routes.iter().find(|r| r.target.name == o.name.name) else { continue };
+            if uses_global_reduction(o) {
+                d.push(
+                    Diagnostic::error(
+                        "E0025",
+                        format!("`{}` uses a global reduction, which a policy cannot give it", o.name.name),
+                        route.target.span,
+                    )
+                    .label("its update reduces over every parameter")
+                    .note(policy.name.span, "this policy routes parameters to several optimizers")
+                        .hint("each routed optimizer steps its own parameters, so `global_norm` would see only them: clip in one optimizer over all parameters, or route everything to it"),
+                );
+            }
+        }
+    }
     if policy.routes.is_empty() {
         d.push(
             Diagnostic::error("E0026", "the policy has no route", policy.name.span)
@@ -290,4 +311,31 @@ impl Renamer<'_> {
             }
         }
     }
+}
+
+/// Whether an optimizer calls `global_norm`, `global_sum` or `global_max_abs`.
+fn uses_global_reduction(o: &Optimizer) -> bool {
+    fn expr(e: &Expr) -> bool {
+        match &e.kind {
+            ExprKind::Number(_) | ExprKind::Bool(_) | ExprKind::Name(_) => false,
+            ExprKind::Unary(_, a) | ExprKind::Transpose(a) => expr(a),
+            ExprKind::Binary(_, a, b) => expr(a) || expr(b),
+            ExprKind::Call(f, args) => f.name.starts_with("global_") || args.iter().any(|a| expr(&a.value)),
+            ExprKind::Tuple(items) => items.iter().any(expr),
+        }
+    }
+    fn block(b: &Block) -> bool {
+        b.stmts.iter().any(|s| match s {
+            Stmt::Let { value, .. }
+            | Stmt::Var { value, .. }
+            | Stmt::Assign { value, .. }
+            | Stmt::Return { value, .. } => expr(value),
+            Stmt::If { cond, then, otherwise, .. } => {
+                expr(cond) || block(then) || otherwise.as_ref().is_some_and(block)
+            }
+            Stmt::For { start, end, body, .. } => expr(start) || expr(end) || block(body),
+            Stmt::Every { period, body, .. } => expr(period) || block(body),
+        })
+    }
+    o.updates.iter().any(|u| block(&u.body))
 }

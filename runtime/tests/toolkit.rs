@@ -105,6 +105,16 @@ fn policy_routes_by_role_and_rank() {
     let err =
         Optimizer::with_options(&only, &[ParamSpec::new("b", &[6])], options(Backend::Cpu)).err().expect("refused");
     assert!(err.to_string().contains("routes no optimizer to parameter `b`"), "{err}");
+    // Global clipping inside one of several routed optimizers would see only its parameters.
+    std::fs::copy(std::path::Path::new(root).with_file_name("adamw_clip_cosine.gd"), dir.join("clip.gd"))
+        .expect("copy");
+    std::fs::write(
+        dir.join("q.gd"),
+        "use \"muon.gd\"\nuse \"clip.gd\"\npolicy q {\n  hidden [rows, cols] -> muon\n  _ -> adamw_clip_cosine\n}\n",
+    )
+    .expect("write");
+    let Err(err) = Program::compile_file(dir.join("q.gd")) else { panic!("a policy cannot clip per optimizer") };
+    assert!(err.to_string().contains("E0025"), "{err}");
 }
 
 /// An EMA of the weights: swapped into the parameters for evaluation and back, bit for bit.
