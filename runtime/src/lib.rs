@@ -28,7 +28,7 @@ pub use cudarc;
 
 pub use gdc_compiler::interp::{InterpError, Member};
 pub use gdc_compiler::ir::HyperTy;
-pub use optimizer::{Backend, Optimizer, Options};
+pub use optimizer::{stochastic_bf16, Backend, Optimizer, Options};
 pub use program::Program;
 
 /// What a parameter is to the model; policies route by it, and updates read it

@@ -281,6 +281,28 @@ impl Optimizer {
         }
     }
 
+    /// Applies one step to parameters stored as bfloat16 (`params[i]` holds bf16 bit
+    /// patterns; gradients are float32): each parameter is widened to float32, stepped as
+    /// [`Optimizer::step`] steps it, and rounded back **stochastically**, up or down with the
+    /// probabilities that make the rounding unbiased, so updates far below a bfloat16 step
+    /// still move the weights on average. The rounding noise is a hash of the step number,
+    /// the parameter's index and the element's: a run is reproducible. Errors are
+    /// [`Optimizer::step`]'s, before anything changes. (The widening and the rounding are
+    /// passes of their own on the host, not fused into the kernels.)
+    pub fn step_bf16(&mut self, params: &mut [&mut [u16]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        let mut wide: Vec<Vec<f32>> =
+            params.iter().map(|p| p.iter().map(|b| gdc_compiler::ir::bf16_value(*b)).collect()).collect();
+        let mut views: Vec<&mut [f32]> = wide.iter_mut().map(|w| w.as_mut_slice()).collect();
+        self.step(&mut views, grads)?;
+        let step = self.step_count();
+        for (pi, (p, w)) in params.iter_mut().zip(&wide).enumerate() {
+            for (j, (b, x)) in p.iter_mut().zip(w).enumerate() {
+                *b = stochastic_bf16(*x, noise_bits(step, pi as u64, j as u64));
+            }
+        }
+        Ok(())
+    }
+
     /// Steps taken so far.
     pub fn step_count(&self) -> u64 {
         match &self.engine {
@@ -529,6 +551,27 @@ impl Optimizer {
         c.initialised = meta.step > 0;
         Ok(())
     }
+}
+
+/// `x` rounded to a neighbouring bfloat16 at random: `noise`'s low 16 bits are added below
+/// the kept bits before truncating, so `x` rounds up with probability (its distance from the
+/// lower neighbour) / (the gap). NaN becomes the quiet NaN; infinities stay.
+pub fn stochastic_bf16(x: f32, noise: u32) -> u16 {
+    if x.is_nan() {
+        return 0x7FC0;
+    }
+    if x.is_infinite() {
+        return (x.to_bits() >> 16) as u16;
+    }
+    (x.to_bits().wrapping_add(noise & 0xFFFF) >> 16) as u16
+}
+
+/// A 32-bit hash of (step, parameter, element): splitmix64's finaliser.
+fn noise_bits(step: u64, param: u64, element: u64) -> u32 {
+    let mut z = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ param.rotate_left(40) ^ element;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as u32
 }
 
 /// Each member's part of the caller's parameters: a whole slice, or the consecutive

@@ -98,3 +98,35 @@ fn the_gpu_and_matrix_operations_refuse_bf16_state() {
     let Err(err) = Program::compile(src) else { panic!("a bf16 operand of inv_root is refused") };
     assert!(matches!(err, RuntimeError::Codegen(_)) && err.to_string().contains("read by a matrix operation"), "{err}");
 }
+
+/// bf16 parameters: stochastic rounding is unbiased, reproducible, and moves weights by
+/// updates far below a bfloat16 step, where round-to-nearest would leave them unchanged.
+#[test]
+fn bf16_parameters_round_stochastically() {
+    use gdc_runtime::stochastic_bf16;
+    // 1.0 + a quarter of a bf16 step (2^-7 at 1.0): rounds up about a quarter of the time.
+    let x = 1.0f32 + 0.25 * 2f32.powi(-7);
+    let ups = (0..65536u32).filter(|r| stochastic_bf16(x, r.wrapping_mul(2654435761)) == 0x3F81).count();
+    assert!((ups as f64 / 65536.0 - 0.25).abs() < 0.01, "{ups} of 65536 rounded up");
+    assert_eq!(stochastic_bf16(f32::NAN, 7), 0x7FC0);
+    assert_eq!(stochastic_bf16(1.0, 0xFFFF), 0x3F80, "a bf16 value never moves");
+
+    let src = "optimizer tiny { hyper lr = 1e-4  update(p, g) { p = p - lr * g } }";
+    let program = Program::compile(src).expect("compiles");
+    let specs = [ParamSpec::new("w", &[4096])];
+    let run = || {
+        let mut opt = Optimizer::with_options(&program, &specs, cpu()).expect("binds");
+        let mut w = vec![0x3F80u16; 4096]; // 1.0
+        let g = vec![1.0f32; 4096];
+        for _ in 0..100 {
+            opt.step_bf16(&mut [&mut w[..]], &[&g[..]]).expect("steps");
+        }
+        w
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b, "reproducible");
+    // 100 steps of 1e-4 from 1.0: 0.99 on average; round-to-nearest would stay at 1.0
+    // (each update is a 78th of the gap below 1.0, 2^-8).
+    let mean = a.iter().map(|b| f64::from(f32::from_bits(u32::from(*b) << 16))).sum::<f64>() / 4096.0;
+    assert!((mean - 0.99).abs() < 5e-4, "mean {mean}");
+}
