@@ -48,6 +48,7 @@ rows = [
     ("adamw", "torch AdamW foreach=True"),
     ("lion", "torch Lion foreach"),
     ("adafactor", "torch Adafactor foreach=True"),
+    ("adamw_clip_cosine", "torch clip_grad_norm_ + AdamW fused=True"),
 ]
 for layout in ("one", "mixed"):
     for name, ref in rows:
