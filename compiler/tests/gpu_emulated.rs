@@ -806,9 +806,15 @@ fn run_example(path: &std::path::Path, rng: &mut Rng, mutate: &dyn Fn(String) ->
     let cpu = gdc_compiler::cpu::compile(plan).unwrap_or_else(|e| panic!("{name}: CPU backend: {e}"));
     // Calls per variant: every shape that binds to it.
     let mut by_variant: Vec<Vec<BoundParam>> = vec![Vec::new(); plan.variants.len()];
-    for shape in SHAPES {
-        let Ok(bp) = interp::bind(plan, &[("p".to_string(), shape.to_vec())]) else { continue };
+    // Every role, so that a policy's routes each bind some shapes.
+    let roles = gdc_compiler::ir::Role::ALL;
+    for (shape, role) in SHAPES.iter().flat_map(|s| roles.iter().map(move |r| (s, *r))) {
+        let info = [interp::ParamInfo { role, base_shape: None }];
+        let Ok(bp) = interp::bind_with(plan, &[("p".to_string(), shape.to_vec())], &info) else { continue };
         let bp = bp.into_iter().next().unwrap();
+        if by_variant[bp.variant].iter().any(|q| q.shape == bp.shape) {
+            continue;
+        }
         let (vp, vm) = (&plan.variants[bp.variant], &plan.module.variants[bp.variant]);
         let largest = [(&vp.init, &vm.init), (&vp.update, &vm.update)]
             .into_iter()
