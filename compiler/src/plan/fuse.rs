@@ -99,6 +99,8 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         members[it].push(v);
     }
 
+    sink(func, phases, &items, &mut item_of, &mut members);
+
     // Materialise values used outside their item.
     let mut temps: Vec<Shape> = Vec::new();
     let mut temp_of: HashMap<Value, usize> = HashMap::new();
@@ -259,6 +261,80 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
 
 /// The guard that decides which kernel an instruction may join: its own, except for a store
 /// guarded by a host scalar, which takes its value's (the write itself is conditional).
+/// Moves elementwise work that reads only buffers and scalars (`weight_decay * p`) from the
+/// earliest kernel that could hold it to the one later kernel that uses it, when that kernel
+/// has its domain and guard: computed where it is used, it needs no temporary (which would
+/// cost a write and a read of a whole tensor). Visited last to first, so chains sink whole.
+/// A value whose buffer is overwritten before that kernel, or whose kernel would be left
+/// empty, stays.
+fn sink(
+    func: &Func,
+    phases: &[Phase],
+    items: &[Option<(Shape, Option<Value>)>],
+    item_of: &mut [Option<usize>],
+    members: &mut [Vec<Value>],
+) {
+    let mut stored_in: HashMap<Buffer, usize> = HashMap::new();
+    for (it, ms) in members.iter().enumerate() {
+        for m in ms {
+            match func.inst(*m).op {
+                Op::Store(Target::Param) => {
+                    stored_in.insert(Buffer::Param, it);
+                }
+                Op::Store(Target::State(s)) => {
+                    stored_in.insert(Buffer::State(s), it);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut users: Vec<Vec<Value>> = vec![Vec::new(); func.insts.len()];
+    for v in func.values() {
+        let inst = func.inst(v);
+        for a in inst.args.iter().chain(&inst.guard) {
+            users[a.index()].push(v);
+        }
+    }
+    for v in func.values().collect::<Vec<_>>().into_iter().rev() {
+        let inst = func.inst(v);
+        let Some(from) = item_of[v.index()] else { continue };
+        if !inst.op.is_elementwise() || matches!(inst.op, Op::Store(_)) || members[from].len() < 2 {
+            continue;
+        }
+        let mut to = None;
+        let single = users[v.index()].iter().all(|u| {
+            let it = item_of[u.index()];
+            match (it, to) {
+                (None, _) => false,
+                (Some(i), None) => {
+                    to = Some(i);
+                    true
+                }
+                (Some(i), Some(t)) => i == t,
+            }
+        });
+        let Some(to) = to.filter(|t| single && *t > from) else { continue };
+        let Some((domain, guard)) = &items[to] else { continue };
+        if *domain != func.ty(v).shape || *guard != fusion_guard(func, phases, v) {
+            continue;
+        }
+        let movable = inst.args.iter().chain(&inst.guard).all(|a| {
+            let ai = func.inst(*a);
+            match leaf_buffer(&ai.op) {
+                Some(b) => stored_in.get(&b).is_none_or(|s| *s >= to),
+                None => phases[a.index()] != Phase::Kernel || item_of[a.index()] == Some(to),
+            }
+        });
+        if !movable {
+            continue;
+        }
+        members[from].retain(|m| *m != v);
+        members[to].push(v);
+        members[to].sort();
+        item_of[v.index()] = Some(to);
+    }
+}
+
 fn fusion_guard(func: &Func, phases: &[Phase], v: Value) -> Option<Value> {
     let inst = func.inst(v);
     match (&inst.op, inst.guard) {
