@@ -2,7 +2,9 @@
 //! elementwise instruction, a reduction or a store joins the earliest kernel that has its
 //! iteration domain and its guard and comes no earlier than its arguments' items — unless
 //! it needs a reduction finished in that very kernel, which only a later item can read.
-//! Otherwise it opens a new kernel. Matrix instructions become library calls. A store
+//! Otherwise it opens a new kernel. Matrix instructions become library calls. Then
+//! elementwise work that reads only buffers and scalars sinks into its one consuming kernel
+//! (`sink`), so it is not materialised. A store
 //! guarded by a host scalar fuses as a conditional write of the kernel of its value.
 //!
 //! Loads of the parameter, the gradient and state are not instructions of any one kernel:
