@@ -326,5 +326,159 @@ def muon(h, params, grads):
     return out
 
 
+# --- training toolkit: schedules, clipping, EMA, muP, policies -------------------------------
+# Functions in META_REFS also take `meta`: name -> {"role": ..., "base_shape": ...} from the case.
+# An output dict may carry "__state__": {"ema.w": array, ...}, checked against `expected_state`.
+
+def optax_polynomial(init, end, power, transition_steps, transition_begin=0):
+    """optax.polynomial_schedule (linear_schedule is power 1): a constant init_value when
+    transition_steps <= 0."""
+    if transition_steps <= 0:
+        return lambda count: init
+    def f(count):
+        c = min(max(count - transition_begin, 0), transition_steps)
+        frac = 1 - c / transition_steps
+        return (init - end) * frac ** power + end
+    return f
+
+
+def optax_cosine_decay(init, decay_steps, alpha=0.0, exponent=1.0):
+    """optax.cosine_decay_schedule; it refuses decay_steps <= 0."""
+    if not decay_steps > 0:
+        raise ValueError("cosine_decay_schedule requires positive decay_steps")
+    def f(count):
+        c = min(count, decay_steps)
+        cd = 0.5 * (1 + math.cos(math.pi * c / decay_steps))
+        return init * ((1 - alpha) * cd ** exponent + alpha)
+    return f
+
+
+def optax_join(schedules, boundaries):
+    """optax.join_schedules: later schedules see step - boundary."""
+    def f(step):
+        out = schedules[0](step)
+        for b, s in zip(boundaries, schedules[1:]):
+            out = out if step < b else s(step - b)
+        return out
+    return f
+
+
+def optax_warmup_cosine(init, peak, warmup_steps, decay_steps, end, exponent=1.0):
+    """optax.warmup_cosine_decay_schedule."""
+    alpha = 0.0 if peak == 0.0 else end / peak
+    return optax_join([optax_polynomial(init, peak, 1, warmup_steps),
+                       optax_cosine_decay(peak, decay_steps - warmup_steps, alpha, exponent)], [warmup_steps])
+
+
+def optax_wsd(lr, warmup, stable, decay):
+    """join_schedules(linear 0 -> lr over warmup, constant lr, linear lr -> 0 over decay)."""
+    return optax_join([optax_polynomial(0.0, lr, 1, warmup), lambda c: lr, optax_polynomial(lr, 0.0, 1, decay)],
+                      [warmup, warmup + stable])
+
+
+def sgd_wsd(h, params, grads):
+    """optax.sgd(schedule, momentum): trace (buf = g + momentum * buf, from zeros), then
+    scale_by_learning_rate, whose schedule is read at count = step - 1."""
+    sched = optax_wsd(h["lr"], int(h["warmup_steps"]), int(h["stable_steps"]), int(h["decay_steps"]))
+    p = {k: v.copy() for k, v in params.items()}
+    buf = {k: np.zeros_like(v) for k, v in p.items()}
+    out = []
+    for t, g_all in enumerate(grads, 1):
+        lr_t = sched(t - 1)
+        for k in p:
+            buf[k] = g_all[k] + h["momentum"] * buf[k]
+            p[k] = p[k] - lr_t * buf[k]
+        out.append({k: x.copy() for k, x in p.items()})
+    return out
+
+
+def adamw_clip_cosine(h, params, grads):
+    """optax.chain(clip_by_global_norm(max_grad_norm), adamw(warmup_cosine_decay_schedule(0, lr,
+    warmup_steps, decay_steps, end_lr), b1, b2, eps, weight_decay)): scale_by_adam (eps_root 0),
+    add_decayed_weights, scale_by_learning_rate at count = step - 1."""
+    sched = optax_warmup_cosine(0.0, h["lr"], int(h["warmup_steps"]), int(h["decay_steps"]), h["end_lr"])
+    b1, b2, eps, wd, mx = h["beta1"], h["beta2"], h["eps"], h["weight_decay"], h["max_grad_norm"]
+    p = {k: v.copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(x) for k, x in p.items()}
+    out = []
+    for t, g_all in enumerate(grads, 1):
+        gnorm = math.sqrt(sum(float(np.sum(g_all[k] * g_all[k])) for k in p))
+        lr_t = sched(t - 1)
+        for k in p:
+            g = g_all[k] if gnorm < mx else (g_all[k] / gnorm) * mx
+            m[k] = (1 - b1) * g + b1 * m[k]
+            v[k] = (1 - b2) * g * g + b2 * v[k]
+            mh = m[k] / (1 - b1 ** t)
+            vh = v[k] / (1 - b2 ** t)
+            u = mh / (np.sqrt(vh + 0.0) + eps) + wd * p[k]
+            p[k] = p[k] - lr_t * u
+        out.append({k: x.copy() for k, x in p.items()})
+    return out
+
+
+def adamw_ema(h, params, grads):
+    """torch AdamW, then after each step ema = decay * ema + (1 - decay) * p (timm ModelEmaV2),
+    ema starting at the initial parameters."""
+    traj = adamw(h, params, grads)
+    d = h["ema_decay"]
+    ema = {k: v.copy() for k, v in params.items()}
+    for o in traj:
+        for k in ema:
+            ema[k] = d * ema[k] + (1 - d) * o[k]
+        o["__state__"] = {f"ema.{k}": x.copy() for k, x in ema.items()}
+    return traj
+
+
+def mup_groups(params, meta):
+    """microsoft/mup MuAdam's param groups: ninf = dimensions differing from the base shape;
+    ninf == 2 is matrix-like with width_mult = shape[1] / base_shape[1] (InfShape's main_idx
+    is 1 with two infinite dimensions); ninf > 2 is refused; the rest keep lr and wd."""
+    out = {}
+    for k, x in params.items():
+        base = (meta.get(k) or {}).get("base_shape")
+        if base is None:
+            out[k] = 1.0
+            continue
+        ninf = sum(1 for a, b in zip(x.shape, base) if a != b)
+        if ninf > 2:
+            raise NotImplementedError("more than 2 inf dimensions")
+        out[k] = x.shape[1] / base[1] if ninf == 2 else 1.0
+    return out
+
+
+def adamw_mup(h, params, grads, meta=None):
+    """mup.MuAdamW: matrix-like groups get lr / width_mult and weight_decay * width_mult,
+    then torch AdamW per group."""
+    wm = mup_groups(params, meta or {})
+    traj = [dict() for _ in grads]
+    for k in params:
+        hk = dict(h, lr=h["lr"] / wm[k], weight_decay=h["weight_decay"] * wm[k])
+        for o, ok in zip(traj, adamw(hk, {k: params[k]}, [{k: g[k]} for g in grads])):
+            o[k] = ok[k]
+    return traj
+
+
+def muon_adamw(h, params, grads, meta=None):
+    """Policy: torch.optim.Muon (Nesterov, 5 Newton-Schulz steps, eps 1e-7) on role-`hidden`
+    parameters of exactly two dimensions; torch.optim.AdamW on every other parameter."""
+    meta = meta or {}
+    sub = lambda pre: {n.split(".", 1)[1]: v for n, v in h.items() if n.startswith(pre + ".")}
+    hm = dict(sub("muon"), nesterov=1, ns_steps=5, eps=1e-7)
+    ha = sub("adamw")
+    to_muon = [k for k, x in params.items() if (meta.get(k) or {}).get("role") == "hidden" and x.ndim == 2]
+    rest = [k for k in params if k not in to_muon]
+    traj = [dict() for _ in grads]
+    for ks, f, hh in ((to_muon, muon, hm), (rest, adamw, ha)):
+        if not ks:
+            continue
+        for o, ok in zip(traj, f(hh, {k: params[k] for k in ks}, [{k: g[k] for k in ks} for g in grads])):
+            o.update(ok)
+    return traj
+
+
+META_REFS = {"adamw_mup", "muon_adamw"}
+
 REFS = {f.__name__: f for f in (sgd, adam, adamw, adagrad, rmsprop, adamax, nadam, radam, adafactor,
-                                lion, lamb, schedule_free_adamw, muon)}
+                                lion, lamb, schedule_free_adamw, muon, sgd_wsd, adamw_clip_cosine,
+                                adamw_ema, adamw_mup, muon_adamw)}

@@ -3,7 +3,7 @@ them with gdc.  usage: python3 run.py golden | python3 run.py cases [optimizer..
 import json, os, subprocess, sys
 import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
-from ref import REFS
+from ref import REFS, META_REFS
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 GDC = ROOT + "/target/debug/gdc"
@@ -16,13 +16,26 @@ def load(path):
     return d, params, grads
 
 
+def meta_of(d):
+    """name -> {"role", "base_shape"} of a case's parameters (what muP and policies read)."""
+    return {q["name"]: {k: q[k] for k in ("role", "base_shape") if k in q} for q in d["params"]}
+
+
+def run_ref(opt, hyper, params, grads, meta=None):
+    if opt in META_REFS:
+        return REFS[opt](hyper, params, grads, meta=meta or {})
+    return REFS[opt](hyper, params, grads)
+
+
 def worst(d, out):
     tol = d["tolerance"]
     w = 0.0
     for s, o in zip(d["steps"], out):
-        for k, exp in s["expected"].items():
+        pairs = [(exp, o[k]) for k, exp in s["expected"].items()]
+        pairs += [(exp, o["__state__"][k]) for k, exp in s.get("expected_state", {}).items()]
+        for exp, a in pairs:
             e = np.array(exp)
-            a = o[k].ravel()
+            a = a.ravel()
             w = max(w, float(np.max(np.abs(a - e) / (tol["abs"] + tol["rel"] * np.abs(e)))))
     return w
 
@@ -34,7 +47,7 @@ def golden():
         d, params, grads = load(ROOT + "/tests/golden/" + f)
         if d["optimizer"] not in REFS:
             continue
-        out = REFS[d["optimizer"]](d["hyper"], params, grads)
+        out = run_ref(d["optimizer"], d["hyper"], params, grads, meta_of(d))
         print(f"{f:40s} ref worst {worst(d, out):.4f} of tolerance")
 
 
