@@ -697,7 +697,11 @@ impl<'a> Lowerer<'a> {
                 let fw = self.ramp_fraction(t, zero, warmup);
                 let up = self.interpolate(zero, peak, fw);
                 let fd = self.ramp_fraction(t, warmup, decay);
-                let down = self.cosine(peak, end, fd);
+                let cosine = self.cosine(peak, end, fd);
+                // optax scales by peak (alpha = end / peak, 0 when peak is 0): a zero peak
+                // stays at zero whatever `end`.
+                let live = self.bin(Binary::Ne, peak, zero);
+                let down = self.emit(Op::Select, vec![live, cosine, zero], None);
                 let warming = self.bin(Binary::Lt, t, warmup);
                 self.emit(Op::Select, vec![warming, up, down], None)
             }
