@@ -202,7 +202,7 @@ impl Interpreter {
         if self.step == 0 {
             for (i, initial) in mp.iter().enumerate() {
                 let mut p = initial.clone();
-                self.run_param(i, true, &mut p, &[])?;
+                self.run_init(i, &mut p)?;
             }
         }
         self.step += 1;
@@ -607,26 +607,35 @@ impl Interpreter {
             .ok_or_else(|| InterpError::Internal(format!("{v} ({:?}) is not a host scalar", inst.op)))
     }
 
-    /// Runs the init plan (`init`) or the step plan of parameter `i`.
-    fn run_param(&mut self, i: usize, init: bool, p: &mut Vec<f64>, g: &[f64]) -> Result<(), InterpError> {
-        let vi = self.params[i].variant;
-        let variant = &self.plan.module.variants[vi];
-        let (func, fplan) = if init {
-            (&variant.init, &self.plan.variants[vi].init)
-        } else {
-            (&variant.update, &self.plan.variants[vi].update)
-        };
-        let bp = self.params[i].clone();
+    /// A function's host scalars for member `bp`: those of the step, then with its own
+    /// (shape-dependent) ones added.
+    #[allow(clippy::type_complexity)]
+    fn scalar_envs(
+        &self,
+        func: &Func,
+        fplan: &FuncPlan,
+        bp: &BoundParam,
+    ) -> Result<(HashMap<Value, f64>, HashMap<Value, f64>), InterpError> {
         let mut host = HashMap::new();
         for v in &fplan.host {
-            let x = self.guarded_host(func, *v, &host, Some(&bp))?;
+            let x = self.guarded_host(func, *v, &host, Some(bp))?;
             host.insert(*v, x);
         }
         let mut param = host.clone();
         for v in &fplan.param {
-            let x = self.guarded_host(func, *v, &param, Some(&bp))?;
+            let x = self.guarded_host(func, *v, &param, Some(bp))?;
             param.insert(*v, x);
         }
+        Ok((host, param))
+    }
+
+    /// Runs the state initialisers of member `i` on its initial values `p`.
+    fn run_init(&mut self, i: usize, p: &mut Vec<f64>) -> Result<(), InterpError> {
+        let vi = self.params[i].variant;
+        let (func, fplan) = (&self.plan.module.variants[vi].init, &self.plan.variants[vi].init);
+        let g: &[f64] = &[];
+        let bp = self.params[i].clone();
+        let (host, param) = self.scalar_envs(func, fplan, &bp)?;
         let mut buffers = Buffers { p, g, states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
         let mut slots: HashMap<Value, Tensor> = HashMap::new();
         for item in &fplan.items {
@@ -655,16 +664,7 @@ impl Interpreter {
                 continue;
             }
             let bp = self.params[i].clone();
-            let mut host = HashMap::new();
-            for v in &fplan.host {
-                let x = self.guarded_host(func, *v, &host, Some(&bp))?;
-                host.insert(*v, x);
-            }
-            let mut param = host.clone();
-            for v in &fplan.param {
-                let x = self.guarded_host(func, *v, &param, Some(&bp))?;
-                param.insert(*v, x);
-            }
+            let (host, param) = self.scalar_envs(func, fplan, &bp)?;
             let buffers = Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
             ctxs.push((i, bp, host, param, buffers, HashMap::<Value, Tensor>::new()));
         }
