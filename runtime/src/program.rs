@@ -26,16 +26,21 @@ pub(crate) struct ProgramInner {
 }
 
 impl Program {
-    /// Compiles `.gd` source for the CPU: front end, passes, kernel plan, machine code.
     /// Compiles the `.gd` file at `path`; a policy's `use`d files are read from beside it.
+    /// Diagnostics are rendered under the file's name.
     pub fn compile_file(path: impl AsRef<std::path::Path>) -> Result<Program, RuntimeError> {
         let source = gdc_dsl::policy::load(path.as_ref()).map_err(RuntimeError::Compile)?;
-        Program::compile(&source)
+        Program::compile_named(&source, &path.as_ref().display().to_string())
     }
 
+    /// Compiles `.gd` source for the CPU: front end, passes, kernel plan, machine code.
     pub fn compile(source: &str) -> Result<Program, RuntimeError> {
+        Program::compile_named(source, "<optimizer>")
+    }
+
+    fn compile_named(source: &str, file_name: &str) -> Result<Program, RuntimeError> {
         let compiled = gdc_compiler::compile(source).map_err(|e| match e {
-            gdc_compiler::CompileError::Source(d) => RuntimeError::Compile(gdc_dsl::render(&d, "<optimizer>", source)),
+            gdc_compiler::CompileError::Source(d) => RuntimeError::Compile(gdc_dsl::render(&d, file_name, source)),
             other => RuntimeError::Compile(other.to_string()),
         })?;
         let hash = gdc_compiler::artifact::program_hash(source, Target::Cpu.name());
