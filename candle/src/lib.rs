@@ -233,12 +233,10 @@ fn borrow_all(pairs: &[(&Tensor, &Tensor)], vars: &[NamedVar], f: &mut StepFn<'_
     outcome.into_inner().unwrap_or(Ok(()))
 }
 
+type ParamsFn<'f> = dyn FnMut(&mut [&mut [f32]]) -> Result<(), RuntimeError> + 'f;
+
 /// [`borrow_all`] for the parameters alone (`pairs[i].1` is ignored).
-fn borrow_params(
-    pairs: &[(&Tensor, &Tensor)],
-    vars: &[NamedVar],
-    f: &mut dyn FnMut(&mut [&mut [f32]]) -> Result<(), RuntimeError>,
-) -> Result<(), Error> {
+fn borrow_params(pairs: &[(&Tensor, &Tensor)], vars: &[NamedVar], f: &mut ParamsFn<'_>) -> Result<(), Error> {
     let mut step = |params: &mut [&mut [f32]], _: &[&[f32]]| f(params);
     let outcome = RefCell::new(None);
     descend(pairs, vars, Vec::new(), Vec::new(), &mut step, &outcome, false)?;
