@@ -141,7 +141,13 @@ impl GdcOptimizer {
             if g.elem_count() != v.var.elem_count() {
                 return Err(Error::GradShape { name: v.name.clone(), got: g.elem_count(), want: v.var.elem_count() });
             }
-            if g.dtype() != DType::F32 || !g.device().is_cpu() {
+            if !g.device().is_cpu() {
+                return Err(Error::Device {
+                    name: format!("{} (its gradient)", v.name),
+                    device: format!("{:?}", g.device().location()),
+                });
+            }
+            if g.dtype() != DType::F32 {
                 return Err(Error::DType { name: format!("{} (its gradient)", v.name), dtype: g.dtype() });
             }
             // A strided gradient is copied into a contiguous one; a contiguous one is shared.
