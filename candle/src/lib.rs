@@ -52,6 +52,8 @@ pub enum Error {
     Device { name: String, device: String },
     #[error("the gradient of `{name}` has {got} elements but the parameter has {want}")]
     GradShape { name: String, got: usize, want: usize },
+    #[error("parameter `{0}` has no variable of the same name in the muP base model")]
+    MissingBase(String),
     #[error("parameter `{name}` is not a contiguous tensor (a view); give the optimizer the variable itself")]
     Layout { name: String },
 }
@@ -116,19 +118,35 @@ impl GdcOptimizer {
         varmap: &candle_nn::VarMap,
         role: impl Fn(&str, &[usize]) -> Role,
     ) -> Result<GdcOptimizer, Error> {
-        let mut named: Vec<(String, Var)> = {
-            let data =
-                varmap.data().lock().map_err(|_| candle_core::Error::Msg("the VarMap's lock is poisoned".into()))?;
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let vars = named
+        let vars = sorted_vars(varmap)?
             .into_iter()
             .map(|(name, var)| {
                 let r = role(&name, var.dims());
                 NamedVar::new(name, var).with_role(r)
             })
             .collect();
+        GdcOptimizer::new(program, vars)
+    }
+
+    /// [`GdcOptimizer::from_varmap`] for muP: every variable's base shape is that of the
+    /// variable of the same name in `base`, the same model built at its base width (its
+    /// values are not used). A name missing from `base` is an error naming it.
+    pub fn from_varmap_mup(
+        program: &Program,
+        varmap: &candle_nn::VarMap,
+        base: &candle_nn::VarMap,
+        role: impl Fn(&str, &[usize]) -> Role,
+    ) -> Result<GdcOptimizer, Error> {
+        let base = sorted_vars(base)?;
+        let vars = sorted_vars(varmap)?
+            .into_iter()
+            .map(|(name, var)| {
+                let found = base.iter().find(|(n, _)| *n == name).ok_or_else(|| Error::MissingBase(name.clone()))?;
+                let r = role(&name, var.dims());
+                let base_dims = found.1.dims().to_vec();
+                Ok(NamedVar::new(name, var).with_role(r).with_base_shape(&base_dims))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         GdcOptimizer::new(program, vars)
     }
 
@@ -194,6 +212,14 @@ impl GdcOptimizer {
         let optimizer = &mut self.optimizer;
         borrow_params(&pairs, &self.vars, &mut |params| optimizer.swap_state(name, params))
     }
+}
+
+/// A `VarMap`'s variables, sorted by name.
+fn sorted_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>, Error> {
+    let data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("the VarMap's lock is poisoned".into()))?;
+    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
 }
 
 fn check_var(v: &NamedVar) -> Result<(), Error> {

@@ -146,3 +146,28 @@ fn from_varmap_binds_every_variable_in_name_order_with_roles() {
     let l20 = out.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(l20 < 0.5 * l0, "the loss falls: {l0} -> {l20}");
 }
+
+#[test]
+fn from_varmap_mup_takes_base_shapes_from_the_base_model() {
+    let build = |width: usize| {
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        candle_nn::linear(4, width, vb.pp("l1")).unwrap();
+        candle_nn::linear(width, 2, vb.pp("l2")).unwrap();
+        varmap
+    };
+    let (wide, base) = (build(16), build(4));
+    let role = |name: &str, _: &[usize]| if name.ends_with("bias") { Role::Bias } else { Role::Hidden };
+    let opt = GdcOptimizer::from_varmap_mup(&program("adamw_mup"), &wide, &base, role).unwrap();
+    let l1 = opt.vars().iter().find(|v| v.name == "l1.weight").unwrap();
+    assert_eq!(l1.var.dims(), [16, 4]);
+    assert_eq!(l1.base_shape.as_deref(), Some(&[4usize, 4][..]));
+
+    let other = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&other, DType::F32, &Device::Cpu);
+    candle_nn::linear(4, 4, vb.pp("l1")).unwrap();
+    match GdcOptimizer::from_varmap_mup(&program("adamw_mup"), &wide, &other, role) {
+        Err(Error::MissingBase(name)) => assert_eq!(name, "l2.bias"),
+        other => panic!("expected MissingBase, got {:?}", other.err()),
+    }
+}
