@@ -1,0 +1,161 @@
+//! One training run: a two-layer linear model F·G (candle `Var`s) fitted by a compiled gdc
+//! optimizer on fresh minibatches, with the exact excess risk tracked every step.
+
+use crate::linalg::Mat;
+use crate::problem::{Dims, Problem};
+use candle_core::{Device, Tensor, Var};
+use gdc_candle::{GdcOptimizer, NamedVar, Role};
+use gdc_runtime::Program;
+use gdc_train_kit::Rng;
+use serde_json::json;
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub dims: Dims,
+    pub kappa: f64,
+    pub lr: f64,
+    /// Hyperparameters set besides `lr` (momentum, weight decay, ...).
+    pub hypers: Vec<(String, f64)>,
+    pub seed: u64,
+    pub steps: usize,
+    pub batch: usize,
+    /// The target: excess risk ≤ `target_rel` × the initial excess risk.
+    pub target_rel: f64,
+    /// The risk curve keeps every `log_every`-th step (and step 0 and the last).
+    pub log_every: usize,
+}
+
+/// What one run gave.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub initial_risk: f64,
+    pub final_risk: f64,
+    /// The first step whose excess risk is at or under the target; `None`: not within the budget.
+    pub steps_to_target: Option<usize>,
+    pub initial_distance: f64,
+    pub final_distance: f64,
+    /// The risk went non-finite or past 1e6 × its initial value; the run stopped there.
+    pub diverged: bool,
+    /// `(step, excess risk)`, subsampled.
+    pub curve: Vec<(usize, f64)>,
+    /// The last minibatch loss.
+    pub last_loss: f64,
+    pub steps_done: usize,
+}
+
+impl RunResult {
+    /// Steps to target, counting a miss as the budget.
+    pub fn steps_or_budget(&self, budget: usize) -> usize {
+        self.steps_to_target.unwrap_or(budget)
+    }
+
+    pub fn to_json(&self, cfg: &RunConfig, optimizer: &str) -> serde_json::Value {
+        let finite = |x: f64| if x.is_finite() { json!(x) } else { json!(null) };
+        json!({
+            "optimizer": optimizer,
+            "kappa": cfg.kappa,
+            "lr": cfg.lr,
+            "hypers": cfg.hypers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "batch": cfg.batch,
+            "target_rel": cfg.target_rel,
+            "initial_risk": finite(self.initial_risk),
+            "final_risk": finite(self.final_risk),
+            "steps_to_target": self.steps_to_target,
+            "reached_target": self.steps_to_target.is_some(),
+            "initial_distance": self.initial_distance,
+            "final_distance": self.final_distance,
+            "diverged": self.diverged,
+            "curve_every": cfg.log_every,
+            "curve": self.curve.iter().map(|&(s, r)| json!([s, finite(r)])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn read(var: &Var, rows: usize, cols: usize) -> Result<Mat, String> {
+    let v: Vec<f32> = var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(|e| e.to_string())?;
+    Ok(Mat::from_f32(rows, cols, &v))
+}
+
+/// Trains F [dy, k] and G [k, dx] from a LeCun-normal start (entries N(0, 1/fan_in)) with the
+/// loss (1/B)·Σ_b ‖F·G·x_b − y_b‖², one fresh minibatch per step. `on_step(step, loss)` is
+/// called after every step. The problem instance, the start and the data stream all follow
+/// `cfg.seed`.
+pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f64)) -> Result<RunResult, String> {
+    let Dims { dx, k, dy, .. } = cfg.dims;
+    let problem = Problem::new(cfg.dims, cfg.kappa, cfg.seed);
+    let mut rng = Rng::new(cfg.seed ^ 0xA5A5_5A5A_1234_5678);
+    let dev = Device::Cpu;
+    let g0: Vec<f32> = (0..k * dx).map(|_| (rng.normal() / (dx as f64).sqrt()) as f32).collect();
+    let f0: Vec<f32> = (0..dy * k).map(|_| (rng.normal() / (k as f64).sqrt()) as f32).collect();
+    let ce = |e: candle_core::Error| e.to_string();
+    let g = Var::from_vec(g0, (k, dx), &dev).map_err(ce)?;
+    let f = Var::from_vec(f0, (dy, k), &dev).map_err(ce)?;
+    let mut opt = GdcOptimizer::new(
+        program,
+        vec![
+            NamedVar::new("F", f.clone()).with_role(Role::Hidden),
+            NamedVar::new("G", g.clone()).with_role(Role::Hidden),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    opt.set_hyper("lr", cfg.lr).map_err(|e| e.to_string())?;
+    for (name, value) in &cfg.hypers {
+        opt.set_hyper(name, *value).map_err(|e| format!("hyperparameter `{name}`: {e}"))?;
+    }
+
+    let initial_risk = problem.excess_risk(&read(&f, dy, k)?, &read(&g, k, dx)?);
+    let initial_distance = problem.subspace_distance(&read(&g, k, dx)?);
+    let target = cfg.target_rel * initial_risk;
+    let log_every = cfg.log_every.max(1);
+    let mut curve = vec![(0, initial_risk)];
+    let mut steps_to_target = None;
+    let mut risk = initial_risk;
+    let mut last_loss = f64::NAN;
+    let mut diverged = false;
+    let mut steps_done = 0;
+    for step in 1..=cfg.steps {
+        let (x, y) = problem.sample(cfg.batch, &mut rng);
+        let x = Tensor::from_vec(x, (cfg.batch, dx), &dev).map_err(ce)?;
+        let y = Tensor::from_vec(y, (cfg.batch, dy), &dev).map_err(ce)?;
+        let pred = x.matmul(&g.as_tensor().t().map_err(ce)?).and_then(|h| h.matmul(&f.as_tensor().t()?)).map_err(ce)?;
+        let loss = (pred - y)
+            .and_then(|d| d.sqr())
+            .and_then(|d| d.sum_all())
+            .and_then(|s| s / cfg.batch as f64)
+            .map_err(ce)?;
+        last_loss = loss.to_scalar::<f32>().map_err(ce)? as f64;
+        opt.backward_step(&loss).map_err(|e| e.to_string())?;
+        risk = problem.excess_risk(&read(&f, dy, k)?, &read(&g, k, dx)?);
+        steps_done = step;
+        if steps_to_target.is_none() && risk <= target {
+            steps_to_target = Some(step);
+        }
+        if step % log_every == 0 || step == cfg.steps {
+            curve.push((step, risk));
+        }
+        on_step(step, last_loss);
+        if !risk.is_finite() || risk > 1e6 * initial_risk {
+            diverged = true;
+            if curve.last().map(|c| c.0) != Some(step) {
+                curve.push((step, risk));
+            }
+            break;
+        }
+    }
+    let final_distance = if diverged { 1.0 } else { problem.subspace_distance(&read(&g, k, dx)?) };
+    let final_risk = if diverged { f64::INFINITY } else { risk };
+    Ok(RunResult {
+        initial_risk,
+        final_risk,
+        steps_to_target,
+        initial_distance,
+        final_distance,
+        diverged,
+        curve,
+        last_loss,
+        steps_done,
+    })
+}
