@@ -17,6 +17,8 @@ pub struct Settings {
     pub steps: usize,
     pub batch: usize,
     pub target_rel: f64,
+    /// The feature target: subspace distance ≤ this (reported, not used to pick the lr).
+    pub distance_target: f64,
     pub tune_seeds: Vec<u64>,
     pub seeds: Vec<u64>,
     pub log_every: usize,
@@ -84,6 +86,13 @@ impl KappaOutcome {
     pub fn steps(&self, budget: usize) -> ((f64, f64, f64), usize) {
         let xs: Vec<f64> = self.runs.iter().map(|(_, r)| r.steps_or_budget(budget) as f64).collect();
         (median_spread(&xs), self.runs.iter().filter(|(_, r)| r.steps_to_target.is_some()).count())
+    }
+
+    /// Median, min, max of steps to the distance target (a miss counts as the budget) and how
+    /// many reached it.
+    pub fn steps_to_distance(&self, budget: usize) -> ((f64, f64, f64), usize) {
+        let xs: Vec<f64> = self.runs.iter().map(|(_, r)| r.steps_to_distance.unwrap_or(budget) as f64).collect();
+        (median_spread(&xs), self.runs.iter().filter(|(_, r)| r.steps_to_distance.is_some()).count())
     }
 
     pub fn distance(&self) -> (f64, f64, f64) {
@@ -157,6 +166,7 @@ pub fn run_optimizer(spec: &OptimizerSpec, settings: &Settings) -> Result<Optimi
         steps: settings.steps,
         batch: settings.batch,
         target_rel: settings.target_rel,
+        distance_target: settings.distance_target,
         log_every: settings.log_every,
     };
     let mut kappas = Vec::new();

@@ -68,6 +68,9 @@ struct Args {
     /// Target: excess risk ≤ TARGET × the initial excess risk.
     #[arg(long, default_value_t = 1e-5)]
     target: f64,
+    /// Feature target: subspace distance ≤ this (reported beside the risk target).
+    #[arg(long, default_value_t = 0.1)]
+    distance_target: f64,
     /// Keep every N-th step of each loss curve in the log.
     #[arg(long, default_value_t = 10)]
     log_every: usize,
@@ -111,6 +114,9 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if !(args.target > 0.0 && args.target < 1.0) {
         return Err(format!("--target {} must be in (0, 1)", args.target));
+    }
+    if !(args.distance_target > 0.0 && args.distance_target < 1.0) {
+        return Err(format!("--distance-target {} must be in (0, 1)", args.distance_target));
     }
     if !(args.noise >= 0.0 && args.noise.is_finite()) {
         return Err(format!("--noise {} must be finite and non-negative", args.noise));
@@ -183,6 +189,7 @@ fn run(args: &Args) -> Result<(), String> {
         steps: args.steps,
         batch: args.batch,
         target_rel: args.target,
+        distance_target: args.distance_target,
         tune_seeds: (1000..1000 + args.tune_seeds).collect(),
         seeds: (0..args.seeds).collect(),
         log_every: args.log_every,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 fn settings_json(s: &Settings) -> serde_json::Value {
     json!({
         "dx": s.dims.dx, "k": s.dims.k, "dy": s.dims.dy, "noise": s.dims.noise,
-        "kappas": s.kappas, "steps": s.steps, "batch": s.batch, "target_rel": s.target_rel,
+        "kappas": s.kappas, "steps": s.steps, "batch": s.batch, "target_rel": s.target_rel, "distance_target": s.distance_target,
         "tune_seeds": s.tune_seeds, "seeds": s.seeds, "log_every": s.log_every, "jobs": s.jobs,
     })
 }
@@ -42,7 +42,9 @@ pub fn write_log(
             }
             let ((med, lo, hi), reached) = k.steps(settings.steps);
             let (dmed, dlo, dhi) = k.distance();
+            let ((smed, slo, shi), sreached) = k.steps_to_distance(settings.steps);
             summary.push(json!({
+                "steps_to_distance": {"median": smed, "min": slo, "max": shi, "reached": sreached, "runs": k.runs.len()},
                 "optimizer": o.name, "kappa": k.kappa, "chosen_lr": k.chosen_lr,
                 "steps_to_target": {"median": med, "min": lo, "max": hi, "reached": reached, "runs": k.runs.len()},
                 "final_distance": {"median": dmed, "min": dlo, "max": dhi},
@@ -71,6 +73,7 @@ fn config_of(s: &Settings, o: &OptimizerOutcome, kappa: f64, lr: f64, seed: u64)
         steps: s.steps,
         batch: s.batch,
         target_rel: s.target_rel,
+        distance_target: s.distance_target,
         log_every: s.log_every,
     }
 }
@@ -89,15 +92,16 @@ fn steps_cell(x: f64, budget: usize) -> String {
 pub fn markdown(settings: &Settings, outcomes: &[OptimizerOutcome]) -> String {
     let b = settings.steps;
     let mut s = String::new();
-    let _ = writeln!(s, "| optimizer | κ | lr | steps to target, median [min–max] | reached | final subspace distance, median [min–max] | final risk / initial, median |");
-    let _ = writeln!(s, "|---|---:|---:|---|---:|---|---:|");
+    let _ = writeln!(s, "| optimizer | κ | lr | steps to risk target, median [min–max] | reached | steps to distance ≤ {}, median [min–max] | reached | final subspace distance, median [min–max] | final risk / initial, median |", settings.distance_target);
+    let _ = writeln!(s, "|---|---:|---:|---|---:|---|---:|---|---:|");
     for o in outcomes {
         for k in &o.kappas {
             let ((med, lo, hi), reached) = k.steps(b);
             let (dmed, dlo, dhi) = k.distance();
+            let ((smed, slo, shi), sreached) = k.steps_to_distance(b);
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3e} | {} [{}–{}] | {}/{} | {:.2e} [{:.2e}–{:.2e}] | {:.2e} |",
+                "| {} | {} | {:.3e} | {} [{}–{}] | {}/{} | {} [{}–{}] | {}/{} | {:.2e} [{:.2e}–{:.2e}] | {:.2e} |",
                 o.name,
                 k.kappa,
                 k.chosen_lr,
@@ -105,6 +109,11 @@ pub fn markdown(settings: &Settings, outcomes: &[OptimizerOutcome]) -> String {
                 steps_cell(lo, b),
                 steps_cell(hi, b),
                 reached,
+                k.runs.len(),
+                steps_cell(smed, b),
+                steps_cell(slo, b),
+                steps_cell(shi, b),
+                sreached,
                 k.runs.len(),
                 dmed,
                 dlo,
@@ -122,6 +131,15 @@ pub fn markdown(settings: &Settings, outcomes: &[OptimizerOutcome]) -> String {
     let _ = writeln!(s, "|---|{}", "---:|".repeat(head.len()));
     for o in outcomes {
         let cells: Vec<String> = o.kappas.iter().map(|k| steps_cell(k.steps(b).0 .0, b)).collect();
+        let _ = writeln!(s, "| {} | {} |", o.name, cells.join(" | "));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Steps to subspace distance ≤ {} (median over seeds):", settings.distance_target);
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| optimizer | {} |", head.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(head.len()));
+    for o in outcomes {
+        let cells: Vec<String> = o.kappas.iter().map(|k| steps_cell(k.steps_to_distance(b).0 .0, b)).collect();
         let _ = writeln!(s, "| {} | {} |", o.name, cells.join(" | "));
     }
     let _ = writeln!(s);
@@ -181,8 +199,10 @@ pub fn hypers_text(h: &[(String, f64)]) -> String {
     }
 }
 
-/// The median (over evaluation seeds) of excess risk / initial excess risk at each logged step.
-fn median_curve(k: &crate::experiment::KappaOutcome) -> Vec<(f64, f64)> {
+/// The median over evaluation seeds, at each logged step, of the excess risk / initial excess
+/// risk (`distance` false) or of the subspace distance (`distance` true); a diverged run counts
+/// as infinite risk or distance 1.
+fn median_curve(k: &crate::experiment::KappaOutcome, distance: bool) -> Vec<(f64, f64)> {
     let longest = k.runs.iter().map(|(_, r)| r.curve.len()).max().unwrap_or(0);
     let mut out = Vec::new();
     for i in 0..longest {
@@ -190,12 +210,20 @@ fn median_curve(k: &crate::experiment::KappaOutcome) -> Vec<(f64, f64)> {
         let ys: Vec<f64> = k
             .runs
             .iter()
-            .map(|(_, r)| match r.curve.get(i) {
-                Some(&(s, risk)) if !r.diverged => {
-                    step = Some(s);
-                    risk / r.initial_risk
+            .map(|(_, r)| {
+                let point = if distance { r.distance_curve.get(i) } else { r.curve.get(i) };
+                match point {
+                    Some(&(s, y)) if !r.diverged => {
+                        step = Some(s);
+                        if distance {
+                            y
+                        } else {
+                            y / r.initial_risk
+                        }
+                    }
+                    _ if distance => 1.0,
+                    _ => f64::INFINITY,
                 }
-                _ => f64::INFINITY,
             })
             .collect();
         if let Some(s) = step {
@@ -217,9 +245,10 @@ pub fn plots(
         let mut series: Vec<Series> = outcomes
             .iter()
             .filter_map(|o| {
-                o.kappas
-                    .get(i)
-                    .map(|k| Series { label: format!("{} (lr {:.1e})", o.name, k.chosen_lr), points: median_curve(k) })
+                o.kappas.get(i).map(|k| Series {
+                    label: format!("{} (lr {:.1e})", o.name, k.chosen_lr),
+                    points: median_curve(k, false),
+                })
             })
             .collect();
         series.push(Series {
@@ -233,6 +262,32 @@ pub fn plots(
                 title: format!("excess risk / initial, median of {} seeds, κ = {kappa}", settings.seeds.len()),
                 x_label: "step".into(),
                 y_label: "excess risk / initial".into(),
+                log_y: true,
+                series,
+                ..Plot::default()
+            },
+        )?;
+        written.push(path);
+        let mut series: Vec<Series> = outcomes
+            .iter()
+            .filter_map(|o| {
+                o.kappas.get(i).map(|k| Series {
+                    label: format!("{} (lr {:.1e})", o.name, k.chosen_lr),
+                    points: median_curve(k, true),
+                })
+            })
+            .collect();
+        series.push(Series {
+            label: format!("target ({})", settings.distance_target),
+            points: vec![(0.0, settings.distance_target), (settings.steps as f64, settings.distance_target)],
+        });
+        let path = dir.join(format!("{prefix}-distance-kappa{kappa}.png"));
+        plot_lines(
+            &path,
+            &Plot {
+                title: format!("subspace distance, median of {} seeds, κ = {kappa}", settings.seeds.len()),
+                x_label: "step".into(),
+                y_label: "‖(I − G*ᵀG*)Q‖₂".into(),
                 log_y: true,
                 series,
                 ..Plot::default()
@@ -258,6 +313,24 @@ pub fn plots(
             title: format!("steps to excess risk ≤ {:.0e} × initial (median; budget = miss)", settings.target_rel),
             x_label: "κ (condition number of Σ)".into(),
             y_label: "steps to target".into(),
+            log_x: true,
+            log_y: true,
+            series: steps,
+        },
+    )?;
+    written.push(path);
+    let mut steps = per_kappa(&|k| k.steps_to_distance(settings.steps).0 .0);
+    steps.push(Series {
+        label: format!("budget ({})", settings.steps),
+        points: settings.kappas.iter().map(|&k| (k, settings.steps as f64)).collect(),
+    });
+    let path = dir.join(format!("{prefix}-steps-distance.png"));
+    plot_lines(
+        &path,
+        &Plot {
+            title: format!("steps to subspace distance ≤ {} (median; budget = miss)", settings.distance_target),
+            x_label: "κ (condition number of Σ)".into(),
+            y_label: "steps to distance target".into(),
             log_x: true,
             log_y: true,
             series: steps,

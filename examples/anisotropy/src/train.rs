@@ -22,6 +22,8 @@ pub struct RunConfig {
     pub batch: usize,
     /// The target: excess risk ≤ `target_rel` × the initial excess risk.
     pub target_rel: f64,
+    /// The feature target: subspace distance ≤ `distance_target`.
+    pub distance_target: f64,
     /// The risk curve keeps every `log_every`-th step (and step 0 and the last).
     pub log_every: usize,
 }
@@ -37,8 +39,12 @@ pub struct RunResult {
     pub final_distance: f64,
     /// The risk went non-finite or past 1e6 × its initial value; the run stopped there.
     pub diverged: bool,
+    /// The first step whose subspace distance is at or under the distance target.
+    pub steps_to_distance: Option<usize>,
     /// `(step, excess risk)`, subsampled.
     pub curve: Vec<(usize, f64)>,
+    /// `(step, subspace distance)` at the same steps.
+    pub distance_curve: Vec<(usize, f64)>,
     /// The last minibatch loss.
     pub last_loss: f64,
     pub steps_done: usize,
@@ -67,6 +73,9 @@ impl RunResult {
             "reached_target": self.steps_to_target.is_some(),
             "initial_distance": self.initial_distance,
             "final_distance": self.final_distance,
+            "distance_target": cfg.distance_target,
+            "steps_to_distance": self.steps_to_distance,
+            "distance_curve": self.distance_curve.iter().map(|&(s, d)| json!([s, finite(d)])).collect::<Vec<_>>(),
             "diverged": self.diverged,
             "curve_every": cfg.log_every,
             "curve": self.curve.iter().map(|&(s, r)| json!([s, finite(r)])).collect::<Vec<_>>(),
@@ -111,6 +120,8 @@ pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f6
     let target = cfg.target_rel * initial_risk;
     let log_every = cfg.log_every.max(1);
     let mut curve = vec![(0, initial_risk)];
+    let mut distance_curve = vec![(0, initial_distance)];
+    let mut steps_to_distance = None;
     let mut steps_to_target = None;
     let mut risk = initial_risk;
     let mut last_loss = f64::NAN;
@@ -133,14 +144,20 @@ pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f6
         if steps_to_target.is_none() && risk <= target {
             steps_to_target = Some(step);
         }
+        let distance = problem.subspace_distance(&read(&g, k, dx)?);
+        if steps_to_distance.is_none() && distance <= cfg.distance_target {
+            steps_to_distance = Some(step);
+        }
         if step % log_every == 0 || step == cfg.steps {
             curve.push((step, risk));
+            distance_curve.push((step, distance));
         }
         on_step(step, last_loss);
         if !risk.is_finite() || risk > 1e6 * initial_risk {
             diverged = true;
             if curve.last().map(|c| c.0) != Some(step) {
                 curve.push((step, risk));
+                distance_curve.push((step, 1.0));
             }
             break;
         }
@@ -154,7 +171,9 @@ pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f6
         initial_distance,
         final_distance,
         diverged,
+        steps_to_distance,
         curve,
+        distance_curve,
         last_loss,
         steps_done,
     })

@@ -31,6 +31,7 @@ fn each_optimizer_learns_the_features() {
             steps: 400,
             batch: 64,
             target_rel: 1e-3,
+            distance_target: 0.1,
             log_every: 50,
         };
         let r = run(&program(name), &cfg, |_, _| {}).expect("the run completes");
@@ -52,6 +53,8 @@ fn each_optimizer_learns_the_features() {
         );
         assert_eq!(r.curve.first().map(|c| c.0), Some(0));
         assert_eq!(r.curve.last().map(|c| c.0), Some(400));
+        assert!(r.steps_to_distance.is_some(), "{name}: never reached distance 0.1");
+        assert_eq!(r.distance_curve.len(), r.curve.len());
     }
 }
 
