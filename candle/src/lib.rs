@@ -28,7 +28,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
-use gdc_runtime::{Optimizer, ParamSpec, Program, RuntimeError};
+use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program, RuntimeError};
 use std::cell::RefCell;
 
 pub use gdc_runtime::Role;
@@ -103,11 +103,24 @@ impl GdcOptimizer {
     /// Binds `program` to `vars` (float32 CPU variables, in the order the optimizer reports
     /// and checkpoints them), with a CPU optimizer on every core.
     pub fn new(program: &Program, vars: Vec<NamedVar>) -> Result<GdcOptimizer, Error> {
+        GdcOptimizer::with_options(program, vars, Options::default())
+    }
+
+    /// [`GdcOptimizer::new`] with the runtime's options: the worker threads (one is best
+    /// for models of a few small matrices, where a step is microseconds) or the
+    /// interpreter backend. The cuda backend is refused: its steps need device buffers.
+    pub fn with_options(program: &Program, vars: Vec<NamedVar>, options: Options) -> Result<GdcOptimizer, Error> {
         for v in &vars {
             check_var(v)?;
         }
+        if options.backend == Backend::Cuda {
+            return Err(Error::Device {
+                name: "(all)".into(),
+                device: "the cuda backend; gdc-candle steps CPU tensors".into(),
+            });
+        }
         let specs: Vec<ParamSpec> = vars.iter().map(NamedVar::spec).collect();
-        let optimizer = Optimizer::new(program, &specs)?;
+        let optimizer = Optimizer::with_options(program, &specs, options)?;
         Ok(GdcOptimizer { optimizer, vars })
     }
 

@@ -171,3 +171,23 @@ fn from_varmap_mup_takes_base_shapes_from_the_base_model() {
         other => panic!("expected MissingBase, got {:?}", other.err()),
     }
 }
+
+#[test]
+fn options_pick_threads_and_refuse_cuda() {
+    use gdc_runtime::{Backend, Options};
+    let (w, b, x) = model();
+    let vars = vec![NamedVar::new("w", w.clone()), NamedVar::new("b", b.clone())];
+    let one = Options { backend: Backend::Cpu, threads: Some(1) };
+    let mut single = GdcOptimizer::with_options(&program("adamw"), vars.clone(), one).unwrap();
+    let (w2, b2, _) = model();
+    let mut pool =
+        GdcOptimizer::new(&program("adamw"), vec![NamedVar::new("w", w2.clone()), NamedVar::new("b", b2.clone())])
+            .unwrap();
+    for _ in 0..3 {
+        single.backward_step(&loss(&w, &b, &x)).unwrap();
+        pool.backward_step(&loss(&w2, &b2, &x)).unwrap();
+    }
+    assert_eq!(to_vec(&w), to_vec(&w2), "one thread and a pool give the same bits");
+    let cuda = Options { backend: Backend::Cuda, threads: None };
+    assert!(matches!(GdcOptimizer::with_options(&program("adamw"), vars, cuda), Err(Error::Device { .. })));
+}

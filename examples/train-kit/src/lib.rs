@@ -104,7 +104,13 @@ fn draw(path: &Path, plot: &Plot) -> Result<(), Box<dyn std::error::Error>> {
     macro_rules! finish {
         ($chart:expr) => {{
             let mut chart = $chart;
-            chart.configure_mesh().x_desc(&plot.x_label).y_desc(&plot.y_label).draw()?;
+            chart
+                .configure_mesh()
+                .x_desc(&plot.x_label)
+                .y_desc(&plot.y_label)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .draw()?;
             for (i, (s, pts)) in plot.series.iter().zip(&points).enumerate() {
                 let color = Palette99::pick(i).to_rgba().stroke_width(2);
                 chart.draw_series(LineSeries::new(pts.iter().copied(), color))?.label(&s.label).legend(
@@ -122,6 +128,30 @@ fn draw(path: &Path, plot: &Plot) -> Result<(), Box<dyn std::error::Error>> {
     }
     root.present()?;
     Ok(())
+}
+
+/// A tick label with at most three significant digits: `0.25`, `1500`, `1e-5`, `3.2e-4`
+/// (a log axis's ticks are computed as powers and come out as `9.999999999e-5` otherwise).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() {
+        return format!("{v}");
+    }
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    if (1e-3..1e5).contains(&a) {
+        let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+        trim(format!("{v:.decimals$}"))
+    } else {
+        let s = format!("{v:.2e}");
+        let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+        format!("{}e{exponent}", trim(mantissa.to_string()))
+    }
 }
 
 /// Writes `value` as pretty JSON at `path`, creating its directory.
@@ -195,6 +225,15 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        let cases =
+            [(9.999999999e-5, "1e-4"), (3.2e-4, "3.2e-4"), (0.25, "0.25"), (1500.0, "1500"), (2.0, "2"), (1e6, "1e6")];
+        for (v, want) in cases {
+            assert_eq!(tick(v), want, "{v}");
+        }
+    }
 
     #[test]
     fn median_and_spread() {
