@@ -5,7 +5,7 @@ use crate::linalg::Mat;
 use crate::problem::{Dims, Problem};
 use candle_core::{Device, Tensor, Var};
 use gdc_candle::{GdcOptimizer, NamedVar, Role};
-use gdc_runtime::Program;
+use gdc_runtime::{Backend, Options, Program};
 use gdc_train_kit::Rng;
 use serde_json::json;
 
@@ -102,12 +102,15 @@ pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f6
     let ce = |e: candle_core::Error| e.to_string();
     let g = Var::from_vec(g0, (k, dx), &dev).map_err(ce)?;
     let f = Var::from_vec(f0, (dy, k), &dev).map_err(ce)?;
-    let mut opt = GdcOptimizer::new(
+    // One worker thread: a step on two tiny matrices is microseconds, less than waking a
+    // pool, and runs go in parallel (--jobs) instead.
+    let mut opt = GdcOptimizer::with_options(
         program,
         vec![
             NamedVar::new("F", f.clone()).with_role(Role::Hidden),
             NamedVar::new("G", g.clone()).with_role(Role::Hidden),
         ],
+        Options { backend: Backend::Cpu, threads: Some(1) },
     )
     .map_err(|e| e.to_string())?;
     opt.set_hyper("lr", cfg.lr).map_err(|e| e.to_string())?;
