@@ -3,13 +3,23 @@
 //! state tensor as float32 under `"<param>/<state>"`, so state is found by parameter and state
 //! name, never by position.
 //!
-//! Metadata keys, each a string: `gdc.format` (`gdc-checkpoint-2`), `gdc.program_hash`,
+//! Metadata keys, each a string: `gdc.format` (`gdc-checkpoint-3`), `gdc.program_hash`,
 //! `gdc.optimizer`, `gdc.step` (decimal), `gdc.params` (JSON `[["w", [4, 8]], ...]`),
-//! `gdc.hypers` (JSON `[["lr", "0.001"], ...]`) and `gdc.globals` (JSON
-//! `[["mu_product", "0.5"], ...]`). Floats are written as Rust's shortest round-trip text
-//! (`inf`, `NaN` included), so they load back bit for bit. Format 1 (`gdc-checkpoint-1`,
-//! still read, never written) differs only in `gdc.globals`, a positional list
-//! (`["0.5", ...]`): [`Globals::Positional`].
+//! `gdc.hypers` (JSON `[["lr", "0.001"], ...]`), `gdc.globals` (JSON
+//! `[["mu_product", "0.5"], ...]`), `gdc.file_length` (the file's length in bytes, 20 decimal
+//! digits) and `gdc.checksum` (`sha256:` and the 64 hex digits of the SHA-256 of the whole
+//! file as written with those 64 digits set to `0`). Floats are written as Rust's shortest
+//! round-trip text (`inf`, `NaN` included), so they load back bit for bit. Format 2
+//! (`gdc-checkpoint-2`, still read, never written) is format 3 without `gdc.file_length` and
+//! `gdc.checksum`; format 1 (`gdc-checkpoint-1`) also differs in `gdc.globals`, a positional
+//! list (`["0.5", ...]`): [`Globals::Positional`].
+//!
+//! Integrity: [`load`] checks a file's length against its header and its checksum before it
+//! reads anything else, so a file cut short by a crash or a failed copy is
+//! [`CheckpointError::Truncated`] and any changed byte (a flipped bit in the header length, the
+//! header's JSON, a metadata value or tensor data) is [`CheckpointError::Corrupt`]; both say to
+//! load the previous checkpoint. Format-1 and format-2 files carry no checksum: their length is
+//! checked, their bytes cannot be.
 //!
 //! Because everything is named, a checkpoint can load into an edited program: the migration
 //! rule (docs/checkpoints.md) keeps every state whose parameter, name and shape are
@@ -25,9 +35,12 @@
 //!
 //! [`save`] is atomic: it writes a temporary file in the target's directory, syncs it, renames
 //! it over the target and syncs the directory, so a failed or interrupted save leaves the
-//! previous checkpoint in place. [`load`] checks everything and never panics on a bad file.
+//! previous checkpoint in place. Temporary files are named `.<file>.tmp.<pid>.<n>`; a save
+//! removes those of its target left behind by a process that died mid-save (see [`save`]).
+//! [`load`] checks everything and never panics on a bad file.
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -35,11 +48,16 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-/// The value of `gdc.format` this module writes (and reads).
-pub const FORMAT: &str = "gdc-checkpoint-2";
+/// The value of `gdc.format` this module writes (and reads): with a checksum.
+pub const FORMAT: &str = "gdc-checkpoint-3";
 
-/// The previous format, still read: globals by position, so it loads only into the program
+/// The previous format, still read: no checksum, so a damaged file is found only when it no
+/// longer parses or is shorter than its header says.
+pub const FORMAT_2: &str = "gdc-checkpoint-2";
+
+/// The first format, still read: no checksum, and globals by position, so it loads only into the program
 /// that wrote it.
 pub const FORMAT_1: &str = "gdc-checkpoint-1";
 
@@ -50,6 +68,14 @@ const KEY_STEP: &str = "gdc.step";
 const KEY_PARAMS: &str = "gdc.params";
 const KEY_HYPERS: &str = "gdc.hypers";
 const KEY_GLOBALS: &str = "gdc.globals";
+const KEY_FILE_LENGTH: &str = "gdc.file_length";
+const KEY_CHECKSUM: &str = "gdc.checksum";
+
+/// `gdc.checksum` is this prefix and 64 lowercase hex digits.
+const CHECKSUM_PREFIX: &str = "sha256:";
+const CHECKSUM_DIGITS: usize = 64;
+/// `gdc.file_length` has a fixed width, so the header's length does not depend on it.
+const LENGTH_DIGITS: usize = 20;
 
 /// What a checkpoint says about the optimizer that wrote it.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,8 +95,9 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    /// The format a file with this metadata has: [`FORMAT`], or [`FORMAT_1`] for positional
-    /// globals (which [`save`] refuses to write).
+    /// The format [`save`] writes for this metadata: [`FORMAT`], or [`FORMAT_1`] for
+    /// positional globals (which [`save`] refuses to write). (A format-2 file loads with named
+    /// globals, so its metadata says [`FORMAT`]: saving it again writes format 3.)
     pub fn format(&self) -> &'static str {
         match self.globals {
             Globals::Named(_) => FORMAT,
@@ -82,7 +109,7 @@ impl CheckpointMeta {
 /// A checkpoint's global scalars.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Globals {
-    /// By name, as format 2 stores them (in the saving program's declaration order).
+    /// By name, as formats 2 and 3 store them (in the saving program's declaration order).
     Named(Vec<(String, f64)>),
     /// In the saving program's declaration order, without names: read from a format-1 file.
     Positional(Vec<f64>),
@@ -197,15 +224,33 @@ pub enum CheckpointError {
         #[source]
         source: io::Error,
     },
-    /// The bytes are not a complete safetensors file.
-    #[error("{} is truncated or not a safetensors file ({reason})", path.display())]
+    /// The file is shorter than its header says: the save (or a copy of the file) was cut
+    /// short. `expected`: the length the header gives (when the file ends inside the header,
+    /// where the header ends: the file needs at least that many bytes).
+    #[error(
+        "{} is cut short: the file is {found} bytes but its header needs {expected}; the save (or a copy of \
+         the file) did not finish: load the previous checkpoint (or copy the file again)",
+        path.display()
+    )]
+    Truncated { path: PathBuf, expected: u64, found: u64 },
+    /// The file's bytes changed after it was written: its checksum does not match, its header
+    /// does not parse, or its length field, header and size disagree in a way no truncation
+    /// explains. `reason` says which.
+    #[error(
+        "{} is corrupt: {reason}; the file changed after it was saved (a disk, memory or copy error): load \
+         the previous checkpoint (or copy the file again from a good copy)",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    /// The bytes are not a safetensors file (a format-1 or format-2 checkpoint, which has no
+    /// checksum, or another program's file, damaged where its length still fits).
+    #[error("{} is damaged or not a safetensors file ({reason})", path.display())]
     NotSafetensors { path: PathBuf, reason: String },
-    /// A safetensors file whose `gdc.format` is neither `gdc-checkpoint-2` nor
-    /// `gdc-checkpoint-1`.
+    /// A safetensors file whose `gdc.format` is not `gdc-checkpoint-3`, `-2` or `-1`.
     #[error(
         "{} is a safetensors file but not a gdc checkpoint: {}",
         path.display(),
-        match found { None => format!("it has no `{KEY_FORMAT}` metadata"), Some(f) => format!("its `{KEY_FORMAT}` is `{f}`, expected `{FORMAT}` (or `{FORMAT_1}`)") }
+        match found { None => format!("it has no `{KEY_FORMAT}` metadata"), Some(f) => format!("its `{KEY_FORMAT}` is `{f}`, expected `{FORMAT}` (or `{FORMAT_2}`, `{FORMAT_1}`)") }
     )]
     NotCheckpoint { path: PathBuf, found: Option<String> },
     /// A metadata entry is missing or cannot be parsed.
@@ -359,7 +404,16 @@ fn check_meta(path: &Path, meta: &CheckpointMeta) -> Result<(), CheckpointError>
     Ok(())
 }
 
-/// Removes the temporary file unless the save got as far as renaming it.
+/// The temporary files of this process's saves now under way: a save removes any other
+/// temporary file of its target's naming pattern with this process's id (left behind by an
+/// earlier process that had the same id), but never one of these.
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes the temporary file unless the save got as far as renaming it, and unregisters it.
 struct TempFile {
     path: PathBuf,
     armed: bool,
@@ -370,12 +424,92 @@ impl Drop for TempFile {
         if self.armed {
             let _ = fs::remove_file(&self.path);
         }
+        in_flight().retain(|p| p != &self.path);
     }
 }
 
+/// The prefix of the temporary files of saves to `file_name`: `.<file_name>.tmp.`, followed by
+/// `<pid>.<n>`.
+fn temp_prefix(file_name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".tmp.");
+    prefix
+}
+
+/// Whether process `pid` may still be running (and so may still be writing its temporary
+/// file). Only Linux's `/proc` says for sure; elsewhere every other process counts as alive.
+fn may_be_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// Removes the temporary files a save to `dir/file_name` left behind when its process died
+/// mid-save (killed, out of memory, power lost): `.<file_name>.tmp.<pid>.<n>` where process
+/// `pid` is gone, or is this process but the file is none of its saves under way. Each is as
+/// large as a checkpoint, so a training run killed and resumed many times would otherwise
+/// fill the disk. Best effort: a file that cannot be listed or removed is left.
+fn remove_stale_temps(dir: &Path, file_name: &std::ffi::OsStr) {
+    let (Some(prefix), Ok(listing)) = (temp_prefix(file_name).to_str().map(String::from), fs::read_dir(dir)) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let Some((pid, n)) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|r| r.split_once('.')) else {
+            continue;
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let Some(pid) = pid.parse::<u32>().ok().filter(|_| digits(pid) && digits(n)) else { continue };
+        let path = dir.join(&name);
+        let stale = if pid == me { !in_flight().contains(&path) } else { !may_be_alive(pid) };
+        if stale {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// The byte range of the value of metadata entry `key` in a serialized header (the JSON
+/// between the file's first 8 bytes and its data), which starts with `prefix`: the text
+/// after `"key":"prefix`. `None` unless it occurs exactly once. (A quote inside a JSON string
+/// is escaped, so `"key":"` occurs nowhere but as that entry.)
+fn value_range(header: &[u8], key: &str, prefix: &str, len: usize) -> Option<std::ops::Range<usize>> {
+    let pattern = format!("\"{key}\":\"{prefix}");
+    let pattern = pattern.as_bytes();
+    let mut found = header.windows(pattern.len()).enumerate().filter(|(_, w)| *w == pattern).map(|(i, _)| i);
+    let start = found.next()? + pattern.len();
+    if found.next().is_some() || header.get(start..start + len + 1)?.last() != Some(&b'"') {
+        return None;
+    }
+    Some(start..start + len)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of `bytes` with `digits` (the checksum's own digits) read as `0`s.
+fn file_checksum(bytes: &[u8], digits: std::ops::Range<usize>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes[..digits.start]);
+    hasher.update([b'0'; CHECKSUM_DIGITS]);
+    hasher.update(&bytes[digits.end..]);
+    hex(&hasher.finalize())
+}
+
 /// Writes a checkpoint to `path`, atomically: either `path` holds the new checkpoint
-/// afterwards, or it holds what it held before (and no temporary file is left behind).
-/// It writes [`FORMAT`]: metadata with [`Globals::Positional`] is refused.
+/// afterwards, or it holds what it held before (and no temporary file is left behind, unless
+/// the process dies mid-save). It writes [`FORMAT`], with its length and checksum: metadata
+/// with [`Globals::Positional`] is refused.
+///
+/// First it removes the temporary files of earlier saves to `path` whose process died
+/// mid-save ([`remove_stale_temps`]: on Linux, those of processes that are gone; elsewhere
+/// only those of an earlier process with this one's id). It assumes one machine writes a
+/// given checkpoint path (on a shared file system another machine's process ids mean nothing
+/// here).
 pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Result<(), CheckpointError> {
     if let Globals::Positional(_) = meta.globals {
         return Err(CheckpointError::Metadata {
@@ -386,12 +520,26 @@ pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Resu
     }
     check_meta(path, meta)?;
     check_tensors(path, meta, tensors)?;
+    let internal =
+        |reason: String| CheckpointError::Metadata { path: path.to_path_buf(), key: "__metadata__".into(), reason };
+    let mut md = encode_meta(meta);
+    md.insert(KEY_FILE_LENGTH.into(), "0".repeat(LENGTH_DIGITS));
+    md.insert(KEY_CHECKSUM.into(), format!("{CHECKSUM_PREFIX}{}", "0".repeat(CHECKSUM_DIGITS)));
     let views = tensors.iter().map(|t| (t.key(), F32View { shape: &t.shape, data: &t.data }));
-    let bytes = safetensors::serialize(views, Some(encode_meta(meta))).map_err(|e| CheckpointError::Metadata {
-        path: path.to_path_buf(),
-        key: "__metadata__".into(),
-        reason: format!("cannot serialize: {e}"),
-    })?;
+    let mut bytes = safetensors::serialize(views, Some(md)).map_err(|e| internal(format!("cannot serialize: {e}")))?;
+    // Fill in the length and then the checksum, in place: both have a fixed width.
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = 8..8 + n;
+    let missing = |key: &str| internal(format!("`{key}` not found once in the serialized header"));
+    let length = value_range(&bytes[header.clone()], KEY_FILE_LENGTH, "", LENGTH_DIGITS)
+        .ok_or_else(|| missing(KEY_FILE_LENGTH))?;
+    let total = format!("{:0width$}", bytes.len(), width = LENGTH_DIGITS);
+    bytes[8 + length.start..8 + length.end].copy_from_slice(total.as_bytes());
+    let digits = value_range(&bytes[header], KEY_CHECKSUM, CHECKSUM_PREFIX, CHECKSUM_DIGITS)
+        .ok_or_else(|| missing(KEY_CHECKSUM))?;
+    let digits = 8 + digits.start..8 + digits.end;
+    let sum = file_checksum(&bytes, digits.clone());
+    bytes[digits].copy_from_slice(sum.as_bytes());
 
     let Some(file_name) = path.file_name() else {
         let source = io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file");
@@ -401,23 +549,30 @@ pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[StateTensor]) -> Resu
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    remove_stale_temps(dir, file_name);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let tmp_path = dir.join(tmp_name);
-
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp_path)
-        .map_err(io_err("cannot create a temporary file for", path))?;
-    let mut tmp = TempFile { path: tmp_path, armed: true };
+    // A name no save of this process uses; one already taken (left by a dead process with
+    // this id that the clean-up could not remove) is skipped.
+    let mut attempts = 0;
+    let (mut file, mut tmp) = loop {
+        let mut tmp_name = temp_prefix(file_name);
+        tmp_name.push(format!("{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let tmp_path = dir.join(tmp_name);
+        in_flight().push(tmp_path.clone());
+        let tmp = TempFile { path: tmp_path, armed: false };
+        match OpenOptions::new().write(true).create_new(true).open(&tmp.path) {
+            Ok(file) => break (file, tmp),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => attempts += 1,
+            Err(e) => return Err(io_err("cannot create a temporary file for", path)(e)),
+        }
+    };
+    tmp.armed = true;
     file.write_all(&bytes).map_err(io_err("cannot write", path))?;
     file.sync_all().map_err(io_err("cannot sync", path))?;
     drop(file);
     fs::rename(&tmp.path, path).map_err(io_err("cannot rename the temporary file over", path))?;
     tmp.armed = false;
+    drop(tmp);
     sync_dir(dir).map_err(io_err("cannot sync the directory of", path))
 }
 
@@ -432,17 +587,18 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a checkpoint of [`FORMAT`] or [`FORMAT_1`] (whose globals come back as
-/// [`Globals::Positional`]). Tensors come back ordered by their parameter's place in
+/// Reads a checkpoint of [`FORMAT`], [`FORMAT_2`] or [`FORMAT_1`] (whose globals come back as
+/// [`Globals::Positional`]), after [`check_integrity`]. Tensors come back ordered by their parameter's place in
 /// `meta.params`, then by state name.
 pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<StateTensor>), CheckpointError> {
     let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
+    check_integrity(path, &bytes)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| deserialize_error(path, &bytes, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| deserialize_error(path, &bytes, e))?;
     let empty = HashMap::new();
     let md = header.metadata().as_ref().unwrap_or(&empty);
     let named_globals = match md.get(KEY_FORMAT) {
-        Some(f) if f == FORMAT => true,
+        Some(f) if f == FORMAT || f == FORMAT_2 => true,
         Some(f) if f == FORMAT_1 => false,
         found => return Err(CheckpointError::NotCheckpoint { path: path.to_path_buf(), found: found.cloned() }),
     };
@@ -481,6 +637,122 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<StateTensor>), Checkpoin
     };
     tensors.sort_by(|a, b| (rank(a), &a.state).cmp(&(rank(b), &b.state)));
     Ok((meta, tensors))
+}
+
+/// What the integrity check reads from a parsed header: the data's length (the largest
+/// `data_offsets` end), and `gdc.file_length` if present.
+struct HeaderFacts {
+    data_len: u64,
+    file_length: Option<u64>,
+}
+
+impl HeaderFacts {
+    /// `None` if the header is not a JSON object.
+    fn of(header: &serde_json::Value) -> Option<HeaderFacts> {
+        let object = header.as_object()?;
+        let md = object.get("__metadata__").and_then(|m| m.as_object());
+        let text = |key: &str| md.and_then(|m| m.get(key)).and_then(|v| v.as_str()).map(String::from);
+        let data_len = object
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .filter_map(|(_, info)| info.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+            .unwrap_or(0);
+        Some(HeaderFacts { data_len, file_length: text(KEY_FILE_LENGTH).and_then(|t| t.parse().ok()) })
+    }
+}
+
+/// Checks the file's length against its header, and its checksum where it has one, before
+/// anything else reads it: a file shorter than its header says is
+/// [`CheckpointError::Truncated`]; one whose bytes changed is [`CheckpointError::Corrupt`].
+///
+/// A cut file is a prefix of a good one, so its length field and header are intact as far as
+/// they go: it ends inside the JSON (which then does not parse to its end), or after it,
+/// short of `8 + header + data` bytes (with format 3, exactly `gdc.file_length`). Anything
+/// else that does not add up (a header that is not JSON, a length field that disagrees with
+/// the header after it, bytes past the data) is a change, not a cut, as is a checksum that
+/// does not match.
+pub fn check_integrity(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let found = bytes.len() as u64;
+    let truncated = |expected: u64| CheckpointError::Truncated { path: path.to_path_buf(), expected, found };
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+    let Some(length_field) = bytes.get(..8) else { return Err(truncated(8)) };
+    let n = u64::from_le_bytes(length_field.try_into().expect("8 bytes"));
+    let header_end = n.saturating_add(8);
+    if header_end > found {
+        // The length field points past the end: the file was cut inside the header, or after
+        // a complete JSON header inside its padding, or the field itself changed.
+        let mut values = serde_json::Deserializer::from_slice(&bytes[8..]).into_iter::<serde_json::Value>();
+        let parsed = values.next();
+        let json_end = 8 + values.byte_offset() as u64;
+        return Err(match parsed {
+            None => truncated(header_end),
+            Some(Err(e)) if e.is_eof() => truncated(header_end),
+            Some(Err(e)) => corrupt(format!("its header is not valid JSON ({e})")),
+            Some(Ok(value)) => match HeaderFacts::of(&value) {
+                // Cut in the padding after the JSON: the length field, the data's length and
+                // (format 3) the recorded file length agree, and only spaces follow the JSON.
+                Some(facts)
+                    if bytes[json_end as usize..].iter().all(|b| *b == b' ')
+                        && facts.file_length.is_none_or(|l| Some(l) == header_end.checked_add(facts.data_len)) =>
+                {
+                    truncated(header_end.saturating_add(facts.data_len))
+                }
+                _ => corrupt(format!(
+                    "its first 8 bytes say the header is {n} bytes, past the end of the {found}-byte file, but a \
+                     complete header ends at byte {json_end}"
+                )),
+            },
+        });
+    }
+    let header = &bytes[8..header_end as usize];
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| corrupt(format!("its {n}-byte header is not valid JSON ({e})")))?;
+    let Some(facts) = HeaderFacts::of(&value) else {
+        return Err(corrupt("its header is not a JSON object".into()));
+    };
+    let expected = header_end.saturating_add(facts.data_len);
+    if found < expected {
+        return Err(match facts.file_length {
+            Some(l) if l != expected => corrupt(format!(
+                "its header places the end of the data at byte {expected} but records a file of {l} bytes (the \
+                 file has {found})"
+            )),
+            _ => truncated(expected),
+        });
+    }
+    if found > expected {
+        return Err(corrupt(format!(
+            "it has {} bytes past the end of the data its header describes ({expected} bytes)",
+            found - expected
+        )));
+    }
+    // Found in the raw bytes, not through the parsed JSON: a flip in `__metadata__` must not
+    // hide the checksum.
+    let Some(at) = value_range(header, KEY_CHECKSUM, CHECKSUM_PREFIX, CHECKSUM_DIGITS) else {
+        let claims = |text: &str| header.windows(text.len()).any(|w| w == text.as_bytes());
+        if claims(FORMAT) || claims(KEY_CHECKSUM) || claims(KEY_FILE_LENGTH) {
+            return Err(corrupt(format!(
+                "it is a `{FORMAT}` file, but `{KEY_CHECKSUM}` is missing or not `{CHECKSUM_PREFIX}` and 64 hex digits"
+            )));
+        }
+        // Formats 1 and 2 (and other programs' files) carry no checksum.
+        return Ok(());
+    };
+    // Lowercase only: the file is checked byte for byte.
+    let lower_hex = |d: &&str| d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let Some(digits) = std::str::from_utf8(&header[at.clone()]).ok().filter(lower_hex) else {
+        return Err(corrupt(format!("`{KEY_CHECKSUM}` is not `{CHECKSUM_PREFIX}` and 64 hex digits")));
+    };
+    let actual = file_checksum(bytes, 8 + at.start..8 + at.end);
+    if actual != digits {
+        return Err(corrupt(format!("its SHA-256 is {actual}, but `{KEY_CHECKSUM}` records {digits}")));
+    }
+    match facts.file_length {
+        Some(l) if l == found => Ok(()),
+        // Covered by the checksum, so only a writer other than `save` gets here.
+        l => Err(corrupt(format!("`{KEY_FILE_LENGTH}` is {l:?}, but the file has {found} bytes"))),
+    }
 }
 
 /// Turns a safetensors error into ours, naming the tensor when its data does not fit its shape.

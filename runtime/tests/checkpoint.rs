@@ -1,8 +1,12 @@
 //! Checkpoint files: bit-exact round trips, parameters matched by name, typed errors (never a
-//! panic) for damaged or foreign files, and atomic saves that leave no temporary files.
+//! panic) for damaged or foreign files, atomic saves that leave no temporary files (and
+//! remove those a killed save left), and integrity: every flipped byte of a format-3 file is
+//! `Corrupt` and every cut is `Truncated`, with the loading optimizer untouched.
 
 use gdc_runtime::checkpoint::{self, CheckpointError, CheckpointMeta, Globals, ParamMismatch, StateTensor};
+use gdc_runtime::{Optimizer, ParamSpec, RuntimeError};
 use safetensors::tensor::{Dtype, TensorView};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,7 +127,15 @@ fn the_file_is_plain_safetensors_with_gdc_metadata() {
     let bytes = std::fs::read(&path).expect("reads");
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors");
     let md = header.metadata().as_ref().expect("metadata");
-    assert_eq!(md["gdc.format"], "gdc-checkpoint-2");
+    assert_eq!(md["gdc.format"], "gdc-checkpoint-3");
+    assert_eq!(md["gdc.file_length"], format!("{:020}", bytes.len()));
+    // The checksum: SHA-256 of the file with its own 64 digits read as zeros.
+    let digits = md["gdc.checksum"].strip_prefix("sha256:").expect("sha256:");
+    let at = bytes.windows(64).position(|w| w == digits.as_bytes()).expect("the digits are in the file");
+    let mut zeroed = bytes.clone();
+    zeroed[at..at + 64].fill(b'0');
+    let sum: String = Sha256::digest(&zeroed).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(digits, sum);
     assert_eq!(
         md["gdc.globals"],
         r#"[["mu","0.30000000000000004"],["zero","-0"],["big","inf"],["third","0.3333333333333333"]]"#
@@ -202,51 +214,77 @@ fn a_reshaped_parameter_is_named_with_both_shapes() {
     assert!(text.contains("[2, 3] in the checkpoint but [3, 2] in the model"), "{text}");
 }
 
+/// Where the header's JSON ends (before the padding spaces) and the header's length.
+fn json_end_and_header_len(bytes: &[u8]) -> (usize, usize) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let json = std::str::from_utf8(&bytes[8..8 + n]).expect("utf-8");
+    (8 + json.trim_end_matches(' ').len(), n)
+}
+
 #[test]
-fn a_truncated_file_is_an_error_at_every_length() {
+fn a_truncated_file_is_truncated_at_every_length() {
     let (dir, path) = saved("truncated");
     let bytes = std::fs::read(&path).expect("reads");
     let n = bytes.len();
+    let (json_end, header_len) = json_end_and_header_len(&bytes);
     let cut = dir.join("cut.safetensors");
-    let lengths = [0, 1, 7, 8, 9, 40, n / 2, n - 30, n - 4, n - 1];
-    for len in lengths {
+    for len in 0..n {
         std::fs::write(&cut, &bytes[..len]).expect("writes");
+        // Cut in the length field: it needs 8 bytes; in the JSON: the header's end; after
+        // it, the header gives the whole length.
+        let want = if len < 8 {
+            8
+        } else if len < json_end {
+            8 + header_len
+        } else {
+            n
+        };
         match checkpoint::load(&cut) {
-            Err(e @ CheckpointError::NotSafetensors { .. }) => {
-                assert!(e.to_string().contains("truncated or not a safetensors file"), "{e}")
+            Err(e @ CheckpointError::Truncated { .. }) => {
+                let CheckpointError::Truncated { expected, found, .. } = e else { unreachable!() };
+                assert_eq!((expected, found), (want as u64, len as u64), "length {len} of {n}");
+                if len == n - 10 {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&format!("the file is {len} bytes but its header needs {n}"))
+                            && text.contains("load the previous checkpoint"),
+                        "{text}"
+                    );
+                }
             }
-            other => panic!("length {len} of {n}: expected NotSafetensors, got {other:?}"),
+            other => panic!("length {len} of {n}: expected Truncated, got {other:?}"),
         }
     }
-    // One byte too many is as wrong as one too few.
+    // One byte too many is not a cut: the file changed.
     let mut longer = bytes.clone();
     longer.push(0);
     std::fs::write(&cut, &longer).expect("writes");
-    assert!(matches!(checkpoint::load(&cut), Err(CheckpointError::NotSafetensors { .. })));
+    match checkpoint::load(&cut) {
+        Err(CheckpointError::Corrupt { reason, .. }) => assert!(reason.contains("1 bytes past the end"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
-fn flipped_header_bytes_are_errors_not_panics() {
+fn every_flipped_byte_is_corrupt_not_a_panic() {
     let (dir, path) = saved("flipped");
     let bytes = std::fs::read(&path).expect("reads");
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     let bad = dir.join("bad.safetensors");
-    let mut failures = 0;
-    for i in (0..8 + header_len).step_by(7).chain([0, 3, 7]) {
-        for mask in [0x01u8, 0x80, 0xff] {
+    for i in 0..bytes.len() {
+        for mask in [0x01u8, 0x20, 0x80, 0xff] {
             let mut b = bytes.clone();
             b[i] ^= mask;
             std::fs::write(&bad, &b).expect("writes");
             let result = std::panic::catch_unwind(|| checkpoint::load(&bad));
             match result.unwrap_or_else(|_| panic!("load panicked with byte {i} ^ {mask:#x}")) {
-                Err(_) => failures += 1,
-                // A flip inside a string value (say a hash digit) may still be a valid file.
-                Ok((m, ts)) => assert_eq!(ts.len(), tensors().len(), "byte {i}: {m:?}"),
+                Err(e @ CheckpointError::Corrupt { .. }) => {
+                    assert!(e.to_string().contains("is corrupt") && e.to_string().contains("previous checkpoint"))
+                }
+                other => panic!("byte {i} of {} ^ {mask:#x}: expected Corrupt, got {other:?}", bytes.len()),
             }
         }
     }
-    assert!(failures > 50, "most flips must be refused, {failures} were");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -432,5 +470,182 @@ fn a_failed_save_keeps_the_previous_checkpoint() {
     std::fs::write(blocked.join("x"), b"keep the directory non-empty").expect("writes");
     assert!(matches!(checkpoint::save(&blocked, &meta(), &tensors()), Err(CheckpointError::Io { .. })));
     assert_eq!(entries(&dir), ["blocked", "opt.safetensors"]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+const ADAMW: &str = include_str!("../../examples/optimizers/adamw.gd");
+
+/// An AdamW optimizer on a matrix and a vector after `steps` steps with gradients seeded by
+/// `seed`.
+fn stepped(steps: usize, seed: f32) -> Optimizer {
+    let specs = [ParamSpec::new("w", &[6, 10]), ParamSpec::new("b", &[10])];
+    let mut opt = Optimizer::from_source(ADAMW, &specs).expect("binds");
+    let mut w: Vec<f32> = (0..60).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut b = vec![0.5f32; 10];
+    for t in 0..steps {
+        let gw: Vec<f32> = (0..60).map(|i| ((i + t) as f32 * seed).cos()).collect();
+        let gb: Vec<f32> = (0..10).map(|i| (i as f32 - t as f32) * seed).collect();
+        opt.step(&mut [&mut w, &mut b], &[&gw, &gb]).expect("steps");
+    }
+    opt
+}
+
+/// Everything a load could change, as bits: the step, hyperparameters, every state.
+type Snapshot = (u64, Vec<(String, u64)>, Vec<Vec<u32>>);
+
+fn snapshot(opt: &Optimizer) -> Snapshot {
+    let hypers = opt.hypers().into_iter().map(|(n, _, v)| (n, v.to_bits())).collect();
+    let states = ["w", "b"]
+        .iter()
+        .flat_map(|p| ["m", "v"].map(|s| opt.state(p, s).unwrap_or_default()))
+        .map(|v| v.iter().map(|x| x.to_bits()).collect())
+        .collect();
+    (opt.step_count(), hypers, states)
+}
+
+/// The loading optimizer's result, with a check that a failed load left it as it was.
+fn load_into(opt: &mut Optimizer, before: &Snapshot, path: &Path) -> CheckpointError {
+    let err = match opt.load_checkpoint(path) {
+        Err(RuntimeError::Checkpoint(e)) => e,
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    };
+    assert_eq!(&snapshot(opt), before, "a refused load changes nothing ({err})");
+    err
+}
+
+#[test]
+fn an_optimizer_refuses_every_flip_and_cut_of_its_checkpoint_and_keeps_its_state() {
+    let dir = scratch("optimizer-integrity");
+    let path = dir.join("opt.safetensors");
+    let saved = stepped(3, 0.3);
+    saved.save_checkpoint(&path).expect("saves");
+    let bytes = std::fs::read(&path).expect("reads");
+    let (json_end, header_len) = json_end_and_header_len(&bytes);
+    let text = std::str::from_utf8(&bytes[8..json_end]).expect("utf-8");
+    let at = |needle: &str| 8 + text.find(needle).unwrap_or_else(|| panic!("{needle} in the header"));
+
+    // The loading optimizer has other state: a refused load must leave it exactly so.
+    let mut opt = stepped(5, 0.7);
+    opt.set_hyper("lr", 0.125).expect("known");
+    let before = snapshot(&opt);
+
+    // Every class of byte: the header's length field, the JSON's structure, metadata keys and
+    // values (the step, a hyperparameter, the length, the checksum itself), a tensor's
+    // description, the padding, and tensor data.
+    let step_value = at("\"gdc.step\":\"") + "\"gdc.step\":\"".len();
+    let classes: Vec<(&str, Vec<usize>)> = vec![
+        ("header length field", (0..8).collect()),
+        ("JSON structure", vec![8, at("\"__metadata__\""), json_end - 1]),
+        ("metadata key", (at("\"gdc.format\"")..at("\"gdc.format\"") + 12).collect()),
+        ("metadata value: step", vec![step_value]),
+        ("metadata value: hypers", (at("[[\\\"lr\\\"")..at("[[\\\"lr\\\"") + 20).collect()),
+        (
+            "metadata value: file length",
+            (at("\"gdc.file_length\":\"") + 19..at("\"gdc.file_length\":\"") + 39).collect(),
+        ),
+        ("metadata value: checksum", (at("\"gdc.checksum\":\"") + 23..at("\"gdc.checksum\":\"") + 87).collect()),
+        ("tensor description", (at("\"w/m\"")..at("\"w/m\"") + 60).collect()),
+        ("header padding", (json_end..8 + header_len).collect()),
+        ("tensor data", (8 + header_len..bytes.len()).collect()),
+    ];
+    let bad = dir.join("bad.safetensors");
+    let mut refused = 0;
+    for (class, positions) in &classes {
+        for &i in positions {
+            for mask in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= mask;
+                std::fs::write(&bad, &b).expect("writes");
+                match load_into(&mut opt, &before, &bad) {
+                    CheckpointError::Corrupt { path, .. } => assert_eq!(path, bad),
+                    other => panic!("{class}, byte {i} ^ {mask:#x}: expected Corrupt, got {other:?}"),
+                }
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 800, "{refused} flips");
+    for len in (0..bytes.len()).step_by(13).chain([bytes.len() - 1]) {
+        std::fs::write(&bad, &bytes[..len]).expect("writes");
+        match load_into(&mut opt, &before, &bad) {
+            CheckpointError::Truncated { found, .. } => assert_eq!(found, len as u64),
+            other => panic!("cut at {len}: expected Truncated, got {other:?}"),
+        }
+    }
+    // The intact file loads, bit for bit.
+    opt.load_checkpoint(&path).expect("loads");
+    assert_eq!(snapshot(&opt), snapshot(&saved));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Rewrites a format-3 checkpoint as format 2 wrote it: no length, no checksum.
+fn as_format_2(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).expect("reads");
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors");
+    let mut md = header.metadata().clone().expect("metadata");
+    md.insert("gdc.format".into(), "gdc-checkpoint-2".into());
+    md.remove("gdc.checksum");
+    md.remove("gdc.file_length");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    std::fs::write(to, safetensors::serialize(st.tensors(), Some(md)).expect("serializes")).expect("writes");
+}
+
+#[test]
+fn format_2_files_still_load_but_carry_no_integrity_check() {
+    let dir = scratch("format2");
+    let path = dir.join("opt.safetensors");
+    let saved = stepped(3, 0.3);
+    saved.save_checkpoint(&path).expect("saves");
+    let old = dir.join("old.safetensors");
+    as_format_2(&path, &old);
+    let mut opt = stepped(0, 0.0);
+    opt.load_checkpoint(&old).expect("format 2 loads");
+    assert_eq!(snapshot(&opt), snapshot(&saved));
+    // Saving it again writes format 3.
+    opt.save_checkpoint(&path).expect("saves");
+    assert_eq!(checkpoint::load(&path).expect("loads").0.format(), "gdc-checkpoint-3");
+
+    // Its length is checked: a cut is still Truncated ...
+    let bytes = std::fs::read(&old).expect("reads");
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("writes");
+    assert!(matches!(checkpoint::load(&cut), Err(CheckpointError::Truncated { .. })));
+    // ... but its bytes are not: a flipped bit in the data loads, silently wrong. This is
+    // what format 3 fixes.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    std::fs::write(&cut, &flipped).expect("writes");
+    let (_, ts) = checkpoint::load(&cut).expect("no checksum to catch it");
+    let good = checkpoint::load(&old).expect("loads").1;
+    assert_ne!(bits(&ts), bits(&good));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_save_removes_temporary_files_a_killed_save_left_and_no_others() {
+    let (dir, path) = saved("stale");
+    let me = std::process::id();
+    // A process that no longer exists (Linux pids stay below 2^22), this process in an earlier
+    // life (same id, not one of its saves under way), a live process (our parent), and names
+    // that are not a save's temporary file.
+    let parent = std::os::unix::process::parent_id();
+    let dead = ".opt.safetensors.tmp.4294967294.0".to_string();
+    let earlier = format!(".opt.safetensors.tmp.{me}.999999");
+    let live = format!(".opt.safetensors.tmp.{parent}.3");
+    let others = [".opt.safetensors.tmp.notes", ".other.safetensors.tmp.4294967294.0", "opt.safetensors.tmp.1.1"];
+    for name in [dead.as_str(), &earlier, &live].into_iter().chain(others) {
+        std::fs::write(dir.join(name), b"half a checkpoint").expect("writes");
+    }
+    // Stale files do not stop a load.
+    assert_eq!(checkpoint::load(&path).expect("loads").0.step, 1234);
+    let mut m = meta();
+    m.step = 1235;
+    checkpoint::save(&path, &m, &tensors()).expect("saves");
+    let mut want = vec![live.clone(), "opt.safetensors".to_string()];
+    want.extend(others.iter().map(|s| s.to_string()));
+    want.sort();
+    assert_eq!(entries(&dir), want);
+    assert_eq!(checkpoint::load(&path).expect("loads").0.step, 1235);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -357,7 +357,7 @@ fn an_edit_that_keeps_states_migrates_them_bit_for_bit() {
     let dir = scratch("edited");
     let (base, path) = saved_base(&dir);
     let (saved_meta, _) = checkpoint::load(&path).expect("loads");
-    assert_eq!(saved_meta.format(), "gdc-checkpoint-2");
+    assert_eq!(saved_meta.format(), "gdc-checkpoint-3");
     let beta1_pow = named_globals(&saved_meta)[0].1;
     assert_eq!(named_globals(&saved_meta)[0].0, "beta1_pow");
     assert!((beta1_pow - 0.729).abs() < 1e-6, "0.9^3, got {beta1_pow}");
@@ -518,7 +518,7 @@ fn the_same_program_round_trips_exactly() {
     let bytes = std::fs::read(&path).expect("reads");
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors");
     let md = header.metadata().as_ref().expect("metadata");
-    assert_eq!(md["gdc.format"], "gdc-checkpoint-2");
+    assert_eq!(md["gdc.format"], "gdc-checkpoint-3");
     assert_eq!(md["gdc.program_hash"], base.opt.program().hash());
     let globals: serde_json::Value = serde_json::from_str(&md["gdc.globals"]).expect("JSON");
     assert_eq!(globals[0][0], "beta1_pow", "globals by name: {globals}");
