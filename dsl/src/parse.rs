@@ -39,8 +39,36 @@ static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
 /// The most syntax errors reported for one file before giving up on recovery.
 const MAX_SYNTAX_ERRORS: usize = 20;
 
+/// The largest source text the parser takes, in bytes (1 MiB): the example optimizers are
+/// a few kilobytes, and a limit keeps a wrong file (a checkpoint, a log) from costing
+/// minutes and gigabytes before it is refused.
+pub const MAX_SOURCE_BYTES: usize = 1 << 20;
+
+/// Reads a `.gd` file, at most [`MAX_SOURCE_BYTES`] + 1 bytes of it: a longer file is not
+/// read whole, and its first bytes parse to the diagnostic that says it is too long.
+pub fn read_source(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_SOURCE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_SOURCE_BYTES {
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Parses a whole file. On syntax errors the AST is empty and every error found is returned.
 pub fn parse(source: &str) -> Result<File, Vec<Diagnostic>> {
+    if source.len() > MAX_SOURCE_BYTES {
+        let first_line = source.find('\n').unwrap_or(source.len()).min(80);
+        let first_line = (0..=first_line).rev().find(|i| source.is_char_boundary(*i)).unwrap_or(0);
+        return Err(vec![Diagnostic::error(
+            "E0001",
+            format!("this file is longer than {MAX_SOURCE_BYTES} bytes, the most a `.gd` file may have"),
+            Span::new(0, first_line),
+        )
+        .label("the file that starts here is too long")
+        .hint("an optimizer is a few hundred lines: is this the file you meant? (split generated code into `fn`s)")]);
+    }
     // Track the literal tokens tried at the furthest position, not just the rules: a
     // missing `=` or `}` is reported where it is missing. (A process-wide pest setting.)
     pest::set_error_detail(true);

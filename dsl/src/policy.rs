@@ -16,7 +16,7 @@ use std::path::Path;
 /// folder). A file that uses nothing comes back as it is. Errors: unreadable files, a used file that itself uses
 /// files.
 pub fn load(path: &Path) -> Result<String, String> {
-    let source = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let source = crate::parse::read_source(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let Ok(file) = crate::parse(&source) else { return Ok(source) };
     let dir = path.parent().unwrap_or(Path::new("."));
     // The policy's own text keeps every byte where it was (each bodiless `use` is blanked),
@@ -25,7 +25,7 @@ pub fn load(path: &Path) -> Result<String, String> {
     let mut tail = String::new();
     for u in file.uses.iter().filter(|u| u.body.is_none()) {
         let used = dir.join(&u.path);
-        let text = std::fs::read_to_string(&used)
+        let text = crate::parse::read_source(&used)
             .map_err(|e| format!("{}: `use \"{}\"`: cannot read {}: {e}", path.display(), u.path, used.display()))?;
         if crate::parse(&text).is_ok_and(|f| !f.uses.is_empty() || !f.policies.is_empty()) {
             return Err(format!(

@@ -294,3 +294,34 @@ fn deep_nesting_is_an_error() {
     }
     report(failures);
 }
+
+#[test]
+fn a_file_over_the_size_limit_is_one_diagnostic_at_its_start_and_is_not_read_whole() {
+    let limit = gdc_dsl::parse::MAX_SOURCE_BYTES;
+    // A valid optimizer followed by comment lines: valid at any length, refused past the limit.
+    let head = "optimizer big {\n  hyper lr = 0.1\n  update(p, g) {\n    p = p - lr * g\n  }\n}\n";
+    let line = "// padding ".to_string() + &"x".repeat(88) + "\n";
+    let mut src = head.to_string();
+    while src.len() + line.len() <= limit {
+        src.push_str(&line);
+    }
+    assert!(gdc_dsl::front_end(&src).0.is_some(), "a file of {} bytes is within the limit", src.len());
+    src.push_str(&line);
+    let (file, diags) = gdc_dsl::front_end(&src);
+    assert!(file.is_none());
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!((diags[0].code, diags[0].span.start), ("E0001", 0));
+    let text = gdc_dsl::render(&diags, "big.gd", &src);
+    assert!(text.contains("longer than 1048576 bytes") && text.contains("big.gd:1:1"), "{text}");
+
+    // From a file of 64 MiB, reading stops just past the limit.
+    let path = std::env::temp_dir().join(format!("gdc-big-{}.gd", std::process::id()));
+    let mut big = src.into_bytes();
+    big.resize(64 << 20, b'x');
+    std::fs::write(&path, &big).expect("writes");
+    let read = gdc_dsl::parse::read_source(&path).expect("reads");
+    let loaded = gdc_dsl::policy::load(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(read.len(), limit + 1);
+    assert!(gdc_dsl::front_end(&loaded.expect("loads")).1[0].message.contains("longer than"));
+}

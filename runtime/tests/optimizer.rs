@@ -243,3 +243,18 @@ fn checkpoints_record_each_state_with_its_declared_shape() {
     assert_eq!(shapes, [("col_var".to_string(), vec![4]), ("row_var".to_string(), vec![3])]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_parameter_beyond_the_limits_is_refused_when_bound() {
+    let program = Program::compile(ADAMW).expect("compiles");
+    let rank17 = [1usize; 17];
+    let e = Optimizer::new(&program, &[ParamSpec::new("deep", &rank17)]).err().expect("17 dimensions");
+    assert!(e.to_string().contains("`deep` has 17 dimensions, more than the 16"), "{e}");
+    assert!(Optimizer::new(&program, &[ParamSpec::new("ok", &[1usize; 16])]).is_ok());
+    // A buffer past 2^31 elements is refused before anything is allocated.
+    let e = Optimizer::new(&program, &[ParamSpec::new("huge", &[1 << 20, 1 << 12])]).err().expect("2^32 elements");
+    assert!(e.to_string().contains("more than the 2147483648"), "{e}");
+    // So is a shape whose element count overflows.
+    let e = Optimizer::new(&program, &[ParamSpec::new("overflow", &[usize::MAX, 2])]).err().expect("overflows");
+    assert!(e.to_string().contains("more than the 2147483648"), "{e}");
+}

@@ -11,6 +11,10 @@ use crate::types::{self, Elem, Ty};
 /// The most iterations a `for` loop may unroll to.
 const MAX_UNROLL: f64 = 10_000.0;
 
+/// The longest `every` period written as a literal: no training run takes 10^9 steps, so a
+/// longer period is a mistake (an `int` hyperparameter may be set to anything at run time).
+const MAX_PERIOD: f64 = 1e9;
+
 impl Checker<'_> {
     /// Checks a block in a new scope. `fn_body` marks a function's top-level block, the only
     /// place a `return` (its last statement) may stand.
@@ -361,6 +365,12 @@ impl Checker<'_> {
         if let Some(v) = number(e) {
             if v < 1.0 || v.fract() != 0.0 {
                 bad(self, format!("`every` needs a positive integer period, found {v}"), "not a positive integer");
+            } else if v > MAX_PERIOD {
+                bad(
+                    self,
+                    format!("`every` period {v} is more than {MAX_PERIOD} steps: the block would run once, at step 1"),
+                    "too long a period",
+                );
             }
             return;
         }
