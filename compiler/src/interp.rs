@@ -6,13 +6,17 @@
 use crate::ir::{
     eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, ReduceKind, Role, ShapeScalar, Target, Value,
 };
-use crate::plan::{Buffer, FuncPlan, Item, Plan};
+use crate::plan::{Buffer, FuncPlan, Item, Pass, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
 
 /// The most elements one buffer may have (2^31): larger ones are refused when a parameter is
 /// bound, with an error, rather than failing an allocation midway through a step.
 pub const MAX_ELEMENTS: u64 = 1 << 31;
+
+/// The most dimensions a parameter may have (PyTorch's tensors, for one, allow 25 but
+/// models use 1 to 5); more is refused when it is bound.
+pub const MAX_RANK: usize = 16;
 
 /// A float64 tensor: sizes per dimension (none for a scalar), row-major data, and the
 /// dimension names the plan gave it (`p` stands for the parameter's own, flattened, shape).
@@ -56,6 +60,8 @@ pub enum InterpError {
     NoRoute { policy: String, param: String, shape: Vec<usize>, role: &'static str },
     #[error("parameter `{param}` of shape {shape:?} has base shape {base:?}: a base shape has the parameter's rank and no zero dimension")]
     BaseShape { param: String, shape: Vec<usize>, base: Vec<usize> },
+    #[error("parameter `{param}` has {rank} dimensions, more than the {limit} a parameter may have: reshape it (an optimizer sees a matrix as [rows, product of the rest])")]
+    Rank { param: String, rank: usize, limit: usize },
     #[error("internal error (a compiler bug): {0}")]
     Internal(String),
 }
@@ -214,6 +220,41 @@ impl Interpreter {
             params[bp.param][bp.offset..bp.offset + bp.numel].copy_from_slice(p);
         }
         Ok(())
+    }
+
+    /// Runs every update plan's gradient check (`plan/check.rs`) on `grads` and returns the
+    /// members whose gradient holds non-finite elements, with how many, in binding order.
+    /// Nothing else happens: no state, counter or parameter changes.
+    pub fn check_gradients(&self, grads: &[Vec<f64>]) -> Result<Vec<(usize, f64)>, InterpError> {
+        check_lengths(
+            &self.inputs,
+            grads.len(),
+            grads.len(),
+            &grads.iter().map(|g| (g.len(), g.len())).collect::<Vec<_>>(),
+        )?;
+        let mut bad = Vec::new();
+        for (i, bp) in self.params.iter().enumerate() {
+            let (func, fplan) = (&self.plan.module.variants[bp.variant].update, &self.plan.variants[bp.variant].update);
+            let Some(check) = fplan.check else { continue };
+            // The check reads only the gradient and constants.
+            let mut host = HashMap::new();
+            for v in &fplan.host {
+                if matches!(func.inst(*v).op, Op::Const(_)) {
+                    host.insert(*v, self.host_scalar(func, *v, &host, Some(bp))?);
+                }
+            }
+            let g = &grads[bp.param][bp.offset..bp.offset + bp.numel];
+            let mut p = Vec::new();
+            let mut buffers = Buffers { p: &mut p, g, states: Vec::new(), temps: vec![None; fplan.temps.len()] };
+            let mut slots: HashMap<Value, Tensor> = HashMap::new();
+            let item = &fplan.items[check.item];
+            run_item(&self.plan.module, func, fplan, item, bp, &mut buffers, &host, &host, &mut slots)?;
+            let count = slots.get(&check.count).map(Tensor::as_scalar).unwrap_or(f64::NAN);
+            if count != 0.0 {
+                bad.push((i, count));
+            }
+        }
+        Ok(bad)
     }
 
     fn run_prepare(&mut self) -> Result<(), InterpError> {
@@ -422,6 +463,9 @@ pub fn bind_with(
 ) -> Result<Vec<BoundParam>, InterpError> {
     let m = &plan.module;
     for (i, (name, shape)) in params.iter().enumerate() {
+        if shape.len() > MAX_RANK {
+            return Err(InterpError::Rank { param: name.clone(), rank: shape.len(), limit: MAX_RANK });
+        }
         if let Some(base) = infos.get(i).and_then(|x| x.base_shape.as_ref()) {
             if base.len() != shape.len() || base.contains(&0) {
                 return Err(InterpError::BaseShape { param: name.clone(), shape: shape.clone(), base: base.clone() });
@@ -668,7 +712,7 @@ impl Interpreter {
             let buffers = Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
             ctxs.push((i, bp, host, param, buffers, HashMap::<Value, Tensor>::new()));
         }
-        for item in &fplan.items {
+        for (_, item) in fplan.items_of(Pass::Step) {
             for (_, bp, host, param, buffers, slots) in ctxs.iter_mut() {
                 run_item(&self.plan.module, func, fplan, item, bp, buffers, host, param, slots)?;
             }

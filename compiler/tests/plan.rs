@@ -2,7 +2,12 @@
 //! work is cut into kernels and library calls.
 
 use gdc_compiler::ir::{read::read_module, Value};
-use gdc_compiler::plan::{self, hoist, Buffer, Item, Output, Phase};
+use gdc_compiler::plan::{self, hoist, Buffer, Item, Output, Pass, Phase};
+
+/// The items of the first variant's step, without its gradient check (see `gradient_check`).
+fn step_items(p: &plan::Plan) -> Vec<Item> {
+    p.variants[0].update.items_of(Pass::Step).map(|(_, it)| it.clone()).collect()
+}
 
 fn plan_of(text: &str) -> plan::Plan {
     let m = read_module(text).unwrap_or_else(|e| panic!("{e}"));
@@ -50,7 +55,7 @@ fn a_consumer_of_a_reduction_starts_a_new_kernel() {
   v7 = store param v6
 }}"
     ));
-    let items = &p.variants[0].update.items;
+    let items = &step_items(&p);
     assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
     let (Item::Kernel(k0), Item::Kernel(k1)) = (&items[0], &items[1]) else { panic!("two kernels") };
     assert_eq!(k0.reductions, vec![Value::new(3)]);
@@ -77,7 +82,7 @@ fn matrix_products_are_library_calls_between_kernels() {
 }",
     );
     let kinds: Vec<&str> =
-        p.variants[0].update.items.iter().map(|i| if matches!(i, Item::Lib(_)) { "call" } else { "kernel" }).collect();
+        step_items(&p).iter().map(|i| if matches!(i, Item::Lib(_)) { "call" } else { "kernel" }).collect();
     assert_eq!(kinds, vec!["call", "call", "call", "kernel"], "{}", plan::print::plan_text(&p));
 }
 
@@ -95,7 +100,7 @@ fn differently_guarded_work_is_not_fused() {
   v7 = store state m v6
 }}"
     ));
-    let items = &p.variants[0].update.items;
+    let items = &step_items(&p);
     assert_eq!(items.len(), 2, "{}", plan::print::plan_text(&p));
     let guards: Vec<Option<Value>> =
         items.iter().map(|i| if let Item::Kernel(k) = i { k.guard } else { None }).collect();
@@ -119,7 +124,7 @@ fn a_store_guarded_by_a_host_scalar_is_a_conditional_write_of_the_same_kernel() 
   v9 = store state m v5 if v2
 }}"
     ));
-    let items = &p.variants[0].update.items;
+    let items = &step_items(&p);
     assert_eq!(items.len(), 1, "{}", plan::print::plan_text(&p));
     let Item::Kernel(k) = &items[0] else { panic!("a kernel") };
     assert!(k.outputs.contains(&Output { value: Value::new(5), buffer: Buffer::State(0), guard: Some(Value::new(2)) }));
@@ -141,9 +146,7 @@ fn unguarded_items(range_end: u32) -> usize {
 }}"
     );
     let compiled = gdc_compiler::compile(&source).unwrap_or_else(|e| panic!("{e}"));
-    let update = &compiled.plan.variants[0].update;
-    update
-        .items
+    step_items(&compiled.plan)
         .iter()
         .filter(|item| match item {
             Item::Kernel(k) => k.guard.is_none(),
@@ -187,4 +190,34 @@ fn temporaries_whose_lifetimes_do_not_overlap_share_a_buffer() {
         let temp_written = |w: &Buffer| matches!(w, Buffer::Temp(_)) && reads.contains(w);
         assert!(!writes.iter().any(temp_written), "an item reads the temporary it writes: {item:?}");
     }
+}
+
+#[test]
+fn every_update_plan_ends_with_its_gradient_check() {
+    // One kernel over the parameter's domain that reads only the gradient and counts its
+    // non-finite elements: g * 0 is 0 for a finite element and NaN otherwise.
+    let compiled = gdc_compiler::compile(
+        "optimizer t {
+  hyper lr = 0.1
+  update(p: [rows, cols], g) { p = p - lr * g @ g.T @ g }
+  update(p, g) { p = p - lr * g }
+}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = plan::print::plan_text(&compiled.plan);
+    for (vp, vm) in compiled.plan.variants.iter().zip(&compiled.plan.module.variants) {
+        assert!(vp.init.check.is_none());
+        let check = vp.update.check.expect("an update plan has a gradient check");
+        assert_eq!(check.item, vp.update.items.len() - 1, "{text}");
+        let Item::Kernel(k) = &vp.update.items[check.item] else { panic!("a kernel") };
+        assert_eq!(k.domain, vp.pattern.param_shape());
+        assert_eq!(k.inputs.iter().map(|(_, b)| *b).collect::<Vec<_>>(), vec![Buffer::Grad]);
+        assert!(k.outputs.is_empty() && k.guard.is_none());
+        assert_eq!(k.reductions, vec![check.count]);
+        let ops: Vec<String> = k.body.iter().map(|v| format!("{:?}", vm.update.inst(*v).op)).collect();
+        assert_eq!(ops, ["Binary(Mul)", "Binary(Eq)", "Select", "Reduce(Sum, None)"], "{text}");
+        assert_eq!(vp.update.items_of(Pass::Check).count(), 1);
+        assert_eq!(vp.update.items_of(Pass::Step).count(), vp.update.items.len() - 1);
+    }
+    assert_eq!(text.matches("(gradient check, run apart)").count(), 2, "{text}");
 }

@@ -4,7 +4,7 @@
 
 use crate::{ParamSpec, RuntimeError};
 use gdc_compiler::interp::{bind, BoundParam};
-use gdc_compiler::plan::{Buffer, FuncPlan, Item, Plan};
+use gdc_compiler::plan::{Buffer, FuncPlan, Item, Pass, Plan};
 use gdc_dsl::types::Shape;
 use std::time::Instant;
 
@@ -67,7 +67,7 @@ pub fn bytes_per_step(plan: &Plan, params: &[ParamSpec]) -> Result<u64, RuntimeE
     let mut total: u64 = 0;
     for bp in &bound {
         let update = &plan.variants[bp.variant].update;
-        for item in &update.items {
+        for (_, item) in update.items_of(Pass::Step) {
             let (mut read, mut written): (Vec<Buffer>, Vec<Buffer>) = match item {
                 Item::Kernel(k) => {
                     (k.inputs.iter().map(|(_, b)| *b).collect(), k.outputs.iter().map(|o| o.buffer).collect())

@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore,
+    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
@@ -208,27 +208,29 @@ impl CpuEngine {
         self.owned.get(i)?.states.get(s)?.as_deref()
     }
 
-    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+    /// One step; with `check`, the gradient check first (see [`counted_step`]).
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], check: bool) -> Result<Outcome, RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         let plan = Arc::clone(&self.plan);
-        counted_step(self, &plan, |e, init, outs| e.run_all_with(init, params, grads, outs))
+        counted_step(self, &plan, check, |e, run, outs| e.run_all_with(run, params, grads, outs))
     }
 
-    /// Runs the init or update plan of every parameter, variant by variant, each item as one
-    /// parallel pass over all the parameters of that variant.
+    /// Runs the init plan, the update plan or the update plan's gradient check of every
+    /// parameter, variant by variant, each item as one parallel pass over all the parameters
+    /// of that variant; returns the non-finite counts a check found (member, count).
     fn run_all_with(
         &mut self,
-        init: bool,
+        what: Run,
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
         prepare_outs: &[f64],
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<(usize, f64)>, RuntimeError> {
         let plan = Arc::clone(&self.plan);
         let code = Arc::clone(&self.code);
         let m = &plan.module;
-        // Initialisers read the parameter as given, but must not write it.
-        let init_copies: Vec<Vec<f32>> = if init { params.iter().map(|p| p.to_vec()).collect() } else { vec![] };
+        let init = what == Run::Init;
+        let mut non_finite = Vec::new();
         let mut init_temps: Vec<Vec<Padded>> = Vec::new();
         if init {
             for bp in &self.params {
@@ -249,8 +251,12 @@ impl CpuEngine {
                 (&m.variants[vi].update, &plan.variants[vi].update, &code.variants[vi].1)
             };
             let func_of = (m, func);
-            let mut envs = self.prelude(func_of, fplan, &members, prepare_outs)?;
-            for (ii, item) in fplan.items.iter().enumerate() {
+            // The check reads only the gradient and constants, which are computed on demand.
+            let mut envs = match what {
+                Run::Check => Scalars::new(members.len()),
+                _ => self.prelude(func_of, fplan, &members, prepare_outs)?,
+            };
+            for (ii, item) in fplan.items_of(what.pass()) {
                 match item {
                     Item::Kernel(k) => {
                         let Some(ck) = &compiled[ii] else {
@@ -278,9 +284,10 @@ impl CpuEngine {
                             let mut bufs = Vec::with_capacity(ck.abi.buffers.len());
                             for b in &ck.abi.buffers {
                                 let ptr = match b {
-                                    Buffer::Param if init => init_copies[i].as_ptr() as *mut f32,
+                                    // Initialisers read the parameter in place and never
+                                    // write it (checked below, before any kernel runs): a
+                                    // first step copies nothing the size of the model.
                                     Buffer::Param => params[i].as_mut_ptr(),
-                                    Buffer::Grad if init => init_copies[i].as_ptr() as *mut f32,
                                     Buffer::Grad => grads[i].as_ptr() as *mut f32,
                                     Buffer::State(s) => match owned.states[*s].as_mut() {
                                         Some(x) => x.as_mut_ptr(),
@@ -304,6 +311,9 @@ impl CpuEngine {
                         }
                         let slots = self.run_kernel(&calls, &k.domain, func)?;
                         for (mi, r, x) in slots {
+                            if fplan.check.is_some_and(|c| c.count == r) && x != 0.0 {
+                                non_finite.push((members[mi], x));
+                            }
                             envs.set(mi, r, x);
                         }
                     }
@@ -318,7 +328,7 @@ impl CpuEngine {
                 }
             }
         }
-        Ok(())
+        Ok(non_finite)
     }
 
     /// Runs one kernel item over every call: flat kernels cut into chunks, grid kernels

@@ -28,7 +28,7 @@ pub use cudarc;
 
 pub use gdc_compiler::interp::{InterpError, Member};
 pub use gdc_compiler::ir::HyperTy;
-pub use optimizer::{stochastic_bf16, Backend, Optimizer, Options};
+pub use optimizer::{stochastic_bf16, Backend, NonFinite, Optimizer, Options};
 pub use program::Program;
 
 /// What a parameter is to the model; policies route by it, and updates read it
@@ -134,4 +134,13 @@ pub enum RuntimeError {
     /// A CUDA driver or cuBLAS call failed; the message says which and on what.
     #[error("CUDA error: {0}")]
     Cuda(String),
+    /// A gradient held NaN or infinity under [`NonFinite::Error`]; nothing was changed.
+    #[error(
+        "step {step}: the gradient of `{param}` holds {count} non-finite element(s) (NaN or infinity){}; \
+         nothing was changed (parameters, state and step count are as before). Look for the cause upstream \
+         (a loss that overflowed, a division by zero, a learning rate too high), or skip such steps with \
+         `set_non_finite(NonFinite::SkipStep)`",
+        if *others > 0 { format!(", and {others} more parameter(s) do too ({total} in all)") } else { String::new() }
+    )]
+    NonFiniteGradient { param: String, count: u64, total: u64, others: usize, step: u64 },
 }

@@ -5,7 +5,7 @@ use crate::checkpoint::{self, CheckpointMeta, StateTensor};
 use crate::cpu::CpuEngine;
 #[cfg(feature = "cuda")]
 use crate::cuda::CudaEngine;
-use crate::shared::StateStore;
+use crate::shared::{Outcome, StateStore};
 use crate::{ParamSpec, Program, RuntimeError};
 use gdc_compiler::interp::{self, Interpreter, Member};
 use gdc_compiler::ir::HyperTy;
@@ -33,6 +33,23 @@ pub struct Options {
     pub threads: Option<usize>,
 }
 
+/// What a step does when a gradient holds a NaN or an infinity: chosen at run time with
+/// [`Optimizer::set_non_finite`], per optimizer (docs/reliability.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Step as written: a NaN flows into the parameters and state as the arithmetic takes
+    /// it (PyTorch's behaviour). Costs nothing.
+    #[default]
+    Propagate,
+    /// Leave every parameter, state, global and the step counter untouched and count the
+    /// step as skipped ([`Optimizer::skipped_steps`]), as a loss scaler skips overflowed
+    /// steps. The gradients are checked before the step: one pass over them.
+    SkipStep,
+    /// As `SkipStep`, but the step returns [`RuntimeError::NonFiniteGradient`], naming the
+    /// first parameter whose gradient holds one, and is not counted as skipped.
+    Error,
+}
+
 enum Engine {
     Cpu(Box<CpuEngine>),
     #[cfg(feature = "cuda")]
@@ -52,6 +69,9 @@ pub struct Optimizer {
     /// What the engine binds: one member per parameter, or per matrix of a batched one.
     members: Vec<Member>,
     engine: Engine,
+    non_finite: NonFinite,
+    /// Steps skipped for non-finite gradients under [`NonFinite::SkipStep`].
+    skipped: u64,
 }
 
 impl Optimizer {
@@ -110,7 +130,14 @@ impl Optimizer {
             }
             Backend::Cuda => Optimizer::cuda_engine(program, &bound, &infos, device)?,
         };
-        Ok(Optimizer { program: program.clone(), specs: params.to_vec(), members, engine })
+        Ok(Optimizer {
+            program: program.clone(),
+            specs: params.to_vec(),
+            members,
+            engine,
+            non_finite: NonFinite::default(),
+            skipped: 0,
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -162,8 +189,10 @@ impl Optimizer {
 
     /// Applies one step: `params[i]` is updated in place from `grads[i]`. A call with the
     /// wrong number of tensors or wrong lengths is refused before anything changes (the
-    /// error names the parameter as given, also for a batched one).
+    /// error names the parameter as given, also for a batched one). A gradient holding a NaN
+    /// or an infinity is handled as [`Optimizer::set_non_finite`] chose.
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        let check = self.non_finite != NonFinite::Propagate;
         if self.batched() && !matches!(self.engine, Engine::Interp(_)) {
             let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
             let named: Vec<(String, Vec<usize>)> =
@@ -171,30 +200,79 @@ impl Optimizer {
             interp::check_lengths(&named, params.len(), grads.len(), &lens)?;
             let mut mp = split_mut(&self.members, params);
             let mg = split(&self.members, grads);
-            return match &mut self.engine {
-                Engine::Cpu(e) => e.step(&mut mp, &mg),
+            let outcome = match &mut self.engine {
+                Engine::Cpu(e) => e.step(&mut mp, &mg, check)?,
                 #[cfg(feature = "cuda")]
-                Engine::Cuda(e) => e.step(&mut mp, &mg),
+                Engine::Cuda(e) => e.step(&mut mp, &mg, check)?,
                 Engine::Interp(_) => unreachable!("the interpreter splits batched parameters itself"),
             };
+            return self.settle(outcome);
         }
-        match &mut self.engine {
-            Engine::Cpu(e) => e.step(params, grads),
+        let outcome = match &mut self.engine {
+            Engine::Cpu(e) => e.step(params, grads, check)?,
             #[cfg(feature = "cuda")]
-            Engine::Cuda(e) => e.step(params, grads),
+            Engine::Cuda(e) => e.step(params, grads, check)?,
             Engine::Interp(it) => {
                 let mut values: Vec<Vec<f64>> =
                     params.iter().map(|p| p.iter().map(|x| f64::from(*x)).collect()).collect();
                 let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|x| f64::from(*x)).collect()).collect();
-                it.step(&mut values, &grads)?;
-                for (p, v) in params.iter_mut().zip(&values) {
-                    for (x, y) in p.iter_mut().zip(v) {
-                        *x = *y as f32;
+                let bad = if check { it.check_gradients(&grads)? } else { Vec::new() };
+                if bad.is_empty() {
+                    it.step(&mut values, &grads)?;
+                    for (p, v) in params.iter_mut().zip(&values) {
+                        for (x, y) in p.iter_mut().zip(v) {
+                            *x = *y as f32;
+                        }
                     }
+                    Outcome::Stepped
+                } else {
+                    Outcome::NonFinite(bad)
                 }
+            }
+        };
+        self.settle(outcome)
+    }
+
+    /// What a step's outcome means under the non-finite policy.
+    fn settle(&mut self, outcome: Outcome) -> Result<(), RuntimeError> {
+        let Outcome::NonFinite(bad) = outcome else { return Ok(()) };
+        match self.non_finite {
+            NonFinite::SkipStep => {
+                self.skipped += 1;
                 Ok(())
             }
+            _ => {
+                let (member, count) = bad[0];
+                let param = self.specs[self.members[member].param].name.clone();
+                let total: f64 = bad.iter().map(|(_, c)| c).sum();
+                let others = bad.iter().map(|(m, _)| self.members[*m].param).filter(|p| self.specs[*p].name != param);
+                let mut names: Vec<&str> = others.map(|p| self.specs[p].name.as_str()).collect();
+                names.dedup();
+                Err(RuntimeError::NonFiniteGradient {
+                    param,
+                    count: count as u64,
+                    total: total as u64,
+                    others: names.len(),
+                    step: self.step_count() + 1,
+                })
+            }
         }
+    }
+
+    /// Chooses what a step does with a gradient that holds a NaN or an infinity (default
+    /// [`NonFinite::Propagate`]). It may change between steps.
+    pub fn set_non_finite(&mut self, policy: NonFinite) {
+        self.non_finite = policy;
+    }
+
+    pub fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
+
+    /// Steps skipped so far because a gradient held a NaN or an infinity
+    /// ([`NonFinite::SkipStep`]); [`Optimizer::step_count`] does not count them.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped
     }
 
     /// Applies one step to parameters and gradients in device memory (cuda backend only):
@@ -211,10 +289,12 @@ impl Optimizer {
         if let Some(m) = self.members.iter().find(|m| m.name != self.specs[m.param].name) {
             return Err(RuntimeError::BatchedDevice(self.specs[m.param].name.clone()));
         }
-        match &mut self.engine {
-            Engine::Cuda(e) => e.step_device(params, grads),
-            _ => Err(RuntimeError::NeedsCuda("stepping device buffers")),
-        }
+        let check = self.non_finite != NonFinite::Propagate;
+        let outcome = match &mut self.engine {
+            Engine::Cuda(e) => e.step_device(params, grads, check)?,
+            _ => return Err(RuntimeError::NeedsCuda("stepping device buffers")),
+        };
+        self.settle(outcome)
     }
 
     /// The CUDA stream the optimizer runs on (cuda backend only), so training code can
@@ -293,7 +373,11 @@ impl Optimizer {
         let mut wide: Vec<Vec<f32>> =
             params.iter().map(|p| p.iter().map(|b| gdc_compiler::ir::bf16_value(*b)).collect()).collect();
         let mut views: Vec<&mut [f32]> = wide.iter_mut().map(|w| w.as_mut_slice()).collect();
+        let skipped = self.skipped;
         self.step(&mut views, grads)?;
+        if self.skipped != skipped {
+            return Ok(());
+        }
         let step = self.step_count();
         for (pi, (p, w)) in params.iter_mut().zip(&wide).enumerate() {
             for (j, (b, x)) in p.iter_mut().zip(w).enumerate() {

@@ -5,7 +5,7 @@
 use crate::RuntimeError;
 use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
 use gdc_compiler::ir::{Func, Module, Op, Value};
-use gdc_compiler::plan::{Buffer, FuncPlan, Kernel, Plan};
+use gdc_compiler::plan::{Buffer, FuncPlan, Kernel, Pass, Plan};
 use rustc_hash::FxHashMap;
 
 pub(crate) fn internal(msg: String) -> RuntimeError {
@@ -203,16 +203,58 @@ pub(crate) trait HostSide: StateStore {
     }
 }
 
-/// One step as every compiled engine takes it: the initialisers at the first step, the step
-/// counted, `prepare` run and its globals stored, the update run (`run(engine, init,
-/// prepare's outputs)`). A step that fails leaves the counters as they were.
+/// What one pass of an engine over every parameter runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Run {
+    /// The state initialisers (the first step only).
+    Init,
+    /// The update plans' gradient checks alone (`Pass::Check`).
+    Check,
+    /// The update plans' step items (`Pass::Step`).
+    Step,
+}
+
+impl Run {
+    /// The pass of a function plan this run takes.
+    pub fn pass(self) -> Pass {
+        if self == Run::Check {
+            Pass::Check
+        } else {
+            Pass::Step
+        }
+    }
+}
+
+/// What a step did.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Stepped,
+    /// The gradient check found non-finite elements: (member, how many), in binding order.
+    /// Nothing was changed: no state, counter or parameter.
+    NonFinite(Vec<(usize, f64)>),
+}
+
+/// One step as every compiled engine takes it: when `check` is set, the gradient check
+/// first (a gradient with a NaN or an infinity stops the step before anything changes);
+/// then the initialisers at the first step, the step counted, `prepare` run and its globals
+/// stored, the update run. `run(engine, what, prepare's outputs)` runs one pass over every
+/// parameter and returns the non-finite counts a check found. A step that fails leaves the
+/// counters as they were.
 pub(crate) fn counted_step<E: HostSide>(
     engine: &mut E,
     plan: &Plan,
-    mut run: impl FnMut(&mut E, bool, &[f64]) -> Result<(), RuntimeError>,
-) -> Result<(), RuntimeError> {
+    check: bool,
+    mut run: impl FnMut(&mut E, Run, &[f64]) -> Result<Vec<(usize, f64)>, RuntimeError>,
+) -> Result<Outcome, RuntimeError> {
+    if check {
+        let mut bad = run(engine, Run::Check, &[])?;
+        if !bad.is_empty() {
+            bad.sort_by_key(|(i, _)| *i);
+            return Ok(Outcome::NonFinite(bad));
+        }
+    }
     if !engine.counters().initialised {
-        run(engine, true, &[])?;
+        run(engine, Run::Init, &[])?;
         engine.counters_mut().initialised = true;
     }
     let before = engine.counters().clone();
@@ -228,11 +270,11 @@ pub(crate) fn counted_step<E: HostSide>(
     for (gi, x) in stores {
         engine.counters_mut().globals[gi] = x;
     }
-    let result = run(engine, false, &prepare_outs);
+    let result = run(engine, Run::Step, &prepare_outs);
     if result.is_err() {
         *engine.counters_mut() = before;
     }
-    result
+    result.map(|_| Outcome::Stepped)
 }
 
 /// The host-side counters every compiled engine keeps.

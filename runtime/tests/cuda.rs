@@ -191,3 +191,56 @@ fn on_a_gpu_a_cuda_artifact_agrees_with_the_interpreter() {
     assert!(e.to_string().contains("expected 3 tensors, got 1"), "{e}");
     println!("GPU checks passed on {}", path.to_string_lossy());
 }
+
+#[test]
+fn on_a_gpu_a_non_finite_gradient_is_skipped_or_refused_with_nothing_changed() {
+    if let Some(reason) = probe_gpu() {
+        println!("skipping GPU checks: {reason}");
+        return;
+    }
+    let Some(path) = std::env::var_os("GDC_TEST_CUDA_ARTIFACT").filter(|p| std::path::Path::new(p).exists()) else {
+        println!("skipping GPU checks: set GDC_TEST_CUDA_ARTIFACT (see the test above)");
+        return;
+    };
+    let program = Program::load(&path).expect("loads the cuda artifact");
+    let specs = specs();
+    let grads = |t: u64| -> Vec<Vec<f32>> {
+        specs.iter().enumerate().map(|(i, s)| noise(70 + 3 * t + i as u64, s.numel())).collect()
+    };
+    let run = |opt: &mut Optimizer, p: &mut [Vec<f32>], g: &[Vec<f32>]| {
+        let gv: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
+        opt.step(&mut p.iter_mut().map(|x| x.as_mut_slice()).collect::<Vec<_>>(), &gv)
+    };
+    let p0: Vec<Vec<f32>> = specs.iter().enumerate().map(|(i, s)| noise(i as u64, s.numel())).collect();
+    let mut reference = Optimizer::with_options(&program, &specs, options(Backend::Cuda)).expect("binds");
+    let mut pr = p0.clone();
+    for t in [1, 2, 4] {
+        run(&mut reference, &mut pr, &grads(t)).expect("steps");
+    }
+    for (policy, bad, (pi, j)) in [
+        (gdc_runtime::NonFinite::SkipStep, f32::NAN, (0, 0)),
+        (gdc_runtime::NonFinite::SkipStep, f32::INFINITY, (1, 1000)),
+        (gdc_runtime::NonFinite::Error, f32::NEG_INFINITY, (2, 0)),
+    ] {
+        let mut gpu = Optimizer::with_options(&program, &specs, options(Backend::Cuda)).expect("binds");
+        gpu.set_non_finite(policy);
+        let mut p = p0.clone();
+        for t in [1, 2] {
+            run(&mut gpu, &mut p, &grads(t)).expect("steps");
+        }
+        let before = (p.clone(), gpu.state(&specs[pi].name, "m"), gpu.step_count());
+        let mut g = grads(3);
+        g[pi][j] = bad;
+        match (policy, run(&mut gpu, &mut p, &g)) {
+            (gdc_runtime::NonFinite::SkipStep, Ok(())) => assert_eq!(gpu.skipped_steps(), 1),
+            (gdc_runtime::NonFinite::Error, Err(RuntimeError::NonFiniteGradient { param, count: 1, .. })) => {
+                assert_eq!(param, specs[pi].name)
+            }
+            (_, other) => panic!("{policy:?}, {bad} in {}[{j}]: {other:?}", specs[pi].name),
+        }
+        assert_eq!((p.clone(), gpu.state(&specs[pi].name, "m"), gpu.step_count()), before, "{policy:?}: changed");
+        run(&mut gpu, &mut p, &grads(4)).expect("steps");
+        assert_eq!(p, pr, "{policy:?}: training after the bad step differs from training without it");
+    }
+    println!("GPU non-finite checks passed on {}", path.to_string_lossy());
+}

@@ -8,7 +8,12 @@
 //! temporaries) and reduction slots; a kernel reads each of its input buffers once and
 //! writes each output buffer once. Scalars that depend on a reduction ("device scalars")
 //! are recomputed by each kernel that needs them, from the slots.
+//!
+//! Every update plan ends with its gradient check (`check.rs`): a kernel that counts the
+//! gradient's non-finite elements, run on its own before a step when the runtime is asked to
+//! skip or refuse such steps, and never within the step.
 
+pub mod check;
 pub mod fuse;
 pub mod hoist;
 pub mod print;
@@ -90,6 +95,32 @@ pub struct FuncPlan {
     pub items: Vec<Item>,
     /// The shape of each temporary buffer.
     pub temps: Vec<Shape>,
+    /// The gradient check's item (update plans only; see `check.rs`).
+    pub check: Option<GradientCheck>,
+}
+
+/// Where an update plan's gradient check is: its kernel item, and the reduction that
+/// counts the gradient's non-finite elements.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradientCheck {
+    pub item: usize,
+    pub count: Value,
+}
+
+/// What a pass over the parameters runs of a function plan: the step (every item but the
+/// gradient check), or the gradient check alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Step,
+    Check,
+}
+
+impl FuncPlan {
+    /// The items `pass` runs, with their indices in `items`, in order.
+    pub fn items_of(&self, pass: Pass) -> impl Iterator<Item = (usize, &Item)> {
+        let check = self.check.map(|c| c.item);
+        self.items.iter().enumerate().filter(move |(ii, _)| (Some(*ii) == check) == (pass == Pass::Check))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -109,15 +140,14 @@ pub struct Plan {
 }
 
 /// Schedules an optimised module into a plan.
-pub fn build(module: Module) -> Result<Plan, String> {
+pub fn build(mut module: Module) -> Result<Plan, String> {
     let prepare = module.prepare.values().collect();
     let mut variants = Vec::new();
-    for v in &module.variants {
-        variants.push(VariantPlan {
-            pattern: v.pattern,
-            init: plan_func(&v.init).map_err(|e| format!("init of {:?}: {e}", v.pattern))?,
-            update: plan_func(&v.update).map_err(|e| format!("update of {:?}: {e}", v.pattern))?,
-        });
+    for v in &mut module.variants {
+        let init = plan_func(&v.init).map_err(|e| format!("init of {:?}: {e}", v.pattern))?;
+        let mut update = plan_func(&v.update).map_err(|e| format!("update of {:?}: {e}", v.pattern))?;
+        check::add(&mut v.update, &mut update, v.pattern.param_shape());
+        variants.push(VariantPlan { pattern: v.pattern, init, update });
     }
     Ok(Plan { module, prepare, variants })
 }
@@ -127,5 +157,5 @@ fn plan_func(func: &Func) -> Result<FuncPlan, String> {
     let (host, param) = hoist::host_blocks(func, &phases);
     let (mut items, mut temps) = fuse::fuse(func, &phases)?;
     reuse::share_temps(&mut items, &mut temps);
-    Ok(FuncPlan { host, param, items, temps })
+    Ok(FuncPlan { host, param, items, temps, check: None })
 }

@@ -1,5 +1,6 @@
 //! The stable text form of a plan: the header, the `prepare` block, then per variant its
-//! initialiser plan and step plan, each as host scalars, per-parameter scalars and items.
+//! initialiser plan and step plan, each as host scalars, per-parameter scalars and items (the
+//! step plan's gradient check last, marked).
 
 use super::*;
 use crate::ir::print::{header_text, inst_text};
@@ -36,7 +37,8 @@ fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent:
             crate::ir::print::type_text(&gdc_dsl::types::Ty::num(shape.clone()))
         );
     }
-    for item in &plan.items {
+    for (ii, item) in plan.items.iter().enumerate() {
+        let check = if plan.check.is_some_and(|c| c.item == ii) { " (gradient check, run apart)" } else { "" };
         match item {
             Item::Kernel(k) => {
                 let reads: Vec<String> = k.inputs.iter().map(|(v, b)| format!("{}={v}", buffer_text(m, *b))).collect();
@@ -51,7 +53,7 @@ fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent:
                 let guard = k.guard.map(|g| format!(" if {g}")).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{indent}kernel k{} over {}{guard}:",
+                    "{indent}kernel k{} over {}{guard}{check}:",
                     k.id,
                     crate::ir::print::type_text(&gdc_dsl::types::Ty::num(k.domain.clone()))
                 );

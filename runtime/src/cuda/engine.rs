@@ -8,7 +8,7 @@
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
 use crate::shared::{
-    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Scalars, StateStore,
+    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
@@ -171,8 +171,9 @@ impl CudaEngine {
     }
 
     /// A step on host memory: the parameters and gradients go to the device and the
-    /// parameters come back. On an error the host parameters are unchanged.
-    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+    /// parameters come back. On an error, or when the gradient check (`check`) stops the
+    /// step, the host parameters are unchanged.
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], check: bool) -> Result<Outcome, RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         self.dev.bind()?;
@@ -190,11 +191,13 @@ impl CudaEngine {
             self.dev.upload(pp[i], params[i], &format!("parameter `{}`", bp.name))?;
             self.dev.upload(gp[i], grads[i], &format!("gradient `{}`", bp.name))?;
         }
-        self.step_ptrs(&pp, &gp)?;
-        for (i, bp) in self.params.iter().enumerate() {
-            self.dev.download(pp[i], params[i], &format!("parameter `{}`", bp.name))?;
+        let outcome = self.step_ptrs(&pp, &gp, check)?;
+        if outcome == Outcome::Stepped {
+            for (i, bp) in self.params.iter().enumerate() {
+                self.dev.download(pp[i], params[i], &format!("parameter `{}`", bp.name))?;
+            }
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// A step on device buffers of this engine's context. Work queued on the buffers' own
@@ -203,7 +206,8 @@ impl CudaEngine {
         &mut self,
         params: &mut [&mut CudaSlice<f32>],
         grads: &[&CudaSlice<f32>],
-    ) -> Result<(), RuntimeError> {
+        check: bool,
+    ) -> Result<Outcome, RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         self.dev.bind()?;
@@ -230,14 +234,14 @@ impl CudaEngine {
         let stream = &self.dev.stream;
         let pp: Vec<DevPtr> = params.iter().map(|p| slice_ptr(p, p.len(), stream)).collect();
         let gp: Vec<DevPtr> = grads.iter().map(|g| slice_ptr(g, g.len(), stream)).collect();
-        self.step_ptrs(&pp, &gp)
+        self.step_ptrs(&pp, &gp, check)
     }
 
     /// The step proper, as the CPU engine's: initialise at the first step, count, run the
     /// prelude, run the update; a failed update does not count.
-    fn step_ptrs(&mut self, pp: &[DevPtr], gp: &[DevPtr]) -> Result<(), RuntimeError> {
+    fn step_ptrs(&mut self, pp: &[DevPtr], gp: &[DevPtr], check: bool) -> Result<Outcome, RuntimeError> {
         let plan = Arc::clone(&self.plan);
-        counted_step(self, &plan, |e, init, outs| e.run_all_with(init, pp, gp, outs))
+        counted_step(self, &plan, check, |e, run, outs| e.run_all_with(run, pp, gp, outs))
     }
 
     /// The device address of buffer `b` of parameter `i`. Initialisers read the parameter
@@ -271,17 +275,20 @@ impl CudaEngine {
         })
     }
 
-    /// Runs the init or update plan of every parameter, variant by variant, each kernel
-    /// item as one launch over all the parameters of that variant.
+    /// Runs the init plan, the update plan or the update plan's gradient check of every
+    /// parameter, variant by variant, each kernel item as one launch over all the parameters
+    /// of that variant; returns the non-finite counts a check found (member, count).
     fn run_all_with(
         &mut self,
-        init: bool,
+        what: Run,
         pp: &[DevPtr],
         gp: &[DevPtr],
         prepare_outs: &[f64],
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<(usize, f64)>, RuntimeError> {
         let plan = Arc::clone(&self.plan);
         let m = &plan.module;
+        let init = what == Run::Init;
+        let mut non_finite = Vec::new();
         let mut init_temps: Vec<Vec<DevBuf<f32>>> = Vec::new();
         if init {
             for bp in &self.params {
@@ -303,12 +310,24 @@ impl CudaEngine {
             } else {
                 (&m.variants[vi].update, &plan.variants[vi].update)
             };
-            let mut envs = self.prelude((m, func), fplan, &members, prepare_outs)?;
-            for (ii, item) in fplan.items.iter().enumerate() {
+            // The check reads only the gradient and constants, which are computed on demand.
+            let mut envs = match what {
+                Run::Check => Scalars::new(members.len()),
+                _ => self.prelude((m, func), fplan, &members, prepare_outs)?,
+            };
+            for (ii, item) in fplan.items_of(what.pass()) {
                 match item {
                     Item::Kernel(k) => {
                         let key = (vi, init, ii);
-                        self.run_kernel(key, k, func, &members, &mut envs, pp, gp, &init_temps, prepare_outs)?
+                        self.run_kernel(key, k, func, &members, &mut envs, pp, gp, &init_temps, prepare_outs)?;
+                        if let Some(c) = fplan.check.filter(|c| c.item == ii) {
+                            for (mi, &i) in members.iter().enumerate() {
+                                match envs.get(mi, c.count) {
+                                    Some(0.0) => {}
+                                    count => non_finite.push((i, count.unwrap_or(f64::NAN))),
+                                }
+                            }
+                        }
                     }
                     Item::Lib(l) => {
                         let jobs =
@@ -321,7 +340,12 @@ impl CudaEngine {
             }
         }
         // The initialisers' temporaries are freed on return: let their users finish.
-        self.dev.sync(if init { "initialising the state" } else { "the update" })
+        self.dev.sync(match what {
+            Run::Init => "initialising the state",
+            Run::Check => "the gradient check",
+            Run::Step => "the update",
+        })?;
+        Ok(non_finite)
     }
 
     /// Launches one kernel item over every parameter of its variant whose guard holds;
