@@ -1,14 +1,15 @@
 //! `bench-cpu`: one optimizer step on the CPU, timed in one process for gdc's CPU backend, a
 //! hand-fused Rust loop with the same reads and writes, and (AdamW) candle-nn's AdamW, on the
-//! same parameter sizes, interleaved so noise hits every contender alike. Prints a Markdown
-//! table (or JSON) of medians, min–max spread, effective bandwidth and speed ratios.
+//! same parameter sizes, interleaved so noise hits every contender alike; and gdc again under
+//! the skip_step policy (the gradient check before every step), to price the check. Prints a
+//! Markdown table (or JSON) of medians, min–max spread, effective bandwidth and speed ratios.
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
 use clap::{Parser, ValueEnum};
 use gdc_bench::{Hand, Opt};
 use gdc_runtime::bench::{bytes_per_step, fill_uniform, mixed_shapes, Stats};
-use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
+use gdc_runtime::{Backend, NonFinite, Optimizer, Options, ParamSpec, Program};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -125,6 +126,12 @@ fn bench(opt: Opt, config: &Config, args: &Args) -> Result<Row, String> {
         gdc.set_hyper(name, *value).map_err(|e| e.to_string())?;
     }
     let hypers: Vec<(String, f64)> = gdc.hypers().into_iter().map(|(n, _, v)| (n, v)).collect();
+    // The same optimizer under the skip_step policy: the gradient check runs before each step.
+    let mut checked = Optimizer::with_options(&program, &specs, options).map_err(|e| e.to_string())?;
+    for (name, value) in &hypers {
+        checked.set_hyper(name, *value).map_err(|e| e.to_string())?;
+    }
+    checked.set_non_finite(NonFinite::SkipStep);
     let hand = Hand::new(opt, &numels, &hypers, args.threads)?;
 
     let mut seed = 0x5eed;
@@ -137,6 +144,16 @@ fn bench(opt: Opt, config: &Config, args: &Args) -> Result<Row, String> {
             params: params.clone(),
             run: Box::new(move |p, g| {
                 gdc.step(&mut p.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>(), g).map_err(|e| e.to_string())
+            }),
+            samples: Vec::new(),
+        },
+        Contender {
+            name: "gdc skip_step",
+            params: params.clone(),
+            run: Box::new(move |p, g| {
+                checked
+                    .step(&mut p.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>(), g)
+                    .map_err(|e| e.to_string())
             }),
             samples: Vec::new(),
         },
@@ -276,14 +293,14 @@ fn main() -> ExitCode {
         args.warmup
     );
     println!();
-    println!("| optimizer | config | params (tensors) | MB/step | gdc ms | hand-fused ms | candle ms | gdc GB/s | hand GB/s | gdc speed / hand | gdc speed / candle |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| optimizer | config | params (tensors) | MB/step | gdc ms | hand-fused ms | candle ms | gdc GB/s | hand GB/s | gdc speed / hand | gdc speed / candle | gdc skip_step ms | skip_step cost |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let gbps =
             |name: &str| get(r, name).map_or("–".into(), |s| format!("{:.1}", r.bytes as f64 / s.median_s / 1e9));
         let ratio = |name: &str| speed_ratio(r, name).map_or("–".into(), |x| format!("{x:.2}×"));
         println!(
-            "| {} | {} | {} ({}) | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.optimizer,
             r.config,
             r.numel,
@@ -296,6 +313,10 @@ fn main() -> ExitCode {
             gbps("hand-fused"),
             ratio("hand-fused"),
             ratio("candle"),
+            cell(get(r, "gdc skip_step")),
+            get(r, "gdc skip_step")
+                .zip(get(r, "gdc"))
+                .map_or("–".into(), |(c, g)| format!("+{:.0}%", (c.median_s / g.median_s - 1.0) * 100.0)),
         );
     }
     ExitCode::SUCCESS
