@@ -852,7 +852,7 @@ fn decode_meta(
 /// Checks that a checkpoint fits the program and parameters it is about to be loaded into
 /// without migrating: the same program (by hash), and the same parameters as
 /// [`check_params`] checks them. The first difference is the error. Format-1 files must pass
-/// it; format-2 files need only [`check_params`] and the migration rule.
+/// it; format-2 and format-3 files need only [`check_params`] and the migration rule.
 pub fn check_compatible(
     meta: &CheckpointMeta,
     program_hash: &str,
