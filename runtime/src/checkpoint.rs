@@ -4,7 +4,7 @@
 //! name, never by position.
 //!
 //! Metadata keys, each a string: `gdc.format` (`gdc-checkpoint-3`), `gdc.program_hash`,
-//! `gdc.optimizer`, `gdc.step` (decimal), `gdc.params` (JSON `[["w", [4, 8]], ...]`),
+//! `gdc.optimizer`, `gdc.step` and `gdc.skipped_steps` (decimal), `gdc.params` (JSON `[["w", [4, 8]], ...]`),
 //! `gdc.hypers` (JSON `[["lr", "0.001"], ...]`), `gdc.globals` (JSON
 //! `[["mu_product", "0.5"], ...]`), `gdc.file_length` (the file's length in bytes, 20 decimal
 //! digits) and `gdc.checksum` (`sha256:` and the 64 hex digits of the SHA-256 of the whole
@@ -65,6 +65,7 @@ const KEY_FORMAT: &str = "gdc.format";
 const KEY_HASH: &str = "gdc.program_hash";
 const KEY_OPTIMIZER: &str = "gdc.optimizer";
 const KEY_STEP: &str = "gdc.step";
+const KEY_SKIPPED: &str = "gdc.skipped_steps";
 const KEY_PARAMS: &str = "gdc.params";
 const KEY_HYPERS: &str = "gdc.hypers";
 const KEY_GLOBALS: &str = "gdc.globals";
@@ -88,6 +89,9 @@ pub struct CheckpointMeta {
     pub params: Vec<(String, Vec<usize>)>,
     /// Steps taken.
     pub step: u64,
+    /// Steps skipped for a non-finite gradient (`NonFinite::SkipStep`); absent before
+    /// format 3 (read as 0).
+    pub skipped_steps: u64,
     /// Hyperparameters by name, as in force when saved.
     pub hypers: Vec<(String, f64)>,
     /// The optimizer's global scalars.
@@ -333,6 +337,7 @@ fn encode_meta(meta: &CheckpointMeta) -> HashMap<String, String> {
         (KEY_HASH.to_string(), meta.program_hash.clone()),
         (KEY_OPTIMIZER.to_string(), meta.optimizer.clone()),
         (KEY_STEP.to_string(), meta.step.to_string()),
+        (KEY_SKIPPED.to_string(), meta.skipped_steps.to_string()),
         (KEY_PARAMS.to_string(), serde_json::Value::from(params).to_string()),
         (KEY_HYPERS.to_string(), serde_json::Value::from(hypers).to_string()),
         (KEY_GLOBALS.to_string(), serde_json::Value::from(globals).to_string()),
@@ -803,6 +808,10 @@ fn decode_meta(
 
     let step_text = get(KEY_STEP)?;
     let step = step_text.parse().map_err(|_| bad(KEY_STEP, format!("`{step_text}` is not a step count")))?;
+    let skipped_steps = match md.get(KEY_SKIPPED) {
+        None => 0,
+        Some(t) => t.parse().map_err(|_| bad(KEY_SKIPPED, format!("`{t}` is not a step count")))?,
+    };
 
     let params_json = json(KEY_PARAMS)?;
     let entries = params_json.as_array().ok_or_else(|| bad(KEY_PARAMS, "expected a list".into()))?;
@@ -844,6 +853,7 @@ fn decode_meta(
         optimizer: get(KEY_OPTIMIZER)?.clone(),
         params,
         step,
+        skipped_steps,
         hypers,
         globals,
     })

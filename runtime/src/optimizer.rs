@@ -502,6 +502,7 @@ impl Optimizer {
             optimizer: self.program.name().to_string(),
             params: self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect(),
             step: e.counters().step,
+            skipped_steps: self.skipped,
             hypers: m.hypers.iter().zip(&e.counters().hypers).map(|(h, v)| (h.name.clone(), *v)).collect(),
             globals: checkpoint::Globals::Named(globals),
         };
@@ -633,6 +634,7 @@ impl Optimizer {
         c.globals = globals;
         c.step = meta.step;
         c.initialised = meta.step > 0;
+        self.skipped = meta.skipped_steps;
         Ok(())
     }
 }

@@ -43,6 +43,7 @@ fn meta() -> CheckpointMeta {
         optimizer: "adamw".into(),
         params: params(),
         step: 1234,
+        skipped_steps: 7,
         hypers: vec![("lr".into(), 1e-3), ("beta2".into(), 0.999), ("eps".into(), 1e-8), ("nesterov".into(), 1.0)],
         globals: Globals::Named(vec![
             ("mu".into(), 0.1 + 0.2),

@@ -603,6 +603,7 @@ fn save_writes_format_2_only() {
         optimizer: "adamw_like".into(),
         params: vec![("w".into(), vec![2])],
         step: 0,
+        skipped_steps: 0,
         hypers: vec![],
         globals: Globals::Positional(vec![1.0]),
     };

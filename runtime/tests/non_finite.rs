@@ -216,3 +216,22 @@ fn the_check_is_in_the_plan_and_costs_a_step_nothing() {
     let bytes = gdc_runtime::bench::bytes_per_step(program.plan(), &[ParamSpec::new("w", &[n])]).expect("binds");
     assert_eq!(bytes, 7 * 4 * n as u64, "AdamW moves p, g, m, v in and p, m, v out");
 }
+
+#[test]
+fn the_skip_count_survives_a_checkpoint() {
+    let case = &cases()[0];
+    let (mut opt, mut params) = new(&case.program, case, Backend::Cpu);
+    opt.set_non_finite(NonFinite::SkipStep);
+    step(&mut opt, &mut params, &grads(&case.specs, 1)).expect("steps");
+    let mut g = grads(&case.specs, 2);
+    g[0][0] = f32::NAN;
+    step(&mut opt, &mut params, &g).expect("skipped");
+    let path = std::env::temp_dir().join(format!("gdc-non-finite-{}.safetensors", std::process::id()));
+    opt.save_checkpoint(&path).expect("saves");
+    let (mut resumed, _) = new(&case.program, case, Backend::Cpu);
+    resumed.load_checkpoint(&path).expect("loads");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((resumed.step_count(), resumed.skipped_steps()), (1, 1));
+    // The policy is the training code's choice, not the checkpoint's.
+    assert_eq!(resumed.non_finite(), NonFinite::Propagate);
+}

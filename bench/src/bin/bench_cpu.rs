@@ -151,9 +151,7 @@ fn bench(opt: Opt, config: &Config, args: &Args) -> Result<Row, String> {
             name: "gdc skip_step",
             params: params.clone(),
             run: Box::new(move |p, g| {
-                checked
-                    .step(&mut p.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>(), g)
-                    .map_err(|e| e.to_string())
+                checked.step(&mut p.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>(), g).map_err(|e| e.to_string())
             }),
             samples: Vec::new(),
         },
