@@ -661,6 +661,12 @@ impl<'a> Lowerer<'a> {
         }
         let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
         let x = vals.first().copied().unwrap_or_else(|| self.constant(0.0));
+        // A vector reduced along its only axis is reduced whole: the kernels' axis
+        // reductions are over a matrix's rows or columns.
+        let axis = match &self.func.ty(x).shape {
+            Shape::Dims(d) if d.len() == 1 => None,
+            _ => axis,
+        };
         match name {
             "cos" => self.un(Unary::Cos, x),
             "ramp" => {
@@ -745,10 +751,28 @@ impl<'a> Lowerer<'a> {
                 self.bin(Binary::Min, lo, vals[2])
             }
             "lerp" => {
-                // a + t * (b - a)
-                let d = self.bin(Binary::Sub, vals[1], x);
-                let t = self.bin(Binary::Mul, vals[2], d);
-                self.bin(Binary::Add, x, t)
+                let mut vectors: Vec<&String> = vals[..3]
+                    .iter()
+                    .filter_map(|v| match &self.func.ty(*v).shape {
+                        Shape::Dims(d) if d.len() == 1 => Some(&d[0]),
+                        _ => None,
+                    })
+                    .collect();
+                vectors.dedup();
+                if vectors.len() > 1 {
+                    // Vectors over different dimensions: `b - a` of a `[rows]` a and a `[cols]`
+                    // b is `[cols, rows]`, the transpose of the lerp's `[rows, cols]` (and so is
+                    // `t * d` of a `[cols]` t and a `[rows]` d). a - (a - b) * t is
+                    // a + t * (b - a) bit for bit, with the operands in the checker's order.
+                    let d = self.bin(Binary::Sub, x, vals[1]);
+                    let t = self.bin(Binary::Mul, d, vals[2]);
+                    self.bin(Binary::Sub, x, t)
+                } else {
+                    // a + t * (b - a)
+                    let d = self.bin(Binary::Sub, vals[1], x);
+                    let t = self.bin(Binary::Mul, vals[2], d);
+                    self.bin(Binary::Add, x, t)
+                }
             }
             "where" => self.emit(Op::Select, vec![x, vals[1], vals[2]], None),
             "sum" => self.emit(Op::Reduce(ReduceKind::Sum, axis), vec![x], None),
