@@ -61,3 +61,5 @@ pub fn case_path(case: &str) -> String {
 
 /// Deterministic values in [-1, 1) (xorshift), the same for a seed on every machine.
 pub use gdc_runtime::verify::noise;
+
+pub mod random;

@@ -1,0 +1,90 @@
+//! `difftest`: long runs of random-program differential testing (interpreter against the
+//! CPU backend), with progress, a summary (programs, feature counts, failures, worst error
+//! as a fraction of the tolerance, wall time), failures shrunk and saved as regression
+//! files, and `--emit DIR` to write the generated programs (for the GPU check).
+//!
+//! `cargo run --release -p gdc-tests --bin difftest -- --programs 10000 --seed 1`
+//! Options: `--programs N` (default 1000), `--seed S` (default 1), `--emit DIR` (write each
+//! program as DIR/rNNNNN.gd), `--no-run` (with `--emit`: only write them), `--no-bf16` (no
+//! bf16 state: the GPU refuses it), `--save DIR` (where shrunk failures go; default
+//! tests/regressions-new), `--shrink-budget N` (trial runs per shrink, default 3000),
+//! `--from I` (start at program I of the seed's sequence, to rerun one).
+
+use gdc_tests::random::{generate, program_seed, run_one, shrink_to_file, Stats};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() {
+    let mut programs = 1000u64;
+    let mut from = 0u64;
+    let mut seed = 1u64;
+    let mut emit: Option<PathBuf> = None;
+    let mut run = true;
+    let mut options = generate::Options::default();
+    let mut save = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions-new");
+    let mut budget = 3000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--programs" => programs = value().parse().expect("--programs N"),
+            "--seed" => seed = value().parse().expect("--seed S"),
+            "--from" => from = value().parse().expect("--from I"),
+            "--emit" => emit = Some(PathBuf::from(value())),
+            "--save" => save = PathBuf::from(value()),
+            "--shrink-budget" => budget = value().parse().expect("--shrink-budget N"),
+            "--no-run" => run = false,
+            "--no-bf16" => options.no_bf16 = true,
+            other => {
+                eprintln!("difftest: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(dir) = &emit {
+        std::fs::create_dir_all(dir).expect("the --emit folder can be made");
+    }
+    let started = Instant::now();
+    let mut stats = Stats::default();
+    for i in from..from + programs {
+        let ps = program_seed(seed, i);
+        if !run {
+            let prog = generate::generate(ps, options);
+            if let Some(dir) = &emit {
+                let text = format!("// difftest --seed {seed}: program {i} (program seed {ps})\n{}", prog.render());
+                std::fs::write(dir.join(format!("r{i:05}.gd")), text).expect("the program is written");
+            }
+            continue;
+        }
+        let o = run_one(ps, options);
+        if let Some(dir) = &emit {
+            let text = format!("// difftest --seed {seed}: program {i} (program seed {ps})\n{}", o.case.source);
+            std::fs::write(dir.join(format!("r{i:05}.gd")), text).expect("the program is written");
+        }
+        stats.add(ps, &o);
+        if let Err(f) = &o.result {
+            println!("program {i} (seed {ps}) FAILED: {}", f.describe());
+            let (text, small) = shrink_to_file(ps, &o, f, budget);
+            std::fs::create_dir_all(&save).expect("the --save folder can be made");
+            let path = save.join(format!("seed-{ps}.gd"));
+            std::fs::write(&path, &text).expect("the regression is written");
+            println!("  shrunk ({}) to {}:\n{text}", small.signature(), path.display());
+        }
+        if (i + 1) % 100 == 0 {
+            println!(
+                "{} programs, {} failed, worst {:.4} of the tolerance, {:.0} s",
+                i + 1,
+                stats.failures.len(),
+                stats.worst,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if run {
+        print!("{}", stats.summary());
+    }
+    println!("seed {seed}, {programs} programs, wall time {:.1} s", started.elapsed().as_secs_f64());
+    if !stats.failures.is_empty() {
+        std::process::exit(1);
+    }
+}
