@@ -1,0 +1,5 @@
+policy pp {
+  _ -> sgd
+}
+use "s.gd" {
+}
