@@ -286,10 +286,13 @@ impl Gen {
             let shape = *self.rng.pick(&shapes);
             states.push(self.state(shape));
         }
-        // A matrix update with decompositions gets one square statistic at least, so that
-        // `gdc verify` (the GPU check) keeps its matrices small.
-        if has_mat && !self.states.iter().any(|s| matches!(s.shape, Shape::M(x, y) if x == y)) {
-            states.push(self.state(Shape::M(Dim::C, Dim::C)));
+        // A program with square matrices (a matrix update, or a vector update's `[rows,
+        // rows]` values) declares a square statistic at least, so that `gdc verify` (the
+        // GPU check) keeps its shapes small: it would step a vector of 70,000 elements, and
+        // `outer(g, g)` of that is 20 GB.
+        if (has_mat || has_vec_only) && !self.states.iter().any(|s| matches!(s.shape, Shape::M(x, y) if x == y)) {
+            let d = if has_mat { Dim::C } else { Dim::R };
+            states.push(self.state(Shape::M(d, d)));
         }
 
         // Globals and prepare.
