@@ -5,8 +5,9 @@
 //!
 //! `cargo run --release -p gdc-tests --bin difftest -- --programs 10000 --seed 1`
 //! Options: `--programs N` (default 1000), `--seed S` (default 1), `--emit DIR` (write each
-//! program as DIR/rNNNNN.gd), `--no-run` (with `--emit`: only write them), `--no-bf16` (no
-//! bf16 state: the GPU refuses it), `--save DIR` (where shrunk failures go; default
+//! program as DIR/rNNNNN.gd), `--no-run` (with `--emit`: only write them), `--gpu` (programs
+//! for `gdc verify --backend cuda`: no bf16 state, which the GPU refuses, and no vector update
+//! alone, since verify steps matrices too), `--save DIR` (where shrunk failures go; default
 //! tests/regressions-new), `--shrink-budget N` (trial runs per shrink, default 3000),
 //! `--from I` (start at program I of the seed's sequence, to rerun one).
 
@@ -34,7 +35,7 @@ fn main() {
             "--save" => save = PathBuf::from(value()),
             "--shrink-budget" => budget = value().parse().expect("--shrink-budget N"),
             "--no-run" => run = false,
-            "--no-bf16" => options.no_bf16 = true,
+            "--gpu" => options.gpu = true,
             other => {
                 eprintln!("difftest: unknown argument {other}");
                 std::process::exit(2);

@@ -136,8 +136,10 @@ enum FnSig {
 /// Generator options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
-    /// No bf16 state (the GPU backend refuses it).
-    pub no_bf16: bool,
+    /// Programs for the GPU check (`gdc verify --backend cuda`): no bf16 state (the GPU
+    /// backend refuses it), and an `update(p, g)` beside a vector update that would be alone
+    /// (`gdc verify` steps matrices too).
+    pub gpu: bool,
 }
 
 /// Generates the program for `seed`.
@@ -207,6 +209,9 @@ impl Gen {
             }
             if self.rng.chance(3, 5) {
                 kinds.push(if self.rng.chance(1, 4) { Kind::Batched } else { Kind::Matrix });
+            }
+            if self.options.gpu && kinds == [Kind::Vector] {
+                kinds.insert(0, Kind::Any);
             }
             if !kinds.is_empty() {
                 break;
@@ -353,7 +358,7 @@ impl Gen {
 
     fn state(&mut self, shape: Shape) -> Decl {
         let name = self.fresh("s");
-        let bf16 = shape != Shape::Scalar && !self.options.no_bf16 && self.rng.chance(1, 6);
+        let bf16 = shape != Shape::Scalar && !self.options.gpu && self.rng.chance(1, 6);
         let shape_text = match shape {
             Shape::Like => "".to_string(),
             Shape::Scalar => "[]".to_string(),
