@@ -310,6 +310,7 @@ impl Checker<'_> {
                 }
             };
         }
+        self.note_broadcast(&ta.shape, &tb.shape, span);
         match types::broadcast(&ta.shape, &tb.shape) {
             Ok(shape) => {
                 let elem = if op.is_comparison() || op.is_logical() { Elem::Bool } else { Elem::Num };
@@ -480,6 +481,7 @@ impl Checker<'_> {
             Kind::Elementwise | Kind::Where => {
                 let mut shape = Shape::Scalar;
                 for t in &tys {
+                    self.note_broadcast(&shape, &t.shape, span);
                     match types::broadcast(&shape, &t.shape) {
                         Ok(s) => shape = s,
                         Err(err) => {
@@ -850,6 +852,9 @@ impl Checker<'_> {
             return None;
         }
         let ret = self.fn_return_type(f, span)?;
+        if !self.check_square_binding(f, &dims, span) {
+            return None;
+        }
         let bounds = self.loop_bound_params.get(&f.name.name).cloned().unwrap_or_default();
         for i in bounds {
             if !self.is_static_bound(&args[i].value) {
@@ -864,6 +869,57 @@ impl Checker<'_> {
             }
         }
         Some(Ty { elem: ret.elem, shape: substitute(&ret.shape, &dims, like.as_ref()) })
+    }
+}
+
+impl Checker<'_> {
+    /// Records, inside a function, which of its dimension names an elementwise operation on
+    /// shapes `a` and `b` broadcasts against each other (see `fn_broadcasts`).
+    pub(crate) fn note_broadcast(&mut self, a: &Shape, b: &Shape, span: Span) {
+        let (Some(f), Shape::Dims(da), Shape::Dims(db)) = (&self.current_fn, a, b) else { return };
+        if da == db {
+            return;
+        }
+        let mut names: Vec<&String> = da.iter().chain(db).collect();
+        names.sort();
+        names.dedup();
+        let records = self.fn_broadcasts.entry(f.clone()).or_default();
+        for (i, x) in names.iter().enumerate() {
+            for y in &names[i + 1..] {
+                records.push(((*x).clone(), (*y).clone(), span));
+            }
+        }
+    }
+
+    /// A call of `f` binding its dimensions as `dims` (its name -> the caller's): refused if
+    /// two names that `f` broadcasts against each other become one dimension; otherwise the
+    /// broadcasts carry over to the calling function, in the caller's names.
+    fn check_square_binding(&mut self, f: &FnDef, dims: &HashMap<String, String>, span: Span) -> bool {
+        let records = self.fn_broadcasts.get(&f.name.name).cloned().unwrap_or_default();
+        for (x, y, at) in records {
+            let (Some(bx), Some(by)) = (dims.get(&x), dims.get(&y)) else { continue };
+            if bx == by {
+                self.error(
+                    Diagnostic::error(
+                        "E0005",
+                        format!(
+                            "this call makes `{}`'s dimensions `{x}` and `{y}` both `{bx}`, and the function \
+                             broadcasts a value over one of them against the other",
+                            f.name.name
+                        ),
+                        span,
+                    )
+                    .label(format!("`{x}` and `{y}` are both `{bx}` here"))
+                    .note(at, "it broadcasts here (directly, or in a function it calls): on a square shape, which axis repeats?")
+                    .hint("pass arguments whose dimensions differ, or write the square case without broadcasting a vector against a matrix"),
+                );
+                return false;
+            }
+            if let Some(g) = self.current_fn.clone() {
+                self.fn_broadcasts.entry(g).or_default().push((bx.clone(), by.clone(), span));
+            }
+        }
+        true
     }
 }
 

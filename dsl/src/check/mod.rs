@@ -121,6 +121,11 @@ pub(crate) struct Checker<'a> {
     pub loop_bound_params: HashMap<String, Vec<usize>>,
     /// Where a global reduction (`global_norm`, ...) was used, if anywhere.
     pub uses_global_reduction: Option<Span>,
+    /// Per function, the pairs of its dimension names that an elementwise operation
+    /// broadcasts against each other (`[c] - [r, c]`, `[r] * [c]`), with where: a call that
+    /// binds both names to one dimension makes that operation ambiguous (`[n] - [n, n]`:
+    /// which axis repeats?), so the call is refused.
+    pub fn_broadcasts: HashMap<String, Vec<(String, String, Span)>>,
 }
 
 impl<'a> Checker<'a> {
@@ -140,6 +145,7 @@ impl<'a> Checker<'a> {
             in_progress: Vec::new(),
             loop_bound_params: HashMap::new(),
             uses_global_reduction: None,
+            fn_broadcasts: HashMap::new(),
         }
     }
 

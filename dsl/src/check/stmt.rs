@@ -218,6 +218,7 @@ impl Checker<'_> {
             }
         }
         let (Some(target), Some(vty)) = (entry.ty, vty) else { return };
+        self.note_broadcast(&target.shape, &vty.shape, value.span);
         let result = if op == AssignOp::Set {
             types::broadcast(&target.shape, &vty.shape)
         } else {
