@@ -128,20 +128,26 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-#[test]
-fn on_a_gpu_a_cuda_artifact_agrees_with_the_interpreter() {
+/// The adamw cuda artifact of `GDC_TEST_CUDA_ARTIFACT` and its path, where a GPU is present;
+/// otherwise `None`, having printed why the GPU checks are skipped.
+fn gpu_artifact() -> Option<(Program, std::ffi::OsString)> {
     if let Some(reason) = probe_gpu() {
         println!("skipping GPU checks: {reason}");
-        return;
+        return None;
     }
     let Some(path) = std::env::var_os("GDC_TEST_CUDA_ARTIFACT").filter(|p| std::path::Path::new(p).exists()) else {
         println!(
             "skipping GPU checks: set GDC_TEST_CUDA_ARTIFACT to an adamw artifact built with \
              `gdc build examples/optimizers/adamw.gd --target cuda -o adamw.gdo`"
         );
-        return;
+        return None;
     };
-    let program = Program::load(&path).expect("loads the cuda artifact");
+    Some((Program::load(&path).expect("loads the cuda artifact"), path))
+}
+
+#[test]
+fn on_a_gpu_a_cuda_artifact_agrees_with_the_interpreter() {
+    let Some((program, path)) = gpu_artifact() else { return };
     let specs = specs();
     let mut gpu = Optimizer::with_options(&program, &specs, options(Backend::Cuda)).expect("binds on the GPU");
     let mut reference = Optimizer::with_options(&program, &specs, options(Backend::Interp)).expect("binds");
@@ -194,15 +200,7 @@ fn on_a_gpu_a_cuda_artifact_agrees_with_the_interpreter() {
 
 #[test]
 fn on_a_gpu_a_non_finite_gradient_is_skipped_or_refused_with_nothing_changed() {
-    if let Some(reason) = probe_gpu() {
-        println!("skipping GPU checks: {reason}");
-        return;
-    }
-    let Some(path) = std::env::var_os("GDC_TEST_CUDA_ARTIFACT").filter(|p| std::path::Path::new(p).exists()) else {
-        println!("skipping GPU checks: set GDC_TEST_CUDA_ARTIFACT (see the test above)");
-        return;
-    };
-    let program = Program::load(&path).expect("loads the cuda artifact");
+    let Some((program, path)) = gpu_artifact() else { return };
     let specs = specs();
     let grads = |t: u64| -> Vec<Vec<f32>> {
         specs.iter().enumerate().map(|(i, s)| noise(70 + 3 * t + i as u64, s.numel())).collect()
