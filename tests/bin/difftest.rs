@@ -11,37 +11,47 @@
 //! tests/regressions-new), `--shrink-budget N` (trial runs per shrink, default 3000),
 //! `--from I` (start at program I of the seed's sequence, to rerun one).
 
+use clap::Parser;
 use gdc_tests::random::{generate, program_seed, run_one, shrink_to_file, Stats};
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[derive(Parser)]
+#[command(about = "Random-program differential testing: the interpreter against the CPU backend")]
+struct Args {
+    /// How many programs to generate and check.
+    #[arg(long, default_value_t = 1000)]
+    programs: u64,
+    /// The run's seed: the same seed gives the same programs on every machine.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start at program I of the seed's sequence (to rerun one).
+    #[arg(long, default_value_t = 0, value_name = "I")]
+    from: u64,
+    /// Write each program as DIR/rNNNNN.gd (for the GPU check).
+    #[arg(long, value_name = "DIR")]
+    emit: Option<PathBuf>,
+    /// With --emit: only write the programs, do not run them.
+    #[arg(long, requires = "emit")]
+    no_run: bool,
+    /// Programs for `gdc verify --backend cuda`: no bf16 state (the GPU refuses it), and no
+    /// vector update alone (verify steps matrices too).
+    #[arg(long)]
+    gpu: bool,
+    /// Where shrunk failures go (default: tests/regressions-new).
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
+    /// Trial runs per shrink.
+    #[arg(long, default_value_t = 3000, value_name = "N")]
+    shrink_budget: usize,
+}
+
 fn main() {
-    let mut programs = 1000u64;
-    let mut from = 0u64;
-    let mut seed = 1u64;
-    let mut emit: Option<PathBuf> = None;
-    let mut run = true;
-    let mut options = generate::Options::default();
-    let mut save = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions-new");
-    let mut budget = 3000usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
-        match a.as_str() {
-            "--programs" => programs = value().parse().expect("--programs N"),
-            "--seed" => seed = value().parse().expect("--seed S"),
-            "--from" => from = value().parse().expect("--from I"),
-            "--emit" => emit = Some(PathBuf::from(value())),
-            "--save" => save = PathBuf::from(value()),
-            "--shrink-budget" => budget = value().parse().expect("--shrink-budget N"),
-            "--no-run" => run = false,
-            "--gpu" => options.gpu = true,
-            other => {
-                eprintln!("difftest: unknown argument {other}");
-                std::process::exit(2);
-            }
-        }
-    }
+    let args = Args::parse();
+    let (programs, from, seed, emit, run) = (args.programs, args.from, args.seed, args.emit, !args.no_run);
+    let options = generate::Options { gpu: args.gpu };
+    let save = args.save.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions-new"));
+    let budget = args.shrink_budget;
     if let Some(dir) = &emit {
         std::fs::create_dir_all(dir).expect("the --emit folder can be made");
     }
