@@ -967,8 +967,9 @@ impl Gen {
                 FnSig::Scalar => ty == Ty::S,
                 FnSig::Tensor => ty != Ty::S,
                 // Not with a square matrix: binding `r` and `c` to one dimension makes a
-                // vector broadcast against `[r, c]` in the body ambiguous once inlined, a
-                // known lowering bug (tests/regressions-pending/fn-square-broadcast-*.gd).
+                // vector broadcast against `[r, c]` in the body ambiguous, which the checker
+                // refuses (E0005; dsl/tests/diagnostics/fn-square-broadcast.gd), and the
+                // generator does not track which bodies broadcast.
                 FnSig::Matrix => matches!(ty, Ty::M(x, y) if x != y),
             })
             .cloned()
