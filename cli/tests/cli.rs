@@ -70,7 +70,12 @@ fn emit_prints_every_stage() {
         assert!(out.contains(needle), "{stage}: {out}");
     }
     let (_, plan, _) = gdc(&["emit", ADAMW, "--stage", "plan"]);
-    assert_eq!(plan.matches("kernel k").count(), 2, "one kernel for init, one for the step:\n{plan}");
+    assert_eq!(
+        plan.matches("kernel k").count(),
+        3,
+        "one kernel for init, one for the step, the gradient check:\n{plan}"
+    );
+    assert_eq!(plan.matches("(gradient check, run apart)").count(), 1, "{plan}");
 }
 
 #[test]
@@ -286,7 +291,8 @@ fn build_writes_an_artifact_that_reads_back_and_validates() {
     assert_eq!(code, 0, "{out}{err}");
     let bytes = std::fs::metadata(&out_path).expect("written").len();
     assert!(out.starts_with(&format!("built {out_path} (adamw, target cpu, {bytes} bytes, ")), "{out}");
-    assert!(out.contains(", 2 kernel(s) to machine code in ") && out.trim_end().ends_with(" ms in all)"), "{out}");
+    // init, step and the gradient check.
+    assert!(out.contains(", 3 kernel(s) to machine code in ") && out.trim_end().ends_with(" ms in all)"), "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
     let a = Artifact::read(&out_path).expect("reads back");
     assert_eq!((a.optimizer.as_str(), a.target.as_str(), a.source_name.as_str()), ("adamw", "cpu", "adamw.gd"));
@@ -375,7 +381,7 @@ fn emit_prints_the_gpu_module_and_its_ptx() {
     let (code, out, err) = gdc(&["emit", ADAMW, "--stage", "mlir"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("gpu.module @gdc"), "{out}");
-    assert_eq!(out.matches("gpu.func @gdc_v0_").count(), 2, "an init and an update kernel: {out}");
+    assert_eq!(out.matches("gpu.func @gdc_v0_").count(), 3, "init, step and gradient check kernels: {out}");
     assert!(out.contains("vector<4xf32>"), "16-byte loads and stores: {out}");
     for arch in ["sm_80", "sm_90"] {
         let (code, out, err) = gdc(&["emit", ADAMW, "--stage", "ptx", "--arch", arch]);
@@ -396,7 +402,7 @@ fn build_for_cuda_stores_ptx_and_the_kernel_table() {
     let out = out.display().to_string();
     let (code, stdout, err) = gdc(&["build", ADAMW, "--target", "cuda", "--arch", "sm_80", "-o", &out]);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("target cuda sm_80") && stdout.contains("2 kernel(s)"), "{stdout}");
+    assert!(stdout.contains("target cuda sm_80") && stdout.contains("3 kernel(s)"), "{stdout}");
     let artifact = gdc_compiler::artifact::Artifact::read(&out).expect("reads back");
     assert_eq!(artifact.target, "cuda");
     artifact.validate().expect("validates");
@@ -404,7 +410,7 @@ fn build_for_cuda_stores_ptx_and_the_kernel_table() {
     assert_eq!(gpu.arch, "sm_80");
     assert!(gpu.ptx.contains(".target sm_80"));
     let names: Vec<&str> = gpu.kernels.iter().map(|k| k.name.as_str()).collect();
-    assert_eq!(names, ["gdc_v0_init_k0", "gdc_v0_update_k0"]);
+    assert_eq!(names, ["gdc_v0_init_k0", "gdc_v0_update_k0", "gdc_v0_update_k1"], "init, step, gradient check");
     assert!(gpu.kernels.iter().all(|k| k.block == 256 && k.mode == "flat"));
     // The artifact replays on the CPU too.
     let (code, stdout, err) = gdc(&["replay", &out, CASE, "--backend", "cpu"]);
