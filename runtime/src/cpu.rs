@@ -8,7 +8,8 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run, Scalars, StateStore,
+    counted_step, internal, non_finite_after, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run,
+    Scalars, StateStore,
 };
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
@@ -311,11 +312,9 @@ impl CpuEngine {
                         }
                         let slots = self.run_kernel(&calls, &k.domain, func)?;
                         for (mi, r, x) in slots {
-                            if fplan.check.is_some_and(|c| c.count == r) && x != 0.0 {
-                                non_finite.push((members[mi], x));
-                            }
                             envs.set(mi, r, x);
                         }
+                        non_finite.extend(non_finite_after(fplan, ii, &members, &envs));
                     }
                     Item::Lib(l) => {
                         let jobs =

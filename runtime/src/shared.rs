@@ -225,6 +225,20 @@ impl Run {
     }
 }
 
+/// The members whose gradient check (item `ii` of `fplan`, just run) counted non-finite
+/// elements, with the count: both engines read the check's reduction from the scalars.
+pub(crate) fn non_finite_after(fplan: &FuncPlan, ii: usize, members: &[usize], envs: &Scalars) -> Vec<(usize, f64)> {
+    let Some(c) = fplan.check.filter(|c| c.item == ii) else { return Vec::new() };
+    members
+        .iter()
+        .enumerate()
+        .filter_map(|(mi, &i)| match envs.get(mi, c.count) {
+            Some(0.0) => None,
+            count => Some((i, count.unwrap_or(f64::NAN))),
+        })
+        .collect()
+}
+
 /// What a step did.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Outcome {

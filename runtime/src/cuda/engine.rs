@@ -8,7 +8,8 @@
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
 use crate::shared::{
-    counted_step, internal, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run, Scalars, StateStore,
+    counted_step, internal, non_finite_after, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run,
+    Scalars, StateStore,
 };
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
@@ -320,14 +321,7 @@ impl CudaEngine {
                     Item::Kernel(k) => {
                         let key = (vi, init, ii);
                         self.run_kernel(key, k, func, &members, &mut envs, pp, gp, &init_temps, prepare_outs)?;
-                        if let Some(c) = fplan.check.filter(|c| c.item == ii) {
-                            for (mi, &i) in members.iter().enumerate() {
-                                match envs.get(mi, c.count) {
-                                    Some(0.0) => {}
-                                    count => non_finite.push((i, count.unwrap_or(f64::NAN))),
-                                }
-                            }
-                        }
+                        non_finite.extend(non_finite_after(fplan, ii, &members, &envs));
                     }
                     Item::Lib(l) => {
                         let jobs =
