@@ -484,6 +484,15 @@ impl Optimizer {
     /// `w[3]` for a matrix of a batched `w`: see [`Optimizer::members`]), with the program's
     /// hash. The write is atomic: an interrupted save leaves the previous file in place.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
+        let (meta, tensors) = self.snapshot()?;
+        Ok(checkpoint::save(path.as_ref(), &meta, &tensors)?)
+    }
+
+    /// Everything a checkpoint holds, in memory: the metadata (program hash, parameters, step
+    /// and skipped-step counts, hyperparameters and globals by name) and a copy of every
+    /// state tensor, keyed by member. [`Optimizer::restore`] takes it back; bindings such as
+    /// the Python package's `state_dict` are built on the pair.
+    pub fn snapshot(&self) -> Result<(CheckpointMeta, Vec<StateTensor>), RuntimeError> {
         let Some(e) = self.store() else { return Err(RuntimeError::Unsupported("checkpointing")) };
         let m = &self.program.plan().module;
         let mut tensors = Vec::new();
@@ -506,7 +515,7 @@ impl Optimizer {
             hypers: m.hypers.iter().zip(&e.counters().hypers).map(|(h, v)| (h.name.clone(), *v)).collect(),
             globals: checkpoint::Globals::Named(globals),
         };
-        Ok(checkpoint::save(path.as_ref(), &meta, &tensors)?)
+        Ok((meta, tensors))
     }
 
     /// Restores a checkpoint saved by [`Optimizer::save_checkpoint`] for the same parameters
@@ -525,9 +534,22 @@ impl Optimizer {
     /// it. Everything is checked before anything changes: on an error the optimizer is as it
     /// was.
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
-        use checkpoint::{CheckpointError, Globals, Migration};
         let path = path.as_ref();
         let (meta, tensors) = checkpoint::load(path)?;
+        self.restore(path, meta, &tensors)
+    }
+
+    /// Restores what [`Optimizer::snapshot`] took (or a checkpoint file held), by the rules
+    /// of [`Optimizer::load_checkpoint`]; `origin` names where it came from in errors (a
+    /// file's path, or `<state_dict>`). Everything is checked before anything changes.
+    pub fn restore(
+        &mut self,
+        origin: &Path,
+        meta: CheckpointMeta,
+        tensors: &[StateTensor],
+    ) -> Result<(), RuntimeError> {
+        use checkpoint::{CheckpointError, Globals, Migration};
+        let path = origin;
         let params: Vec<(String, Vec<usize>)> = self.specs.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
         match meta.globals {
             // Format 1: positional globals mean nothing to another program.

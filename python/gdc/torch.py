@@ -1,0 +1,633 @@
+"""gdc.torch: `Optimizer`, a drop-in `torch.optim.Optimizer` that steps a compiled `.gd`
+program's fused kernels in place on the tensors' own memory, and `infer_roles`, the usual
+roles of a model's parameters (for policies such as Muon + AdamW, decay masks and muP).
+
+    opt = gdc.torch.Optimizer("examples/optimizers/adamw.gd", model.named_parameters(), lr=3e-4)
+    loss.backward(); opt.step(); opt.zero_grad()
+
+Hyperparameters live in `param_groups` under their `.gd` names, so torch's LR schedulers
+drive `lr` with no recompilation. Parameters are bound lazily: at its first step, each param
+group (and dtype within it) binds the parameters that have a gradient, in group order, and
+steps them together from then on, as one fused pass per kernel.
+"""
+
+from collections.abc import Mapping
+import math
+import os
+
+import torch
+
+import gdc
+from gdc import _native
+from gdc.errors import CheckpointError, DeviceError, GdcError, HyperparameterError, NonFiniteGradientError, TensorError
+
+# Keys torch and its LR schedulers keep in a param group that are not hyperparameters.
+_GROUP_KEYS = frozenset(
+    {"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum", "name"}
+)
+_POLICIES = ("propagate", "skip_step", "error")
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+_STATE_DICT_FORMAT = "gdc-torch-1"
+
+
+def _as_program(program):
+    if isinstance(program, gdc.Program):
+        return program
+    if isinstance(program, (str, os.PathLike)):
+        return gdc.compile(program)
+    raise TypeError(f"program must be a gdc.Program or a path to a .gd or .gdo file, not {type(program).__name__}")
+
+
+def _check_value(program, info, name, value):
+    """The float the runtime takes for `value` of hyperparameter `name`, range-checked."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise HyperparameterError(f"hyperparameter `{name}` must be a number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if not isinstance(value, (int, float)):
+        raise HyperparameterError(f"hyperparameter `{name}` must be a number, got {type(value).__name__}")
+    value = float(value)
+    program.check_hyper(name, value)
+    return value
+
+
+class _StateView(Mapping):
+    """`optimizer.state`: for each parameter with state, a dict of copies of its state
+    tensors (torch tensors, shaped as the state is) and its `step`, as torch optimizers show
+    them. The runtime owns the state; writing to these copies changes nothing (use
+    `load_state_dict`)."""
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    def _all(self):
+        return self._opt._param_states()
+
+    def __getitem__(self, p):
+        return self._all().get(p, {})
+
+    def __contains__(self, p):
+        return p in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+    def __repr__(self):
+        return f"<gdc optimizer state of {len(self)} parameter(s)>"
+
+
+class _Binding:
+    """The parameters of one param group and dtype that the runtime steps together."""
+
+    def __init__(self, opt, group_index, dtype, indices):
+        self.group_index = group_index
+        self.dtype = dtype
+        # Indices into the group's params, in group order.
+        self.indices = indices
+        group = opt.param_groups[group_index]
+        self.params = [group["params"][i] for i in indices]
+        self.names = [opt._name_of(group_index, i) for i in indices]
+        self.shapes = [tuple(p.shape) for p in self.params]
+        specs = [
+            (name, list(shape), opt._role_of(name, p), opt._base_shape_of(name, p))
+            for name, shape, p in zip(self.names, self.shapes, self.params)
+        ]
+        self.stepper = _native.Stepper(opt.program, specs, opt._threads)
+        self.stepper.set_nonfinite(opt._nonfinite)
+        self.hypers = {}
+
+    def members(self):
+        return self.stepper.members()
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A `torch.optim.Optimizer` running a compiled `.gd` program in place.
+
+    Args:
+        program: a `gdc.Program`, or the path of a `.gd` file (compiled) or `.gdo` artifact.
+        params: tensors, `(name, tensor)` pairs (`model.named_parameters()`), or param-group
+            dicts as torch takes them; a group's hyperparameters apply to its parameters.
+        roles: what each parameter is to the model, for policies, decay masks and muP: a dict
+            name -> role (`hidden`, `embedding`, `output`, `input`, `bias`, `norm`, `other`)
+            or a callable (name, tensor) -> role; `infer_roles(model)` gives the usual ones.
+            Unnamed parameters are named `"<group>.<index>"`.
+        base_shapes: muP base shapes, a dict name -> shape or a callable (name, tensor) -> shape.
+        nonfinite: what a gradient holding NaN or infinity does: "propagate" (as torch),
+            "skip_step" (nothing changes, counted in `skipped_steps`) or "error"
+            (`gdc.NonFiniteGradientError`, nothing changes).
+        threads: CPU worker threads (default: one per core).
+        **hypers: hyperparameters by their `.gd` names (`lr`, `muon.lr`, ...), overriding the
+            program's defaults; an unknown name or a value out of range raises
+            `gdc.HyperparameterError`.
+    """
+
+    def __init__(self, program, params, *, roles=None, base_shapes=None, nonfinite="propagate", threads=None, **hypers):
+        self.program = _as_program(program)
+        self._infos = {h.name: h for h in self.program.hypers}
+        if nonfinite not in _POLICIES:
+            raise GdcError(f"unknown non-finite policy {nonfinite!r}: one of {', '.join(map(repr, _POLICIES))}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise GdcError(f"threads must be a positive integer or None, got {threads!r}")
+        self._nonfinite = nonfinite
+        self._threads = threads
+        self._roles = roles
+        self._base_shapes = base_shapes
+        self._bindings = {}
+        self._skipped = 0
+        defaults = {}
+        for h in self.program.hypers:
+            defaults[h.name] = _typed(h, h.default)
+        for name, value in hypers.items():
+            defaults[name] = self._checked(name, value)
+        super().__init__(params, defaults)
+        self.state = _StateView(self)
+
+    # ----- construction ---------------------------------------------------------------
+
+    def _checked(self, name, value):
+        """`value` for hyperparameter `name` as the group keeps it (typed), or raises."""
+        info = self._infos.get(name)
+        if info is None:
+            known = ", ".join(self._infos) or "none"
+            raise HyperparameterError(f"unknown hyperparameter `{name}`; optimizer `{self.program.name}` has: {known}")
+        _check_value(self.program, info, name, value)
+        return _typed(info, value)
+
+    def add_param_group(self, param_group):
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        for key in list(param_group):
+            if key not in _GROUP_KEYS:
+                param_group[key] = self._checked(key, param_group[key])
+        super().add_param_group(param_group)
+        group = param_group
+        seen = {}
+        for i, p in enumerate(group["params"]):
+            if id(p) in seen:
+                name = self._name_of(len(self.param_groups) - 1, i)
+                self.param_groups.pop()
+                raise TensorError(f"parameter `{name}` is given twice; give each tensor once")
+            seen[id(p)] = i
+        for i, p in enumerate(group["params"]):
+            name = self._name_of(len(self.param_groups) - 1, i)
+            if p.dtype not in _DTYPES:
+                self.param_groups.pop()
+                raise TensorError(f"parameter `{name}` is {p.dtype}; gdc steps torch.float32 and torch.bfloat16 parameters")
+
+    def _name_of(self, group_index, i):
+        group = self.param_groups[group_index]
+        names = group.get("param_names")
+        if names is not None:
+            return names[i]
+        return f"{group_index}.{i}"
+
+    def _role_of(self, name, p):
+        roles = self._roles
+        if roles is None:
+            return "other"
+        role = roles(name, p) if callable(roles) else roles.get(name, "other")
+        return "other" if role is None else str(role)
+
+    def _base_shape_of(self, name, p):
+        shapes = self._base_shapes
+        if shapes is None:
+            return None
+        shape = shapes(name, p) if callable(shapes) else shapes.get(name)
+        return None if shape is None else [int(d) for d in shape]
+
+    # ----- stepping -------------------------------------------------------------------
+
+    @property
+    def skipped_steps(self):
+        """Steps skipped for a NaN or infinity in a gradient (`nonfinite="skip_step"`)."""
+        return self._skipped + max((b.stepper.skipped_steps for b in self._bindings.values()), default=0)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Steps every parameter that has a gradient, in place, as one fused pass per kernel
+        over each group's parameters. Everything is checked first: on an error nothing has
+        been stepped."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work, keep = self._prepare()
+        if not work:
+            return loss
+        several = len(work) > 1
+        if several and self._nonfinite != "propagate":
+            # One binding checks its gradients itself; across several, all are checked
+            # before any steps, so a step is skipped or refused whole.
+            bad = self._first_non_finite(work)
+            if bad is not None:
+                if self._nonfinite == "skip_step":
+                    self._skipped += 1
+                    return loss
+                raise NonFiniteGradientError(
+                    f"the gradient of `{bad}` holds non-finite elements (NaN or infinity); nothing was changed. "
+                    "Look for the cause upstream, or pass nonfinite=\"skip_step\""
+                )
+        for binding, params, grads, hypers in work:
+            for name, value in hypers:
+                binding.stepper.set_hyper(name, value)
+                binding.hypers[name] = value
+            if several and self._nonfinite != "propagate":
+                binding.stepper.set_nonfinite("propagate")
+            try:
+                if binding.dtype == torch.bfloat16:
+                    binding.stepper.step_bf16(params, grads)
+                else:
+                    binding.stepper.step(params, grads)
+            finally:
+                if several and self._nonfinite != "propagate":
+                    binding.stepper.set_nonfinite(self._nonfinite)
+        return loss
+
+    def _prepare(self):
+        """Checks every tensor and hyperparameter of this step and binds groups stepping for
+        the first time; returns (binding, params, grads, hyperparameters to set) for each
+        binding with gradients. Raises before anything is stepped."""
+        work = []
+        new = {}
+        keep = []  # gradients widened to float32 for bf16 parameters, alive for the step
+        for gi, group in enumerate(self.param_groups):
+            hypers = []
+            for name in self._infos:
+                value = group[name]
+                hypers.append((name, value))
+            by_dtype = {}
+            for i, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None or p.numel() == 0:
+                    continue
+                by_dtype.setdefault(p.dtype, []).append(i)
+            for dtype, indices in by_dtype.items():
+                key = (gi, dtype)
+                binding = self._bindings.get(key)
+                if binding is None:
+                    self._check_tensors(gi, group, indices, dtype)
+                    binding = new[key] = _Binding(self, gi, dtype, indices)
+                elif binding.indices != indices:
+                    self._refuse_changed_set(gi, group, binding, indices)
+                params, grads = self._regions(gi, group, binding, keep)
+                changed = []
+                for name, value in hypers:
+                    if binding.hypers.get(name) != value:
+                        changed.append((name, _check_value(self.program, self._infos[name], name, value)))
+                work.append((binding, params, grads, changed))
+        self._bindings.update(new)
+        return work, keep
+
+    def _check_tensors(self, gi, group, indices, dtype):
+        for i in indices:
+            p = group["params"][i]
+            if p.dtype not in _DTYPES:
+                raise TensorError(f"parameter `{self._name_of(gi, i)}` is {p.dtype}; gdc steps torch.float32 and torch.bfloat16 parameters")
+
+    def _refuse_changed_set(self, gi, group, binding, indices):
+        had = set(binding.indices)
+        now = set(indices)
+        missing = [self._name_of(gi, i) for i in sorted(had - now)]
+        extra = [self._name_of(gi, i) for i in sorted(now - had)]
+        what = []
+        if missing:
+            what.append(f"{', '.join(missing)} had a gradient at the group's first step but not at this one")
+        if extra:
+            what.append(f"{', '.join(extra)} had no gradient at the group's first step but has one now")
+        raise TensorError(
+            f"param group {gi}: {'; '.join(what)}. gdc steps a group's parameters together (one fused pass), so a "
+            "parameter must have a gradient at every step of its group or at none: freeze parameters that never "
+            "train (requires_grad_(False)) and put parameters that train only on some steps in a param group of "
+            "their own. Nothing was stepped."
+        )
+
+    def _regions(self, gi, group, binding, keep):
+        """(address, elements) of each parameter and gradient of a binding, checked."""
+        params = []
+        grads = []
+        bf16 = binding.dtype == torch.bfloat16
+        for i, p, shape in zip(binding.indices, binding.params, binding.shapes):
+            if group["params"][i] is not p:
+                raise TensorError(f"parameter `{self._name_of(gi, i)}` was replaced in its param group after the first step")
+            g = p.grad
+            if not p.is_cpu or not g.is_cpu:
+                dev = p.device if not p.is_cpu else g.device
+                if p.device != g.device:
+                    raise TensorError(f"parameter `{self._name_of(gi, i)}` is on {p.device} but its gradient on {g.device}")
+                raise DeviceError(
+                    f"parameter `{self._name_of(gi, i)}` is on {dev}: this gdc.torch steps CPU tensors only for now "
+                    "(CUDA tensors are not yet supported); move the model to the CPU or use a torch optimizer on the GPU"
+                )
+            if p.dtype != binding.dtype:
+                raise TensorError(f"parameter `{self._name_of(gi, i)}` changed dtype to {p.dtype} after the first step (was {binding.dtype})")
+            if p.shape != shape:
+                raise TensorError(
+                    f"parameter `{self._name_of(gi, i)}` has shape {tuple(p.shape)}, but the optimizer was bound to it at "
+                    f"shape {shape}; make a new optimizer for a resized model"
+                )
+            if g.shape != shape:
+                raise TensorError(f"the gradient of `{self._name_of(gi, i)}` has shape {tuple(g.shape)}, the parameter {shape}")
+            if g.layout != torch.strided:
+                raise TensorError(f"the gradient of `{self._name_of(gi, i)}` is {g.layout}; gdc steps dense gradients")
+            if not p.is_contiguous():
+                raise TensorError(f"parameter `{self._name_of(gi, i)}` is not contiguous; gdc steps contiguous tensors in place")
+            if bf16:
+                if g.dtype == torch.bfloat16:
+                    g = g.float()
+                    keep.append(g)
+                elif g.dtype != torch.float32:
+                    raise TensorError(f"the gradient of `{self._name_of(gi, i)}` is {g.dtype}; a bfloat16 parameter takes a bfloat16 or float32 gradient")
+            elif g.dtype != torch.float32:
+                raise TensorError(f"the gradient of `{self._name_of(gi, i)}` is {g.dtype}, its parameter float32")
+            if not g.is_contiguous():
+                raise TensorError(f"the gradient of `{self._name_of(gi, i)}` is not contiguous; gdc reads contiguous gradients")
+            n = p.numel()
+            params.append((p.data_ptr(), n))
+            grads.append((g.data_ptr(), n))
+        return params, grads
+
+    def _first_non_finite(self, work):
+        for binding, _, _, _ in work:
+            for name, p in zip(binding.names, binding.params):
+                if not bool(torch.isfinite(p.grad).all()):
+                    return name
+        return None
+
+    # ----- state ----------------------------------------------------------------------
+
+    def _param_states(self):
+        """Every parameter's state, as `optimizer.state` shows it."""
+        out = {}
+        for binding in self._bindings.values():
+            meta, tensors = binding.stepper.snapshot()
+            for p, states in zip(binding.params, _per_param(binding, tensors)):
+                if states:
+                    entry = {"step": torch.tensor(float(meta["step"]))}
+                    entry.update(states)
+                    out[p] = entry
+        return out
+
+    def state_dict(self):
+        """The optimizer's state in torch's structure — `state` (per parameter index, its
+        state tensors and `step`) and `param_groups` (hyperparameters, parameter indices) —
+        plus a `gdc` entry with what the runtime needs to resume exactly (the program, each
+        binding's step and skipped-step counts and global scalars). Tensors are copies."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {}
+        bindings = []
+        for binding in self._bindings.values():
+            meta, tensors = binding.stepper.snapshot()
+            ids = [index[id(p)] for p in binding.params]
+            for k, states in zip(ids, _per_param(binding, tensors)):
+                if states:
+                    entry = {"step": torch.tensor(float(meta["step"]))}
+                    entry.update(states)
+                    state[k] = entry
+            bindings.append(
+                {
+                    "group": binding.group_index,
+                    "dtype": _DTYPES[binding.dtype],
+                    "params": ids,
+                    "step": meta["step"],
+                    "skipped_steps": meta["skipped_steps"],
+                    "globals": dict(meta["globals"]),
+                }
+            )
+        return {
+            "state": state,
+            "param_groups": groups,
+            "gdc": {
+                "format": _STATE_DICT_FORMAT,
+                "optimizer": self.program.name,
+                "program_hash": self.program.hash,
+                "nonfinite": self._nonfinite,
+                "skipped_steps": self._skipped,
+                "bindings": bindings,
+            },
+        }
+
+    def load_state_dict(self, state_dict):
+        """Restores `state_dict()` into an optimizer over the same parameters (by position, as
+        torch does; shapes and dtypes must agree). Every tensor and value is checked before
+        anything changes: on an error the optimizer is exactly as it was."""
+        if not isinstance(state_dict, dict) or "gdc" not in state_dict:
+            raise CheckpointError(
+                "not a gdc state dict (it has no `gdc` entry): load a dict made by gdc.torch.Optimizer.state_dict(); "
+                "a torch optimizer's state does not carry what the gdc program needs"
+            )
+        info = state_dict["gdc"]
+        if info.get("format") != _STATE_DICT_FORMAT:
+            raise CheckpointError(f"state dict format {info.get('format')!r}, this gdc reads {_STATE_DICT_FORMAT!r}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise CheckpointError(f"the state dict has {len(saved_groups)} param group(s), the optimizer {len(self.param_groups)}")
+        params = []
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise CheckpointError(
+                    f"param group {gi} has {len(saved['params'])} parameter(s) in the state dict, {len(group['params'])} here"
+                )
+            params.extend(group["params"])
+        position = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            for k, p in zip(saved["params"], group["params"]):
+                position[k] = p
+        # Hyperparameters, checked before anything changes.
+        new_groups = []
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            values = {}
+            for key, value in saved.items():
+                if key in ("params", "param_names"):
+                    continue
+                if key in _GROUP_KEYS:
+                    values[key] = value
+                    continue
+                try:
+                    values[key] = self._checked(key, value)
+                except HyperparameterError as e:
+                    raise CheckpointError(f"param group {gi} of the state dict: {e}") from None
+            new_groups.append(values)
+        # Fresh bindings, restored; swapped in only if all succeed.
+        bindings = {}
+        for b in info["bindings"]:
+            gi = b["group"]
+            dtype = {v: k for k, v in _DTYPES.items()}.get(b["dtype"])
+            if dtype is None or not 0 <= gi < len(self.param_groups):
+                raise CheckpointError(f"a binding of the state dict names group {gi} and dtype {b['dtype']!r}")
+            group = self.param_groups[gi]
+            ids_here = {id(p): i for i, p in enumerate(group["params"])}
+            indices = []
+            for k in b["params"]:
+                p = position.get(k)
+                if p is None or id(p) not in ids_here:
+                    raise CheckpointError(f"the state dict's parameter {k} is not in param group {gi} here")
+                if p.dtype != dtype:
+                    raise CheckpointError(f"parameter `{self._name_of(gi, ids_here[id(p)])}` is {p.dtype} here, {b['dtype']} in the state dict")
+                indices.append(ids_here[id(p)])
+            binding = _Binding(self, gi, dtype, indices)
+            hypers = [(name, float(new_groups[gi].get(name, group[name]))) for name in self._infos]
+            tensors = []
+            keep = []
+            members = binding.members()
+            for k, (param_index, p) in zip(b["params"], enumerate(binding.params)):
+                saved_state = state_dict["state"].get(k, {})
+                mine = [m for m in members if m[1] == param_index]
+                for sname, t in saved_state.items():
+                    if sname == "step":
+                        continue
+                    if not isinstance(t, torch.Tensor):
+                        raise CheckpointError(f"state `{sname}` of `{binding.names[param_index]}` is not a tensor")
+                    t = t.detach().to("cpu", torch.float32).contiguous()
+                    keep.append(t)
+                    if len(mine) == 1:
+                        tensors.append((mine[0][0], sname, list(t.shape), t.data_ptr(), t.numel()))
+                    else:
+                        parts = t.reshape(len(mine), -1) if t.numel() % len(mine) == 0 else None
+                        if parts is None:
+                            raise CheckpointError(f"state `{sname}` of `{binding.names[param_index]}` does not split into its {len(mine)} matrices")
+                        batch = list(p.shape[:-2])
+                        inner = list(t.shape[len(batch):]) if list(t.shape[: len(batch)]) == batch else None
+                        if inner is None:
+                            raise CheckpointError(f"state `{sname}` of `{binding.names[param_index]}` has shape {tuple(t.shape)}, not led by the batch {tuple(batch)}")
+                        for j, m in enumerate(mine):
+                            part = parts[j]
+                            tensors.append((m[0], sname, inner, part.data_ptr(), part.numel()))
+            param_list = [(name, list(shape)) for name, shape in zip(binding.names, binding.shapes)]
+            try:
+                binding.stepper.restore(
+                    info["program_hash"],
+                    info["optimizer"],
+                    param_list,
+                    int(b["step"]),
+                    int(b["skipped_steps"]),
+                    hypers,
+                    sorted(b["globals"].items()),
+                    tensors,
+                )
+            except CheckpointError as e:
+                raise CheckpointError(f"param group {gi}: {e}") from None
+            binding.hypers = dict(hypers)
+            bindings[(gi, dtype)] = binding
+        for group, values in zip(self.param_groups, new_groups):
+            group.update(values)
+        self._bindings = bindings
+        self._skipped = int(info.get("skipped_steps", 0))
+
+    def save_checkpoint(self, path):
+        """Saves the runtime's own checkpoint (safetensors, atomic, checksummed; see
+        docs/checkpoints.md) of an optimizer whose parameters step as one binding (one param
+        group and dtype); for several, use `torch.save(optimizer.state_dict(), path)`."""
+        self._single("save_checkpoint").stepper.save_checkpoint(os.fspath(path))
+
+    def load_checkpoint(self, path):
+        """Loads a checkpoint `save_checkpoint` wrote, into an optimizer that has stepped
+        once (so its parameters are bound) or whose parameters all have gradients."""
+        if len(self.param_groups) == 1 and not self._bindings:
+            group = self.param_groups[0]
+            indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]
+            binding = _Binding(self, 0, _only_dtype(self), indices)
+            binding.stepper.load_checkpoint(os.fspath(path))
+            self._bindings[(0, binding.dtype)] = binding
+        else:
+            self._single("load_checkpoint").stepper.load_checkpoint(os.fspath(path))
+
+    def _single(self, what):
+        if len(self.param_groups) != 1 or len(self._bindings) > 1:
+            raise GdcError(
+                f"{what} works on an optimizer of one param group and dtype; this one has {len(self.param_groups)} "
+                "group(s): use torch.save(optimizer.state_dict(), path) and load_state_dict"
+            )
+        if not self._bindings:
+            raise GdcError(f"{what}: the optimizer has not stepped yet, so it holds no state")
+        return next(iter(self._bindings.values()))
+
+    def __repr__(self):
+        return f"gdc.torch.Optimizer({self.program.name}, {len(self.param_groups)} group(s))"
+
+
+def _only_dtype(opt):
+    dtypes = {p.dtype for g in opt.param_groups for p in g["params"]}
+    if len(dtypes) != 1:
+        raise GdcError("load_checkpoint needs parameters of one dtype; use load_state_dict")
+    return dtypes.pop()
+
+
+def _typed(info, value):
+    if info.type == "bool":
+        return bool(value)
+    if info.type == "int":
+        return int(value)
+    return float(value)
+
+
+def _per_param(binding, tensors):
+    """Per parameter of the binding, its state as {name: tensor}: a batched parameter's
+    matrices' states are stacked under its batch dimensions."""
+    members = binding.members()
+    member_param = {m[0]: m[1] for m in members}
+    counts = {}
+    for m in members:
+        counts[m[1]] = counts.get(m[1], 0) + 1
+    out = [dict() for _ in binding.params]
+    parts = [dict() for _ in binding.params]
+    for member, state, shape, data in tensors:
+        i = member_param[member]
+        t = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape) if data else torch.zeros(shape)
+        parts[i].setdefault(state, []).append(t)
+    for i, states in enumerate(parts):
+        for state, ts in states.items():
+            if counts[i] == 1:
+                out[i][state] = ts[0]
+            else:
+                batch = list(binding.shapes[i][:-2])
+                out[i][state] = torch.stack(ts).reshape(batch + list(ts[0].shape))
+    return out
+
+
+def infer_roles(model):
+    """The usual roles of a model's parameters, by module type, keyed by the names
+    `model.named_parameters()` gives: `embedding` (nn.Embedding), `norm` (normalisation
+    layers' gains and biases), `bias` (other one-dimensional parameters), `output` (the
+    output head: a linear layer named `lm_head`, `head`, `output` or `classifier`, else the
+    last linear layer registered), `hidden` (every other parameter of two or more
+    dimensions)."""
+    nn = torch.nn
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+    if hasattr(nn, "RMSNorm"):
+        norms = norms + (nn.RMSNorm,)
+    roles = {}
+    owner = {}
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            owner[id(p)] = (mname, module, pname)
+    linears = []
+    for name, p in model.named_parameters():
+        mname, module, pname = owner[id(p)]
+        if isinstance(module, nn.Embedding):
+            roles[name] = "embedding"
+        elif isinstance(module, norms):
+            roles[name] = "norm"
+        elif p.ndim < 2:
+            roles[name] = "bias"
+        else:
+            roles[name] = "hidden"
+            if isinstance(module, nn.Linear) and pname == "weight":
+                linears.append((mname, name))
+    heads = [name for mname, name in linears if mname.split(".")[-1] in ("lm_head", "head", "output", "classifier")]
+    if heads:
+        for name in heads:
+            roles[name] = "output"
+    elif linears:
+        roles[linears[-1][1]] = "output"
+    return roles
+
+
+__all__ = ["Optimizer", "infer_roles"]

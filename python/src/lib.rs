@@ -1,0 +1,561 @@
+//! `gdc._native`, the Rust side of the Python package: compiling and loading programs,
+//! emitting their stages, and an optimizer stepped in place on memory the caller lends by
+//! address (torch tensors' `data_ptr()`s; `gdc/torch.py` is the only caller and checks dtype,
+//! device, layout and shape first). Errors become the exceptions of `gdc/errors.py`.
+
+use gdc_compiler::artifact::{Artifact, Target};
+use gdc_compiler::ir::{HyperTy, Role};
+use gdc_runtime::checkpoint::{CheckpointMeta, Globals, StateTensor};
+use gdc_runtime::{Backend, NonFinite, Options, ParamSpec, RuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use std::path::Path;
+
+/// A Python exception of `gdc.errors` by class name, carrying `message`.
+fn error(class: &str, message: impl Into<String>) -> PyErr {
+    let message = message.into();
+    Python::attach(|py| {
+        let made = py.import("gdc.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((message.clone(),)));
+        match made {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        }
+    })
+}
+
+/// The exception class a runtime error maps to: the user's program, an artifact, a
+/// checkpoint or state dict, a hyperparameter, a GPU, or a step's arguments.
+fn runtime_error(e: RuntimeError) -> PyErr {
+    use gdc_runtime::InterpError as I;
+    let class = match &e {
+        RuntimeError::Compile(_) => "CompileError",
+        RuntimeError::Artifact(_) => "ArtifactError",
+        RuntimeError::Checkpoint(_) | RuntimeError::CheckpointState { .. } => "CheckpointError",
+        RuntimeError::Step(I::UnknownHyper { .. } | I::HyperType { .. } | I::HyperRange { .. }) => {
+            "HyperparameterError"
+        }
+        RuntimeError::Step(_) | RuntimeError::DuplicateParam(_) => "TensorError",
+        RuntimeError::NonFiniteGradient { .. } => "NonFiniteGradientError",
+        RuntimeError::NoGpu(_)
+        | RuntimeError::CudaNotBuilt
+        | RuntimeError::NoGpuCode(_)
+        | RuntimeError::GpuArch { .. } => "DeviceError",
+        _ => "GdcError",
+    };
+    error(class, e.to_string())
+}
+
+/// A compiled optimizer: its plan and CPU machine code (and PTX, from a cuda artifact or
+/// `target="cuda"`), with the source it came from for `emit`.
+#[pyclass(frozen, module = "gdc._native")]
+struct Program {
+    program: gdc_runtime::Program,
+    /// The name diagnostics and artifacts give the source (a path, or `<source>`).
+    file: String,
+}
+
+/// What `gdc check` prints for a source with errors: every diagnostic with its caret and
+/// hint, then the count.
+fn check_report(file: &str, source: &str, diags: &[gdc_dsl::Diagnostic]) -> String {
+    let n = diags.iter().filter(|d| d.is_error()).count();
+    format!("{}error: {file}: {n} error{}", gdc_dsl::render(diags, file, source), if n == 1 { "" } else { "s" })
+}
+
+fn compile_checked(file: &str, source: &str) -> PyResult<gdc_compiler::Compiled> {
+    gdc_compiler::compile(source).map_err(|e| match e {
+        gdc_compiler::CompileError::Source(d) => error("CompileError", check_report(file, source, &d)),
+        other => error("GdcError", format!("{other}\nThis is a bug in gdc; please report it with the .gd file.")),
+    })
+}
+
+/// GPU code for `arch`, or why there is none.
+fn gpu_code(plan: &gdc_compiler::plan::Plan, arch: &str) -> PyResult<gdc_compiler::gpu::abi::GpuProgram> {
+    gdc_compiler::gpu::check_arch(arch).map_err(|e| error("DeviceError", e.to_string()))?;
+    #[cfg(feature = "mlir")]
+    {
+        gdc_compiler::gpu::compile(plan, arch).map_err(|e| error("GdcError", e.to_string()))
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = plan;
+        Err(error(
+            "DeviceError",
+            "this gdc package was built without MLIR, so it cannot make GPU code: build the artifact with \
+             `gdc build FILE.gd --target cuda --arch ARCH -o FILE.gdo` and gdc.load it, or install the package \
+             with the `mlir` feature (scripts/setup-mlir, then `pip install ./python --config-settings \
+             build-args=--features=mlir`)",
+        ))
+    }
+}
+
+fn make_program(file: &str, source: &str, target: &str, arch: Option<&str>) -> PyResult<Program> {
+    let compiled = compile_checked(file, source)?;
+    let target = match target {
+        "cpu" => Target::Cpu,
+        "cuda" => Target::Cuda,
+        other => {
+            return Err(error("GdcError", format!("unknown target `{other}`: gdc compiles for \"cpu\" or \"cuda\"")))
+        }
+    };
+    let mut artifact = Artifact::from_compiled(&compiled, source, file, target);
+    if target == Target::Cuda {
+        artifact.gpu = Some(gpu_code(&compiled.plan, arch.unwrap_or("sm_80"))?);
+    } else if arch.is_some() {
+        return Err(error("GdcError", "`arch` is for target=\"cuda\" only"));
+    }
+    let program = gdc_runtime::Program::from_artifact(artifact).map_err(runtime_error)?;
+    Ok(Program { program, file: file.to_string() })
+}
+
+/// Compiles `.gd` source; `file` names it in diagnostics.
+#[pyfunction]
+#[pyo3(signature = (source, file, target = "cpu", arch = None))]
+fn compile_source(source: &str, file: &str, target: &str, arch: Option<&str>) -> PyResult<Program> {
+    make_program(file, source, target, arch)
+}
+
+/// Compiles the `.gd` file at `path` (a policy's `use`d files are read from beside it).
+#[pyfunction]
+#[pyo3(signature = (path, target = "cpu", arch = None))]
+fn compile_file(path: &str, target: &str, arch: Option<&str>) -> PyResult<Program> {
+    let source = gdc_dsl::policy::load(Path::new(path)).map_err(|e| error("CompileError", format!("error: {e}")))?;
+    make_program(path, &source, target, arch)
+}
+
+/// Loads a `.gdo` artifact (validated as `gdc` validates it).
+#[pyfunction]
+fn load(path: &str) -> PyResult<Program> {
+    let program = gdc_runtime::Program::load(path).map_err(runtime_error)?;
+    Ok(Program { program, file: path.to_string() })
+}
+
+/// A hyperparameter as declared: name, type (`f32`, `int` or `bool`), default (booleans as 0
+/// or 1) and range (`(lo, hi)`, inclusive) if it has one.
+#[pyclass(frozen, get_all, module = "gdc._native")]
+struct Hyper {
+    name: String,
+    r#type: &'static str,
+    default: f64,
+    range: Option<(f64, f64)>,
+}
+
+#[pymethods]
+impl Hyper {
+    fn __repr__(&self) -> String {
+        let range = self.range.map(|(lo, hi)| format!(", range=({lo}, {hi})")).unwrap_or_default();
+        format!("Hyper(name={:?}, type={:?}, default={}{range})", self.name, self.r#type, self.default)
+    }
+}
+
+fn hyper_type(ty: HyperTy) -> &'static str {
+    match ty {
+        HyperTy::F32 => "f32",
+        HyperTy::Int => "int",
+        HyperTy::Bool => "bool",
+    }
+}
+
+#[pymethods]
+impl Program {
+    /// The optimizer's name (`optimizer adamw`).
+    #[getter]
+    fn name(&self) -> &str {
+        self.program.name()
+    }
+
+    #[getter]
+    fn file(&self) -> &str {
+        &self.file
+    }
+
+    #[getter]
+    fn source(&self) -> &str {
+        self.program.source()
+    }
+
+    /// Ties checkpoints and state dicts to the program.
+    #[getter]
+    fn hash(&self) -> &str {
+        self.program.hash()
+    }
+
+    /// `"cuda"` when the program carries GPU code, else `"cpu"`.
+    #[getter]
+    fn target(&self) -> &str {
+        if self.program.gpu().is_some() {
+            "cuda"
+        } else {
+            "cpu"
+        }
+    }
+
+    /// The GPU architecture of its PTX (`sm_90`), or None.
+    #[getter]
+    fn arch(&self) -> Option<String> {
+        self.program.gpu().map(|g| g.arch.clone())
+    }
+
+    /// The hyperparameters, in declaration order.
+    #[getter]
+    fn hypers(&self) -> Vec<Hyper> {
+        let m = &self.program.plan().module;
+        m.hypers
+            .iter()
+            .map(|h| Hyper { name: h.name.clone(), r#type: hyper_type(h.ty), default: h.default, range: h.range })
+            .collect()
+    }
+
+    /// The state names, in declaration order.
+    fn state_names(&self) -> Vec<String> {
+        self.program.plan().module.states.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Raises `HyperparameterError` unless `value` suits hyperparameter `name`.
+    fn check_hyper(&self, name: &str, value: f64) -> PyResult<()> {
+        gdc_compiler::interp::check_hyper(&self.program.plan().module, name, value)
+            .map(|_| ())
+            .map_err(|e| error("HyperparameterError", e.to_string()))
+    }
+
+    /// The text of one stage: ast, ir, ir-opt, plan, clif, mlir or ptx (`gdc emit`).
+    #[pyo3(signature = (stage, arch = None))]
+    fn emit(&self, stage: &str, arch: Option<&str>) -> PyResult<String> {
+        let source = self.program.source();
+        let c = compile_checked(&self.file, source)?;
+        let backend = |what: &str, r: Result<String, String>| {
+            r.map_err(|e| error("GdcError", format!("the {what} backend cannot compile {}: {e}", self.file)))
+        };
+        match stage {
+            "ast" => Ok(gdc_dsl::print::file_text(&c.ast)),
+            "ir" => Ok(gdc_compiler::ir::print::module_text(&c.ir)),
+            "ir-opt" => Ok(gdc_compiler::ir::print::module_text(&c.optimized)),
+            "plan" => Ok(gdc_compiler::plan::print::plan_text(&c.plan)),
+            "clif" => backend("CPU", gdc_compiler::cpu::clif_text(&c.plan)),
+            "mlir" => backend("GPU", gdc_compiler::gpu::mlir::module_text(&c.plan)),
+            "ptx" => match (self.program.gpu(), arch) {
+                (Some(g), None) => Ok(g.ptx.clone()),
+                (Some(g), Some(a)) if a == g.arch => Ok(g.ptx.clone()),
+                _ => Ok(gpu_code(&c.plan, arch.unwrap_or("sm_90"))?.ptx),
+            },
+            other => Err(error(
+                "GdcError",
+                format!("unknown stage `{other}`: one of ast, ir, ir-opt, plan, clif, mlir, ptx"),
+            )),
+        }
+    }
+
+    /// Writes the program as a `.gdo` artifact (as `gdc build` does).
+    fn save(&self, path: &str) -> PyResult<()> {
+        let source = self.program.source();
+        let c = compile_checked(&self.file, source)?;
+        let name = Path::new(&self.file).file_name().map_or(self.file.clone(), |n| n.to_string_lossy().into_owned());
+        let target = if self.program.gpu().is_some() { Target::Cuda } else { Target::Cpu };
+        let mut artifact = Artifact::from_compiled(&c, source, &name, target);
+        artifact.gpu = self.program.gpu().cloned();
+        artifact.write(path).map_err(|e| error("ArtifactError", e.to_string()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<gdc.Program {} from {} ({})>", self.program.name(), self.file, self.target())
+    }
+}
+
+fn parse_role(name: &str, role: &str) -> PyResult<Role> {
+    Role::ALL.into_iter().find(|r| r.name() == role).ok_or_else(|| {
+        let known = Role::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ");
+        error("TensorError", format!("parameter `{name}`: unknown role `{role}`; the roles are {known}"))
+    })
+}
+
+/// A parameter as Python describes it: name, shape, role, muP base shape.
+type Spec = (String, Vec<usize>, String, Option<Vec<usize>>);
+
+/// A region of caller memory: (address, elements).
+type Region = (usize, usize);
+
+/// An optimizer bound to a fixed list of parameters, stepped on memory lent by address.
+#[pyclass(module = "gdc._native")]
+struct Stepper {
+    opt: gdc_runtime::Optimizer,
+}
+
+/// Refuses regions that are null or misaligned, or where one written region overlaps any
+/// other region: the step turns them into Rust slices, which must not alias.
+fn check_regions(params: &[Region], grads: &[Region], elem: usize, names: &[String]) -> PyResult<()> {
+    let name = |i: usize| names.get(i).map_or("?", |s| s.as_str()).to_string();
+    let mut spans: Vec<(usize, usize, bool, usize)> = Vec::with_capacity(params.len() + grads.len());
+    for (i, &(addr, len)) in params.iter().enumerate() {
+        if len > 0 && (addr == 0 || addr % elem != 0) {
+            return Err(error(
+                "TensorError",
+                format!("parameter `{}`: its data pointer is null or misaligned", name(i)),
+            ));
+        }
+        spans.push((addr, addr + len * elem, true, i));
+    }
+    for (i, &(addr, len)) in grads.iter().enumerate() {
+        if len > 0 && (addr == 0 || addr % 4 != 0) {
+            return Err(error(
+                "TensorError",
+                format!("the gradient of `{}`: its data pointer is null or misaligned", name(i)),
+            ));
+        }
+        spans.push((addr, addr + len * 4, false, i));
+    }
+    spans.retain(|s| s.1 > s.0);
+    spans.sort_unstable();
+    // Regions sorted by start: one overlaps an earlier one iff it starts before the largest
+    // end so far; an overlap matters when either side is written (a parameter).
+    let mut reach: Option<(usize, bool, usize)> = None;
+    for &(start, end, written, i) in &spans {
+        if let Some((far, far_written, j)) = reach {
+            if start < far && (written || far_written) {
+                let what = |w: bool, k: usize| {
+                    if w {
+                        format!("parameter `{}`", name(k))
+                    } else {
+                        format!("the gradient of `{}`", name(k))
+                    }
+                };
+                return Err(error(
+                    "TensorError",
+                    format!(
+                        "{} shares memory with {}: every parameter needs storage of its own, apart from every gradient",
+                        what(written, i),
+                        what(far_written, j)
+                    ),
+                ));
+            }
+        }
+        match reach {
+            Some((far, _, _)) if far >= end => {}
+            _ => reach = Some((end, written, i)),
+        }
+    }
+    Ok(())
+}
+
+fn parse_policy(policy: &str) -> PyResult<NonFinite> {
+    match policy {
+        "propagate" => Ok(NonFinite::Propagate),
+        "skip_step" => Ok(NonFinite::SkipStep),
+        "error" => Ok(NonFinite::Error),
+        other => Err(error(
+            "GdcError",
+            format!("unknown non-finite policy `{other}`: one of \"propagate\", \"skip_step\", \"error\""),
+        )),
+    }
+}
+
+#[pymethods]
+impl Stepper {
+    /// Binds `program` to `specs` on the CPU backend with `threads` workers (None: one per
+    /// core).
+    #[new]
+    #[pyo3(signature = (program, specs, threads = None))]
+    fn new(program: &Program, specs: Vec<Spec>, threads: Option<usize>) -> PyResult<Stepper> {
+        let mut bound = Vec::with_capacity(specs.len());
+        for (name, shape, role, base) in specs {
+            let role = parse_role(&name, &role)?;
+            let mut spec = ParamSpec::new(name, &shape).with_role(role);
+            if let Some(b) = base {
+                spec = spec.with_base_shape(&b);
+            }
+            bound.push(spec);
+        }
+        let options = Options { backend: Backend::Cpu, threads };
+        let opt = gdc_runtime::Optimizer::with_options(&program.program, &bound, options).map_err(runtime_error)?;
+        Ok(Stepper { opt })
+    }
+
+    fn set_hyper(&mut self, name: &str, value: f64) -> PyResult<()> {
+        self.opt.set_hyper(name, value).map_err(runtime_error)
+    }
+
+    fn hyper(&self, name: &str) -> Option<f64> {
+        self.opt.hyper(name)
+    }
+
+    fn set_nonfinite(&mut self, policy: &str) -> PyResult<()> {
+        self.opt.set_non_finite(parse_policy(policy)?);
+        Ok(())
+    }
+
+    #[getter]
+    fn step_count(&self) -> u64 {
+        self.opt.step_count()
+    }
+
+    #[getter]
+    fn skipped_steps(&self) -> u64 {
+        self.opt.skipped_steps()
+    }
+
+    /// Each bound member: (name, parameter index, offset, length, shape).
+    fn members(&self) -> Vec<(String, usize, usize, usize, Vec<usize>)> {
+        self.opt.members().iter().map(|m| (m.name.clone(), m.param, m.offset, m.len, m.shape.clone())).collect()
+    }
+
+    /// One step on float32 parameters and gradients lent as (address, elements), in binding
+    /// order. The caller keeps the memory alive and unshared for the call.
+    fn step(&mut self, py: Python<'_>, params: Vec<Region>, grads: Vec<Region>) -> PyResult<()> {
+        let names: Vec<String> = self.opt.params().iter().map(|p| p.name.clone()).collect();
+        check_regions(&params, &grads, 4, &names)?;
+        let opt = &mut self.opt;
+        py.detach(move || {
+            // SAFETY: each region is a live, 4-byte aligned float32 buffer of that many
+            // elements lent by the caller (gdc/torch.py takes them from tensors it holds for
+            // the call and has checked to be contiguous float32 on the CPU); check_regions
+            // proved that no parameter region overlaps another region, so the `&mut` slices
+            // alias nothing.
+            #[allow(unsafe_code)]
+            let mut ps: Vec<&mut [f32]> = params
+                .iter()
+                .map(
+                    |&(a, n)| {
+                        if n == 0 {
+                            &mut [][..]
+                        } else {
+                            unsafe { std::slice::from_raw_parts_mut(a as *mut f32, n) }
+                        }
+                    },
+                )
+                .collect();
+            // SAFETY: as above; gradients are only read.
+            #[allow(unsafe_code)]
+            let gs: Vec<&[f32]> = grads
+                .iter()
+                .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
+                .collect();
+            opt.step(&mut ps, &gs)
+        })
+        .map_err(runtime_error)
+    }
+
+    /// One step on bfloat16 parameters (2-byte elements) with float32 gradients and state,
+    /// rounding back stochastically (`Optimizer::step_bf16`).
+    fn step_bf16(&mut self, py: Python<'_>, params: Vec<Region>, grads: Vec<Region>) -> PyResult<()> {
+        let names: Vec<String> = self.opt.params().iter().map(|p| p.name.clone()).collect();
+        check_regions(&params, &grads, 2, &names)?;
+        let opt = &mut self.opt;
+        py.detach(move || {
+            // SAFETY: as in `step`, with 2-byte bfloat16 parameter elements.
+            #[allow(unsafe_code)]
+            let mut ps: Vec<&mut [u16]> = params
+                .iter()
+                .map(
+                    |&(a, n)| {
+                        if n == 0 {
+                            &mut [][..]
+                        } else {
+                            unsafe { std::slice::from_raw_parts_mut(a as *mut u16, n) }
+                        }
+                    },
+                )
+                .collect();
+            // SAFETY: as in `step`.
+            #[allow(unsafe_code)]
+            let gs: Vec<&[f32]> = grads
+                .iter()
+                .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
+                .collect();
+            opt.step_bf16(&mut ps, &gs)
+        })
+        .map_err(runtime_error)
+    }
+
+    /// Everything a checkpoint holds: a dict of metadata and a list of (member, state,
+    /// shape, float32 little-endian bytes).
+    #[allow(clippy::type_complexity)]
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyDict>, Vec<(String, String, Vec<usize>, Bound<'py, PyBytes>)>)> {
+        let (meta, tensors) = self.opt.snapshot().map_err(runtime_error)?;
+        let d = PyDict::new(py);
+        d.set_item("program_hash", &meta.program_hash)?;
+        d.set_item("optimizer", &meta.optimizer)?;
+        d.set_item("params", &meta.params)?;
+        d.set_item("step", meta.step)?;
+        d.set_item("skipped_steps", meta.skipped_steps)?;
+        d.set_item("hypers", &meta.hypers)?;
+        let globals = match &meta.globals {
+            Globals::Named(g) => g.clone(),
+            Globals::Positional(_) => Vec::new(),
+        };
+        d.set_item("globals", globals)?;
+        let out = tensors
+            .into_iter()
+            .map(|t| {
+                let bytes: Vec<u8> = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (t.param, t.state, t.shape, PyBytes::new(py, &bytes))
+            })
+            .collect();
+        Ok((d, out))
+    }
+
+    /// Restores a snapshot: metadata as `snapshot` gives it, tensors as (member, state,
+    /// shape, address, elements) of float32 memory the caller holds for the call.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (program_hash, optimizer, params, step, skipped_steps, hypers, globals, tensors))]
+    fn restore(
+        &mut self,
+        program_hash: String,
+        optimizer: String,
+        params: Vec<(String, Vec<usize>)>,
+        step: u64,
+        skipped_steps: u64,
+        hypers: Vec<(String, f64)>,
+        globals: Vec<(String, f64)>,
+        tensors: Vec<(String, String, Vec<usize>, usize, usize)>,
+    ) -> PyResult<()> {
+        let mut states = Vec::with_capacity(tensors.len());
+        for (param, state, shape, addr, len) in tensors {
+            if len > 0 && (addr == 0 || addr % 4 != 0) {
+                return Err(error("CheckpointError", format!("state `{state}` of `{param}`: null or misaligned data")));
+            }
+            let data = if len == 0 {
+                Vec::new()
+            } else {
+                // SAFETY: the caller lends a live, contiguous float32 buffer of `len` elements
+                // (a tensor it holds for the call); it is only read, and copied.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::slice::from_raw_parts(addr as *const f32, len).to_vec()
+                }
+            };
+            states.push(StateTensor { param, state, shape, data });
+        }
+        let meta = CheckpointMeta {
+            program_hash,
+            optimizer,
+            params,
+            step,
+            skipped_steps,
+            hypers,
+            globals: Globals::Named(globals),
+        };
+        self.opt.restore(Path::new("<state_dict>"), meta, &states).map_err(runtime_error)
+    }
+
+    /// The runtime's own checkpoint (safetensors, atomic, checksummed).
+    fn save_checkpoint(&self, path: &str) -> PyResult<()> {
+        self.opt.save_checkpoint(path).map_err(runtime_error)
+    }
+
+    fn load_checkpoint(&mut self, path: &str) -> PyResult<()> {
+        self.opt.load_checkpoint(path).map_err(runtime_error)
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Program>()?;
+    m.add_class::<Stepper>()?;
+    m.add_class::<Hyper>()?;
+    m.add_function(wrap_pyfunction!(compile_source, m)?)?;
+    m.add_function(wrap_pyfunction!(compile_file, m)?)?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
