@@ -263,12 +263,16 @@ class Optimizer(torch.optim.Optimizer):
                 g = p.grad
                 if g is None or p.numel() == 0:
                     continue
+                if p.dtype not in _DTYPES:
+                    raise TensorError(
+                        f"parameter `{self._name_of(gi, i)}` is {p.dtype}; gdc steps torch.float32 and torch.bfloat16 "
+                        "parameters. Nothing was stepped."
+                    )
                 by_dtype.setdefault(p.dtype, []).append(i)
             for dtype, indices in by_dtype.items():
                 key = (gi, dtype)
                 binding = self._bindings.get(key)
                 if binding is None:
-                    self._check_tensors(gi, group, indices, dtype)
                     binding = new[key] = _Binding(self, gi, dtype, indices)
                 elif binding.indices != indices:
                     self._refuse_changed_set(gi, group, binding, indices)
@@ -281,17 +285,18 @@ class Optimizer(torch.optim.Optimizer):
         self._bindings.update(new)
         return work, keep
 
-    def _check_tensors(self, gi, group, indices, dtype):
-        for i in indices:
-            p = group["params"][i]
-            if p.dtype not in _DTYPES:
-                raise TensorError(f"parameter `{self._name_of(gi, i)}` is {p.dtype}; gdc steps torch.float32 and torch.bfloat16 parameters")
-
     def _refuse_changed_set(self, gi, group, binding, indices):
+        for i in binding.indices:
+            p = group["params"][i]
+            if p.grad is not None and p.dtype != binding.dtype:
+                raise TensorError(
+                    f"parameter `{self._name_of(gi, i)}` changed dtype to {p.dtype} after the first step (was "
+                    f"{binding.dtype}); make a new optimizer for a model cast to another dtype. Nothing was stepped."
+                )
         had = set(binding.indices)
         now = set(indices)
-        missing = [self._name_of(gi, i) for i in sorted(had - now)]
-        extra = [self._name_of(gi, i) for i in sorted(now - had)]
+        missing = [f"`{self._name_of(gi, i)}`" for i in sorted(had - now)]
+        extra = [f"`{self._name_of(gi, i)}`" for i in sorted(now - had)]
         what = []
         if missing:
             what.append(f"{', '.join(missing)} had a gradient at the group's first step but not at this one")

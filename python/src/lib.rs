@@ -9,7 +9,7 @@ use gdc_runtime::checkpoint::{CheckpointMeta, Globals, StateTensor};
 use gdc_runtime::{Backend, NonFinite, Options, ParamSpec, RuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A Python exception of `gdc.errors` by class name, carrying `message`.
 fn error(class: &str, message: impl Into<String>) -> PyErr {
@@ -117,16 +117,16 @@ fn compile_source(source: &str, file: &str, target: &str, arch: Option<&str>) ->
 /// Compiles the `.gd` file at `path` (a policy's `use`d files are read from beside it).
 #[pyfunction]
 #[pyo3(signature = (path, target = "cpu", arch = None))]
-fn compile_file(path: &str, target: &str, arch: Option<&str>) -> PyResult<Program> {
-    let source = gdc_dsl::policy::load(Path::new(path)).map_err(|e| error("CompileError", format!("error: {e}")))?;
-    make_program(path, &source, target, arch)
+fn compile_file(path: PathBuf, target: &str, arch: Option<&str>) -> PyResult<Program> {
+    let source = gdc_dsl::policy::load(&path).map_err(|e| error("CompileError", format!("error: {e}")))?;
+    make_program(&path.display().to_string(), &source, target, arch)
 }
 
 /// Loads a `.gdo` artifact (validated as `gdc` validates it).
 #[pyfunction]
-fn load(path: &str) -> PyResult<Program> {
-    let program = gdc_runtime::Program::load(path).map_err(runtime_error)?;
-    Ok(Program { program, file: path.to_string() })
+fn load(path: PathBuf) -> PyResult<Program> {
+    let program = gdc_runtime::Program::load(&path).map_err(runtime_error)?;
+    Ok(Program { program, file: path.display().to_string() })
 }
 
 /// A hyperparameter as declared: name, type (`f32`, `int` or `bool`), default (booleans as 0
@@ -245,7 +245,7 @@ impl Program {
     }
 
     /// Writes the program as a `.gdo` artifact (as `gdc build` does).
-    fn save(&self, path: &str) -> PyResult<()> {
+    fn save(&self, path: PathBuf) -> PyResult<()> {
         let source = self.program.source();
         let c = compile_checked(&self.file, source)?;
         let name = Path::new(&self.file).file_name().map_or(self.file.clone(), |n| n.to_string_lossy().into_owned());
@@ -539,11 +539,11 @@ impl Stepper {
     }
 
     /// The runtime's own checkpoint (safetensors, atomic, checksummed).
-    fn save_checkpoint(&self, path: &str) -> PyResult<()> {
+    fn save_checkpoint(&self, path: PathBuf) -> PyResult<()> {
         self.opt.save_checkpoint(path).map_err(runtime_error)
     }
 
-    fn load_checkpoint(&mut self, path: &str) -> PyResult<()> {
+    fn load_checkpoint(&mut self, path: PathBuf) -> PyResult<()> {
         self.opt.load_checkpoint(path).map_err(runtime_error)
     }
 }
