@@ -16,6 +16,8 @@ import math
 import os
 
 import torch
+from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
+from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
 import gdc
 from gdc import _native
@@ -136,6 +138,7 @@ class Optimizer(torch.optim.Optimizer):
         self._roles = roles
         self._base_shapes = base_shapes
         self._bindings = {}
+        self._fast = {}
         self._skipped = 0
         defaults = {}
         for h in self.program.hypers:
@@ -205,8 +208,7 @@ class Optimizer(torch.optim.Optimizer):
         """Steps skipped for a NaN or infinity in a gradient (`nonfinite="skip_step"`)."""
         return self._skipped + max((b.stepper.skipped_steps for b in self._bindings.values()), default=0)
 
-    @torch.no_grad()
-    def step(self, closure=None):
+    def _step(self, closure=None):
         """Steps every parameter that has a gradient, in place, as one fused pass per kernel
         over each group's parameters. Everything is checked first: on an error nothing has
         been stepped."""
@@ -223,6 +225,7 @@ class Optimizer(torch.optim.Optimizer):
             # before any steps, so a step is skipped or refused whole.
             bad = self._first_non_finite(work)
             if bad is not None:
+                self._clear_prepared(work)
                 if self._nonfinite == "skip_step":
                     self._skipped += 1
                     return loss
@@ -237,27 +240,65 @@ class Optimizer(torch.optim.Optimizer):
             if several and self._nonfinite != "propagate":
                 binding.stepper.set_nonfinite("propagate")
             try:
-                if binding.dtype == torch.bfloat16:
+                if params is None:
+                    binding.stepper.step_prepared()
+                elif binding.dtype == torch.bfloat16:
                     binding.stepper.step_bf16(params, grads)
                 else:
                     binding.stepper.step(params, grads)
             finally:
                 if several and self._nonfinite != "propagate":
                     binding.stepper.set_nonfinite(self._nonfinite)
+        del keep
         return loss
+
+    # torch wraps `step` in a profiler range and its hooks (`Optimizer.profile_hook_step`),
+    # which costs ~20 µs a step even when nothing listens; gdc's `step` takes that path only
+    # when a hook is registered or a profiler runs, and is otherwise the bare step.
+    _step_hooked = torch.optim.Optimizer.profile_hook_step(_step)
+
+    def step(self, closure=None):
+        if (
+            self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or _global_pre_hooks
+            or _global_post_hooks
+            or torch.autograd._profiler_enabled()
+        ):
+            return self._step_hooked(closure)
+        return self._step(closure)
+
+    step.__doc__ = _step.__doc__
+    # Tells torch.optim.Optimizer not to wrap it again.
+    step.hooked = True
+
+    def _clear_prepared(self, work):
+        for binding, params, _, _ in work:
+            if params is None:
+                binding.stepper.clear_prepared()
 
     def _prepare(self):
         """Checks every tensor and hyperparameter of this step and binds groups stepping for
         the first time; returns (binding, params, grads, hyperparameters to set) for each
-        binding with gradients. Raises before anything is stepped."""
+        binding with gradients (params None: the binding kept its checked regions itself),
+        and tensors to keep alive for the step. Raises before anything is stepped."""
         work = []
+        try:
+            return self._prepare_into(work)
+        except BaseException:
+            self._clear_prepared(work)
+            raise
+
+    def _prepare_into(self, work):
         new = {}
         keep = []  # gradients widened to float32 for bf16 parameters, alive for the step
         for gi, group in enumerate(self.param_groups):
-            hypers = []
-            for name in self._infos:
-                value = group[name]
-                hypers.append((name, value))
+            fast = self._fast.get(gi)
+            if fast is not None:
+                binding, mask, shapes = fast
+                if binding.stepper.prepare_torch(group["params"], mask, shapes, torch.float32):
+                    work.append((binding, None, None, self._changed_hypers(group, binding)))
+                    continue
             by_dtype = {}
             for i, p in enumerate(group["params"]):
                 g = p.grad
@@ -277,13 +318,36 @@ class Optimizer(torch.optim.Optimizer):
                 elif binding.indices != indices:
                     self._refuse_changed_set(gi, group, binding, indices)
                 params, grads = self._regions(gi, group, binding, keep)
-                changed = []
-                for name, value in hypers:
-                    if binding.hypers.get(name) != value:
-                        changed.append((name, _check_value(self.program, self._infos[name], name, value)))
-                work.append((binding, params, grads, changed))
+                work.append((binding, params, grads, self._changed_hypers(group, binding)))
         self._bindings.update(new)
+        if new:
+            self._refresh_fast()
         return work, keep
+
+    def _changed_hypers(self, group, binding):
+        """The group's hyperparameters that differ from what the binding has, checked."""
+        changed = []
+        last = binding.hypers
+        for name, info in self._infos.items():
+            value = group[name]
+            if last.get(name) != value:
+                changed.append((name, _check_value(self.program, info, name, value)))
+        return changed
+
+    def _refresh_fast(self):
+        """Which groups step as one float32 binding: those take the native fast path."""
+        self._fast = {}
+        by_group = {}
+        for (gi, dtype), binding in self._bindings.items():
+            by_group.setdefault(gi, []).append(binding)
+        for gi, bindings in by_group.items():
+            if len(bindings) == 1 and bindings[0].dtype == torch.float32:
+                b = bindings[0]
+                n = len(self.param_groups[gi]["params"])
+                mask = [False] * n
+                for i in b.indices:
+                    mask[i] = True
+                self._fast[gi] = (b, mask, [torch.Size(s) for s in b.shapes])
 
     def _refuse_changed_set(self, gi, group, binding, indices):
         for i in binding.indices:
@@ -524,6 +588,7 @@ class Optimizer(torch.optim.Optimizer):
         for group, values in zip(self.param_groups, new_groups):
             group.update(values)
         self._bindings = bindings
+        self._refresh_fast()
         self._skipped = int(info.get("skipped_steps", 0))
 
     def save_checkpoint(self, path):
@@ -541,6 +606,7 @@ class Optimizer(torch.optim.Optimizer):
             binding = _Binding(self, 0, _only_dtype(self), indices)
             binding.stepper.load_checkpoint(os.fspath(path))
             self._bindings[(0, binding.dtype)] = binding
+            self._refresh_fast()
         else:
             self._single("load_checkpoint").stepper.load_checkpoint(os.fspath(path))
 

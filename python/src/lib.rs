@@ -7,8 +7,9 @@ use gdc_compiler::artifact::{Artifact, Target};
 use gdc_compiler::ir::{HyperTy, Role};
 use gdc_runtime::checkpoint::{CheckpointMeta, Globals, StateTensor};
 use gdc_runtime::{Backend, NonFinite, Options, ParamSpec, RuntimeError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::path::{Path, PathBuf};
 
 /// A Python exception of `gdc.errors` by class name, carrying `message`.
@@ -277,12 +278,45 @@ type Region = (usize, usize);
 #[pyclass(module = "gdc._native")]
 struct Stepper {
     opt: gdc_runtime::Optimizer,
+    /// Regions `prepare_torch` checked, for `step_prepared`.
+    prepared: Option<(Vec<Region>, Vec<Region>)>,
+}
+
+/// One float32 step on lent regions (checked by `check_regions`), with the GIL released.
+fn step_f32(opt: &mut gdc_runtime::Optimizer, py: Python<'_>, params: &[Region], grads: &[Region]) -> PyResult<()> {
+    py.detach(move || {
+        // SAFETY: each region is a live, 4-byte aligned float32 buffer of that many elements
+        // lent by the caller (gdc/torch.py takes them from tensors it holds for the call and
+        // has checked to be contiguous float32 on the CPU); check_regions proved that no
+        // parameter region overlaps another region, so the `&mut` slices alias nothing.
+        #[allow(unsafe_code)]
+        let mut ps: Vec<&mut [f32]> = params
+            .iter()
+            .map(
+                |&(a, n)| {
+                    if n == 0 {
+                        &mut [][..]
+                    } else {
+                        unsafe { std::slice::from_raw_parts_mut(a as *mut f32, n) }
+                    }
+                },
+            )
+            .collect();
+        // SAFETY: as above; gradients are only read.
+        #[allow(unsafe_code)]
+        let gs: Vec<&[f32]> = grads
+            .iter()
+            .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
+            .collect();
+        opt.step(&mut ps, &gs)
+    })
+    .map_err(runtime_error)
 }
 
 /// Refuses regions that are null or misaligned, or where one written region overlaps any
 /// other region: the step turns them into Rust slices, which must not alias.
-fn check_regions(params: &[Region], grads: &[Region], elem: usize, names: &[String]) -> PyResult<()> {
-    let name = |i: usize| names.get(i).map_or("?", |s| s.as_str()).to_string();
+fn check_regions(params: &[Region], grads: &[Region], elem: usize, specs: &[ParamSpec]) -> PyResult<()> {
+    let name = |i: usize| specs.get(i).map_or("?", |s| s.name.as_str()).to_string();
     let mut spans: Vec<(usize, usize, bool, usize)> = Vec::with_capacity(params.len() + grads.len());
     for (i, &(addr, len)) in params.iter().enumerate() {
         if len > 0 && (addr == 0 || addr % elem != 0) {
@@ -365,7 +399,7 @@ impl Stepper {
         }
         let options = Options { backend: Backend::Cpu, threads };
         let opt = gdc_runtime::Optimizer::with_options(&program.program, &bound, options).map_err(runtime_error)?;
-        Ok(Stepper { opt })
+        Ok(Stepper { opt, prepared: None })
     }
 
     fn set_hyper(&mut self, name: &str, value: f64) -> PyResult<()> {
@@ -399,44 +433,90 @@ impl Stepper {
     /// One step on float32 parameters and gradients lent as (address, elements), in binding
     /// order. The caller keeps the memory alive and unshared for the call.
     fn step(&mut self, py: Python<'_>, params: Vec<Region>, grads: Vec<Region>) -> PyResult<()> {
-        let names: Vec<String> = self.opt.params().iter().map(|p| p.name.clone()).collect();
-        check_regions(&params, &grads, 4, &names)?;
-        let opt = &mut self.opt;
-        py.detach(move || {
-            // SAFETY: each region is a live, 4-byte aligned float32 buffer of that many
-            // elements lent by the caller (gdc/torch.py takes them from tensors it holds for
-            // the call and has checked to be contiguous float32 on the CPU); check_regions
-            // proved that no parameter region overlaps another region, so the `&mut` slices
-            // alias nothing.
-            #[allow(unsafe_code)]
-            let mut ps: Vec<&mut [f32]> = params
-                .iter()
-                .map(
-                    |&(a, n)| {
-                        if n == 0 {
-                            &mut [][..]
-                        } else {
-                            unsafe { std::slice::from_raw_parts_mut(a as *mut f32, n) }
-                        }
-                    },
-                )
-                .collect();
-            // SAFETY: as above; gradients are only read.
-            #[allow(unsafe_code)]
-            let gs: Vec<&[f32]> = grads
-                .iter()
-                .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
-                .collect();
-            opt.step(&mut ps, &gs)
-        })
-        .map_err(runtime_error)
+        self.prepared = None;
+        check_regions(&params, &grads, 4, self.opt.params())?;
+        step_f32(&mut self.opt, py, &params, &grads)
+    }
+
+    /// The fast path of `gdc.torch` for a param group stepped as one float32 binding:
+    /// checks, for every tensor of the group, that the bound ones (`bound[i]`) have a
+    /// gradient and that parameter and gradient are dense, contiguous float32 CPU tensors of
+    /// the bound shape, and that the others have no gradient; if so, keeps their regions for
+    /// `step_prepared` and returns True. Anything else returns False, keeps nothing, and the
+    /// caller's slower checks name what is wrong. Reads each tensor's metadata only.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_torch(
+        &mut self,
+        group: &Bound<'_, PyList>,
+        bound: Vec<bool>,
+        shapes: &Bound<'_, PyList>,
+        float32: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.prepared = None;
+        let py = group.py();
+        if bound.len() != group.len() {
+            return Ok(false);
+        }
+        let (n_params, specs) = (self.opt.params().len(), self.opt.params());
+        let mut params = Vec::with_capacity(n_params);
+        let mut grads = Vec::with_capacity(n_params);
+        for (i, p) in group.iter().enumerate() {
+            let g = p.getattr(intern!(py, "grad"))?;
+            if !bound[i] {
+                if !g.is_none() {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let k = params.len();
+            if g.is_none() || k >= n_params {
+                return Ok(false);
+            }
+            // Dense, contiguous float32 on the CPU in the bound shape; a tensor of another
+            // layout (sparse, mkldnn) fails `is_contiguous` or `data_ptr`, which sends it
+            // to the slow path too.
+            let regular = |t: &Bound<'_, PyAny>| -> PyResult<Option<usize>> {
+                let ok = t.getattr(intern!(py, "is_cpu"))?.is_truthy()?
+                    && t.getattr(intern!(py, "dtype"))?.is(float32)
+                    && t.getattr(intern!(py, "shape"))?.eq(shapes.get_item(k)?)?
+                    && t.call_method0(intern!(py, "is_contiguous"))?.is_truthy()?;
+                if !ok {
+                    return Ok(None);
+                }
+                Ok(Some(t.call_method0(intern!(py, "data_ptr"))?.extract::<usize>()?))
+            };
+            let (Ok(Some(pa)), Ok(Some(ga))) = (regular(&p), regular(&g)) else { return Ok(false) };
+            let n = specs[k].numel();
+            params.push((pa, n));
+            grads.push((ga, n));
+        }
+        if params.len() != n_params {
+            return Ok(false);
+        }
+        check_regions(&params, &grads, 4, specs)?;
+        self.prepared = Some((params, grads));
+        Ok(true)
+    }
+
+    /// Steps the regions `prepare_torch` kept (the tensors must still be alive and
+    /// unchanged: gdc.torch calls both within one `step`).
+    fn step_prepared(&mut self, py: Python<'_>) -> PyResult<()> {
+        let Some((params, grads)) = self.prepared.take() else {
+            return Err(error("GdcError", "internal error: step_prepared without prepare_torch"));
+        };
+        step_f32(&mut self.opt, py, &params, &grads)
+    }
+
+    /// Forgets what `prepare_torch` kept (another group's checks failed).
+    fn clear_prepared(&mut self) {
+        self.prepared = None;
     }
 
     /// One step on bfloat16 parameters (2-byte elements) with float32 gradients and state,
     /// rounding back stochastically (`Optimizer::step_bf16`).
     fn step_bf16(&mut self, py: Python<'_>, params: Vec<Region>, grads: Vec<Region>) -> PyResult<()> {
-        let names: Vec<String> = self.opt.params().iter().map(|p| p.name.clone()).collect();
-        check_regions(&params, &grads, 2, &names)?;
+        self.prepared = None;
+        check_regions(&params, &grads, 2, self.opt.params())?;
         let opt = &mut self.opt;
         py.detach(move || {
             // SAFETY: as in `step`, with 2-byte bfloat16 parameter elements.
@@ -535,6 +615,7 @@ impl Stepper {
             hypers,
             globals: Globals::Named(globals),
         };
+        self.prepared = None;
         self.opt.restore(Path::new("<state_dict>"), meta, &states).map_err(runtime_error)
     }
 
