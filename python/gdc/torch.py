@@ -165,6 +165,9 @@ class Optimizer(torch.optim.Optimizer):
         for key in list(param_group):
             if key not in _GROUP_KEYS:
                 param_group[key] = self._checked(key, param_group[key])
+        # A missing key (a torch LR scheduler's `lr` on a policy, whose learning rates are
+        # `muon.lr`, `adamw.lr`, ...) says what the group has.
+        param_group = _Group(param_group, self.program)
         super().add_param_group(param_group)
         group = param_group
         seen = {}
@@ -174,11 +177,22 @@ class Optimizer(torch.optim.Optimizer):
                 self.param_groups.pop()
                 raise TensorError(f"parameter `{name}` is given twice; give each tensor once")
             seen[id(p)] = i
+        gi = len(self.param_groups) - 1
+        specs = []
         for i, p in enumerate(group["params"]):
-            name = self._name_of(len(self.param_groups) - 1, i)
+            name = self._name_of(gi, i)
             if p.dtype not in _DTYPES:
                 self.param_groups.pop()
                 raise TensorError(f"parameter `{name}` is {p.dtype}; gdc steps torch.float32 and torch.bfloat16 parameters")
+            if p.numel() > 0:
+                specs.append((name, list(p.shape), self._role_of(name, p), self._base_shape_of(name, p)))
+        # Whether the program can step every parameter (an update for its rank, a route for
+        # its role) is known now, not at the first step.
+        try:
+            self.program.check_params(specs)
+        except GdcError:
+            self.param_groups.pop()
+            raise
 
     def _name_of(self, group_index, i):
         group = self.param_groups[group_index]
@@ -622,6 +636,33 @@ class Optimizer(torch.optim.Optimizer):
 
     def __repr__(self):
         return f"gdc.torch.Optimizer({self.program.name}, {len(self.param_groups)} group(s))"
+
+
+class _Group(dict):
+    """A param group: a dict whose missing keys raise a KeyError that names the group's
+    hyperparameters (torch's LR schedulers read `group["lr"]`)."""
+
+    def __init__(self, group, program):
+        super().__init__(group)
+        self._program = program
+
+    def __missing__(self, key):
+        names = ", ".join(h.name for h in self._program.hypers)
+        hint = ""
+        if key == "lr":
+            hint = (
+                "; a torch LR scheduler drives a group's `lr`, and this program's learning rates have other names: "
+                "set them each step yourself (group['muon.lr'] = ...), or use a program with an `lr`"
+            )
+        raise KeyError(f"{key!r}: optimizer `{self._program.name}` has no hyperparameter `{key}` (it has: {names}){hint}")
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
 
 
 def _only_dtype(opt):

@@ -218,6 +218,22 @@ impl Program {
             .map_err(|e| error("HyperparameterError", e.to_string()))
     }
 
+    /// Raises `TensorError` unless the program can step parameters of these specs (name,
+    /// shape, role, base shape): an update for every rank, a route for every role, valid
+    /// base shapes. Binds nothing.
+    fn check_params(&self, specs: Vec<Spec>) -> PyResult<()> {
+        let mut bound = Vec::with_capacity(specs.len());
+        let mut infos = Vec::with_capacity(specs.len());
+        for (name, shape, role, base) in specs {
+            let role = parse_role(&name, &role)?;
+            infos.push(gdc_compiler::interp::ParamInfo { role, base_shape: base });
+            bound.push((name, shape));
+        }
+        gdc_compiler::interp::bind_with(self.program.plan(), &bound, &infos)
+            .map(|_| ())
+            .map_err(|e| error("TensorError", e.to_string()))
+    }
+
     /// The text of one stage: ast, ir, ir-opt, plan, clif, mlir or ptx (`gdc emit`).
     #[pyo3(signature = (stage, arch = None))]
     fn emit(&self, stage: &str, arch: Option<&str>) -> PyResult<String> {

@@ -502,3 +502,19 @@ def test_lr_as_tensor_and_math():
     opt = gdc.torch.Optimizer(ADAMW, model.parameters(), lr=torch.tensor(1e-2))
     train(model, opt, 1)
     assert math.isclose(opt.param_groups[0]["lr"], 1e-2, rel_tol=1e-6)
+
+
+def test_a_parameter_the_program_cannot_step_is_refused_at_construction():
+    w = torch.zeros(4, 4, requires_grad=True)
+    b = torch.zeros(4, requires_grad=True)
+    with pytest.raises(gdc.TensorError, match="no update for parameter `b`"):
+        gdc.torch.Optimizer(OPTIMIZERS / "muon.gd", [("w", w), ("b", b)])
+    with pytest.raises(gdc.TensorError, match="routes no optimizer|unknown role"):
+        gdc.torch.Optimizer(OPTIMIZERS / "muon_adamw.gd", [("w", w)], roles={"w": "boss"})
+
+
+def test_a_scheduler_on_a_policy_says_what_to_do():
+    model = make_net()
+    opt = gdc.torch.Optimizer(OPTIMIZERS / "muon_adamw.gd", model.named_parameters(), roles=gdc.torch.infer_roles(model))
+    with pytest.raises(KeyError, match="muon.lr.*set them each step yourself"):
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
