@@ -234,6 +234,25 @@ impl Program {
             .map_err(|e| error("TensorError", e.to_string()))
     }
 
+    /// For each spec (name, shape, role, base shape): whether the program steps it
+    /// elementwise, so that a shard of its leading dimension steps alone (distributed
+    /// training steps such parameters' local shards and gathers the others to one rank).
+    fn elementwise(&self, specs: Vec<Spec>) -> PyResult<Vec<bool>> {
+        let mut out = Vec::with_capacity(specs.len());
+        for (name, shape, role, _base) in specs {
+            let role = parse_role(&name, &role)?;
+            let spec = ParamSpec::new(name, &shape).with_role(role);
+            out.push(self.program.elementwise(&spec).map_err(runtime_error)?);
+        }
+        Ok(out)
+    }
+
+    /// Whether the program folds a value over every parameter of a step (`global_norm`).
+    #[getter]
+    fn reduces_across_params(&self) -> bool {
+        self.program.reduces_across_params()
+    }
+
     /// The text of one stage: ast, ir, ir-opt, plan, clif, mlir or ptx (`gdc emit`).
     #[pyo3(signature = (stage, arch = None))]
     fn emit(&self, stage: &str, arch: Option<&str>) -> PyResult<String> {

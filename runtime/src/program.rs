@@ -103,6 +103,27 @@ impl Program {
         &self.inner.source
     }
 
+    /// Whether the program steps a parameter of `spec`'s shape and role elementwise (see
+    /// [`gdc_compiler::plan::locality::elementwise`]): then a shard of its leading dimension
+    /// can be stepped alone, as distributed training steps local shards; otherwise the
+    /// whole parameter must be stepped in one place. A parameter the program cannot bind is
+    /// an error, as binding it would be.
+    pub fn elementwise(&self, spec: &crate::ParamSpec) -> Result<bool, RuntimeError> {
+        let plan = self.plan();
+        let variant = gdc_compiler::interp::route(&plan.module, &spec.name, &spec.shape, spec.role)
+            .map_err(RuntimeError::Step)?;
+        let batched = plan.variants[variant].pattern == gdc_compiler::ir::Pattern::Batched;
+        Ok(!batched && gdc_compiler::plan::locality::elementwise(plan, variant))
+    }
+
+    /// Whether the program folds a value over every parameter of a step (`global_norm`,
+    /// a reduction `AcrossParams`): stepping parameters apart (on several ranks) changes
+    /// that value unless the ranks combine their parts.
+    pub fn reduces_across_params(&self) -> bool {
+        let m = &self.plan().module;
+        m.funcs().iter().any(|(_, f)| f.insts.iter().any(|i| matches!(i.op, gdc_compiler::ir::Op::AcrossParams(_))))
+    }
+
     /// The GPU code, for a program loaded from a `--target cuda` artifact.
     pub fn gpu(&self) -> Option<&GpuProgram> {
         self.inner.gpu.as_deref()

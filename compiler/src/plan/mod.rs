@@ -16,6 +16,7 @@
 pub mod check;
 pub mod fuse;
 pub mod hoist;
+pub mod locality;
 pub mod print;
 pub mod reuse;
 
