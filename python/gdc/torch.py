@@ -20,7 +20,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_h
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
 import gdc
-from gdc import _native
+from gdc import _distributed, _native
 from gdc.errors import CheckpointError, DeviceError, GdcError, HyperparameterError, NonFiniteGradientError, TensorError
 
 # Keys torch and its LR schedulers keep in a param group that are not hyperparameters.
@@ -140,6 +140,8 @@ class Optimizer(torch.optim.Optimizer):
         self._bindings = {}
         self._fast = {}
         self._skipped = 0
+        # The device mesh of FSDP2-sharded (DTensor) parameters; None for plain tensors.
+        self._mesh = None
         defaults = {}
         for h in self.program.hypers:
             defaults[h.name] = _typed(h, h.default)
@@ -190,6 +192,8 @@ class Optimizer(torch.optim.Optimizer):
         # its role) is known now, not at the first step.
         try:
             self.program.check_params(specs)
+            named = [(self._name_of(g, i), p) for g, grp in enumerate(self.param_groups) for i, p in enumerate(grp["params"])]
+            self._mesh = _distributed.mesh_of(named)
         except GdcError:
             self.param_groups.pop()
             raise
@@ -220,7 +224,8 @@ class Optimizer(torch.optim.Optimizer):
     @property
     def skipped_steps(self):
         """Steps skipped for a NaN or infinity in a gradient (`nonfinite="skip_step"`)."""
-        return self._skipped + max((b.stepper.skipped_steps for b in self._bindings.values()), default=0)
+        own = [b.stepper.skipped_steps for b in self._bindings.values() if isinstance(b, _Binding)]
+        return self._skipped + max(own, default=0)
 
     def _step(self, closure=None):
         """Steps every parameter that has a gradient, in place, as one fused pass per kernel
@@ -230,6 +235,9 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._mesh is not None:
+            self._step_sharded()
+            return loss
         work, keep = self._prepare()
         if not work:
             return loss
@@ -285,6 +293,48 @@ class Optimizer(torch.optim.Optimizer):
     step.__doc__ = _step.__doc__
     # Tells torch.optim.Optimizer not to wrap it again.
     step.hooked = True
+
+    def _step_sharded(self):
+        """The step of FSDP2-sharded parameters (see gdc/_distributed.py): every rank checks
+        its tensors, the ranks agree on the non-finite policy, then elementwise parameters
+        step their local shards and the others step whole on their owners."""
+        work = []
+        new = {}
+        for gi, group in enumerate(self.param_groups):
+            indices = [i for i, p in enumerate(group["params"]) if p.grad is not None and p.numel() > 0]
+            if not indices:
+                continue
+            key = (gi, torch.float32)
+            binding = self._bindings.get(key)
+            if binding is None:
+                binding = new[key] = _distributed.ShardedBinding(self, gi, indices, self._mesh)
+            elif binding.indices != indices:
+                self._refuse_changed_set(gi, group, binding, indices)
+            binding.check(self)
+            work.append((binding, self._changed_hypers(group, binding)))
+        self._bindings.update(new)
+        if not work:
+            return
+        if self._nonfinite != "propagate":
+            count, bad = _distributed.agree_non_finite([b for b, _ in work], self._mesh.get_group())
+            if count:
+                if self._nonfinite == "skip_step":
+                    self._skipped += 1
+                    return
+                raise NonFiniteGradientError(
+                    f"the gradients hold {count} non-finite element(s) (NaN or infinity) over all ranks, the first in "
+                    f"`{bad}`; no rank changed anything. Look for the cause upstream, or pass nonfinite=\"skip_step\""
+                )
+        with torch.no_grad():
+            for binding, hypers in work:
+                binding.step(hypers)
+
+    def _refuse_sharded(self, what):
+        if self._mesh is not None:
+            raise GdcError(
+                f"{what} of an optimizer over FSDP2-sharded parameters is not yet supported (its state is sharded over "
+                "ranks and owners; saving it as DTensors for torch.distributed.checkpoint is still to come)"
+            )
 
     def _clear_prepared(self, work):
         for binding, params, _, _ in work:
@@ -443,6 +493,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _param_states(self):
         """Every parameter's state, as `optimizer.state` shows it."""
+        self._refuse_sharded("optimizer.state")
         out = {}
         for binding in self._bindings.values():
             meta, tensors = binding.stepper.snapshot()
@@ -458,6 +509,7 @@ class Optimizer(torch.optim.Optimizer):
         state tensors and `step`) and `param_groups` (hyperparameters, parameter indices) —
         plus a `gdc` entry with what the runtime needs to resume exactly (the program, each
         binding's step and skipped-step counts and global scalars). Tensors are copies."""
+        self._refuse_sharded("state_dict")
         index = {}
         groups = []
         for group in self.param_groups:
@@ -501,6 +553,7 @@ class Optimizer(torch.optim.Optimizer):
         """Restores `state_dict()` into an optimizer over the same parameters (by position, as
         torch does; shapes and dtypes must agree). Every tensor and value is checked before
         anything changes: on an error the optimizer is exactly as it was."""
+        self._refuse_sharded("load_state_dict")
         if not isinstance(state_dict, dict) or "gdc" not in state_dict:
             raise CheckpointError(
                 "not a gdc state dict (it has no `gdc` entry): load a dict made by gdc.torch.Optimizer.state_dict(); "
@@ -609,11 +662,13 @@ class Optimizer(torch.optim.Optimizer):
         """Saves the runtime's own checkpoint (safetensors, atomic, checksummed; see
         docs/checkpoints.md) of an optimizer whose parameters step as one binding (one param
         group and dtype); for several, use `torch.save(optimizer.state_dict(), path)`."""
+        self._refuse_sharded("save_checkpoint")
         self._single("save_checkpoint").stepper.save_checkpoint(os.fspath(path))
 
     def load_checkpoint(self, path):
         """Loads a checkpoint `save_checkpoint` wrote, into an optimizer that has stepped
         once (so its parameters are bound) or whose parameters all have gradients."""
+        self._refuse_sharded("load_checkpoint")
         if len(self.param_groups) == 1 and not self._bindings:
             group = self.param_groups[0]
             indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]

@@ -1,0 +1,163 @@
+"""The code each spawned rank of test_distributed.py runs (gloo on the CPU). A failed check
+raises in the rank, and torch.multiprocessing.spawn re-raises it in the test."""
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import Shard, distribute_tensor
+
+import gdc
+import gdc.torch
+from gdc.errors import NonFiniteGradientError
+
+OPTIMIZERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "optimizers")
+
+# Shapes whose leading dimensions split unevenly over 2 and 3 ranks, and leave some shard
+# empty at 3 (2 rows: 1, 1, 0).
+SHAPES = [
+    ("embed", (11, 6), "embedding"),
+    ("h0_weight", (9, 6), "hidden"),
+    ("h0_bias", (9,), "bias"),
+    ("h1_weight", (6, 9), "hidden"),
+    ("h1_bias", (6,), "bias"),
+    ("norm", (6,), "norm"),
+    ("head", (2, 6), "output"),
+]
+ROLES = {name: role for name, _, role in SHAPES}
+
+# (program, hyperparameters): elementwise (local shards), whole (owners), and mixed.
+CASES = [
+    ("adamw", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("lion", {"lr": 1e-3}),
+    ("lamb", {}),
+    ("adafactor", {}),
+    ("muon_adamw", {}),
+    ("shampoo", {}),
+    ("soap", {}),
+]
+
+
+def init(rank, world, port):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    return init_device_mesh("cpu", (world,))
+
+
+class Bag(torch.nn.Module):
+    """Parameters of the shapes above, the same on every rank for a seed."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        for name, shape, _ in SHAPES:
+            self.register_parameter(name, torch.nn.Parameter(torch.randn(shape, generator=g) * 0.5))
+
+
+def grads(step):
+    """The full gradient of each parameter at `step`, the same on every rank."""
+    g = torch.Generator().manual_seed(1000 + step)
+    return [torch.randn(shape, generator=g) for _, shape, _ in SHAPES]
+
+
+def full(p):
+    return p.full_tensor() if isinstance(p, torch.distributed.tensor.DTensor) else p.detach()
+
+
+def fsdp_equals_single(rank, world, port):
+    """For each case: the FSDP2-sharded run's parameters equal, bit for bit, those of the
+    same program stepped in one process on whole tensors, after each of 4 steps."""
+    mesh = init(rank, world, port)
+    for name, hypers in CASES:
+        path = os.path.join(OPTIMIZERS, f"{name}.gd")
+        program = gdc.compile(path)
+        ref = Bag()
+        sharded = Bag()
+        fully_shard(sharded, mesh=mesh)
+        ref_opt = gdc.torch.Optimizer(program, ref.named_parameters(), roles=ROLES, threads=1, **hypers)
+        opt = gdc.torch.Optimizer(program, sharded.named_parameters(), roles=ROLES, threads=1, **hypers)
+        for step in range(4):
+            for (pr, ps), g in zip(zip(ref.parameters(), sharded.parameters()), grads(step)):
+                pr.grad = g.clone()
+                ps.grad = distribute_tensor(g, mesh, [Shard(0)])
+            ref_opt.step()
+            opt.step()
+            for (pname, pr), ps in zip(ref.named_parameters(), sharded.parameters()):
+                got, want = full(ps), pr.detach()
+                if not torch.equal(got, want):
+                    diff = (got - want).abs().max().item()
+                    raise AssertionError(f"{name}, world {world}, step {step + 1}, `{pname}`: differs by {diff:.3e}")
+        binding = next(iter(opt._bindings.values()))
+        whole = [binding.names[k] for k in binding.whole]
+        if name in ("adamw", "lion") and whole:
+            raise AssertionError(f"{name} stepped {whole} whole; it is elementwise")
+        if name in ("lamb", "shampoo") and len(whole) != len(SHAPES):
+            raise AssertionError(f"{name} stepped only {whole} whole")
+        matrices = sorted(n for n, s, _ in SHAPES if len(s) == 2)
+        if name == "soap" and sorted(whole) != matrices:  # SOAP steps vectors as Adam does
+            raise AssertionError(f"soap stepped {whole} whole; expected the matrices")
+        if name == "muon_adamw" and sorted(whole) != ["h0_weight", "h1_weight"]:
+            raise AssertionError(f"muon_adamw stepped {whole} whole; expected the hidden matrices")
+    dist.destroy_process_group()
+
+
+def fsdp_non_finite(rank, world, port):
+    """A NaN in one rank's shard: under "error" every rank raises and nothing changes on any
+    rank; under "skip_step" every rank skips; for an elementwise and a whole program."""
+    mesh = init(rank, world, port)
+    for name in ("adamw", "lamb"):
+        program = gdc.compile(os.path.join(OPTIMIZERS, f"{name}.gd"))
+        for policy in ("error", "skip_step"):
+            bag = Bag()
+            fully_shard(bag, mesh=mesh)
+            opt = gdc.torch.Optimizer(program, bag.named_parameters(), roles=ROLES, nonfinite=policy, threads=1)
+            gs = grads(0)
+            gs[1][-1, -1] = float("nan")  # the last row of h0_weight: the last rank with rows
+            for p, g in zip(bag.parameters(), gs):
+                p.grad = distribute_tensor(g, mesh, [Shard(0)])
+            before = [full(p).clone() for p in bag.parameters()]
+            raised = False
+            try:
+                opt.step()
+            except NonFiniteGradientError as e:
+                raised = True
+                if "h0_weight" not in str(e):
+                    raise AssertionError(f"the error does not name the parameter: {e}") from None
+            if raised != (policy == "error"):
+                raise AssertionError(f"{name} {policy}: rank {rank} raised={raised}")
+            if policy == "skip_step" and opt.skipped_steps != 1:
+                raise AssertionError(f"{name}: skipped_steps {opt.skipped_steps} on rank {rank}")
+            for p, b in zip(bag.parameters(), before):
+                if not torch.equal(full(p), b):
+                    raise AssertionError(f"{name} {policy}: a parameter changed on a step with a NaN gradient")
+    dist.destroy_process_group()
+
+
+def ddp_identical(rank, world, port):
+    """gdc.torch.Optimizer under DistributedDataParallel, unchanged: after every step every
+    rank holds the same parameters and the same optimizer state (muon_adamw: Muon on the
+    hidden matrices, AdamW on the rest)."""
+    init(rank, world, port)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    roles = gdc.torch.infer_roles(ddp)
+    opt = gdc.torch.Optimizer(os.path.join(OPTIMIZERS, "muon_adamw.gd"), ddp.named_parameters(), roles=roles, threads=1)
+    g = torch.Generator().manual_seed(rank)
+    for step in range(5):
+        x, y = torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(ddp(x), y).backward()
+        opt.step()
+        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        sd = opt.state_dict()
+        state = torch.cat([t.reshape(-1) for k in sorted(sd["state"]) for _, t in sorted(sd["state"][k].items())])
+        for what, t in (("parameters", flat), ("state", state)):
+            every = [torch.empty_like(t) for _ in range(world)]
+            dist.all_gather(every, t)
+            for r, other in enumerate(every):
+                if not torch.equal(other, t):
+                    raise AssertionError(f"step {step + 1}: rank {r}'s {what} differ from rank {rank}'s")
+    dist.destroy_process_group()

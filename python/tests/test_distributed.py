@@ -1,0 +1,37 @@
+"""gdc.torch.Optimizer under torch.distributed (gloo on the CPU, spawned processes, world
+sizes 1, 2 and 3 so shards are uneven and some are empty): FSDP2-sharded runs equal the
+single-process run bit for bit for elementwise, whole-parameter and mixed programs; the
+ranks agree on a non-finite gradient; DDP keeps every rank identical. The checks run in
+the ranks (tests/dist_workers.py)."""
+
+import socket
+
+import pytest
+import torch.multiprocessing as mp
+
+import dist_workers
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(fn, world):
+    mp.spawn(fn, args=(world, _port()), nprocs=world, join=True)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_fsdp2_trajectories_equal_the_single_process_run(world):
+    _spawn(dist_workers.fsdp_equals_single, world)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_fsdp2_ranks_agree_on_a_non_finite_gradient(world):
+    _spawn(dist_workers.fsdp_non_finite, world)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ddp_keeps_every_rank_identical(world):
+    _spawn(dist_workers.ddp_identical, world)
