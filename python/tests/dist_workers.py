@@ -46,6 +46,13 @@ def init(rank, world, port):
     return init_device_mesh("cpu", (world,))
 
 
+def done():
+    """Every rank reaches the end before any tears gloo down (a rank leaving while a peer's
+    last collective is still in flight aborts it)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 class Bag(torch.nn.Module):
     """Parameters of the shapes above, the same on every rank for a seed."""
 
@@ -100,7 +107,7 @@ def fsdp_equals_single(rank, world, port):
             raise AssertionError(f"soap stepped {whole} whole; expected the matrices")
         if name == "muon_adamw" and sorted(whole) != ["h0_weight", "h1_weight"]:
             raise AssertionError(f"muon_adamw stepped {whole} whole; expected the hidden matrices")
-    dist.destroy_process_group()
+    done()
 
 
 def fsdp_non_finite(rank, world, port):
@@ -132,7 +139,7 @@ def fsdp_non_finite(rank, world, port):
             for p, b in zip(bag.parameters(), before):
                 if not torch.equal(full(p), b):
                     raise AssertionError(f"{name} {policy}: a parameter changed on a step with a NaN gradient")
-    dist.destroy_process_group()
+    done()
 
 
 def ddp_identical(rank, world, port):
@@ -160,4 +167,4 @@ def ddp_identical(rank, world, port):
             for r, other in enumerate(every):
                 if not torch.equal(other, t):
                     raise AssertionError(f"step {step + 1}: rank {r}'s {what} differ from rank {rank}'s")
-    dist.destroy_process_group()
+    done()
