@@ -131,10 +131,7 @@ class ShardedBinding:
                     "float32 and compute in bf16 with fully_shard's MixedPrecisionPolicy)"
                 )
         program = opt.program
-        specs = [
-            (name, list(shape), opt._role_of(name, p), opt._base_shape_of(name, p))
-            for name, shape, p in zip(self.names, self.shapes, self.params)
-        ]
+        specs = [opt._spec_of(name, p) for name, p in zip(self.names, self.params)]
         elementwise = program.elementwise(specs)
         whole = [k for k, e in enumerate(elementwise) if not e]
         if whole and program.reduces_across_params:
@@ -161,9 +158,6 @@ class ShardedBinding:
         self.owned_stepper = self._stepper(opt, [specs[k] for k in self.owned]) if self.owned else None
         self.hypers = {}
         self.skipped_steps = 0
-        # Collective calls and elements this rank sent, per step and in all (for the docs).
-        self.calls = 0
-        self.sent = 0
 
     @staticmethod
     def _stepper(opt, specs):
@@ -248,8 +242,6 @@ class ShardedBinding:
                 at += 2 * lay.padded
             recv = [torch.empty_like(send) for _ in range(world)] if o == r else None
             dist.gather(send, recv, dst=dist.get_global_rank(self.group, o), group=self.group)
-            self.calls += 1
-            self.sent += send.numel()
             if o == r:
                 gathered = recv
         fulls = {}
@@ -287,9 +279,7 @@ class ShardedBinding:
                         out[at : at + n] = fulls[k][0].view(-1)[s : s + n]
                         at += lay.padded
                     parts.append(out)
-                self.sent += recv.numel() * world
             dist.scatter(recv, parts, src=dist.get_global_rank(self.group, o), group=self.group)
-            self.calls += 1
             at = 0
             for k in ks:
                 lay = self.layouts[k]

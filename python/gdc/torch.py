@@ -93,10 +93,7 @@ class _Binding:
         self.params = [group["params"][i] for i in indices]
         self.names = [opt._name_of(group_index, i) for i in indices]
         self.shapes = [tuple(p.shape) for p in self.params]
-        specs = [
-            (name, list(shape), opt._role_of(name, p), opt._base_shape_of(name, p))
-            for name, shape, p in zip(self.names, self.shapes, self.params)
-        ]
+        specs = [opt._spec_of(name, p) for name, p in zip(self.names, self.params)]
         self.stepper = _native.Stepper(opt.program, specs, opt._threads)
         self.stepper.set_nonfinite(opt._nonfinite)
         self.hypers = {}
@@ -187,7 +184,7 @@ class Optimizer(torch.optim.Optimizer):
                 self.param_groups.pop()
                 raise TensorError(f"parameter `{name}` is {p.dtype}; gdc steps torch.float32 and torch.bfloat16 parameters")
             if p.numel() > 0:
-                specs.append((name, list(p.shape), self._role_of(name, p), self._base_shape_of(name, p)))
+                specs.append(self._spec_of(name, p))
         # Whether the program can step every parameter (an update for its rank, a route for
         # its role) is known now, not at the first step.
         try:
@@ -204,6 +201,10 @@ class Optimizer(torch.optim.Optimizer):
         if names is not None:
             return names[i]
         return f"{group_index}.{i}"
+
+    def _spec_of(self, name, p):
+        """(name, shape, role, base shape): how the runtime binds parameter `p`."""
+        return (name, list(p.shape), self._role_of(name, p), self._base_shape_of(name, p))
 
     def _role_of(self, name, p):
         roles = self._roles
