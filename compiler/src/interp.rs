@@ -101,6 +101,10 @@ pub struct BoundParam {
 pub struct ParamInfo {
     pub role: Role,
     pub base_shape: Option<Vec<usize>>,
+    /// A shard of a larger parameter's leading dimension (distributed training), which may
+    /// hold no rows on this rank: then it is bound with no elements and steps nothing, but
+    /// takes part in every reduction a step combines across ranks.
+    pub shard: bool,
 }
 
 /// muP's `(width_mult, inf_dims)` of a member of `shape` (a matrix of a batched parameter
@@ -476,14 +480,15 @@ pub fn bind_with(
     for member in members(m, params, infos) {
         let (name, shape) = (&member.name, &member.shape);
         let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
-        if numel == 0 {
+        let info = infos.get(member.param).cloned().unwrap_or_default();
+        if numel == 0 && !info.shard {
             return Err(InterpError::Empty { param: name.clone(), shape: shape.clone() });
         }
-        let info = infos.get(member.param).cloned().unwrap_or_default();
         let full_shape = &params[member.param].1;
         let variant = route(m, &params[member.param].0, full_shape, info.role)?;
         let rows = shape.first().copied().unwrap_or(1);
-        let cols = numel.checked_div(rows).unwrap_or(0);
+        // The product of the other dimensions (so a shard with no rows keeps its columns).
+        let cols = shape.iter().skip(1).product::<usize>();
         // Every buffer of the variant (state and temporaries) must fit before any is made.
         let v = &m.variants[variant];
         let plans = [&plan.variants[variant].init, &plan.variants[variant].update];

@@ -6,7 +6,7 @@
 use gdc_compiler::artifact::{Artifact, Target};
 use gdc_compiler::ir::{HyperTy, Role};
 use gdc_runtime::checkpoint::{CheckpointMeta, Globals, StateTensor};
-use gdc_runtime::{Backend, NonFinite, Options, ParamSpec, RuntimeError};
+use gdc_runtime::{Backend, Locality, NonFinite, Options, ParamSpec, Partial, ReduceKind, RuntimeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -226,7 +226,7 @@ impl Program {
         let mut infos = Vec::with_capacity(specs.len());
         for (name, shape, role, base) in specs {
             let role = parse_role(&name, &role)?;
-            infos.push(gdc_compiler::interp::ParamInfo { role, base_shape: base });
+            infos.push(gdc_compiler::interp::ParamInfo { role, base_shape: base, shard: false });
             bound.push((name, shape));
         }
         gdc_compiler::interp::bind_with(self.program.plan(), &bound, &infos)
@@ -234,15 +234,20 @@ impl Program {
             .map_err(|e| error("TensorError", e.to_string()))
     }
 
-    /// For each spec (name, shape, role, base shape): whether the program steps it
-    /// elementwise, so that a shard of its leading dimension steps alone (distributed
-    /// training steps such parameters' local shards and gathers the others to one rank).
-    fn elementwise(&self, specs: Vec<Spec>) -> PyResult<Vec<bool>> {
+    /// For each spec (name, shape, role, base shape): how a shard of its leading dimension
+    /// can be stepped — "elementwise" (alone), "reduces" (alone, with its whole-tensor
+    /// reductions combined across ranks: `Stepper.step_combined`) or "whole" (only whole, on
+    /// one rank). Distributed training steps the first two on local shards.
+    fn locality(&self, specs: Vec<Spec>) -> PyResult<Vec<&'static str>> {
         let mut out = Vec::with_capacity(specs.len());
         for (name, shape, role, _base) in specs {
             let role = parse_role(&name, &role)?;
             let spec = ParamSpec::new(name, &shape).with_role(role);
-            out.push(self.program.elementwise(&spec).map_err(runtime_error)?);
+            out.push(match self.program.locality(&spec).map_err(runtime_error)? {
+                Locality::Elementwise => "elementwise",
+                Locality::Reduces => "reduces",
+                Locality::Whole => "whole",
+            });
         }
         Ok(out)
     }
@@ -317,35 +322,29 @@ struct Stepper {
     prepared: Option<(Vec<Region>, Vec<Region>)>,
 }
 
+/// Runs `f` on lent float32 regions (checked by `check_regions`) as slices.
+fn with_slices<T>(params: &[Region], grads: &[Region], f: impl FnOnce(&mut [&mut [f32]], &[&[f32]]) -> T) -> T {
+    // SAFETY: each region is a live, 4-byte aligned float32 buffer of that many elements
+    // lent by the caller (gdc/torch.py takes them from tensors it holds for the call and
+    // has checked to be contiguous float32 on the CPU); check_regions proved that no
+    // parameter region overlaps another region, so the `&mut` slices alias nothing.
+    #[allow(unsafe_code)]
+    let mut ps: Vec<&mut [f32]> = params
+        .iter()
+        .map(|&(a, n)| if n == 0 { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(a as *mut f32, n) } })
+        .collect();
+    // SAFETY: as above; gradients are only read.
+    #[allow(unsafe_code)]
+    let gs: Vec<&[f32]> = grads
+        .iter()
+        .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
+        .collect();
+    f(&mut ps, &gs)
+}
+
 /// One float32 step on lent regions (checked by `check_regions`), with the GIL released.
 fn step_f32(opt: &mut gdc_runtime::Optimizer, py: Python<'_>, params: &[Region], grads: &[Region]) -> PyResult<()> {
-    py.detach(move || {
-        // SAFETY: each region is a live, 4-byte aligned float32 buffer of that many elements
-        // lent by the caller (gdc/torch.py takes them from tensors it holds for the call and
-        // has checked to be contiguous float32 on the CPU); check_regions proved that no
-        // parameter region overlaps another region, so the `&mut` slices alias nothing.
-        #[allow(unsafe_code)]
-        let mut ps: Vec<&mut [f32]> = params
-            .iter()
-            .map(
-                |&(a, n)| {
-                    if n == 0 {
-                        &mut [][..]
-                    } else {
-                        unsafe { std::slice::from_raw_parts_mut(a as *mut f32, n) }
-                    }
-                },
-            )
-            .collect();
-        // SAFETY: as above; gradients are only read.
-        #[allow(unsafe_code)]
-        let gs: Vec<&[f32]> = grads
-            .iter()
-            .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
-            .collect();
-        opt.step(&mut ps, &gs)
-    })
-    .map_err(runtime_error)
+    py.detach(move || with_slices(params, grads, |ps, gs| opt.step(ps, gs))).map_err(runtime_error)
 }
 
 /// Refuses regions that are null or misaligned, or where one written region overlaps any
@@ -421,14 +420,19 @@ impl Stepper {
     /// Binds `program` to `specs` on the CPU backend with `threads` workers (None: one per
     /// core).
     #[new]
-    #[pyo3(signature = (program, specs, threads = None))]
-    fn new(program: &Program, specs: Vec<Spec>, threads: Option<usize>) -> PyResult<Stepper> {
+    /// With `shards`, every spec is a shard of a larger parameter's leading dimension,
+    /// which may have no rows (see `step_combined`).
+    #[pyo3(signature = (program, specs, threads = None, shards = false))]
+    fn new(program: &Program, specs: Vec<Spec>, threads: Option<usize>, shards: bool) -> PyResult<Stepper> {
         let mut bound = Vec::with_capacity(specs.len());
         for (name, shape, role, base) in specs {
             let role = parse_role(&name, &role)?;
             let mut spec = ParamSpec::new(name, &shape).with_role(role);
             if let Some(b) = base {
                 spec = spec.with_base_shape(&b);
+            }
+            if shards {
+                spec = spec.as_shard();
             }
             bound.push(spec);
         }
@@ -471,6 +475,58 @@ impl Stepper {
         self.prepared = None;
         check_regions(&params, &grads, 4, self.opt.params())?;
         step_f32(&mut self.opt, py, &params, &grads)
+    }
+
+    /// One step of shards (a stepper made with `shards=True`), as `step`, calling
+    /// `combine(values, kinds)` once per kernel that reduces, in plan order, with this
+    /// rank's partials (floats) and their kinds ("sum" or "max_abs"); it returns the values
+    /// combined over every rank (sums added, max-abs maxima taken), which the step then
+    /// reads. Every rank must bind the same parameters in the same order. An exception in
+    /// `combine` is raised from here.
+    fn step_combined(&mut self, params: Vec<Region>, grads: Vec<Region>, combine: Bound<'_, PyAny>) -> PyResult<()> {
+        self.prepared = None;
+        check_regions(&params, &grads, 4, self.opt.params())?;
+        let mut failure: Option<PyErr> = None;
+        let mut call = |parts: &mut [Partial]| -> Result<(), RuntimeError> {
+            let values: Vec<f64> = parts.iter().map(|p| p.value).collect();
+            let kinds: Vec<&str> = parts
+                .iter()
+                .map(|p| match p.kind {
+                    ReduceKind::Sum => "sum",
+                    ReduceKind::MaxAbs => "max_abs",
+                })
+                .collect();
+            let combined = combine.call1((values, kinds)).and_then(|r| r.extract::<Vec<f64>>());
+            match combined {
+                Ok(v) if v.len() == parts.len() => {
+                    for (p, x) in parts.iter_mut().zip(v) {
+                        p.value = x;
+                    }
+                    Ok(())
+                }
+                Ok(v) => Err(RuntimeError::Combine(format!(
+                    "combine returned {} values for {} partials",
+                    v.len(),
+                    parts.len()
+                ))),
+                Err(e) => {
+                    failure = Some(e);
+                    Err(RuntimeError::Combine("combine raised".into()))
+                }
+            }
+        };
+        // The GIL stays held: `combine` is Python (torch.distributed collectives).
+        let result = with_slices(&params, &grads, |ps, gs| self.opt.step_combined(ps, gs, &mut call));
+        match failure {
+            Some(e) => Err(e),
+            None => result.map_err(runtime_error),
+        }
+    }
+
+    /// The state each bound member allocates, known before the first step: (member name,
+    /// state name, shape).
+    fn state_layout(&self) -> PyResult<Vec<(String, String, Vec<usize>)>> {
+        self.opt.state_layout().map_err(runtime_error)
     }
 
     /// The fast path of `gdc.torch` for a param group stepped as one float32 binding:

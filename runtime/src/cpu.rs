@@ -8,8 +8,8 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, internal, non_finite_after, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run,
-    Scalars, StateStore,
+    counted_step, internal, non_finite_after, size_of, state_use, writes_param, Combine, Counters, HostSide, Outcome,
+    Partial, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
@@ -209,23 +209,39 @@ impl CpuEngine {
         self.owned.get(i)?.states.get(s)?.as_deref()
     }
 
-    /// One step; with `check`, the gradient check first (see [`counted_step`]).
-    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], check: bool) -> Result<Outcome, RuntimeError> {
+    /// One step; with `check`, the gradient check first (see [`counted_step`]); with
+    /// `combine`, every reducing kernel's partials go through it before anything reads them.
+    pub fn step(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        check: bool,
+        mut combine: Option<Combine>,
+    ) -> Result<Outcome, RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         let plan = Arc::clone(&self.plan);
-        counted_step(self, &plan, check, |e, run, outs| e.run_all_with(run, params, grads, outs))
+        counted_step(self, &plan, check, |e, run, outs| {
+            let combine = match run {
+                Run::Check => None,
+                _ => combine.as_mut().map(|c| &mut **c as Combine),
+            };
+            e.run_all_with(run, params, grads, outs, combine)
+        })
     }
 
     /// Runs the init plan, the update plan or the update plan's gradient check of every
     /// parameter, variant by variant, each item as one parallel pass over all the parameters
-    /// of that variant; returns the non-finite counts a check found (member, count).
+    /// of that variant; returns the non-finite counts a check found (member, count). With
+    /// `combine`, each kernel that reduces hands its partials to it (also when it runs for
+    /// no member here, so every rank combines the same kernels in the same order).
     fn run_all_with(
         &mut self,
         what: Run,
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
         prepare_outs: &[f64],
+        mut combine: Option<Combine>,
     ) -> Result<Vec<(usize, f64)>, RuntimeError> {
         let plan = Arc::clone(&self.plan);
         let code = Arc::clone(&self.code);
@@ -268,7 +284,8 @@ impl CpuEngine {
                         // An item whose guard held for no parameter costs nothing: no pool
                         // round trip (an unrolled loop's iterations past a hyperparameter's
                         // bound are hundreds of such items).
-                        if run.is_empty() {
+                        let combining = combine.is_some() && !k.reductions.is_empty();
+                        if run.is_empty() && !combining {
                             continue;
                         }
                         for mi in run {
@@ -310,7 +327,22 @@ impl CpuEngine {
                             let len = shape_len(&k.domain, bp);
                             calls.push(Call { kernel: ck, bufs, scalars, sizes, len, param: mi });
                         }
-                        let slots = self.run_kernel(&calls, &k.domain, func)?;
+                        let mut slots =
+                            if calls.is_empty() { Vec::new() } else { self.run_kernel(&calls, &k.domain, func)? };
+                        if let (true, Some(c)) = (combining, combine.as_mut()) {
+                            let mut parts: Vec<Partial> = slots
+                                .iter()
+                                .map(|(mi, r, x)| Partial {
+                                    member: members[*mi],
+                                    kind: ReduceKind::of(func, *r),
+                                    value: *x,
+                                })
+                                .collect();
+                            c(&mut parts)?;
+                            for (slot, part) in slots.iter_mut().zip(&parts) {
+                                slot.2 = part.value;
+                            }
+                        }
                         for (mi, r, x) in slots {
                             envs.set(mi, r, x);
                         }

@@ -27,9 +27,11 @@ pub mod verify;
 pub use cudarc;
 
 pub use gdc_compiler::interp::{InterpError, Member};
-pub use gdc_compiler::ir::HyperTy;
+pub use gdc_compiler::ir::{HyperTy, ReduceKind};
+pub use gdc_compiler::plan::locality::Locality;
 pub use optimizer::{stochastic_bf16, Backend, NonFinite, Optimizer, Options};
 pub use program::Program;
+pub use shared::{Combine, Partial};
 
 /// What a parameter is to the model; policies route by it, and updates read it
 /// (`has_role(bias, norm)`) for decay masks and muP.
@@ -44,11 +46,21 @@ pub struct ParamSpec {
     /// muP: the parameter's shape in the base model (the one whose hyperparameters were
     /// tuned); `width_mult` and `inf_dims` are measured against it. `None`: no muP scaling.
     pub base_shape: Option<Vec<usize>>,
+    /// A shard of a larger parameter's leading dimension, which may have no rows (see
+    /// [`Optimizer::step_combined`]).
+    pub shard: bool,
 }
 
 impl ParamSpec {
     pub fn new(name: impl Into<String>, shape: &[usize]) -> ParamSpec {
-        ParamSpec { name: name.into(), shape: shape.to_vec(), role: Role::Other, base_shape: None }
+        ParamSpec { name: name.into(), shape: shape.to_vec(), role: Role::Other, base_shape: None, shard: false }
+    }
+
+    /// Marks the parameter as a shard of a larger one's leading dimension: it may be empty
+    /// (no rows on this rank) and still take part in the reductions combined across ranks.
+    pub fn as_shard(mut self) -> ParamSpec {
+        self.shard = true;
+        self
     }
 
     pub fn with_role(mut self, role: Role) -> ParamSpec {
@@ -96,6 +108,10 @@ pub enum RuntimeError {
     CheckpointState { path: String, what: String },
     #[error("{0} is not supported on the interpreter backend; use the cpu backend")]
     Unsupported(&'static str),
+    /// [`Optimizer::step_combined`] of parameters it cannot step by shards, off the CPU
+    /// backend, or whose `combine` failed (the message says which).
+    #[error("stepping shards with reductions combined across ranks: {0}")]
+    Combine(String),
     /// `swap_state` of a state that cannot stand in for the parameters.
     #[error("cannot swap state `{name}` with the parameters: {why}")]
     SwapState { name: String, why: String },

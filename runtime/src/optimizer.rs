@@ -5,7 +5,7 @@ use crate::checkpoint::{self, CheckpointMeta, StateTensor};
 use crate::cpu::CpuEngine;
 #[cfg(feature = "cuda")]
 use crate::cuda::CudaEngine;
-use crate::shared::{Outcome, StateStore};
+use crate::shared::{Combine, Outcome, StateStore};
 use crate::{ParamSpec, Program, RuntimeError};
 use gdc_compiler::interp::{self, Interpreter, Member};
 use gdc_compiler::ir::HyperTy;
@@ -106,8 +106,10 @@ impl Optimizer {
             }
         }
         let bound: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
-        let infos: Vec<interp::ParamInfo> =
-            params.iter().map(|p| interp::ParamInfo { role: p.role, base_shape: p.base_shape.clone() }).collect();
+        let infos: Vec<interp::ParamInfo> = params
+            .iter()
+            .map(|p| interp::ParamInfo { role: p.role, base_shape: p.base_shape.clone(), shard: p.shard })
+            .collect();
         let members = interp::members(&program.plan().module, &bound, &infos);
         // A member `w[0]` of a batched `w` must not meet a parameter of that name.
         for (i, m) in members.iter().enumerate() {
@@ -201,7 +203,7 @@ impl Optimizer {
             let mut mp = split_mut(&self.members, params);
             let mg = split(&self.members, grads);
             let outcome = match &mut self.engine {
-                Engine::Cpu(e) => e.step(&mut mp, &mg, check)?,
+                Engine::Cpu(e) => e.step(&mut mp, &mg, check, None)?,
                 #[cfg(feature = "cuda")]
                 Engine::Cuda(e) => e.step(&mut mp, &mg, check)?,
                 Engine::Interp(_) => unreachable!("the interpreter splits batched parameters itself"),
@@ -209,7 +211,7 @@ impl Optimizer {
             return self.settle(outcome);
         }
         let outcome = match &mut self.engine {
-            Engine::Cpu(e) => e.step(params, grads, check)?,
+            Engine::Cpu(e) => e.step(params, grads, check, None)?,
             #[cfg(feature = "cuda")]
             Engine::Cuda(e) => e.step(params, grads, check)?,
             Engine::Interp(it) => {
@@ -231,6 +233,59 @@ impl Optimizer {
             }
         };
         self.settle(outcome)
+    }
+
+    /// As [`Optimizer::step`], with the whole-tensor reductions of every kernel that reduces
+    /// (a norm, a max-abs, `global_norm`'s parts) handed to `combine` before anything reads
+    /// them: distributed training binds each parameter's local shard
+    /// ([`ParamSpec::as_shard`], possibly empty), every rank the same parameters in the same
+    /// order, and `combine` all-reduces the partials (sums added, max-abs maxima taken), so
+    /// every rank steps its shard as the whole parameter's step would (up to float64 rounding
+    /// of the combination). `combine` is called once per reducing kernel in plan order, also
+    /// with no partials when the kernel runs for no member here, so every rank makes the same
+    /// calls. Only parameters of [`crate::Locality::Elementwise`] or
+    /// [`crate::Locality::Reduces`] can be stepped this way, on the CPU backend; a step whose
+    /// `combine` fails returns its error with the step counter unchanged.
+    pub fn step_combined(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        combine: Combine,
+    ) -> Result<(), RuntimeError> {
+        if self.batched() {
+            return Err(RuntimeError::Combine("a batch of matrices is stepped only whole".into()));
+        }
+        for spec in &self.specs {
+            if self.program.locality(spec)? == crate::Locality::Whole {
+                return Err(RuntimeError::Combine(format!(
+                    "the program steps `{}` only whole (matrix products, reductions along an axis, or its row count)",
+                    spec.name
+                )));
+            }
+        }
+        let check = self.non_finite != NonFinite::Propagate;
+        let outcome = match &mut self.engine {
+            Engine::Cpu(e) => e.step(params, grads, check, Some(combine))?,
+            _ => return Err(RuntimeError::Combine("only the CPU backend combines reductions".into())),
+        };
+        self.settle(outcome)
+    }
+
+    /// The state each bound member's variant allocates: (member name, state name, shape),
+    /// known before the first step (the values are set then).
+    pub fn state_layout(&self) -> Result<Vec<(String, String, Vec<usize>)>, RuntimeError> {
+        let Some(e) = self.store() else { return Err(RuntimeError::Unsupported("checkpointing")) };
+        let m = &self.program.plan().module;
+        let mut out = Vec::new();
+        for (i, member) in self.members.iter().enumerate() {
+            for (s, st) in m.states.iter().enumerate() {
+                if e.state_len(i, s).is_some() {
+                    let shape = checkpoint::state_shape(&st.shape, &member.shape, &e.bound()[i]);
+                    out.push((member.name.clone(), st.name.clone(), shape));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// What a step's outcome means under the non-finite policy.

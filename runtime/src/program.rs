@@ -5,6 +5,7 @@ use crate::RuntimeError;
 use gdc_compiler::artifact::{Artifact, ArtifactError, Target};
 use gdc_compiler::cpu::CpuProgram;
 use gdc_compiler::gpu::abi::GpuProgram;
+use gdc_compiler::plan::locality::Locality;
 use gdc_compiler::plan::Plan;
 use std::path::Path;
 use std::sync::Arc;
@@ -103,17 +104,20 @@ impl Program {
         &self.inner.source
     }
 
-    /// Whether the program steps a parameter of `spec`'s shape and role elementwise (see
-    /// [`gdc_compiler::plan::locality::elementwise`]): then a shard of its leading dimension
-    /// can be stepped alone, as distributed training steps local shards; otherwise the
-    /// whole parameter must be stepped in one place. A parameter the program cannot bind is
-    /// an error, as binding it would be.
-    pub fn elementwise(&self, spec: &crate::ParamSpec) -> Result<bool, RuntimeError> {
+    /// How the program can step a shard of the leading dimension of a parameter of
+    /// `spec`'s shape and role (see [`gdc_compiler::plan::locality::locality`]): alone
+    /// (elementwise), alone with its whole-tensor reductions combined across the shards
+    /// ([`crate::Optimizer::step_combined`]), or only whole, in one place. A batch of
+    /// matrices is stepped whole. A parameter the program cannot bind is an error, as
+    /// binding it would be.
+    pub fn locality(&self, spec: &crate::ParamSpec) -> Result<Locality, RuntimeError> {
         let plan = self.plan();
         let variant = gdc_compiler::interp::route(&plan.module, &spec.name, &spec.shape, spec.role)
             .map_err(RuntimeError::Step)?;
-        let batched = plan.variants[variant].pattern == gdc_compiler::ir::Pattern::Batched;
-        Ok(!batched && gdc_compiler::plan::locality::elementwise(plan, variant))
+        if plan.variants[variant].pattern == gdc_compiler::ir::Pattern::Batched {
+            return Ok(Locality::Whole);
+        }
+        Ok(gdc_compiler::plan::locality::locality(plan, variant))
     }
 
     /// Whether the program folds a value over every parameter of a step (`global_norm`,

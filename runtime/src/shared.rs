@@ -203,6 +203,20 @@ pub(crate) trait HostSide: StateStore {
     }
 }
 
+/// One whole-tensor reduction (a sum or a max-abs) of one bound member, as this process
+/// computed it: under distributed training, the part of its shard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Partial {
+    /// The member's index among the optimizer's bound members.
+    pub member: usize,
+    pub kind: gdc_compiler::ir::ReduceKind,
+    pub value: f64,
+}
+
+/// Combines a reducing kernel's partials in place (an all-reduce across ranks) before
+/// anything reads them; see [`crate::Optimizer::step_combined`].
+pub type Combine<'a> = &'a mut dyn FnMut(&mut [Partial]) -> Result<(), RuntimeError>;
+
 /// What one pass of an engine over every parameter runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Run {
