@@ -23,12 +23,13 @@ import torch
 import torch.distributed as dist
 
 from gdc import _native
-from gdc.errors import GdcError, TensorError
+from gdc.errors import CheckpointError, GdcError, TensorError
 
 try:
-    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor import DTensor, Replicate, Shard
 except ImportError:  # torch without torch.distributed.tensor
     DTensor = None
+    Replicate = None
     Shard = None
 
 
@@ -107,9 +108,12 @@ class _Layout:
 
 
 class ShardedBinding:
-    """The parameters of one param group that step together under FSDP2: the elementwise
-    ones on their local shards (one native stepper over this rank's non-empty shards), the
-    others whole on their owners (one native stepper over the parameters this rank owns)."""
+    """The parameters of one param group that step together under FSDP2, by locality
+    (`Program.locality`): the elementwise ones on their local shards alone, the reducing
+    ones (whole-tensor norms, `global_norm`) on their local shards with each reducing
+    kernel's partials all-reduced (`Stepper.step_combined`), the others whole on their
+    owners. Every rank binds the same shards (some empty) in the same order, so the local and
+    reducing steppers make the same calls and collectives on every rank."""
 
     dtype = torch.float32
 
@@ -120,6 +124,7 @@ class ShardedBinding:
         self.params = [group["params"][i] for i in indices]
         self.names = [opt._name_of(group_index, i) for i in indices]
         self.shapes = [tuple(p.shape) for p in self.params]
+        self.mesh = mesh
         self.group = mesh.get_group()
         self.rank = dist.get_rank(self.group)
         self.world = dist.get_world_size(self.group)
@@ -131,43 +136,65 @@ class ShardedBinding:
                     "float32 and compute in bf16 with fully_shard's MixedPrecisionPolicy)"
                 )
         program = opt.program
+        self.program = program
         specs = [opt._spec_of(name, p) for name, p in zip(self.names, self.params)]
-        elementwise = program.elementwise(specs)
-        whole = [k for k, e in enumerate(elementwise) if not e]
-        if whole and program.reduces_across_params:
-            raise GdcError(
-                f"optimizer `{program.name}` folds a value over every parameter (global_norm) and steps "
-                f"`{self.names[whole[0]]}` whole: under FSDP2 gdc does not yet combine such a value across the ranks "
-                "that own parameters; use it without fully_shard, or clip with torch.nn.utils.clip_grad_norm_ before "
-                "the step and a program without the clip"
-            )
-        # This rank's non-empty shards of the elementwise parameters.
-        self.local = [k for k, e in enumerate(elementwise) if e and self.layouts[k].numel(self.rank) > 0]
-        self.local_stepper = None
-        if self.local:
-            local_specs = []
-            for k in self.local:
-                name, shape, role, base = specs[k]
-                local_specs.append((name, [self.layouts[k].rows[self.rank]] + shape[1:], role, base))
-            self.local_stepper = self._stepper(opt, local_specs)
+        locality = program.locality(specs)
+        whole = [k for k, loc in enumerate(locality) if loc == "whole"]
+        if program.reduces_across_params:
+            # A value folded over every parameter spans the whole group: every parameter
+            # takes part in the combined step, none can be stepped apart on an owner.
+            if whole:
+                raise GdcError(
+                    f"optimizer `{program.name}` folds a value over every parameter (global_norm) and steps "
+                    f"`{self.names[whole[0]]}` only whole (matrix products or factored statistics): under FSDP2 gdc "
+                    "combines such a value across ranks only for parameters stepped by shards; use it without "
+                    "fully_shard, or clip with torch.nn.utils.clip_grad_norm_ before the step and a program without "
+                    "the clip"
+                )
+            locality = ["reduces"] * len(locality)
+        # Every rank's shards, also the empty ones, of the parameters stepped by shards.
+        self.local = [k for k, loc in enumerate(locality) if loc == "elementwise"]
+        self.reducing = [k for k, loc in enumerate(locality) if loc == "reduces"]
+        self.local_stepper = self._stepper(opt, self._shard_specs(specs, self.local)) if self.local else None
+        self.reducing_stepper = (
+            self._stepper(opt, self._shard_specs(specs, self.reducing)) if self.reducing else None
+        )
         # The whole parameters, each with its owner.
         self.whole = whole
         owners = owner_plan([matrix_cost(self.shapes[k]) for k in whole], self.world)
         self.owner = dict(zip(whole, owners))
         self.owned = [k for k in whole if self.owner[k] == self.rank]
-        self.owned_stepper = self._stepper(opt, [specs[k] for k in self.owned]) if self.owned else None
+        self.owned_stepper = (
+            _native.Stepper(opt.program, [specs[k] for k in self.owned], opt._threads) if self.owned else None
+        )
+        if self.owned_stepper is not None:
+            self.owned_stepper.set_nonfinite("propagate")
         self.hypers = {}
         self.skipped_steps = 0
+        # What this rank sent, per collective: {kind: [calls, bytes]} (see `communication`).
+        self.sent = {}
+        self._whole_states = None
+
+    def _shard_specs(self, specs, ks):
+        out = []
+        for k in ks:
+            name, shape, role, base = specs[k]
+            out.append((name, [self.layouts[k].rows[self.rank]] + shape[1:], role, base))
+        return out
 
     @staticmethod
     def _stepper(opt, specs):
-        stepper = _native.Stepper(opt.program, specs, opt._threads)
-        # The ranks agree on the non-finite policy before stepping (`first_non_finite`).
+        stepper = _native.Stepper(opt.program, specs, opt._threads, shards=True)
+        # The ranks agree on the non-finite policy before stepping (`agree_non_finite`).
         stepper.set_nonfinite("propagate")
         return stepper
 
     def steppers(self):
-        return [s for s in (self.local_stepper, self.owned_stepper) if s is not None]
+        return [s for s in (self.local_stepper, self.reducing_stepper, self.owned_stepper) if s is not None]
+
+    def _count(self, kind, tensor):
+        calls, nbytes = self.sent.get(kind, (0, 0))
+        self.sent[kind] = (calls + 1, nbytes + tensor.numel() * tensor.element_size())
 
     def check(self, opt):
         """Raises TensorError for a parameter or gradient this binding cannot step."""
@@ -208,20 +235,48 @@ class ShardedBinding:
                 first = min(first, k)
         return count, first
 
+    def _regions(self, ks):
+        ps, gs = [], []
+        for k in ks:
+            lp, lg = self.params[k].to_local(), self.params[k].grad.to_local()
+            ps.append((lp.data_ptr(), lp.numel()))
+            gs.append((lg.data_ptr(), lg.numel()))
+        return ps, gs
+
     def step(self, hypers):
         for name, value in hypers:
             for s in self.steppers():
                 s.set_hyper(name, value)
             self.hypers[name] = value
         if self.local_stepper is not None:
-            ps, gs = [], []
-            for k in self.local:
-                lp, lg = self.params[k].to_local(), self.params[k].grad.to_local()
-                ps.append((lp.data_ptr(), lp.numel()))
-                gs.append((lg.data_ptr(), lg.numel()))
-            self.local_stepper.step(ps, gs)
+            self.local_stepper.step(*self._regions(self.local))
+        if self.reducing_stepper is not None:
+            self.reducing_stepper.step_combined(*self._regions(self.reducing), self._combine)
         if self.whole:
             self._step_whole()
+
+    def _combine(self, values, kinds):
+        """The partials of one reducing kernel combined over every rank: one all-reduce of
+        the sums (and of NaN flags of the maxima), one of the maxima of magnitudes when there
+        are any. Every rank passes the same kinds in the same order."""
+        if not values:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        is_sum = torch.tensor([k == "sum" for k in kinds])
+        maxima = t[~is_sum]
+        sums = torch.cat([t[is_sum], maxima.isnan().to(torch.float64)])
+        self._count("all_reduce", sums)
+        dist.all_reduce(sums, group=self.group)
+        out = torch.empty_like(t)
+        n_sum = int(is_sum.sum())
+        out[is_sum] = sums[:n_sum]
+        if maxima.numel():
+            maxima = maxima.nan_to_num(nan=0.0)
+            self._count("all_reduce", maxima)
+            dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=self.group)
+            maxima[sums[n_sum:] > 0] = float("nan")
+            out[~is_sum] = maxima
+        return out.tolist()
 
     def _step_whole(self):
         """Gathers each whole parameter and its gradient to its owner, steps the owned ones
@@ -241,6 +296,8 @@ class ShardedBinding:
                 send[at + lay.padded : at + lay.padded + n] = self.params[k].grad.to_local().reshape(-1)
                 at += 2 * lay.padded
             recv = [torch.empty_like(send) for _ in range(world)] if o == r else None
+            if o != r:
+                self._count("gather", send)
             dist.gather(send, recv, dst=dist.get_global_rank(self.group, o), group=self.group)
             if o == r:
                 gathered = recv
@@ -279,6 +336,8 @@ class ShardedBinding:
                         out[at : at + n] = fulls[k][0].view(-1)[s : s + n]
                         at += lay.padded
                     parts.append(out)
+                    if dst != r:
+                        self._count("scatter", out)
             dist.scatter(recv, parts, src=dist.get_global_rank(self.group, o), group=self.group)
             at = 0
             for k in ks:
@@ -287,6 +346,204 @@ class ShardedBinding:
                 if n:
                     self.params[k].to_local().view(-1).copy_(recv[at : at + n])
                 at += lay.padded
+
+    # ----- state as DTensors ------------------------------------------------------------
+
+    def _layout_of_whole(self):
+        """{k: [(state, shape)]} of every whole parameter's state, the same on every rank
+        (each owner says its parameters', one all_gather_object at the first need)."""
+        if self._whole_states is None:
+            mine = {}
+            if self.owned_stepper is not None:
+                mine = _stacked_layout(self.owned_stepper, self.owned, self.shapes)
+            every = [None] * self.world
+            dist.all_gather_object(every, mine, group=self.group)
+            self._whole_states = {}
+            for part in every:
+                self._whole_states.update(part)
+        return self._whole_states
+
+    def _steppers_by_kind(self):
+        return [(self.local_stepper, self.local), (self.reducing_stepper, self.reducing)]
+
+    def state(self):
+        """{k: {state name: DTensor}} for every parameter: the state of a parameter stepped
+        by shards is this rank's shard of it; an owner's state is cut by torch.chunk along
+        its first dimension and scattered, so every state is a DTensor placed Shard(0) on
+        the parameters' mesh (a scalar state Replicate). Collective: every rank calls it."""
+        out = {k: {} for k in range(len(self.params))}
+        for stepper, ks in self._steppers_by_kind():
+            if stepper is None:
+                continue
+            for k, states in _stacked_values(stepper, ks, [self._shard_shape(k) for k in ks]).items():
+                for sname, t in states.items():
+                    out[k][sname] = self._dtensor(t, self._full_state_shape(k, t))
+        layout = self._layout_of_whole()
+        owned = {}
+        if self.owned_stepper is not None:
+            owned = _stacked_values(self.owned_stepper, self.owned, [self.shapes[k] for k in self.owned])
+        for k in self.whole:
+            o = dist.get_global_rank(self.group, self.owner[k])
+            for sname, shape in layout[k]:
+                full = owned.get(k, {}).get(sname) if self.owner[k] == self.rank else None
+                out[k][sname] = self._scatter_state(full, shape, o)
+        return out
+
+    def _shard_shape(self, k):
+        return [self.layouts[k].rows[self.rank]] + list(self.shapes[k][1:])
+
+    def _full_state_shape(self, k, t):
+        """A state of a shard stepped alone: the parameter's shape when it is like the
+        shard, else its own (replicated) shape."""
+        if list(t.shape) == self._shard_shape(k) and len(self.shapes[k]) >= 1:
+            return list(self.shapes[k])
+        return None
+
+    def _dtensor(self, local, full_shape):
+        if full_shape is None:
+            return DTensor.from_local(local, self.mesh, [Replicate()], run_check=False)
+        return DTensor.from_local(
+            local.contiguous(), self.mesh, [Shard(0)], run_check=False, shape=torch.Size(full_shape),
+            stride=torch.empty(full_shape, device="meta").stride(),
+        )
+
+    def _scatter_state(self, full, shape, src):
+        """A whole state of `shape` held by rank `src` (`full` there) as a DTensor placed
+        Shard(0) (Replicate for a scalar)."""
+        if len(shape) == 0:
+            t = full.clone() if full is not None else torch.empty(())
+            dist.broadcast(t, src=src, group=self.group)
+            return DTensor.from_local(t, self.mesh, [Replicate()], run_check=False)
+        lay = _Layout(shape, self.world)
+        recv = torch.empty(lay.padded)
+        parts = None
+        if full is not None:
+            flat = full.reshape(-1)
+            parts = []
+            for dst in range(self.world):
+                out = torch.zeros(lay.padded)
+                n, s = lay.numel(dst), lay.start(dst)
+                out[:n] = flat[s : s + n]
+                parts.append(out)
+        dist.scatter(recv, parts, src=src, group=self.group)
+        local = recv[: lay.numel(self.rank)].reshape([lay.rows[self.rank]] + list(shape[1:]))
+        return self._dtensor(local, list(shape))
+
+    def counters(self):
+        """(step, skipped steps, globals) of the binding, the same on every rank: from the
+        first rank that holds a stepper (one all_gather_object)."""
+        mine = None
+        if self.steppers():
+            meta, _ = self.steppers()[0].snapshot()
+            mine = (int(meta["step"]), int(meta["skipped_steps"]), dict(meta["globals"]))
+        every = [None] * self.world
+        dist.all_gather_object(every, mine, group=self.group)
+        return next((c for c in every if c is not None), (0, 0, {}))
+
+    def restore(self, info, states, hypers):
+        """Restores `states` ({k: {state name: DTensor}}, as `state` gives them, possibly from
+        another world size) and the counters of `info` into fresh steppers. Collective: every
+        whole parameter's state is gathered (full_tensor) on every rank, its owner keeps it."""
+        keep = []
+        restores = []
+        for stepper, ks in self._steppers_by_kind():
+            if stepper is None:
+                continue
+            tensors = []
+            for k in ks:
+                for sname, t in states.get(k, {}).items():
+                    local = t.to_local() if is_dtensor(t) else t
+                    local = local.detach().to("cpu", torch.float32).contiguous()
+                    keep.append(local)
+                    tensors.append((self.names[k], sname, list(local.shape), local.data_ptr(), local.numel()))
+            specs = [(self.names[k], self._shard_shape(k)) for k in ks]
+            restores.append((stepper, specs, tensors))
+        tensors = []
+        for k in self.whole:
+            for sname, t in sorted(states.get(k, {}).items()):
+                whole = (t.full_tensor() if is_dtensor(t) else t).detach().to("cpu", torch.float32).contiguous()
+                if self.owner[k] != self.rank:
+                    continue
+                keep.append(whole)
+                tensors.extend(_unstacked(self.owned_stepper, self.owned.index(k), self.names[k], sname, whole, self.shapes[k]))
+        if self.owned_stepper is not None:
+            restores.append((self.owned_stepper, [(self.names[k], list(self.shapes[k])) for k in self.owned], tensors))
+        for stepper, specs, tensors in restores:
+            stepper.restore(
+                info["program_hash"],
+                info["optimizer"],
+                specs,
+                int(info["step"]),
+                int(info["skipped_steps"]),
+                hypers,
+                sorted(info["globals"].items()),
+                tensors,
+            )
+        del keep
+
+
+def _stacked_layout(stepper, ks, shapes):
+    """{k: [(state, shape)]} of a stepper's parameters (binding indices `ks`); a batch of
+    matrices' states stacked under its batch dimensions, as gdc.torch shows them."""
+    members = stepper.members()
+    per = {}
+    for member, state, shape in stepper.state_layout():
+        i = next(m[1] for m in members if m[0] == member)
+        k = ks[i]
+        entry = per.setdefault(k, {})
+        entry.setdefault(state, []).append(shape)
+    out = {}
+    for k, states in per.items():
+        batch = list(shapes[ks.index(k)][:-2])
+        out[k] = [
+            (s, list(v[0]) if len(v) == 1 else batch + list(v[0])) for s, v in sorted(states.items())
+        ]
+    return out
+
+
+def _stacked_values(stepper, ks, shapes):
+    """{k: {state: tensor}} of a stepper's parameters, stacked as `_stacked_layout`: the
+    values once stepped, zeros of the layout before."""
+    members = stepper.members()
+    counts = {}
+    for m in members:
+        counts[m[1]] = counts.get(m[1], 0) + 1
+    _, tensors = stepper.snapshot()
+    if not tensors:
+        return {
+            k: {s: torch.zeros(shape) for s, shape in states}
+            for k, states in _stacked_layout(stepper, ks, shapes).items()
+        }
+    parts = {}
+    index = {m[0]: m[1] for m in members}
+    for member, state, shape, data in tensors:
+        i = index[member]
+        t = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape) if data else torch.zeros(shape)
+        parts.setdefault(ks[i], {}).setdefault(state, []).append(t)
+    out = {}
+    for k, states in parts.items():
+        i = ks.index(k)
+        out[k] = {}
+        for s, ts in states.items():
+            if counts[i] == 1:
+                out[k][s] = ts[0]
+            else:
+                out[k][s] = torch.stack(ts).reshape(list(shapes[i][:-2]) + list(ts[0].shape))
+    return out
+
+
+def _unstacked(stepper, i, name, state, t, shape):
+    """Restore entries (member, state, shape, address, elements) of parameter `i` of a
+    stepper: one, or one per matrix of a batch."""
+    mine = [m for m in stepper.members() if m[1] == i]
+    if len(mine) == 1:
+        return [(mine[0][0], state, list(t.shape), t.data_ptr(), t.numel())]
+    batch = list(shape[:-2])
+    if list(t.shape[: len(batch)]) != batch:
+        raise CheckpointError(f"state `{state}` of `{name}` has shape {tuple(t.shape)}, not led by the batch {tuple(batch)}")
+    parts = t.reshape(len(mine), -1)
+    inner = list(t.shape[len(batch) :])
+    return [(m[0], state, inner, parts[j].data_ptr(), parts[j].numel()) for j, m in enumerate(mine)]
 
 
 def agree_non_finite(bindings, group):

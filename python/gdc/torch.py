@@ -330,11 +330,107 @@ class Optimizer(torch.optim.Optimizer):
             for binding, hypers in work:
                 binding.step(hypers)
 
+    def _sharded_bindings(self):
+        """Every group's sharded binding, made for all its non-empty parameters if it has
+        not stepped yet (a fresh optimizer's state dict is the template
+        torch.distributed.checkpoint loads into)."""
+        out = []
+        for gi, group in enumerate(self.param_groups):
+            key = (gi, torch.float32)
+            if key not in self._bindings:
+                indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]
+                if not indices:
+                    continue
+                self._bindings[key] = _distributed.ShardedBinding(self, gi, indices, self._mesh)
+            out.append(self._bindings[key])
+        return out
+
+    def _sharded_state_dict(self):
+        """The state dict under FSDP2: every state a DTensor placed like its parameter
+        (Shard(0) on the mesh; a scalar Replicate), ready for torch.distributed.checkpoint,
+        which reshards it to another world size on load. Collective: every rank calls it."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {}
+        bindings = []
+        with torch.no_grad():
+            for binding in self._sharded_bindings():
+                step, skipped, globals_ = binding.counters()
+                ids = [index[id(p)] for p in binding.params]
+                for k, states in binding.state().items():
+                    if states:
+                        entry = {"step": torch.tensor(float(step))}
+                        entry.update(states)
+                        state[ids[k]] = entry
+                bindings.append(
+                    {
+                        "group": binding.group_index,
+                        "dtype": _DTYPES[binding.dtype],
+                        "params": ids,
+                        "step": step,
+                        "skipped_steps": skipped,
+                        "globals": globals_,
+                    }
+                )
+        return {
+            "state": state,
+            "param_groups": groups,
+            "gdc": {
+                "format": _STATE_DICT_FORMAT,
+                "optimizer": self.program.name,
+                "program_hash": self.program.hash,
+                "nonfinite": self._nonfinite,
+                "skipped_steps": self._skipped,
+                "sharded": True,
+                "bindings": bindings,
+            },
+        }
+
+    def _load_sharded(self, state_dict, info, new_groups):
+        """Restores a sharded state dict (after torch.distributed.checkpoint.load into this
+        optimizer's own `state_dict()`, at any world size) into fresh bindings."""
+        index = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                index.setdefault(id(p), len(index))
+        fresh = {}
+        for gi, group in enumerate(self.param_groups):
+            indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]
+            if indices:
+                fresh[(gi, torch.float32)] = _distributed.ShardedBinding(self, gi, indices, self._mesh)
+        saved = {b["group"]: b for b in info["bindings"]}
+        for (gi, _), binding in fresh.items():
+            b = saved.get(gi)
+            if b is None:
+                raise CheckpointError(f"the state dict has no state for param group {gi}")
+            ids = [index[id(p)] for p in binding.params]
+            if list(b["params"]) != ids:
+                raise CheckpointError(f"param group {gi} holds parameters {ids} here, {list(b['params'])} in the state dict")
+            group = self.param_groups[gi]
+            hypers = [(name, float(new_groups[gi].get(name, group[name]))) for name in self._infos]
+            states = {k: {s: t for s, t in state_dict["state"].get(i, {}).items() if s != "step"} for k, i in enumerate(ids)}
+            meta = dict(info, step=b["step"], skipped_steps=b["skipped_steps"], globals=b["globals"])
+            try:
+                binding.restore(meta, states, hypers)
+            except CheckpointError as e:
+                raise CheckpointError(f"param group {gi}: {e}") from None
+            binding.hypers = dict(hypers)
+        for group, values in zip(self.param_groups, new_groups):
+            group.update(values)
+        self._bindings = fresh
+        self._skipped = int(info.get("skipped_steps", 0))
+
     def _refuse_sharded(self, what):
         if self._mesh is not None:
             raise GdcError(
-                f"{what} of an optimizer over FSDP2-sharded parameters is not yet supported (its state is sharded over "
-                "ranks and owners; saving it as DTensors for torch.distributed.checkpoint is still to come)"
+                f"{what} of an optimizer over FSDP2-sharded parameters is not supported: its state is sharded over "
+                "ranks; save it with torch.distributed.checkpoint.save({'optim': optimizer.state_dict(), ...}) and "
+                "load it with torch.distributed.checkpoint.load into a fresh optimizer's state_dict(), then "
+                "optimizer.load_state_dict(...)"
             )
 
     def _clear_prepared(self, work):
@@ -510,7 +606,8 @@ class Optimizer(torch.optim.Optimizer):
         state tensors and `step`) and `param_groups` (hyperparameters, parameter indices) —
         plus a `gdc` entry with what the runtime needs to resume exactly (the program, each
         binding's step and skipped-step counts and global scalars). Tensors are copies."""
-        self._refuse_sharded("state_dict")
+        if self._mesh is not None:
+            return self._sharded_state_dict()
         index = {}
         groups = []
         for group in self.param_groups:
@@ -554,7 +651,6 @@ class Optimizer(torch.optim.Optimizer):
         """Restores `state_dict()` into an optimizer over the same parameters (by position, as
         torch does; shapes and dtypes must agree). Every tensor and value is checked before
         anything changes: on an error the optimizer is exactly as it was."""
-        self._refuse_sharded("load_state_dict")
         if not isinstance(state_dict, dict) or "gdc" not in state_dict:
             raise CheckpointError(
                 "not a gdc state dict (it has no `gdc` entry): load a dict made by gdc.torch.Optimizer.state_dict(); "
@@ -563,6 +659,13 @@ class Optimizer(torch.optim.Optimizer):
         info = state_dict["gdc"]
         if info.get("format") != _STATE_DICT_FORMAT:
             raise CheckpointError(f"state dict format {info.get('format')!r}, this gdc reads {_STATE_DICT_FORMAT!r}")
+        if bool(info.get("sharded")) != (self._mesh is not None):
+            raise CheckpointError(
+                "the state dict was saved "
+                + ("from FSDP2-sharded parameters" if info.get("sharded") else "from unsharded parameters")
+                + (", the optimizer's parameters are not sharded" if self._mesh is None else ", these are sharded")
+                + ": save and load with the same kind of model (torch.distributed.checkpoint reshards across world sizes)"
+            )
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise CheckpointError(f"the state dict has {len(saved_groups)} param group(s), the optimizer {len(self.param_groups)}")
@@ -592,6 +695,9 @@ class Optimizer(torch.optim.Optimizer):
                 except HyperparameterError as e:
                     raise CheckpointError(f"param group {gi} of the state dict: {e}") from None
             new_groups.append(values)
+        if self._mesh is not None:
+            self._load_sharded(state_dict, info, new_groups)
+            return
         # Fresh bindings, restored; swapped in only if all succeed.
         bindings = {}
         for b in info["bindings"]:

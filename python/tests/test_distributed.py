@@ -18,8 +18,8 @@ def _port():
         return s.getsockname()[1]
 
 
-def _spawn(fn, world):
-    mp.spawn(fn, args=(world, _port()), nprocs=world, join=True)
+def _spawn(fn, world, *args):
+    mp.spawn(fn, args=(world, _port(), *args), nprocs=world, join=True)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -35,3 +35,8 @@ def test_fsdp2_ranks_agree_on_a_non_finite_gradient(world):
 @pytest.mark.parametrize("world", [2, 3])
 def test_ddp_keeps_every_rank_identical(world):
     _spawn(dist_workers.ddp_identical, world)
+
+
+def test_dcp_checkpoint_saved_at_world_2_resumes_at_world_3(tmp_path):
+    _spawn(dist_workers.dcp_save, 2, str(tmp_path))
+    _spawn(dist_workers.dcp_resume, 3, str(tmp_path))
