@@ -40,3 +40,11 @@ def test_ddp_keeps_every_rank_identical(world):
 def test_dcp_checkpoint_saved_at_world_2_resumes_at_world_3(tmp_path):
     _spawn(dist_workers.dcp_save, 2, str(tmp_path))
     _spawn(dist_workers.dcp_resume, 3, str(tmp_path))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_fsdp2_tiny_gpt_losses_equal_one_process(world):
+    """The tiny GPT of test_gpt.py, 50 steps, each rank a slice of the same batch: the global
+    loss at every step equals the single-process run's up to float32 reduction order (the
+    gradient averages are summed in another order, which training then amplifies)."""
+    _spawn(dist_workers.fsdp_gpt, world)
