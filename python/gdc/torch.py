@@ -228,6 +228,43 @@ class Optimizer(torch.optim.Optimizer):
         own = [b.stepper.skipped_steps for b in self._bindings.values() if isinstance(b, _Binding)]
         return self._skipped + max(own, default=0)
 
+    @property
+    def communication(self):
+        """What this rank has sent to other ranks over all steps under FSDP2, per collective:
+        {"all_reduce" | "gather" | "scatter": (calls, bytes)} (the non-finite agreement and
+        state dicts aside); empty without sharded parameters."""
+        out = {}
+        for b in self._bindings.values():
+            for kind, (calls, nbytes) in getattr(b, "sent", {}).items():
+                c, n = out.get(kind, (0, 0))
+                out[kind] = (c + calls, n + nbytes)
+        return out
+
+    @property
+    def matrix_flops(self):
+        """Floating-point operations of the matrix library calls (products, decompositions)
+        this rank has run over all steps."""
+        total = 0
+        for b in self._bindings.values():
+            steppers = b.steppers() if hasattr(b, "steppers") else [b.stepper]
+            total += sum(s.matrix_flops for s in steppers)
+        return total
+
+    @property
+    def state_bytes(self):
+        """Bytes of optimizer state this rank holds (allocated when the parameters are bound,
+        at the first step or state_dict)."""
+        total = 0
+        for b in self._bindings.values():
+            steppers = b.steppers() if hasattr(b, "steppers") else [b.stepper]
+            for s in steppers:
+                for _, _, shape in s.state_layout():
+                    n = 4
+                    for d in shape:
+                        n *= d
+                    total += n
+        return total
+
     def _step(self, closure=None):
         """Steps every parameter that has a gradient, in place, as one fused pass per kernel
         over each group's parameters. Everything is checked first: on an error nothing has

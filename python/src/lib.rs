@@ -523,6 +523,13 @@ impl Stepper {
         }
     }
 
+    /// Floating-point operations of the matrix library calls (products, decompositions)
+    /// of every step so far.
+    #[getter]
+    fn matrix_flops(&self) -> u64 {
+        self.opt.matrix_flops().unwrap_or(0)
+    }
+
     /// The state each bound member allocates, known before the first step: (member name,
     /// state name, shape).
     fn state_layout(&self) -> PyResult<Vec<(String, String, Vec<usize>)>> {

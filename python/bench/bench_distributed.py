@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""gdc.torch under FSDP2 on gloo (CPU ranks, spawned processes): optimizer-state memory and
+matrix FLOPs per rank at 1, 2 and 3 ranks, bytes sent per step, and the AdamW step of a
+sharded GPT-style model against torch.optim.AdamW(fused=True) on the same FSDP2 model.
+
+    python3 python/bench/bench_distributed.py --json runs/bench_distributed.json   # ~5 min
+
+1. memory - state bytes per rank (`Optimizer.state_bytes`) for adamw, lamb,
+            adamw_clip_cosine and muon_adamw on the GPT-style set, against one rank's / N. Target: max over ranks
+            <= 1/N of one rank's + 5%.
+2. flops  - muon_adamw's matrix FLOPs per rank over one step (`Optimizer.matrix_flops`, the
+            runtime's count of its library calls) on the transformer-like set (12 layers of
+            768x3072, 3072x768 and four 768x768: 72 matrices). Target: max <= 1.25/N of the
+            total.
+   Both also report bytes sent per step per rank (`Optimizer.communication`).
+3. speed  - AdamW, one step of the GPT-style set (12 layers at d_model 512, vocab 8192,
+            context 1024, untied head: 149 parameters, 46.1 M elements) sharded by
+            fully_shard over 2 ranks, one thread each: gdc against torch fused. Each
+            contender runs in processes of its own; the contenders alternate in rotated
+            rounds; each round reports the median of the timed steps (the slowest rank's);
+            the result is the median over rounds with min-max. Target: gdc >= 1.5x fused.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+OPT = os.path.join(ROOT, "examples", "optimizers")
+
+
+def gpt_shapes(layers=12, d=512, vocab=8192, ctx=1024):
+    shapes = [("tok_emb", (vocab, d), "embedding"), ("pos_emb", (ctx, d), "embedding")]
+    for i in range(layers):
+        shapes += [
+            (f"b{i}.ln1.w", (d,), "norm"), (f"b{i}.ln1.b", (d,), "bias"),
+            (f"b{i}.qkv.w", (3 * d, d), "hidden"), (f"b{i}.qkv.b", (3 * d,), "bias"),
+            (f"b{i}.proj.w", (d, d), "hidden"), (f"b{i}.proj.b", (d,), "bias"),
+            (f"b{i}.ln2.w", (d,), "norm"), (f"b{i}.ln2.b", (d,), "bias"),
+            (f"b{i}.fc.w", (4 * d, d), "hidden"), (f"b{i}.fc.b", (4 * d,), "bias"),
+            (f"b{i}.out.w", (d, 4 * d), "hidden"), (f"b{i}.out.b", (d,), "bias"),
+        ]
+    shapes += [("ln_f.w", (d,), "norm"), ("ln_f.b", (d,), "bias"), ("head", (vocab, d), "output")]
+    return shapes
+
+
+def transformer_shapes(layers=12, d=768):
+    shapes = []
+    for i in range(layers):
+        shapes += [(f"l{i}.up", (4 * d, d), "hidden"), (f"l{i}.down", (d, 4 * d), "hidden")]
+        shapes += [(f"l{i}.{w}", (d, d), "hidden") for w in ("q", "k", "v", "o")]
+    return shapes
+
+
+class Bag(torch.nn.Module):
+    def __init__(self, shapes):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        for name, shape, _ in shapes:
+            self.register_parameter(name.replace(".", "_"), torch.nn.Parameter(torch.randn(shape, generator=g) * 0.02))
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup(rank, world, port):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh("cpu", (world,))
+
+
+def _sharded(shapes, mesh):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    bag = Bag(shapes)
+    if mesh is not None:
+        fully_shard(bag, mesh=mesh)
+    g = torch.Generator().manual_seed(1)
+    for p, (_, shape, _) in zip(bag.parameters(), shapes):
+        full = torch.randn(shape, generator=g) * 1e-3
+        p.grad = distribute_tensor(full, mesh, [Shard(0)]) if mesh is not None else full
+    return bag
+
+
+def _gather_to_0(obj, world):
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def worker_counts(rank, world, port, queue, case):
+    """State bytes (case "memory", the GPT-style set) or matrix FLOPs (case "flops", the
+    transformer-like set) per rank after one step, and the bytes each rank sent in it."""
+    import gdc.torch
+
+    mesh = _setup(rank, world, port)
+    shapes = gpt_shapes() if case == "memory" else transformer_shapes()
+    roles = {n.replace(".", "_"): r for n, _, r in shapes}
+    programs = ["adamw", "lamb", "adamw_clip_cosine", "muon_adamw"] if case == "memory" else ["muon_adamw"]
+    out = {}
+    for name in programs:
+        bag = _sharded(shapes, mesh)
+        opt = gdc.torch.Optimizer(os.path.join(OPT, f"{name}.gd"), bag.named_parameters(), roles=roles, threads=1)
+        opt.step()
+        row = {"state_bytes": opt.state_bytes, "matrix_flops": opt.matrix_flops, "sent": opt.communication}
+        out[name] = _gather_to_0(row, world)
+        del opt, bag
+    if rank == 0:
+        queue.put(out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def worker_speed(rank, world, port, queue, contender, warmup, steps):
+    import gdc.torch
+
+    mesh = _setup(rank, world, port)
+    shapes = gpt_shapes()
+    bag = _sharded(shapes, mesh)
+    if contender == "gdc":
+        opt = gdc.torch.Optimizer(os.path.join(OPT, "adamw.gd"), bag.named_parameters(), threads=1, lr=1e-4)
+    else:
+        opt = torch.optim.AdamW(bag.parameters(), lr=1e-4, fused=True)
+    times = []
+    for i in range(warmup + steps):
+        dist.barrier()
+        t0 = time.perf_counter()
+        opt.step()
+        t = torch.tensor([time.perf_counter() - t0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if i >= warmup:
+            times.append(t.item())
+    if rank == 0:
+        queue.put(statistics.median(times))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def spawn(fn, world, *args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.spawn(fn, args=(world, _port(), queue, *args), nprocs=world, join=True)
+    return queue.get()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "torch": torch.__version__}
+
+    for case in ("memory", "flops"):
+        report[case] = {w: spawn(worker_counts, w, case) for w in (1, 2, 3)}
+        for name in report[case][1]:
+            one = report[case][1][name][0]
+            for w in (2, 3):
+                rows = report[case][w][name]
+                if case == "memory":
+                    mine = [r["state_bytes"] for r in rows]
+                    ratio = max(mine) / (one["state_bytes"] / w)
+                    verdict = "PASS" if ratio <= 1.05 else "MISS"
+                    print(f"memory {name:10s} world {w}: per rank {[round(m / 2**20, 1) for m in mine]} MiB, "
+                          f"one rank {one['state_bytes'] / 2**20:.1f} MiB: max/(one/N) = {ratio:.3f} [{verdict} <= 1.05]")
+                else:
+                    mine = [r["matrix_flops"] for r in rows]
+                    ratio = max(mine) / (one["matrix_flops"] / w)
+                    verdict = "PASS" if ratio <= 1.25 else "MISS"
+                    print(f"flops  {name:10s} world {w}: per rank {[round(m / 1e9, 2) for m in mine]} GFLOP, "
+                          f"one rank {one['matrix_flops'] / 1e9:.2f}: max/(total/N) = {ratio:.3f} [{verdict} <= 1.25]")
+                sent = [{k: v[1] for k, v in r["sent"].items()} for r in rows]
+                print(f"       bytes sent per rank, one step: {sent}")
+
+    contenders = ["gdc", "fused"]
+    rounds = {c: [] for c in contenders}
+    for r in range(args.rounds):
+        order = contenders[r % 2 :] + contenders[: r % 2]
+        for c in order:
+            rounds[c].append(spawn(worker_speed, 2, c, args.warmup, args.steps))
+        print(f"speed round {r + 1}: " + ", ".join(f"{c} {rounds[c][-1] * 1e3:.2f} ms" for c in contenders))
+    med = {c: statistics.median(v) for c, v in rounds.items()}
+    ratio = med["fused"] / med["gdc"]
+    verdict = "PASS" if ratio >= 1.5 else "MISS"
+    print(f"speed AdamW GPT-style set, FSDP2 on 2 gloo ranks: gdc {med['gdc'] * 1e3:.2f} ms "
+          f"[{min(rounds['gdc']) * 1e3:.2f}-{max(rounds['gdc']) * 1e3:.2f}], fused {med['fused'] * 1e3:.2f} ms "
+          f"[{min(rounds['fused']) * 1e3:.2f}-{max(rounds['fused']) * 1e3:.2f}]: gdc {ratio:.2f}x fused [{verdict} >= 1.5]")
+    report["speed"] = {"rounds": rounds, "median": med, "speedup_vs_fused": ratio}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
