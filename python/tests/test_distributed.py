@@ -1,8 +1,10 @@
 """gdc.torch.Optimizer under torch.distributed (gloo on the CPU, spawned processes, world
 sizes 1, 2 and 3 so shards are uneven and some are empty): FSDP2-sharded runs equal the
-single-process run bit for bit for elementwise, whole-parameter and mixed programs; the
-ranks agree on a non-finite gradient; DDP keeps every rank identical. The checks run in
-the ranks (tests/dist_workers.py)."""
+single-process run (bit for bit for elementwise, whole-parameter and mixed programs; within
+float64 rounding of the all-reduced partials for LAMB and global-norm clipping); the ranks
+agree on a non-finite gradient; a DCP checkpoint saved at world 2 resumes at world 3; the
+tiny GPT trains to the single-process losses; DDP keeps every rank identical. The checks run
+in the ranks (tests/dist_workers.py)."""
 
 import socket
 
