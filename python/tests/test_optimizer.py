@@ -264,6 +264,11 @@ def test_load_state_dict_refuses_a_mismatch_and_changes_nothing():
     del bad["state"][2]["v"]
     with pytest.raises(gdc.CheckpointError, match="v"):
         opt2.load_state_dict(bad)
+    # A state dict of FSDP2-sharded parameters (DTensor state) into unsharded ones.
+    bad = copy.deepcopy(sd)
+    bad["gdc"]["sharded"] = True
+    with pytest.raises(gdc.CheckpointError, match="from FSDP2-sharded parameters"):
+        opt2.load_state_dict(bad)
 
     after = opt2.state_dict()
     assert after["gdc"] == before["gdc"]
