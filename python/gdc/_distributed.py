@@ -22,8 +22,8 @@ Every rank must call `step` with gradients for the same parameters (FSDP2 guaran
 import torch
 import torch.distributed as dist
 
-from gdc import _native
-from gdc.errors import CheckpointError, GdcError, TensorError
+from gdc import _native, _state
+from gdc.errors import GdcError, TensorError
 
 try:
     from torch.distributed.tensor import DTensor, Replicate, Shard
@@ -465,7 +465,8 @@ class ShardedBinding:
                 if self.owner[k] != self.rank:
                     continue
                 keep.append(whole)
-                tensors.extend(_unstacked(self.owned_stepper, self.owned.index(k), self.names[k], sname, whole, self.shapes[k]))
+                i = self.owned.index(k)
+                tensors.extend(_state.unstack(self.owned_stepper.members(), i, self.names[k], sname, whole, self.shapes[k]))
         if self.owned_stepper is not None:
             restores.append((self.owned_stepper, [(self.names[k], list(self.shapes[k])) for k in self.owned], tensors))
         for stepper, specs, tensors in restores:
@@ -504,46 +505,13 @@ def _stacked_layout(stepper, ks, shapes):
 def _stacked_values(stepper, ks, shapes):
     """{k: {state: tensor}} of a stepper's parameters, stacked as `_stacked_layout`: the
     values once stepped, zeros of the layout before."""
-    members = stepper.members()
-    counts = {}
-    for m in members:
-        counts[m[1]] = counts.get(m[1], 0) + 1
     _, tensors = stepper.snapshot()
     if not tensors:
         return {
             k: {s: torch.zeros(shape) for s, shape in states}
             for k, states in _stacked_layout(stepper, ks, shapes).items()
         }
-    parts = {}
-    index = {m[0]: m[1] for m in members}
-    for member, state, shape, data in tensors:
-        i = index[member]
-        t = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape) if data else torch.zeros(shape)
-        parts.setdefault(ks[i], {}).setdefault(state, []).append(t)
-    out = {}
-    for k, states in parts.items():
-        i = ks.index(k)
-        out[k] = {}
-        for s, ts in states.items():
-            if counts[i] == 1:
-                out[k][s] = ts[0]
-            else:
-                out[k][s] = torch.stack(ts).reshape(list(shapes[i][:-2]) + list(ts[0].shape))
-    return out
-
-
-def _unstacked(stepper, i, name, state, t, shape):
-    """Restore entries (member, state, shape, address, elements) of parameter `i` of a
-    stepper: one, or one per matrix of a batch."""
-    mine = [m for m in stepper.members() if m[1] == i]
-    if len(mine) == 1:
-        return [(mine[0][0], state, list(t.shape), t.data_ptr(), t.numel())]
-    batch = list(shape[:-2])
-    if list(t.shape[: len(batch)]) != batch:
-        raise CheckpointError(f"state `{state}` of `{name}` has shape {tuple(t.shape)}, not led by the batch {tuple(batch)}")
-    parts = t.reshape(len(mine), -1)
-    inner = list(t.shape[len(batch) :])
-    return [(m[0], state, inner, parts[j].data_ptr(), parts[j].numel()) for j, m in enumerate(mine)]
+    return {ks[i]: states for i, states in enumerate(_state.stack(stepper.members(), shapes, tensors)) if states}
 
 
 def agree_non_finite(bindings, group):

@@ -20,7 +20,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_h
 from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
 import gdc
-from gdc import _distributed, _native
+from gdc import _distributed, _native, _state
 from gdc.errors import CheckpointError, DeviceError, GdcError, HyperparameterError, NonFiniteGradientError, TensorError
 
 # Keys torch and its LR schedulers keep in a param group that are not hyperparameters.
@@ -100,6 +100,9 @@ class _Binding:
 
     def members(self):
         return self.stepper.members()
+
+    def steppers(self):
+        return [self.stepper]
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -246,8 +249,7 @@ class Optimizer(torch.optim.Optimizer):
         this rank has run over all steps."""
         total = 0
         for b in self._bindings.values():
-            steppers = b.steppers() if hasattr(b, "steppers") else [b.stepper]
-            total += sum(s.matrix_flops for s in steppers)
+            total += sum(s.matrix_flops for s in b.steppers())
         return total
 
     @property
@@ -256,8 +258,7 @@ class Optimizer(torch.optim.Optimizer):
         at the first step or state_dict)."""
         total = 0
         for b in self._bindings.values():
-            steppers = b.steppers() if hasattr(b, "steppers") else [b.stepper]
-            for s in steppers:
+            for s in b.steppers():
                 for _, _, shape in s.state_layout():
                     n = 4
                     for d in shape:
@@ -367,6 +368,31 @@ class Optimizer(torch.optim.Optimizer):
             for binding, hypers in work:
                 binding.step(hypers)
 
+    def _packed_groups(self):
+        """({id(param): index}, param groups as a state dict holds them: the parameters by
+        index in group order, as torch numbers them)."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        return index, groups
+
+    def _wrap_state(self, state, groups, bindings, sharded):
+        """A state dict in torch's structure plus the `gdc` entry the runtime resumes from."""
+        info = {
+            "format": _STATE_DICT_FORMAT,
+            "optimizer": self.program.name,
+            "program_hash": self.program.hash,
+            "nonfinite": self._nonfinite,
+            "skipped_steps": self._skipped,
+            "bindings": bindings,
+        }
+        if sharded:
+            info["sharded"] = True
+        return {"state": state, "param_groups": groups, "gdc": info}
+
     def _sharded_bindings(self):
         """Every group's sharded binding, made for all its non-empty parameters if it has
         not stepped yet (a fresh optimizer's state dict is the template
@@ -386,12 +412,7 @@ class Optimizer(torch.optim.Optimizer):
         """The state dict under FSDP2: every state a DTensor placed like its parameter
         (Shard(0) on the mesh; a scalar Replicate), ready for torch.distributed.checkpoint,
         which reshards it to another world size on load. Collective: every rank calls it."""
-        index = {}
-        groups = []
-        for group in self.param_groups:
-            packed = {k: v for k, v in group.items() if k != "params"}
-            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
-            groups.append(packed)
+        index, groups = self._packed_groups()
         state = {}
         bindings = []
         with torch.no_grad():
@@ -413,27 +434,12 @@ class Optimizer(torch.optim.Optimizer):
                         "globals": globals_,
                     }
                 )
-        return {
-            "state": state,
-            "param_groups": groups,
-            "gdc": {
-                "format": _STATE_DICT_FORMAT,
-                "optimizer": self.program.name,
-                "program_hash": self.program.hash,
-                "nonfinite": self._nonfinite,
-                "skipped_steps": self._skipped,
-                "sharded": True,
-                "bindings": bindings,
-            },
-        }
+        return self._wrap_state(state, groups, bindings, sharded=True)
 
     def _load_sharded(self, state_dict, info, new_groups):
         """Restores a sharded state dict (after torch.distributed.checkpoint.load into this
         optimizer's own `state_dict()`, at any world size) into fresh bindings."""
-        index = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                index.setdefault(id(p), len(index))
+        index, _ = self._packed_groups()
         fresh = {}
         for gi, group in enumerate(self.param_groups):
             indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]
@@ -645,12 +651,7 @@ class Optimizer(torch.optim.Optimizer):
         binding's step and skipped-step counts and global scalars). Tensors are copies."""
         if self._mesh is not None:
             return self._sharded_state_dict()
-        index = {}
-        groups = []
-        for group in self.param_groups:
-            packed = {k: v for k, v in group.items() if k != "params"}
-            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
-            groups.append(packed)
+        index, groups = self._packed_groups()
         state = {}
         bindings = []
         for binding in self._bindings.values():
@@ -671,18 +672,7 @@ class Optimizer(torch.optim.Optimizer):
                     "globals": dict(meta["globals"]),
                 }
             )
-        return {
-            "state": state,
-            "param_groups": groups,
-            "gdc": {
-                "format": _STATE_DICT_FORMAT,
-                "optimizer": self.program.name,
-                "program_hash": self.program.hash,
-                "nonfinite": self._nonfinite,
-                "skipped_steps": self._skipped,
-                "bindings": bindings,
-            },
-        }
+        return self._wrap_state(state, groups, bindings, sharded=False)
 
     def load_state_dict(self, state_dict):
         """Restores `state_dict()` into an optimizer over the same parameters (by position, as
@@ -759,7 +749,6 @@ class Optimizer(torch.optim.Optimizer):
             members = binding.members()
             for k, (param_index, p) in zip(b["params"], enumerate(binding.params)):
                 saved_state = state_dict["state"].get(k, {})
-                mine = [m for m in members if m[1] == param_index]
                 for sname, t in saved_state.items():
                     if sname == "step":
                         continue
@@ -767,19 +756,7 @@ class Optimizer(torch.optim.Optimizer):
                         raise CheckpointError(f"state `{sname}` of `{binding.names[param_index]}` is not a tensor")
                     t = t.detach().to("cpu", torch.float32).contiguous()
                     keep.append(t)
-                    if len(mine) == 1:
-                        tensors.append((mine[0][0], sname, list(t.shape), t.data_ptr(), t.numel()))
-                    else:
-                        parts = t.reshape(len(mine), -1) if t.numel() % len(mine) == 0 else None
-                        if parts is None:
-                            raise CheckpointError(f"state `{sname}` of `{binding.names[param_index]}` does not split into its {len(mine)} matrices")
-                        batch = list(p.shape[:-2])
-                        inner = list(t.shape[len(batch):]) if list(t.shape[: len(batch)]) == batch else None
-                        if inner is None:
-                            raise CheckpointError(f"state `{sname}` of `{binding.names[param_index]}` has shape {tuple(t.shape)}, not led by the batch {tuple(batch)}")
-                        for j, m in enumerate(mine):
-                            part = parts[j]
-                            tensors.append((m[0], sname, inner, part.data_ptr(), part.numel()))
+                    tensors.extend(_state.unstack(members, param_index, binding.names[param_index], sname, t, p.shape))
             param_list = [(name, list(shape)) for name, shape in zip(binding.names, binding.shapes)]
             try:
                 binding.stepper.restore(
@@ -880,27 +857,8 @@ def _typed(info, value):
 
 
 def _per_param(binding, tensors):
-    """Per parameter of the binding, its state as {name: tensor}: a batched parameter's
-    matrices' states are stacked under its batch dimensions."""
-    members = binding.members()
-    member_param = {m[0]: m[1] for m in members}
-    counts = {}
-    for m in members:
-        counts[m[1]] = counts.get(m[1], 0) + 1
-    out = [dict() for _ in binding.params]
-    parts = [dict() for _ in binding.params]
-    for member, state, shape, data in tensors:
-        i = member_param[member]
-        t = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape) if data else torch.zeros(shape)
-        parts[i].setdefault(state, []).append(t)
-    for i, states in enumerate(parts):
-        for state, ts in states.items():
-            if counts[i] == 1:
-                out[i][state] = ts[0]
-            else:
-                batch = list(binding.shapes[i][:-2])
-                out[i][state] = torch.stack(ts).reshape(batch + list(ts[0].shape))
-    return out
+    """Per parameter of the binding, its state as {name: tensor} (see gdc/_state.py)."""
+    return _state.stack(binding.members(), binding.shapes, tensors)
 
 
 def infer_roles(model):

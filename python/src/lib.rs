@@ -322,16 +322,18 @@ struct Stepper {
     prepared: Option<(Vec<Region>, Vec<Region>)>,
 }
 
-/// Runs `f` on lent float32 regions (checked by `check_regions`) as slices.
-fn with_slices<T>(params: &[Region], grads: &[Region], f: impl FnOnce(&mut [&mut [f32]], &[&[f32]]) -> T) -> T {
-    // SAFETY: each region is a live, 4-byte aligned float32 buffer of that many elements
-    // lent by the caller (gdc/torch.py takes them from tensors it holds for the call and
-    // has checked to be contiguous float32 on the CPU); check_regions proved that no
-    // parameter region overlaps another region, so the `&mut` slices alias nothing.
+/// Runs `f` on lent regions (checked by `check_regions`) as slices: parameters of element
+/// type `P` (float32, or bfloat16 bits as u16), float32 gradients.
+fn with_slices<P, T>(params: &[Region], grads: &[Region], f: impl FnOnce(&mut [&mut [P]], &[&[f32]]) -> T) -> T {
+    // SAFETY: each region is a live buffer of that many `P` (gradients: float32) elements,
+    // aligned for its type, lent by the caller (gdc/torch.py takes them from tensors it
+    // holds for the call and has checked to be contiguous CPU tensors of that dtype);
+    // check_regions proved that no parameter region overlaps another region, so the `&mut`
+    // slices alias nothing.
     #[allow(unsafe_code)]
-    let mut ps: Vec<&mut [f32]> = params
+    let mut ps: Vec<&mut [P]> = params
         .iter()
-        .map(|&(a, n)| if n == 0 { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(a as *mut f32, n) } })
+        .map(|&(a, n)| if n == 0 { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(a as *mut P, n) } })
         .collect();
     // SAFETY: as above; gradients are only read.
     #[allow(unsafe_code)]
@@ -344,7 +346,7 @@ fn with_slices<T>(params: &[Region], grads: &[Region], f: impl FnOnce(&mut [&mut
 
 /// One float32 step on lent regions (checked by `check_regions`), with the GIL released.
 fn step_f32(opt: &mut gdc_runtime::Optimizer, py: Python<'_>, params: &[Region], grads: &[Region]) -> PyResult<()> {
-    py.detach(move || with_slices(params, grads, |ps, gs| opt.step(ps, gs))).map_err(runtime_error)
+    py.detach(move || with_slices::<f32, _>(params, grads, |ps, gs| opt.step(ps, gs))).map_err(runtime_error)
 }
 
 /// Refuses regions that are null or misaligned, or where one written region overlaps any
@@ -516,7 +518,7 @@ impl Stepper {
             }
         };
         // The GIL stays held: `combine` is Python (torch.distributed collectives).
-        let result = with_slices(&params, &grads, |ps, gs| self.opt.step_combined(ps, gs, &mut call));
+        let result = with_slices::<f32, _>(&params, &grads, |ps, gs| self.opt.step_combined(ps, gs, &mut call));
         match failure {
             Some(e) => Err(e),
             None => result.map_err(runtime_error),
@@ -616,30 +618,7 @@ impl Stepper {
         self.prepared = None;
         check_regions(&params, &grads, 2, self.opt.params())?;
         let opt = &mut self.opt;
-        py.detach(move || {
-            // SAFETY: as in `step`, with 2-byte bfloat16 parameter elements.
-            #[allow(unsafe_code)]
-            let mut ps: Vec<&mut [u16]> = params
-                .iter()
-                .map(
-                    |&(a, n)| {
-                        if n == 0 {
-                            &mut [][..]
-                        } else {
-                            unsafe { std::slice::from_raw_parts_mut(a as *mut u16, n) }
-                        }
-                    },
-                )
-                .collect();
-            // SAFETY: as in `step`.
-            #[allow(unsafe_code)]
-            let gs: Vec<&[f32]> = grads
-                .iter()
-                .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
-                .collect();
-            opt.step_bf16(&mut ps, &gs)
-        })
-        .map_err(runtime_error)
+        py.detach(move || with_slices::<u16, _>(&params, &grads, |ps, gs| opt.step_bf16(ps, gs))).map_err(runtime_error)
     }
 
     /// Everything a checkpoint holds: a dict of metadata and a list of (member, state,

@@ -255,11 +255,21 @@ impl Optimizer {
         if self.batched() {
             return Err(RuntimeError::Combine("a batch of matrices is stepped only whole".into()));
         }
-        for spec in &self.specs {
-            if self.program.locality(spec)? == crate::Locality::Whole {
+        let Engine::Cpu(e) = &self.engine else {
+            return Err(RuntimeError::Combine("only the CPU backend combines reductions".into()));
+        };
+        // Once per variant bound (a few), not per parameter: this runs every step.
+        let plan = self.program.plan();
+        let mut seen = Vec::new();
+        for bp in e.bound() {
+            if seen.contains(&bp.variant) {
+                continue;
+            }
+            seen.push(bp.variant);
+            if gdc_compiler::plan::locality::locality(plan, bp.variant) == crate::Locality::Whole {
                 return Err(RuntimeError::Combine(format!(
                     "the program steps `{}` only whole (matrix products, reductions along an axis, or its row count)",
-                    spec.name
+                    bp.name
                 )));
             }
         }
