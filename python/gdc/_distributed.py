@@ -170,7 +170,6 @@ class ShardedBinding:
         if self.owned_stepper is not None:
             self.owned_stepper.set_nonfinite("propagate")
         self.hypers = {}
-        self.skipped_steps = 0
         # What this rank sent, per collective: {kind: [calls, bytes]} (see `communication`).
         self.sent = {}
         self._whole_states = None
@@ -395,7 +394,7 @@ class ShardedBinding:
     def _full_state_shape(self, k, t):
         """A state of a shard stepped alone: the parameter's shape when it is like the
         shard, else its own (replicated) shape."""
-        if list(t.shape) == self._shard_shape(k) and len(self.shapes[k]) >= 1:
+        if list(t.shape) == self._shard_shape(k):
             return list(self.shapes[k])
         return None
 
