@@ -197,35 +197,53 @@ class ShardedBinding:
 
     def check(self, opt):
         """Raises TensorError for a parameter or gradient this binding cannot step."""
-        group = opt.param_groups[self.group_index]
-        for i, p, name, shape in zip(self.indices, self.params, self.names, self.shapes):
-            if group["params"][i] is not p:
-                raise TensorError(f"parameter `{name}` was replaced in its param group after the first step")
-            g = p.grad
-            if tuple(p.shape) != shape:
-                raise TensorError(f"parameter `{name}` has shape {tuple(p.shape)}, bound at {shape}")
-            if not is_dtensor(g) or g.placements != p.placements or tuple(g.shape) != shape:
+        for k, name in self._checked_params(opt):
+            p, g = self.params[k], self.params[k].grad
+            if not is_dtensor(g) or g.placements != p.placements or tuple(g.shape) != self.shapes[k]:
                 raise TensorError(
                     f"the gradient of `{name}` must be a DTensor placed like its parameter ({p.placements}, shape "
-                    f"{shape}); got {type(g).__name__} {getattr(g, 'placements', '')} {tuple(g.shape)}"
+                    f"{self.shapes[k]}); got {type(g).__name__} {getattr(g, 'placements', '')} {tuple(g.shape)}"
                 )
-            lp, lg = p.to_local(), g.to_local()
-            if lg.dtype != torch.float32:
-                raise TensorError(f"the gradient of `{name}` is {lg.dtype}, its parameter float32")
-            if not lp.is_cpu or not lg.is_cpu:
-                raise GdcError(
-                    f"parameter `{name}` is on {lp.device}: gdc.torch steps CPU tensors only for now (CUDA tensors are "
-                    "not yet supported)"
-                )
-            if not lp.is_contiguous() or not lg.is_contiguous():
-                raise TensorError(f"the local shard of `{name}` or of its gradient is not contiguous")
+            self._check_local(name, p.to_local(), g.to_local())
+
+    def _checked_params(self, opt):
+        """(k, name) of each parameter, after checking it is still the one bound, at its shape."""
+        group = opt.param_groups[self.group_index]
+        for k, (i, p, name, shape) in enumerate(zip(self.indices, self.params, self.names, self.shapes)):
+            if group["params"][i] is not p:
+                raise TensorError(f"parameter `{name}` was replaced in its param group after the first step")
+            if tuple(p.shape) != shape:
+                raise TensorError(f"parameter `{name}` has shape {tuple(p.shape)}, bound at {shape}")
+            yield k, name
+
+    @staticmethod
+    def _check_local(name, lp, lg):
+        if lg.dtype != torch.float32:
+            raise TensorError(f"the gradient of `{name}` is {lg.dtype}, its parameter float32")
+        if not lp.is_cpu or not lg.is_cpu:
+            raise GdcError(
+                f"parameter `{name}` is on {lp.device}: gdc.torch steps CPU tensors only for now (CUDA tensors are "
+                "not yet supported)"
+            )
+        if not lp.is_contiguous() or not lg.is_contiguous():
+            raise TensorError(f"the local shard of `{name}` or of its gradient is not contiguous")
+
+    def _local(self, k):
+        """This rank's shard of parameter k and of its gradient (possibly empty)."""
+        p = self.params[k]
+        return p.to_local(), p.grad.to_local()
+
+    def _checked_grads(self):
+        """(k, gradient part) that this rank checks for non-finite elements: together over
+        every rank, each element of every gradient once."""
+        for k in range(len(self.params)):
+            yield k, self._local(k)[1]
 
     def non_finite(self):
         """(count of non-finite gradient elements in this rank's shards, first such local index)."""
         count = 0
         first = len(self.params)
-        for k, p in enumerate(self.params):
-            lg = p.grad.to_local()
+        for k, lg in self._checked_grads():
             if lg.numel() == 0:
                 continue
             bad = int((~torch.isfinite(lg)).sum())
@@ -237,7 +255,7 @@ class ShardedBinding:
     def _regions(self, ks):
         ps, gs = [], []
         for k in ks:
-            lp, lg = self.params[k].to_local(), self.params[k].grad.to_local()
+            lp, lg = self._local(k)
             ps.append((lp.data_ptr(), lp.numel()))
             gs.append((lg.data_ptr(), lg.numel()))
         return ps, gs
@@ -291,8 +309,9 @@ class ShardedBinding:
             for k in ks:
                 lay = self.layouts[k]
                 n = lay.numel(r)
-                send[at : at + n] = self.params[k].to_local().reshape(-1)
-                send[at + lay.padded : at + lay.padded + n] = self.params[k].grad.to_local().reshape(-1)
+                lp, lg = self._local(k)
+                send[at : at + n] = lp.reshape(-1)
+                send[at + lay.padded : at + lay.padded + n] = lg.reshape(-1)
                 at += 2 * lay.padded
             recv = [torch.empty_like(send) for _ in range(world)] if o == r else None
             if o != r:
@@ -343,7 +362,7 @@ class ShardedBinding:
                 lay = self.layouts[k]
                 n = lay.numel(r)
                 if n:
-                    self.params[k].to_local().view(-1).copy_(recv[at : at + n])
+                    self._local(k)[0].view(-1).copy_(recv[at : at + n])
                 at += lay.padded
 
     # ----- state as DTensors ------------------------------------------------------------
@@ -480,6 +499,112 @@ class ShardedBinding:
                 tensors,
             )
         del keep
+
+
+class ReplicatedBinding(ShardedBinding):
+    """ZeRO-1 for a replicated model (DistributedDataParallel, or any model every rank holds
+    whole): the plan of `ShardedBinding` over slices instead of DTensor shards. Each rank
+    steps, in place, its torch.chunk slice (along the first dimension, as FSDP2 would shard
+    it) of every parameter stepped by shards, and every parameter it owns whole; the owners
+    need no gather, every rank already holds the whole gradient. Then one all_gather of the
+    updated slices and one broadcast per owner of its parameters make every rank's
+    parameters whole and identical again. The state is sharded as under FSDP2, so its state
+    dict is the same DTensors (Shard(0) on the process group's mesh)."""
+
+    def check(self, opt):
+        for k, name in self._checked_params(opt):
+            p, g = self.params[k], self.params[k].grad
+            if is_dtensor(p) or is_dtensor(g):
+                raise TensorError(
+                    f"parameter `{name}` or its gradient is a DTensor: zero=True shards the state of a replicated "
+                    "model; FSDP2 (fully_shard) shards it already, drop zero=True"
+                )
+            if tuple(g.shape) != self.shapes[k]:
+                raise TensorError(f"the gradient of `{name}` has shape {tuple(g.shape)}, its parameter {self.shapes[k]}")
+            self._check_local(name, p, g)
+
+    def _local(self, k):
+        lay = self.layouts[k]
+        n, at = lay.numel(self.rank), lay.start(self.rank)
+        shape = self._shard_shape(k)
+        p = self.params[k]
+        return p.view(-1)[at : at + n].view(shape), p.grad.view(-1)[at : at + n].view(shape)
+
+    def _checked_grads(self):
+        for k in self.local + self.reducing:
+            yield k, self._local(k)[1]
+        for k in self.owned:
+            yield k, self.params[k].grad
+
+    def step(self, hypers):
+        super().step(hypers)
+        self._gather_slices()
+
+    def _step_whole(self):
+        """Steps the parameters this rank owns in place, then each owner broadcasts them."""
+        if self.owned:
+            ps, gs = [], []
+            for k in self.owned:
+                p = self.params[k]
+                ps.append((p.data_ptr(), p.numel()))
+                gs.append((p.grad.data_ptr(), p.numel()))
+            self.owned_stepper.step(ps, gs)
+        for o in range(self.world):
+            ks = [k for k in self.whole if self.owner[k] == o]
+            if not ks:
+                continue
+            if o == self.rank:
+                buf = torch.cat([self.params[k].detach().reshape(-1) for k in ks])
+                self._count("broadcast", buf)
+            else:
+                buf = torch.empty(sum(self.params[k].numel() for k in ks))
+            dist.broadcast(buf, src=dist.get_global_rank(self.group, o), group=self.group)
+            if o != self.rank:
+                at = 0
+                for k in ks:
+                    n = self.params[k].numel()
+                    self.params[k].detach().view(-1).copy_(buf[at : at + n])
+                    at += n
+
+    def _gather_slices(self):
+        """Every rank's updated slices of the parameters stepped by shards, to every rank:
+        one all_gather of each rank's slices, each padded to the longest rank's."""
+        ks = self.local + self.reducing
+        if not ks or self.world == 1:
+            return
+        send = torch.zeros(sum(self.layouts[k].padded for k in ks))
+        at = 0
+        for k in ks:
+            lp = self._local(k)[0].reshape(-1)
+            send[at : at + lp.numel()] = lp
+            at += self.layouts[k].padded
+        recv = [torch.empty_like(send) for _ in range(self.world)]
+        self._count("all_gather", send)
+        dist.all_gather(recv, send, group=self.group)
+        for src, part in enumerate(recv):
+            if src == self.rank:
+                continue
+            at = 0
+            for k in ks:
+                lay = self.layouts[k]
+                n, start = lay.numel(src), lay.start(src)
+                self.params[k].detach().view(-1)[start : start + n].copy_(part[at : at + n])
+                at += lay.padded
+
+
+def replicated_mesh(process_group):
+    """The one-dimensional device mesh of `process_group` (None: the default group) that a
+    ZeRO-1 optimizer's state DTensors are placed on. Raises GdcError when torch.distributed
+    is not initialised."""
+    if DTensor is None or not dist.is_available() or not dist.is_initialized():
+        raise GdcError(
+            "zero=True shards the optimizer state over the ranks of a process group: call "
+            "torch.distributed.init_process_group first (or drop zero=True)"
+        )
+    from torch.distributed.device_mesh import DeviceMesh
+
+    group = process_group if process_group is not None else dist.group.WORLD
+    return DeviceMesh.from_group(group, "cpu")
 
 
 def _stacked_layout(stepper, ks, shapes):

@@ -121,12 +121,31 @@ class Optimizer(torch.optim.Optimizer):
             "skip_step" (nothing changes, counted in `skipped_steps`) or "error"
             (`gdc.NonFiniteGradientError`, nothing changes).
         threads: CPU worker threads (default: one per core).
+        zero: ZeRO-1 for a replicated model (DistributedDataParallel): shard the optimizer
+            state and the step over the ranks of `process_group` (default: the world) by
+            the plan FSDP2 parameters get (slices stepped locally, matrices on balanced
+            owners), then all-gather the updated parameters; every rank ends the step with
+            the same parameters, and its state dict is sharded like FSDP2's (save it with
+            torch.distributed.checkpoint).
+        process_group: the ranks `zero=True` shards over.
         **hypers: hyperparameters by their `.gd` names (`lr`, `muon.lr`, ...), overriding the
             program's defaults; an unknown name or a value out of range raises
             `gdc.HyperparameterError`.
     """
 
-    def __init__(self, program, params, *, roles=None, base_shapes=None, nonfinite="propagate", threads=None, **hypers):
+    def __init__(
+        self,
+        program,
+        params,
+        *,
+        roles=None,
+        base_shapes=None,
+        nonfinite="propagate",
+        threads=None,
+        zero=False,
+        process_group=None,
+        **hypers,
+    ):
         self.program = _as_program(program)
         self._infos = {h.name: h for h in self.program.hypers}
         if nonfinite not in _POLICIES:
@@ -140,8 +159,12 @@ class Optimizer(torch.optim.Optimizer):
         self._bindings = {}
         self._fast = {}
         self._skipped = 0
-        # The device mesh of FSDP2-sharded (DTensor) parameters; None for plain tensors.
-        self._mesh = None
+        # The device mesh the state is sharded over: FSDP2's (DTensor parameters) or, with
+        # zero=True, the process group's; None for an unsharded optimizer.
+        if process_group is not None and not zero:
+            raise GdcError("process_group is the group zero=True shards over; pass zero=True with it")
+        self._zero = bool(zero)
+        self._mesh = _distributed.replicated_mesh(process_group) if self._zero else None
         defaults = {}
         for h in self.program.hypers:
             defaults[h.name] = _typed(h, h.default)
@@ -193,7 +216,14 @@ class Optimizer(torch.optim.Optimizer):
         try:
             self.program.check_params(specs)
             named = [(self._name_of(g, i), p) for g, grp in enumerate(self.param_groups) for i, p in enumerate(grp["params"])]
-            self._mesh = _distributed.mesh_of(named)
+            mesh = _distributed.mesh_of(named)
+            if self._zero and mesh is not None:
+                raise TensorError(
+                    "zero=True shards the state of a replicated model; these parameters are FSDP2 DTensors, whose "
+                    "state is sharded already: drop zero=True"
+                )
+            if not self._zero:
+                self._mesh = mesh
         except GdcError:
             self.param_groups.pop()
             raise
@@ -233,9 +263,10 @@ class Optimizer(torch.optim.Optimizer):
 
     @property
     def communication(self):
-        """What this rank has sent to other ranks over all steps under FSDP2, per collective:
-        {"all_reduce" | "gather" | "scatter": (calls, bytes)} (the non-finite agreement and
-        state dicts aside); empty without sharded parameters."""
+        """What this rank has contributed to collectives over all steps with sharded state
+        (FSDP2 or zero=True), per collective: {"all_reduce" | "gather" | "scatter" |
+        "all_gather" | "broadcast": (calls, bytes)} (the non-finite agreement and state dicts
+        aside); empty for an unsharded optimizer."""
         out = {}
         for b in self._bindings.values():
             for kind, (calls, nbytes) in getattr(b, "sent", {}).items():
@@ -334,9 +365,10 @@ class Optimizer(torch.optim.Optimizer):
     step.hooked = True
 
     def _step_sharded(self):
-        """The step of FSDP2-sharded parameters (see gdc/_distributed.py): every rank checks
-        its tensors, the ranks agree on the non-finite policy, then elementwise parameters
-        step their local shards and the others step whole on their owners."""
+        """The step with sharded state, FSDP2 or zero=True (see gdc/_distributed.py): every
+        rank checks its tensors, the ranks agree on the non-finite policy, then the
+        parameters stepped by shards step this rank's and the others step whole on their
+        owners."""
         work = []
         new = {}
         for gi, group in enumerate(self.param_groups):
@@ -346,7 +378,7 @@ class Optimizer(torch.optim.Optimizer):
             key = (gi, torch.float32)
             binding = self._bindings.get(key)
             if binding is None:
-                binding = new[key] = _distributed.ShardedBinding(self, gi, indices, self._mesh)
+                binding = new[key] = self._sharded_binding(gi, indices)
             elif binding.indices != indices:
                 self._refuse_changed_set(gi, group, binding, indices)
             binding.check(self)
@@ -367,6 +399,10 @@ class Optimizer(torch.optim.Optimizer):
         with torch.no_grad():
             for binding, hypers in work:
                 binding.step(hypers)
+
+    def _sharded_binding(self, gi, indices):
+        kind = _distributed.ReplicatedBinding if self._zero else _distributed.ShardedBinding
+        return kind(self, gi, indices, self._mesh)
 
     def _packed_groups(self):
         """({id(param): index}, param groups as a state dict holds them: the parameters by
@@ -404,13 +440,13 @@ class Optimizer(torch.optim.Optimizer):
                 indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]
                 if not indices:
                     continue
-                self._bindings[key] = _distributed.ShardedBinding(self, gi, indices, self._mesh)
+                self._bindings[key] = self._sharded_binding(gi, indices)
             out.append(self._bindings[key])
         return out
 
     def _sharded_state_dict(self):
-        """The state dict under FSDP2: every state a DTensor placed like its parameter
-        (Shard(0) on the mesh; a scalar Replicate), ready for torch.distributed.checkpoint,
+        """The state dict under FSDP2 or zero=True: every state a DTensor placed as FSDP2
+        places the parameter (Shard(0) on the mesh; a scalar Replicate), ready for torch.distributed.checkpoint,
         which reshards it to another world size on load. Collective: every rank calls it."""
         index, groups = self._packed_groups()
         state = {}
@@ -444,7 +480,7 @@ class Optimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             indices = [i for i, p in enumerate(group["params"]) if p.numel() > 0]
             if indices:
-                fresh[(gi, torch.float32)] = _distributed.ShardedBinding(self, gi, indices, self._mesh)
+                fresh[(gi, torch.float32)] = self._sharded_binding(gi, indices)
         saved = {b["group"]: b for b in info["bindings"]}
         for (gi, _), binding in fresh.items():
             b = saved.get(gi)
@@ -470,7 +506,7 @@ class Optimizer(torch.optim.Optimizer):
     def _refuse_sharded(self, what):
         if self._mesh is not None:
             raise GdcError(
-                f"{what} of an optimizer over FSDP2-sharded parameters is not supported: its state is sharded over "
+                f"{what} of an optimizer with sharded state (FSDP2 or zero=True) is not supported: it is sharded over "
                 "ranks; save it with torch.distributed.checkpoint.save({'optim': optimizer.state_dict(), ...}) and "
                 "load it with torch.distributed.checkpoint.load into a fresh optimizer's state_dict(), then "
                 "optimizer.load_state_dict(...)"
@@ -689,9 +725,10 @@ class Optimizer(torch.optim.Optimizer):
         if bool(info.get("sharded")) != (self._mesh is not None):
             raise CheckpointError(
                 "the state dict was saved "
-                + ("from FSDP2-sharded parameters" if info.get("sharded") else "from unsharded parameters")
-                + (", the optimizer's parameters are not sharded" if self._mesh is None else ", these are sharded")
-                + ": save and load with the same kind of model (torch.distributed.checkpoint reshards across world sizes)"
+                + ("with sharded state (FSDP2 or zero=True)" if info.get("sharded") else "with unsharded state")
+                + (", this optimizer's is not sharded" if self._mesh is None else ", this optimizer's is sharded")
+                + ": save and load with the same kind of optimizer (torch.distributed.checkpoint reshards across world "
+                "sizes)"
             )
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):

@@ -11,7 +11,7 @@ from torch.distributed.tensor import Shard, distribute_tensor
 
 import gdc
 import gdc.torch
-from gdc.errors import NonFiniteGradientError
+from gdc.errors import NonFiniteGradientError, TensorError
 
 OPTIMIZERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "optimizers")
 
@@ -116,6 +116,52 @@ def fsdp_equals_single(rank, world, port):
     done()
 
 
+def zero_equals_single(rank, world, port):
+    """ZeRO-1 (zero=True) over a replicated model: for each case, every rank's parameters
+    equal those of one process stepping whole tensors after each of 4 steps (bit for bit but
+    for the reducing programs), every rank steps only its slices and owned matrices, and the
+    ranks exchange parameters by all_gather and broadcast, never gather or scatter. FSDP2
+    parameters with zero=True are refused: their state is sharded already."""
+    mesh = init(rank, world, port)
+    sharded = Bag()
+    fully_shard(sharded, mesh=mesh)
+    try:
+        gdc.torch.Optimizer(os.path.join(OPTIMIZERS, "adamw.gd"), sharded.named_parameters(), zero=True)
+        raise AssertionError("zero=True over FSDP2 parameters was accepted")
+    except TensorError as e:
+        if "drop zero=True" not in str(e):
+            raise AssertionError(f"the refusal does not say what to do: {e}") from None
+    for name, hypers in CASES:
+        program = gdc.compile(os.path.join(OPTIMIZERS, f"{name}.gd"))
+        ref, rep = Bag(), Bag()
+        ref_opt = gdc.torch.Optimizer(program, ref.named_parameters(), roles=ROLES, threads=1, **hypers)
+        opt = gdc.torch.Optimizer(program, rep.named_parameters(), roles=ROLES, threads=1, zero=True, **hypers)
+        for step in range(4):
+            for pr, pz, g in zip(ref.parameters(), rep.parameters(), grads(step)):
+                pr.grad = g.clone()
+                pz.grad = g.clone()
+            ref_opt.step()
+            opt.step()
+            for (pname, pr), pz in zip(ref.named_parameters(), rep.parameters()):
+                check_equal(f"zero {name}, world {world}, step {step + 1}, `{pname}`", pz.detach(), pr.detach(), name)
+        binding = next(iter(opt._bindings.values()))
+        sent = set(binding.sent)
+        if sent - {"all_gather", "broadcast", "all_reduce"}:
+            raise AssertionError(f"zero {name} communicated {binding.sent}; ZeRO-1 needs no gather or scatter")
+        if world > 1 and name in ("adamw", "lion") and sent != {"all_gather"}:
+            raise AssertionError(f"zero {name} communicated {binding.sent}; elementwise slices need one all_gather")
+        if world > 1 and name == "shampoo" and sent != {"broadcast"}:
+            raise AssertionError(f"zero shampoo communicated {binding.sent}; owners broadcast their matrices")
+        # The state is this rank's share: the slices' and the owned matrices'.
+        full_state = sum(t.numel() for e in ref_opt.state_dict()["state"].values() for n, t in e.items() if n != "step")
+        mine = opt.state_bytes // 4
+        every = [None] * world
+        dist.all_gather_object(every, mine)
+        if sum(every) != full_state:
+            raise AssertionError(f"zero {name}: the ranks hold {every} state elements, one process {full_state}")
+    done()
+
+
 # Programs whose shards reduce across ranks agree with one process up to the float64
 # rounding of the combined sums; the rest bit for bit.
 REDUCING = ("lamb", "adamw_clip_cosine")
@@ -140,27 +186,29 @@ DCP_CASES = [
 ]
 
 
-def _sharded_run(mesh, name, hypers, steps):
+def _sharded_run(mesh, name, hypers, steps, zero):
+    """A Bag and its optimizer after `steps`: sharded by FSDP2, or replicated with zero=True."""
     program = gdc.compile(os.path.join(OPTIMIZERS, f"{name}.gd"))
     bag = Bag()
-    fully_shard(bag, mesh=mesh)
-    opt = gdc.torch.Optimizer(program, bag.named_parameters(), roles=ROLES, threads=1, **hypers)
+    if not zero:
+        fully_shard(bag, mesh=mesh)
+    opt = gdc.torch.Optimizer(program, bag.named_parameters(), roles=ROLES, threads=1, zero=zero, **hypers)
     for step in steps:
         for p, g in zip(bag.parameters(), grads(step)):
-            p.grad = distribute_tensor(g, mesh, [Shard(0)])
+            p.grad = g.clone() if zero else distribute_tensor(g, mesh, [Shard(0)])
         opt.step()
     return bag, opt
 
 
-def dcp_save(rank, world, port, path):
-    """Three FSDP2 steps of each DCP case, saved with torch.distributed.checkpoint: the
-    optimizer's state as DTensors placed like the parameters."""
+def dcp_save(rank, world, port, path, zero):
+    """Three FSDP2 (or ZeRO-1) steps of each DCP case, saved with torch.distributed.checkpoint:
+    the optimizer's state as DTensors placed Shard(0) as FSDP2 places the parameters."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.tensor import DTensor
 
     mesh = init(rank, world, port)
     for name, hypers in DCP_CASES:
-        bag, opt = _sharded_run(mesh, name, hypers, range(3))
+        bag, opt = _sharded_run(mesh, name, hypers, range(3), zero)
         sd = opt.state_dict()
         for k, entry in sd["state"].items():
             for sname, t in entry.items():
@@ -172,21 +220,21 @@ def dcp_save(rank, world, port, path):
     done()
 
 
-def dcp_resume(rank, world, port, path):
+def dcp_resume(rank, world, port, path, zero):
     """Loads the checkpoints `dcp_save` wrote (at another world size) into a fresh sharded
     model and optimizer, steps three more times, and compares with six steps in one process."""
     import torch.distributed.checkpoint as dcp
 
     mesh = init(rank, world, port)
     for name, hypers in DCP_CASES:
-        bag, opt = _sharded_run(mesh, name, hypers, [])
+        bag, opt = _sharded_run(mesh, name, hypers, [], zero)
         sd = {"model": bag.state_dict(), "optim": opt.state_dict()}
         dcp.load(sd, checkpoint_id=os.path.join(path, name))
         bag.load_state_dict(sd["model"])
         opt.load_state_dict(sd["optim"])
         for step in range(3, 6):
             for p, g in zip(bag.parameters(), grads(step)):
-                p.grad = distribute_tensor(g, mesh, [Shard(0)])
+                p.grad = g.clone() if zero else distribute_tensor(g, mesh, [Shard(0)])
             opt.step()
         ref = Bag()
         ref_opt = gdc.torch.Optimizer(gdc.compile(os.path.join(OPTIMIZERS, f"{name}.gd")), ref.named_parameters(), roles=ROLES, threads=1, **hypers)
@@ -200,54 +248,66 @@ def dcp_resume(rank, world, port, path):
 
 
 def fsdp_non_finite(rank, world, port):
-    """A NaN in one rank's shard: under "error" every rank raises and nothing changes on any
-    rank; under "skip_step" every rank skips; for an elementwise and a whole program."""
+    """A NaN in one rank's shard (FSDP2) or slice (zero=True): under "error" every rank raises
+    and nothing changes on any rank; under "skip_step" every rank skips; for an elementwise
+    and a reducing program."""
     mesh = init(rank, world, port)
-    for name in ("adamw", "lamb"):
-        program = gdc.compile(os.path.join(OPTIMIZERS, f"{name}.gd"))
-        for policy in ("error", "skip_step"):
-            bag = Bag()
-            fully_shard(bag, mesh=mesh)
-            opt = gdc.torch.Optimizer(program, bag.named_parameters(), roles=ROLES, nonfinite=policy, threads=1)
-            gs = grads(0)
-            gs[1][-1, -1] = float("nan")  # the last row of h0_weight: the last rank with rows
-            for p, g in zip(bag.parameters(), gs):
-                p.grad = distribute_tensor(g, mesh, [Shard(0)])
-            before = [full(p).clone() for p in bag.parameters()]
-            raised = False
-            try:
-                opt.step()
-            except NonFiniteGradientError as e:
-                raised = True
-                if "h0_weight" not in str(e):
-                    raise AssertionError(f"the error does not name the parameter: {e}") from None
-            if raised != (policy == "error"):
-                raise AssertionError(f"{name} {policy}: rank {rank} raised={raised}")
-            if policy == "skip_step" and opt.skipped_steps != 1:
-                raise AssertionError(f"{name}: skipped_steps {opt.skipped_steps} on rank {rank}")
-            for p, b in zip(bag.parameters(), before):
-                if not torch.equal(full(p), b):
-                    raise AssertionError(f"{name} {policy}: a parameter changed on a step with a NaN gradient")
+    for zero in (False, True):
+        for name in ("adamw", "lamb"):
+            program = gdc.compile(os.path.join(OPTIMIZERS, f"{name}.gd"))
+            for policy in ("error", "skip_step"):
+                what = f"{'zero' if zero else 'fsdp2'} {name} {policy}"
+                bag = Bag()
+                if not zero:
+                    fully_shard(bag, mesh=mesh)
+                opt = gdc.torch.Optimizer(program, bag.named_parameters(), roles=ROLES, nonfinite=policy, threads=1, zero=zero)
+                gs = grads(0)
+                gs[1][-1, -1] = float("nan")  # the last row of h0_weight: the last rank with rows
+                for p, g in zip(bag.parameters(), gs):
+                    p.grad = g if zero else distribute_tensor(g, mesh, [Shard(0)])
+                before = [full(p).clone() for p in bag.parameters()]
+                raised = False
+                try:
+                    opt.step()
+                except NonFiniteGradientError as e:
+                    raised = True
+                    if "h0_weight" not in str(e):
+                        raise AssertionError(f"{what}: the error does not name the parameter: {e}") from None
+                if raised != (policy == "error"):
+                    raise AssertionError(f"{what}: rank {rank} raised={raised}")
+                if policy == "skip_step" and opt.skipped_steps != 1:
+                    raise AssertionError(f"{what}: skipped_steps {opt.skipped_steps} on rank {rank}")
+                for p, b in zip(bag.parameters(), before):
+                    if not torch.equal(full(p), b):
+                        raise AssertionError(f"{what}: a parameter changed on a step with a NaN gradient")
     done()
 
 
 def ddp_identical(rank, world, port):
     """gdc.torch.Optimizer under DistributedDataParallel, unchanged: after every step every
     rank holds the same parameters and the same optimizer state (muon_adamw: Muon on the
-    hidden matrices, AdamW on the rest)."""
+    hidden matrices, AdamW on the rest). A second DDP model stepped with zero=True (ZeRO-1)
+    holds, on every rank, bit for bit the parameters of the first."""
     init(rank, world, port)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    roles = gdc.torch.infer_roles(ddp)
-    opt = gdc.torch.Optimizer(os.path.join(OPTIMIZERS, "muon_adamw.gd"), ddp.named_parameters(), roles=roles, threads=1)
+    path = os.path.join(OPTIMIZERS, "muon_adamw.gd")
+
+    def model():
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        return m, torch.nn.parallel.DistributedDataParallel(m)
+
+    model_a, ddp = model()
+    model_z, ddp_z = model()
+    opt = gdc.torch.Optimizer(path, ddp.named_parameters(), roles=gdc.torch.infer_roles(ddp), threads=1)
+    opt_z = gdc.torch.Optimizer(path, ddp_z.named_parameters(), roles=gdc.torch.infer_roles(ddp_z), threads=1, zero=True)
     g = torch.Generator().manual_seed(rank)
     for step in range(5):
         x, y = torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(ddp(x), y).backward()
-        opt.step()
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        for o, d in ((opt, ddp), (opt_z, ddp_z)):
+            o.zero_grad()
+            torch.nn.functional.mse_loss(d(x), y).backward()
+            o.step()
+        flat = torch.cat([p.detach().reshape(-1) for p in model_a.parameters()])
         sd = opt.state_dict()
         state = torch.cat([t.reshape(-1) for k in sorted(sd["state"]) for _, t in sorted(sd["state"][k].items())])
         for what, t in (("parameters", flat), ("state", state)):
@@ -256,6 +316,10 @@ def ddp_identical(rank, world, port):
             for r, other in enumerate(every):
                 if not torch.equal(other, t):
                     raise AssertionError(f"step {step + 1}: rank {r}'s {what} differ from rank {rank}'s")
+        flat_z = torch.cat([p.detach().reshape(-1) for p in model_z.parameters()])
+        if not torch.equal(flat_z, flat):
+            diff = (flat_z - flat).abs().max().item()
+            raise AssertionError(f"step {step + 1}: the zero=True model differs from the plain one by {diff:.3e}")
     done()
 
 

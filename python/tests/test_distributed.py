@@ -3,7 +3,8 @@ sizes 1, 2 and 3 so shards are uneven and some are empty): FSDP2-sharded runs eq
 single-process run (bit for bit for elementwise, whole-parameter and mixed programs; within
 float64 rounding of the all-reduced partials for LAMB and global-norm clipping); the ranks
 agree on a non-finite gradient; a DCP checkpoint saved at world 2 resumes at world 3; the
-tiny GPT trains to the single-process losses; DDP keeps every rank identical. The checks run
+tiny GPT trains to the single-process losses; DDP keeps every rank identical; ZeRO-1
+(zero=True over a replicated model) equals the single-process run and resumes from DCP too. The checks run
 in the ranks (tests/dist_workers.py)."""
 
 import socket
@@ -39,9 +40,15 @@ def test_ddp_keeps_every_rank_identical(world):
     _spawn(dist_workers.ddp_identical, world)
 
 
-def test_dcp_checkpoint_saved_at_world_2_resumes_at_world_3(tmp_path):
-    _spawn(dist_workers.dcp_save, 2, str(tmp_path))
-    _spawn(dist_workers.dcp_resume, 3, str(tmp_path))
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_zero1_trajectories_equal_the_single_process_run(world):
+    _spawn(dist_workers.zero_equals_single, world)
+
+
+@pytest.mark.parametrize("zero", [False, True], ids=["fsdp2", "zero1"])
+def test_dcp_checkpoint_saved_at_world_2_resumes_at_world_3(tmp_path, zero):
+    _spawn(dist_workers.dcp_save, 2, str(tmp_path), zero)
+    _spawn(dist_workers.dcp_resume, 3, str(tmp_path), zero)
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -267,7 +267,7 @@ def test_load_state_dict_refuses_a_mismatch_and_changes_nothing():
     # A state dict of FSDP2-sharded parameters (DTensor state) into unsharded ones.
     bad = copy.deepcopy(sd)
     bad["gdc"]["sharded"] = True
-    with pytest.raises(gdc.CheckpointError, match="from FSDP2-sharded parameters"):
+    with pytest.raises(gdc.CheckpointError, match="saved with sharded state"):
         opt2.load_state_dict(bad)
 
     after = opt2.state_dict()
@@ -523,3 +523,11 @@ def test_a_scheduler_on_a_policy_says_what_to_do():
     opt = gdc.torch.Optimizer(OPTIMIZERS / "muon_adamw.gd", model.named_parameters(), roles=gdc.torch.infer_roles(model))
     with pytest.raises(KeyError, match="muon.lr.*set them each step yourself"):
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+
+
+def test_zero_without_a_process_group_says_what_to_do():
+    net = Net()
+    with pytest.raises(gdc.GdcError, match="init_process_group"):
+        gdc.torch.Optimizer(ADAMW, net.parameters(), zero=True)
+    with pytest.raises(gdc.GdcError, match="pass zero=True"):
+        gdc.torch.Optimizer(ADAMW, net.parameters(), process_group=object())
