@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""gdc.torch under FSDP2 on gloo (CPU ranks, spawned processes): optimizer-state memory and
-matrix FLOPs per rank at 1, 2 and 3 ranks, bytes sent per step, and the AdamW step of a
-sharded GPT-style model against torch.optim.AdamW(fused=True) on the same FSDP2 model.
+"""gdc.torch under FSDP2 and ZeRO-1 on gloo (CPU ranks, spawned processes): optimizer-state
+memory and matrix FLOPs per rank at 1, 2 and 3 ranks, bytes sent per step, and the AdamW step
+of a sharded GPT-style model against torch.optim.AdamW(fused=True) on the same FSDP2 model,
+and of a replicated one with zero=True against torch's ZeroRedundancyOptimizer over fused
+AdamW.
 
     python3 python/bench/bench_distributed.py --json runs/bench_distributed.json   # ~5 min
 
@@ -12,13 +14,17 @@ sharded GPT-style model against torch.optim.AdamW(fused=True) on the same FSDP2 
             runtime's count of its library calls) on the transformer-like set (12 layers of
             768x3072, 3072x768 and four 768x768: 72 matrices). Target: max <= 1.25/N of the
             total.
-   Both also report bytes sent per step per rank (`Optimizer.communication`).
+   zero   - memory as in 1, with the GPT-style set replicated and zero=True (ZeRO-1).
+   All report bytes sent per step per rank (`Optimizer.communication`).
 3. speed  - AdamW, one step of the GPT-style set (12 layers at d_model 512, vocab 8192,
             context 1024, untied head: 149 parameters, 46.1 M elements) sharded by
             fully_shard over 2 ranks, one thread each: gdc against torch fused. Each
             contender runs in processes of its own; the contenders alternate in rotated
             rounds; each round reports the median of the timed steps (the slowest rank's);
             the result is the median over rounds with min-max. Target: gdc >= 1.5x fused.
+            The same for the replicated set: gdc zero=True against
+            ZeroRedundancyOptimizer(optimizer_class=AdamW, fused=True), both
+            broadcasting the updated parameters (no target; reported).
 """
 
 import argparse
@@ -109,13 +115,16 @@ def worker_counts(rank, world, port, queue, case):
     import gdc.torch
 
     mesh = _setup(rank, world, port)
-    shapes = gpt_shapes() if case == "memory" else transformer_shapes()
+    shapes = transformer_shapes() if case == "flops" else gpt_shapes()
     roles = {n.replace(".", "_"): r for n, _, r in shapes}
-    programs = ["adamw", "lamb", "adamw_clip_cosine", "muon_adamw"] if case == "memory" else ["muon_adamw"]
+    programs = ["muon_adamw"] if case == "flops" else ["adamw", "lamb", "adamw_clip_cosine", "muon_adamw"]
+    zero = case == "zero"
     out = {}
     for name in programs:
-        bag = _sharded(shapes, mesh)
-        opt = gdc.torch.Optimizer(os.path.join(OPT, f"{name}.gd"), bag.named_parameters(), roles=roles, threads=1)
+        bag = _sharded(shapes, None if zero else mesh)
+        opt = gdc.torch.Optimizer(
+            os.path.join(OPT, f"{name}.gd"), bag.named_parameters(), roles=roles, threads=1, zero=zero
+        )
         opt.step()
         row = {"state_bytes": opt.state_bytes, "matrix_flops": opt.matrix_flops, "sent": opt.communication}
         out[name] = _gather_to_0(row, world)
@@ -131,9 +140,16 @@ def worker_speed(rank, world, port, queue, contender, warmup, steps):
 
     mesh = _setup(rank, world, port)
     shapes = gpt_shapes()
-    bag = _sharded(shapes, mesh)
+    zero = contender.endswith("zero")
+    bag = _sharded(shapes, None if zero else mesh)
     if contender == "gdc":
         opt = gdc.torch.Optimizer(os.path.join(OPT, "adamw.gd"), bag.named_parameters(), threads=1, lr=1e-4)
+    elif contender == "gdc-zero":
+        opt = gdc.torch.Optimizer(os.path.join(OPT, "adamw.gd"), bag.named_parameters(), threads=1, lr=1e-4, zero=True)
+    elif contender == "torch-zero":
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        opt = ZeroRedundancyOptimizer(bag.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4, fused=True)
     else:
         opt = torch.optim.AdamW(bag.parameters(), lr=1e-4, fused=True)
     times = []
@@ -167,17 +183,17 @@ def main():
     args = ap.parse_args()
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "torch": torch.__version__}
 
-    for case in ("memory", "flops"):
+    for case in ("memory", "flops", "zero"):
         report[case] = {w: spawn(worker_counts, w, case) for w in (1, 2, 3)}
         for name in report[case][1]:
             one = report[case][1][name][0]
             for w in (2, 3):
                 rows = report[case][w][name]
-                if case == "memory":
+                if case != "flops":
                     mine = [r["state_bytes"] for r in rows]
                     ratio = max(mine) / (one["state_bytes"] / w)
                     verdict = "PASS" if ratio <= 1.05 else "MISS"
-                    print(f"memory {name:10s} world {w}: per rank {[round(m / 2**20, 1) for m in mine]} MiB, "
+                    print(f"{case:6s} {name:10s} world {w}: per rank {[round(m / 2**20, 1) for m in mine]} MiB, "
                           f"one rank {one['state_bytes'] / 2**20:.1f} MiB: max/(one/N) = {ratio:.3f} [{verdict} <= 1.05]")
                 else:
                     mine = [r["matrix_flops"] for r in rows]
@@ -188,20 +204,26 @@ def main():
                 sent = [{k: v[1] for k, v in r["sent"].items()} for r in rows]
                 print(f"       bytes sent per rank, one step: {sent}")
 
-    contenders = ["gdc", "fused"]
+    contenders = ["gdc", "fused", "gdc-zero", "torch-zero"]
     rounds = {c: [] for c in contenders}
     for r in range(args.rounds):
-        order = contenders[r % 2 :] + contenders[: r % 2]
+        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
         for c in order:
             rounds[c].append(spawn(worker_speed, 2, c, args.warmup, args.steps))
         print(f"speed round {r + 1}: " + ", ".join(f"{c} {rounds[c][-1] * 1e3:.2f} ms" for c in contenders))
     med = {c: statistics.median(v) for c, v in rounds.items()}
+
+    def spread(c):
+        return f"{med[c] * 1e3:.2f} ms [{min(rounds[c]) * 1e3:.2f}-{max(rounds[c]) * 1e3:.2f}]"
+
     ratio = med["fused"] / med["gdc"]
     verdict = "PASS" if ratio >= 1.5 else "MISS"
-    print(f"speed AdamW GPT-style set, FSDP2 on 2 gloo ranks: gdc {med['gdc'] * 1e3:.2f} ms "
-          f"[{min(rounds['gdc']) * 1e3:.2f}-{max(rounds['gdc']) * 1e3:.2f}], fused {med['fused'] * 1e3:.2f} ms "
-          f"[{min(rounds['fused']) * 1e3:.2f}-{max(rounds['fused']) * 1e3:.2f}]: gdc {ratio:.2f}x fused [{verdict} >= 1.5]")
-    report["speed"] = {"rounds": rounds, "median": med, "speedup_vs_fused": ratio}
+    print(f"speed AdamW GPT-style set, FSDP2 on 2 gloo ranks: gdc {spread('gdc')}, fused {spread('fused')}: "
+          f"gdc {ratio:.2f}x fused [{verdict} >= 1.5]")
+    zero_ratio = med["torch-zero"] / med["gdc-zero"]
+    print(f"speed AdamW GPT-style set, ZeRO-1 on 2 gloo ranks: gdc zero=True {spread('gdc-zero')}, "
+          f"ZeroRedundancyOptimizer(fused AdamW) {spread('torch-zero')}: gdc {zero_ratio:.2f}x torch")
+    report["speed"] = {"rounds": rounds, "median": med, "speedup_vs_fused": ratio, "zero_speedup_vs_torch": zero_ratio}
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -265,7 +265,7 @@ class Optimizer(torch.optim.Optimizer):
     def communication(self):
         """What this rank has contributed to collectives over all steps with sharded state
         (FSDP2 or zero=True), per collective: {"all_reduce" | "gather" | "scatter" |
-        "all_gather" | "broadcast": (calls, bytes)} (the non-finite agreement and state dicts
+        "broadcast": (calls, bytes)} (the non-finite agreement and state dicts
         aside); empty for an unsharded optimizer."""
         out = {}
         for b in self._bindings.values():
