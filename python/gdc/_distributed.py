@@ -1,4 +1,4 @@
-"""gdc.torch under FSDP2: parameters that `torch.distributed.fsdp.fully_shard` shards
+"""gdc.torch under FSDP2 and ZeRO-1: parameters that `torch.distributed.fsdp.fully_shard` shards
 (DTensors placed `Shard(0)` on a one-dimensional device mesh), stepped by the full algorithm,
 never a local-shard approximation.
 
@@ -16,7 +16,12 @@ never a local-shard approximation.
   shards' NaN and infinity elements and one all-reduce sums them, so under
   `nonfinite="error"` every rank raises and under `"skip_step"` every rank skips.
 
-Every rank must call `step` with gradients for the same parameters (FSDP2 guarantees it).
+ZeRO-1 (`zero=True` over a replicated model, `ReplicatedBinding`) follows the same plan over
+slices of the whole parameters each rank holds: the slices and owned parameters step in
+place (an owner needs no gather), then every rank broadcasts what it updated.
+
+Every rank must call `step` with gradients for the same parameters (FSDP2 and DDP guarantee
+it).
 """
 
 import torch
