@@ -174,7 +174,7 @@ pub fn param_infos(case: &Case) -> Result<Vec<ParamInfo>, CaseError> {
                     ))
                 })?,
             };
-            Ok(ParamInfo { role, base_shape: p.base_shape.clone(), shard: false })
+            Ok(ParamInfo { role, base_shape: p.base_shape.clone(), shard: None })
         })
         .collect()
 }

@@ -82,6 +82,10 @@ pub struct BoundParam {
     pub rows: usize,
     pub cols: usize,
     pub numel: usize,
+    /// `rows` and `numel` of the whole parameter when this is a shard of it (see
+    /// [`ParamInfo::shard`]); the shape scalars `rows` and `numel` read these.
+    pub whole_rows: usize,
+    pub whole_numel: usize,
     /// The rank of the parameter as given (a batched parameter's members keep it).
     pub rank: usize,
     /// The role the training code gave the parameter.
@@ -101,10 +105,11 @@ pub struct BoundParam {
 pub struct ParamInfo {
     pub role: Role,
     pub base_shape: Option<Vec<usize>>,
-    /// A shard of a larger parameter's leading dimension (distributed training), which may
-    /// hold no rows on this rank: then it is bound with no elements and steps nothing, but
-    /// takes part in every reduction a step combines across ranks.
-    pub shard: bool,
+    /// A shard of a larger parameter's leading dimension (distributed training): the whole
+    /// parameter's leading extent. The shard may hold no rows on this rank: then it is bound
+    /// with no elements and steps nothing, but takes part in every reduction a step combines
+    /// across ranks. Its shape scalars (`numel`, `rows`, muP's) are the whole parameter's.
+    pub shard: Option<usize>,
 }
 
 /// muP's `(width_mult, inf_dims)` of a member of `shape` (a matrix of a batched parameter
@@ -303,8 +308,8 @@ pub fn host_op(op: &Op, args: &[f64], inp: &HostInputs) -> Option<f64> {
         Op::Shape(s) => {
             let p = inp.param?;
             match s {
-                ShapeScalar::Numel => p.numel as f64,
-                ShapeScalar::Rows => p.rows as f64,
+                ShapeScalar::Numel => p.whole_numel as f64,
+                ShapeScalar::Rows => p.whole_rows as f64,
                 ShapeScalar::Cols => p.cols as f64,
                 ShapeScalar::Rank => p.rank as f64,
                 ShapeScalar::WidthMult => p.width_mult,
@@ -481,7 +486,7 @@ pub fn bind_with(
         let (name, shape) = (&member.name, &member.shape);
         let numel = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
         let info = infos.get(member.param).cloned().unwrap_or_default();
-        if numel == 0 && !info.shard {
+        if numel == 0 && info.shard.is_none() {
             return Err(InterpError::Empty { param: name.clone(), shape: shape.clone() });
         }
         let full_shape = &params[member.param].1;
@@ -518,9 +523,20 @@ pub fn bind_with(
             }
         }
         let batched_member = shape.len() < full_shape.len();
+        // A shard's shape scalars are the whole parameter's (a batched parameter's members
+        // are whole matrices of the shard's leading dimension).
+        let whole = |s: &[usize]| -> Vec<usize> {
+            match (info.shard, s.split_first()) {
+                (Some(r), Some((_, rest))) => std::iter::once(r).chain(rest.iter().copied()).collect(),
+                _ => s.to_vec(),
+            }
+        };
+        let whole_member = if batched_member { shape.clone() } else { whole(shape) };
+        let whole_numel = whole_member.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
+        let whole_rows = whole_member.first().copied().unwrap_or(1);
         let base = info.base_shape.as_deref().map(|b| if batched_member { &b[b.len() - 2..] } else { b });
-        let (width_mult, _) = mup_scalars(shape, base, batched_member);
-        let (_, inf_dims) = mup_scalars(full_shape, info.base_shape.as_deref(), false);
+        let (width_mult, _) = mup_scalars(&whole_member, base, batched_member);
+        let (_, inf_dims) = mup_scalars(&whole(full_shape), info.base_shape.as_deref(), false);
         bound.push(BoundParam {
             name: name.clone(),
             shape: shape.clone(),
@@ -530,6 +546,8 @@ pub fn bind_with(
             rows,
             cols,
             numel,
+            whole_rows,
+            whole_numel,
             rank: full_shape.len(),
             role: info.role,
             width_mult,

@@ -809,7 +809,7 @@ fn run_example(path: &std::path::Path, rng: &mut Rng, mutate: &dyn Fn(String) ->
     // Every role, so that a policy's routes each bind some shapes.
     let roles = gdc_compiler::ir::Role::ALL;
     for (shape, role) in SHAPES.iter().flat_map(|s| roles.iter().map(move |r| (s, *r))) {
-        let info = [interp::ParamInfo { role, base_shape: None, shard: false }];
+        let info = [interp::ParamInfo { role, base_shape: None, shard: None }];
         let Ok(bp) = interp::bind_with(plan, &[("p".to_string(), shape.to_vec())], &info) else { continue };
         let bp = bp.into_iter().next().unwrap();
         if by_variant[bp.variant].iter().any(|q| q.shape == bp.shape) {

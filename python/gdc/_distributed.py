@@ -2,16 +2,20 @@
 (DTensors placed `Shard(0)` on a one-dimensional device mesh), stepped by the full algorithm,
 never a local-shard approximation.
 
-- A parameter the program steps elementwise (`Program.elementwise`: AdamW, Lion, SGD, ...)
+- A parameter the program steps elementwise (`Program.locality`: AdamW, Lion, SGD, ...)
   is stepped on its local shard, in place, with no communication; a rank whose shard is
   empty steps nothing for it. Its state lives on the shard's rank, 1/N of the whole.
-- Any other parameter (a norm over the parameter, factored statistics, matrix products:
-  LAMB, Adafactor, Muon, Shampoo, SOAP) has one owner rank, chosen by a balanced plan
-  (largest first, each to the least loaded rank; the cost of a matrix is rows * cols *
-  min(rows, cols), its products' FLOPs up to a constant). Each step gathers the parameter's
-  and gradient's shards to the owner (`torch.distributed.gather`, one call per owner for all
-  its parameters), the owner steps them whole with its state, and scatters the new shards
-  back (`torch.distributed.scatter`, one call per owner). Its state lives on the owner.
+- A parameter whose step reduces across rows (LAMB's norms, global-norm clipping,
+  Adafactor's column statistics and RMS) is stepped on its local shard too, each reducing
+  kernel's partials (scalars, and a vector per column reduction) summed over the ranks by
+  one all-reduce. State over columns alone (Adafactor's `col_var`) is the same on every rank.
+- Any other parameter (matrix products: Muon, Shampoo, SOAP) has one owner rank, chosen by
+  a balanced plan (largest first, each to the least loaded rank; the cost of a matrix is
+  rows * cols * min(rows, cols), its products' FLOPs up to a constant). Each step gathers
+  the parameter's and gradient's shards to the owner (`torch.distributed.gather`, one call
+  per owner for all its parameters), the owner steps them whole with its state, and
+  scatters the new shards back (`torch.distributed.scatter`, one call per owner). Its
+  state lives on the owner.
 - The non-finite policy is agreed by every rank before anything steps: each counts its
   shards' NaN and infinity elements and one all-reduce sums them, so under
   `nonfinite="error"` every rank raises and under `"skip_step"` every rank skips.
@@ -142,6 +146,7 @@ class ShardedBinding:
                 )
         program = opt.program
         self.program = program
+        self.cut_by_rows = set(program.states_cut_by_rows())
         specs = [opt._spec_of(name, p) for name, p in zip(self.names, self.params)]
         locality = program.locality(specs)
         whole = [k for k, loc in enumerate(locality) if loc == "whole"]
@@ -151,7 +156,7 @@ class ShardedBinding:
             if whole:
                 raise GdcError(
                     f"optimizer `{program.name}` folds a value over every parameter (global_norm) and steps "
-                    f"`{self.names[whole[0]]}` only whole (matrix products or factored statistics): under FSDP2 gdc "
+                    f"`{self.names[whole[0]]}` only whole (matrix products): under FSDP2 gdc "
                     "combines such a value across ranks only for parameters stepped by shards; use it without "
                     "fully_shard, or clip with torch.nn.utils.clip_grad_norm_ before the step and a program without "
                     "the clip"
@@ -160,10 +165,8 @@ class ShardedBinding:
         # Every rank's shards, also the empty ones, of the parameters stepped by shards.
         self.local = [k for k, loc in enumerate(locality) if loc == "elementwise"]
         self.reducing = [k for k, loc in enumerate(locality) if loc == "reduces"]
-        self.local_stepper = self._stepper(opt, self._shard_specs(specs, self.local)) if self.local else None
-        self.reducing_stepper = (
-            self._stepper(opt, self._shard_specs(specs, self.reducing)) if self.reducing else None
-        )
+        self.local_stepper = self._stepper(opt, self._shard_specs(specs, self.local), self.local) if self.local else None
+        self.reducing_stepper = self._stepper(opt, self._shard_specs(specs, self.reducing), self.reducing) if self.reducing else None
         # The whole parameters, each with its owner.
         self.whole = whole
         owners = owner_plan([matrix_cost(self.shapes[k]) for k in whole], self.world)
@@ -186,9 +189,9 @@ class ShardedBinding:
             out.append((name, [self.layouts[k].rows[self.rank]] + shape[1:], role, base))
         return out
 
-    @staticmethod
-    def _stepper(opt, specs):
-        stepper = _native.Stepper(opt.program, specs, opt._threads, shards=True)
+    def _stepper(self, opt, specs, ks):
+        whole_rows = [self.shapes[k][0] if self.shapes[k] else 1 for k in ks]
+        stepper = _native.Stepper(opt.program, specs, opt._threads, shards=whole_rows)
         # The ranks agree on the non-finite policy before stepping (`agree_non_finite`).
         stepper.set_nonfinite("propagate")
         return stepper
@@ -400,7 +403,7 @@ class ShardedBinding:
                 continue
             for k, states in _stacked_values(stepper, ks, [self._shard_shape(k) for k in ks]).items():
                 for sname, t in states.items():
-                    out[k][sname] = self._dtensor(t, self._full_state_shape(k, t))
+                    out[k][sname] = self._dtensor(t, self._full_state_shape(k, sname, t))
         layout = self._layout_of_whole()
         owned = {}
         if self.owned_stepper is not None:
@@ -415,11 +418,13 @@ class ShardedBinding:
     def _shard_shape(self, k):
         return [self.layouts[k].rows[self.rank]] + list(self.shapes[k][1:])
 
-    def _full_state_shape(self, k, t):
-        """A state of a shard stepped alone: the parameter's shape when it is like the
-        shard, else its own (replicated) shape."""
-        if list(t.shape) == self._shard_shape(k):
-            return list(self.shapes[k])
+    def _full_state_shape(self, k, sname, t):
+        """The whole shape of state `sname` (this rank's part `t`) of a parameter stepped by
+        shards when each shard holds its rows of it (`Program.states_cut_by_rows`: like the
+        parameter, `[rows]`); None when every shard holds it whole and alike (a scalar, a
+        `[cols]` vector of combined column statistics): Replicate."""
+        if sname in self.cut_by_rows and t.dim() > 0:
+            return [self.shapes[k][0]] + list(t.shape[1:])
         return None
 
     def _dtensor(self, local, full_shape):

@@ -211,6 +211,14 @@ impl Program {
         self.program.plan().module.states.iter().map(|s| s.name.clone()).collect()
     }
 
+    /// The states a shard of a parameter's leading dimension holds its rows of (`like(p)`,
+    /// `[rows]`, `[rows, cols]`); the others (scalars, `[cols]`) every shard holds whole
+    /// and alike.
+    fn states_cut_by_rows(&self) -> Vec<String> {
+        let states = &self.program.plan().module.states;
+        states.iter().filter(|s| gdc_compiler::plan::locality::cut_by_rows(&s.shape)).map(|s| s.name.clone()).collect()
+    }
+
     /// Raises `HyperparameterError` unless `value` suits hyperparameter `name`.
     fn check_hyper(&self, name: &str, value: f64) -> PyResult<()> {
         gdc_compiler::interp::check_hyper(&self.program.plan().module, name, value)
@@ -226,7 +234,7 @@ impl Program {
         let mut infos = Vec::with_capacity(specs.len());
         for (name, shape, role, base) in specs {
             let role = parse_role(&name, &role)?;
-            infos.push(gdc_compiler::interp::ParamInfo { role, base_shape: base, shard: false });
+            infos.push(gdc_compiler::interp::ParamInfo { role, base_shape: base, shard: None });
             bound.push((name, shape));
         }
         gdc_compiler::interp::bind_with(self.program.plan(), &bound, &infos)
@@ -422,19 +430,28 @@ impl Stepper {
     /// Binds `program` to `specs` on the CPU backend with `threads` workers (None: one per
     /// core).
     #[new]
-    /// With `shards`, every spec is a shard of a larger parameter's leading dimension,
-    /// which may have no rows (see `step_combined`).
-    #[pyo3(signature = (program, specs, threads = None, shards = false))]
-    fn new(program: &Program, specs: Vec<Spec>, threads: Option<usize>, shards: bool) -> PyResult<Stepper> {
+    /// With `shards` (the whole parameters' leading extents, one per spec), every spec is a
+    /// shard of a larger parameter's leading dimension, which may have no rows (see
+    /// `step_combined`); its shape scalars are the whole parameter's.
+    #[pyo3(signature = (program, specs, threads = None, shards = None))]
+    fn new(
+        program: &Program,
+        specs: Vec<Spec>,
+        threads: Option<usize>,
+        shards: Option<Vec<usize>>,
+    ) -> PyResult<Stepper> {
+        if shards.as_ref().is_some_and(|s| s.len() != specs.len()) {
+            return Err(pyo3::exceptions::PyValueError::new_err("shards: give one whole leading extent per spec"));
+        }
         let mut bound = Vec::with_capacity(specs.len());
-        for (name, shape, role, base) in specs {
+        for (i, (name, shape, role, base)) in specs.into_iter().enumerate() {
             let role = parse_role(&name, &role)?;
             let mut spec = ParamSpec::new(name, &shape).with_role(role);
             if let Some(b) = base {
                 spec = spec.with_base_shape(&b);
             }
-            if shards {
-                spec = spec.as_shard();
+            if let Some(whole) = &shards {
+                spec = spec.as_shard(whole[i]);
             }
             bound.push(spec);
         }
@@ -479,7 +496,7 @@ impl Stepper {
         step_f32(&mut self.opt, py, &params, &grads)
     }
 
-    /// One step of shards (a stepper made with `shards=True`), as `step`, calling
+    /// One step of shards (a stepper made with `shards`), as `step`, calling
     /// `combine(values, kinds)` once per kernel that reduces, in plan order, with this
     /// rank's partials (floats) and their kinds ("sum" or "max_abs"); it returns the values
     /// combined over every rank (sums added, max-abs maxima taken), which the step then

@@ -1,13 +1,14 @@
 """The code each spawned rank of test_distributed.py runs (gloo on the CPU). A failed check
 raises in the rank, and torch.multiprocessing.spawn re-raises it in the test."""
 
+import math
 import os
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import Shard, distribute_tensor
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import gdc
 import gdc.torch
@@ -99,14 +100,14 @@ def fsdp_equals_single(rank, world, port):
         reducing = [binding.names[k] for k in binding.reducing]
         if name in ("adamw", "lion") and (whole or reducing):
             raise AssertionError(f"{name} stepped {whole + reducing} whole or reducing; it is elementwise")
-        if name in ("lamb", "adamw_clip_cosine") and (whole or len(reducing) != len(SHAPES)):
+        if name in REDUCING and (whole or len(reducing) != len(SHAPES)):
             raise AssertionError(f"{name} stepped {whole} whole, {reducing} by reducing shards")
         sent = binding.sent
         if name in ("adamw", "lion") and sent:
             raise AssertionError(f"{name} communicated {sent}; elementwise shards need nothing")
-        if name in ("lamb", "adamw_clip_cosine") and world > 1 and (set(sent) != {"all_reduce"} or sent["all_reduce"][0] == 0):
+        if name in REDUCING and world > 1 and (set(sent) != {"all_reduce"} or sent["all_reduce"][0] == 0):
             raise AssertionError(f"{name} communicated {sent}; reducing shards need all-reduces only")
-        if name in ("adafactor", "shampoo") and len(whole) != len(SHAPES):
+        if name == "shampoo" and len(whole) != len(SHAPES):
             raise AssertionError(f"{name} stepped only {whole} whole")
         matrices = sorted(n for n, s, _ in SHAPES if len(s) == 2)
         if name == "soap" and sorted(whole) != matrices:  # SOAP steps vectors as Adam does
@@ -151,9 +152,17 @@ def zero_equals_single(rank, world, port):
         updated = 4 * 4 * sum(n for _, _, n in binding._segment(rank))  # bytes of 4 float32 steps
         if world > 1 and name in ("adamw", "lion", "shampoo") and (sent != {"broadcast"} or binding.sent["broadcast"][1] != updated):
             raise AssertionError(f"zero {name} communicated {binding.sent}; each rank broadcasts what it updated, {updated} B")
-        # The state is this rank's share: the slices' and the owned matrices'.
-        full_state = sum(t.numel() for e in ref_opt.state_dict()["state"].values() for n, t in e.items() if n != "step")
-        mine = opt.state_bytes // 4
+        # The state is this rank's share: its rows of the slices' (state over columns alone,
+        # Adafactor's col_var, every rank holds whole) and the owned matrices'.
+        cut = set(program.states_cut_by_rows())
+        ref_state = ref_opt.state_dict()["state"].values()
+        full_state = sum(t.numel() for e in ref_state for n, t in e.items() if n in cut)
+        mine = sum(
+            math.prod(shape)
+            for stepper in binding.steppers()
+            for _, sname, shape in stepper.state_layout()
+            if sname in cut
+        )
         every = [None] * world
         dist.all_gather_object(every, mine)
         if sum(every) != full_state:
@@ -163,7 +172,7 @@ def zero_equals_single(rank, world, port):
 
 # Programs whose shards reduce across ranks agree with one process up to the float64
 # rounding of the combined sums; the rest bit for bit.
-REDUCING = ("lamb", "adamw_clip_cosine")
+REDUCING = ("lamb", "adamw_clip_cosine", "adafactor")
 
 
 def check_equal(what, got, want, name):
@@ -180,6 +189,7 @@ DCP_CASES = [
     ("adamw", {"lr": 1e-2, "weight_decay": 0.1}),
     ("lamb", {}),
     ("adamw_clip_cosine", {"lr": 1e-2, "warmup_steps": 2, "decay_steps": 10, "max_grad_norm": 1.0}),
+    ("adafactor", {}),
     ("muon_adamw", {}),
     ("shampoo", {}),
 ]
@@ -209,11 +219,17 @@ def dcp_save(rank, world, port, path, zero):
     for name, hypers in DCP_CASES:
         bag, opt = _sharded_run(mesh, name, hypers, range(3), zero)
         sd = opt.state_dict()
+        # State over rows is placed Shard(0), scalars Replicate; Adafactor's col_var (over
+        # columns alone, the same on every rank) Replicate, an owner's matrices Shard(0).
+        cut = set(opt.program.states_cut_by_rows())
         for k, entry in sd["state"].items():
             for sname, t in entry.items():
-                if sname != "step" and not isinstance(t, DTensor):
+                if sname == "step":
+                    continue
+                if not isinstance(t, DTensor):
                     raise AssertionError(f"{name}: state `{sname}` of parameter {k} is {type(t).__name__}, not a DTensor")
-                if sname != "step" and t.dim() > 0 and t.placements[0] != Shard(0):
+                want = [Replicate()] if t.dim() == 0 else [Shard(0)] if sname in cut else [Shard(0), Replicate()]
+                if t.placements[0] not in want:
                     raise AssertionError(f"{name}: state `{sname}` of parameter {k} is placed {t.placements}")
         dcp.save({"model": bag.state_dict(), "optim": sd}, checkpoint_id=os.path.join(path, name))
     done()

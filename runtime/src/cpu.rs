@@ -284,7 +284,8 @@ impl CpuEngine {
                         // An item whose guard held for no parameter costs nothing: no pool
                         // round trip (an unrolled loop's iterations past a hyperparameter's
                         // bound are hundreds of such items).
-                        let combining = combine.is_some() && !k.reductions.is_empty();
+                        let combining = combine.is_some()
+                            && (!k.reductions.is_empty() || ck.abi.axis_reductions.iter().any(|(_, by_rows)| !by_rows));
                         if run.is_empty() && !combining {
                             continue;
                         }
@@ -327,9 +328,14 @@ impl CpuEngine {
                             let len = shape_len(&k.domain, bp);
                             calls.push(Call { kernel: ck, bufs, scalars, sizes, len, param: mi });
                         }
-                        let mut slots =
-                            if calls.is_empty() { Vec::new() } else { self.run_kernel(&calls, &k.domain, func)? };
+                        let (mut slots, columns) = if calls.is_empty() {
+                            Default::default()
+                        } else {
+                            self.run_kernel(&calls, &k.domain, func)?
+                        };
                         if let (true, Some(c)) = (combining, combine.as_mut()) {
+                            // Whole-tensor partials, then each column reduction's, a partial
+                            // per column.
                             let mut parts: Vec<Partial> = slots
                                 .iter()
                                 .map(|(mi, r, x)| Partial {
@@ -338,9 +344,36 @@ impl CpuEngine {
                                     value: *x,
                                 })
                                 .collect();
+                            for (mi, r, xs) in &columns {
+                                let kind = ReduceKind::of(func, *r);
+                                parts.extend(xs.iter().map(|x| Partial { member: members[*mi], kind, value: *x }));
+                            }
                             c(&mut parts)?;
                             for (slot, part) in slots.iter_mut().zip(&parts) {
                                 slot.2 = part.value;
+                            }
+                            let mut at = slots.len();
+                            for (mi, r, xs) in &columns {
+                                let combined: Vec<f32> =
+                                    parts[at..at + xs.len()].iter().map(|p| p.value as f32).collect();
+                                at += xs.len();
+                                let i = members[*mi];
+                                for o in k.outputs.iter().filter(|o| o.value == *r) {
+                                    let dst: &mut [f32] = match o.buffer {
+                                        Buffer::Temp(t) if init => &mut init_temps[i][t],
+                                        Buffer::Temp(t) => &mut self.owned[i].temps[t],
+                                        Buffer::State(s) if !m.states[s].bf16 => {
+                                            self.owned[i].states[s].as_deref_mut().unwrap_or(&mut [])
+                                        }
+                                        _ => {
+                                            return Err(internal(format!("column reduction {r} writes {:?}", o.buffer)))
+                                        }
+                                    };
+                                    if dst.len() != combined.len() {
+                                        return Err(internal(format!("column reduction {r}: {} columns", dst.len())));
+                                    }
+                                    dst.copy_from_slice(&combined);
+                                }
                             }
                         }
                         for (mi, r, x) in slots {
@@ -363,13 +396,16 @@ impl CpuEngine {
     }
 
     /// Runs one kernel item over every call: flat kernels cut into chunks, grid kernels
-    /// whole; returns the reduction slots (call's member index, value, result).
+    /// whole; returns the reduction slots (call's member index, value, result) and each
+    /// column reduction's (`sum(x, axis = 0)`) float64 sums (call's member index, value,
+    /// one per column), which the kernel also wrote, rounded, to its outputs.
+    #[allow(clippy::type_complexity)]
     fn run_kernel(
         &self,
         calls: &[Call],
         domain: &Shape,
         func: &Func,
-    ) -> Result<Vec<(usize, Value, f64)>, RuntimeError> {
+    ) -> Result<(Vec<(usize, Value, f64)>, Vec<(usize, Value, Vec<f64>)>), RuntimeError> {
         let chunk = CHUNK;
         let mut chunks = Vec::new();
         let mut npartials = 0;
@@ -439,7 +475,27 @@ impl CpuEngine {
         for o in &mut out {
             o.2 = acc[&(o.0, o.1)];
         }
-        Ok(out)
+        // A grid kernel's axis sums follow its whole-tensor partials, a row's or column's
+        // each (see the CPU backend's grid loop).
+        let mut columns = Vec::new();
+        for ch in &chunks {
+            let c = &calls[ch.call];
+            let abi = &c.kernel.abi;
+            if abi.mode != Mode::Grid {
+                continue;
+            }
+            let dn = names(domain);
+            let (rows, cols) = (size_of(&dn[0], c.sizes), size_of(&dn[1], c.sizes));
+            let mut at = ch.partials + abi.reductions.len();
+            for (r, by_rows) in &abi.axis_reductions {
+                let n = if *by_rows { rows } else { cols };
+                if !by_rows {
+                    columns.push((c.param, *r, partials[at..at + n].to_vec()));
+                }
+                at += n;
+            }
+        }
+        Ok((out, columns))
     }
 
     #[allow(clippy::too_many_arguments)]

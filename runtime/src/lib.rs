@@ -46,20 +46,22 @@ pub struct ParamSpec {
     /// muP: the parameter's shape in the base model (the one whose hyperparameters were
     /// tuned); `width_mult` and `inf_dims` are measured against it. `None`: no muP scaling.
     pub base_shape: Option<Vec<usize>>,
-    /// A shard of a larger parameter's leading dimension, which may have no rows (see
-    /// [`Optimizer::step_combined`]).
-    pub shard: bool,
+    /// A shard of a larger parameter's leading dimension, which may have no rows: the whole
+    /// parameter's leading extent (see [`Optimizer::step_combined`]).
+    pub shard: Option<usize>,
 }
 
 impl ParamSpec {
     pub fn new(name: impl Into<String>, shape: &[usize]) -> ParamSpec {
-        ParamSpec { name: name.into(), shape: shape.to_vec(), role: Role::Other, base_shape: None, shard: false }
+        ParamSpec { name: name.into(), shape: shape.to_vec(), role: Role::Other, base_shape: None, shard: None }
     }
 
-    /// Marks the parameter as a shard of a larger one's leading dimension: it may be empty
-    /// (no rows on this rank) and still take part in the reductions combined across ranks.
-    pub fn as_shard(mut self) -> ParamSpec {
-        self.shard = true;
+    /// Marks the parameter as a shard of the leading dimension of a larger one, whose
+    /// extent is `whole_rows`: it may be empty (no rows on this rank) and still take part in
+    /// the reductions combined across ranks; its shape scalars (`numel`, `rows`, muP's) are
+    /// the whole parameter's.
+    pub fn as_shard(mut self, whole_rows: usize) -> ParamSpec {
+        self.shard = Some(whole_rows);
         self
     }
 

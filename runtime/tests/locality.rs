@@ -1,8 +1,9 @@
 //! `Program::locality`: a parameter the program steps elementwise gives, stepped as
 //! shards of its leading dimension (as distributed training steps local shards), exactly
 //! the elements of the whole parameter's step, bit for bit, for every example optimizer that
-//! claims it; and the optimizers whose updates read the whole parameter (norms, factored
-//! statistics, matrix products, muP's width) do not claim it.
+//! claims it; the reducing ones (norms, global norms, Adafactor's factored statistics) give
+//! it with their partials combined across the shards; and the optimizers whose updates
+//! multiply matrices do neither.
 
 use gdc_runtime::verify::noise_f32;
 use gdc_runtime::{Backend, Locality, Optimizer, Options, ParamSpec, Program, Role};
@@ -50,7 +51,7 @@ fn sharded_equals_whole(program: &Program, spec: &ParamSpec, world: usize) -> bo
     let mut sharded: Vec<Optimizer> = parts
         .iter()
         .map(|(_, s)| {
-            let part = ParamSpec { shape: s.clone(), ..spec.clone() };
+            let part = ParamSpec { shape: s.clone(), ..spec.clone() }.as_shard(spec.shape[0]);
             Optimizer::with_options(program, &[part], cpu()).expect("binds a shard")
         })
         .collect();
@@ -176,7 +177,7 @@ fn combined_shards_vs_whole(program: &Program, specs: &[ParamSpec], world: usize
                             let rest: usize = s.shape[1..].iter().product();
                             let mut shape = s.shape.clone();
                             shape[0] = range.len() / rest.max(1);
-                            ParamSpec { shape, ..s.clone() }.as_shard()
+                            ParamSpec { shape, ..s.clone() }.as_shard(s.shape[0])
                         })
                         .collect();
                     let mut opt = Optimizer::with_options(program, &local, cpu()).expect("binds shards");
@@ -229,7 +230,8 @@ fn reducing_optimizers_step_shards_with_combined_partials_as_the_whole() {
         ("lamb", Locality::Reduces),
         ("adamw_clip_cosine", Locality::Reduces),
         ("adamw", Locality::Elementwise),
-        ("adafactor", Locality::Whole),
+        // Row statistics within the shard, column ones combined, RMS over the whole.
+        ("adafactor", Locality::Reduces),
         ("muon", Locality::Whole),
         ("shampoo", Locality::Whole),
         ("soap", Locality::Whole),
