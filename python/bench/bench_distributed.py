@@ -8,7 +8,7 @@ AdamW.
     python3 python/bench/bench_distributed.py --json runs/bench_distributed.json   # ~5 min
 
 1. memory - state bytes per rank (`Optimizer.state_bytes`) for adamw, lamb,
-            adamw_clip_cosine and muon_adamw on the GPT-style set, against one rank's / N. Target: max over ranks
+            adamw_clip_cosine, adafactor and muon_adamw on the GPT-style set, against one rank's / N. Target: max over ranks
             <= 1/N of one rank's + 5%.
 2. flops  - muon_adamw's matrix FLOPs per rank over one step (`Optimizer.matrix_flops`, the
             runtime's count of its library calls) on the transformer-like set (12 layers of
@@ -117,7 +117,7 @@ def worker_counts(rank, world, port, queue, case):
     mesh = _setup(rank, world, port)
     shapes = transformer_shapes() if case == "flops" else gpt_shapes()
     roles = {n.replace(".", "_"): r for n, _, r in shapes}
-    programs = ["muon_adamw"] if case == "flops" else ["adamw", "lamb", "adamw_clip_cosine", "muon_adamw"]
+    programs = ["muon_adamw"] if case == "flops" else ["adamw", "lamb", "adamw_clip_cosine", "adafactor", "muon_adamw"]
     zero = case == "zero"
     out = {}
     for name in programs:
