@@ -306,7 +306,10 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if self._mesh is not None:
-            self._step_sharded()
+            # Under no_grad DTensor.to_local() is the local tensor itself; with autograd on it
+            # is an autograd function call (~15 µs a tensor, 4 ms a step on 149 parameters).
+            with torch.no_grad():
+                self._step_sharded()
             return loss
         work, keep = self._prepare()
         if not work:
@@ -396,9 +399,8 @@ class Optimizer(torch.optim.Optimizer):
                     f"the gradients hold {count} non-finite element(s) (NaN or infinity) over all ranks, the first in "
                     f"`{bad}`; no rank changed anything. Look for the cause upstream, or pass nonfinite=\"skip_step\""
                 )
-        with torch.no_grad():
-            for binding, hypers in work:
-                binding.step(hypers)
+        for binding, hypers in work:
+            binding.step(hypers)
 
     def _sharded_binding(self, gi, indices):
         kind = _distributed.ReplicatedBinding if self._zero else _distributed.ShardedBinding
