@@ -24,16 +24,21 @@ AdamW.
             the result is the median over rounds with min-max. Target: gdc >= 1.5x fused.
             The same for the replicated set: gdc zero=True against
             ZeroRedundancyOptimizer(optimizer_class=AdamW, fused=True), both
-            broadcasting the updated parameters (no target; reported).
+            broadcasting the updated parameters (no target; reported). The machine's limit:
+            the shared C reference loop (../shared/tools/reference/opt.c, built here when
+            present) in 2 processes at once, scaled per element to a rank's share.
 """
 
 import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -42,6 +47,8 @@ import torch.multiprocessing as mp
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OPT = os.path.join(ROOT, "examples", "optimizers")
+# The hand-fused C AdamW of the shared reference tools: the machine's limit.
+C_REFERENCE = os.path.join(ROOT, "..", "shared", "tools", "reference", "opt.c")
 
 
 def gpt_shapes(layers=12, d=512, vocab=8192, ctx=1024):
@@ -101,6 +108,13 @@ def _sharded(shapes, mesh):
         full = torch.randn(shape, generator=g) * 1e-3
         p.grad = distribute_tensor(full, mesh, [Shard(0)]) if mesh is not None else full
     return bag
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _gather_to_0(obj, world):
@@ -167,6 +181,27 @@ def worker_speed(rank, world, port, queue, contender, warmup, steps):
     dist.destroy_process_group()
 
 
+def build_c_limit():
+    """The C reference built at gcc -O3 -march=native -fno-math-errno -fopenmp, or None when
+    its source or gcc is missing."""
+    if not os.path.exists(C_REFERENCE) or shutil.which("gcc") is None:
+        return None
+    out = os.path.join(tempfile.mkdtemp(), "opt")
+    cmd = ["gcc", "-O3", "-march=native", "-fno-math-errno", "-fopenmp", C_REFERENCE, "-o", out, "-lm"]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def c_limit(binary, elements, steps):
+    """The machine's limit for the AdamW step of `elements` per rank on 2 ranks: the C loop
+    on 2^24 elements in 2 processes at once, one thread each (they share the memory bus as
+    the ranks do); the slower process's median, scaled per element to `elements`."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([binary, "adamw", "24", str(steps)], stdout=subprocess.PIPE, env=env) for _ in range(2)]
+    meds = [json.loads(p.communicate()[0])["med_ms"] for p in procs]
+    return max(meds) / 1e3 * elements / 2**24
+
+
 def spawn(fn, world, *args):
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
@@ -204,12 +239,17 @@ def main():
                 sent = [{k: v[1] for k, v in r["sent"].items()} for r in rows]
                 print(f"       bytes sent per rank, one step: {sent}")
 
-    contenders = ["gdc", "fused", "gdc-zero", "torch-zero"]
+    binary = build_c_limit()
+    per_rank = sum(_numel(shape) for _, shape, _ in gpt_shapes()) / 2
+    contenders = ["gdc", "fused", "gdc-zero", "torch-zero"] + (["c-limit"] if binary else [])
     rounds = {c: [] for c in contenders}
     for r in range(args.rounds):
         order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
         for c in order:
-            rounds[c].append(spawn(worker_speed, 2, c, args.warmup, args.steps))
+            if c == "c-limit":
+                rounds[c].append(c_limit(binary, per_rank, args.steps))
+            else:
+                rounds[c].append(spawn(worker_speed, 2, c, args.warmup, args.steps))
         print(f"speed round {r + 1}: " + ", ".join(f"{c} {rounds[c][-1] * 1e3:.2f} ms" for c in contenders))
     med = {c: statistics.median(v) for c, v in rounds.items()}
 
@@ -220,6 +260,10 @@ def main():
     verdict = "PASS" if ratio >= 1.5 else "MISS"
     print(f"speed AdamW GPT-style set, FSDP2 on 2 gloo ranks: gdc {spread('gdc')}, fused {spread('fused')}: "
           f"gdc {ratio:.2f}x fused [{verdict} >= 1.5]")
+    if binary:
+        print(f"      the machine's limit (C loop, 2 processes, scaled to {per_rank / 1e6:.2f} M elements per rank): "
+              f"{spread('c-limit')}: gdc at {med['c-limit'] / med['gdc']:.2f}x the limit's speed, "
+              f"fused {med['c-limit'] / med['fused']:.2f}x")
     zero_ratio = med["torch-zero"] / med["gdc-zero"]
     print(f"speed AdamW GPT-style set, ZeRO-1 on 2 gloo ranks: gdc zero=True {spread('gdc-zero')}, "
           f"ZeroRedundancyOptimizer(fused AdamW) {spread('torch-zero')}: gdc {zero_ratio:.2f}x torch")
