@@ -17,7 +17,7 @@ AdamW.
    zero   - memory as in 1, with the GPT-style set replicated and zero=True (ZeRO-1).
    All report bytes sent per step per rank (`Optimizer.communication`).
 3. speed  - AdamW, one step of the GPT-style set (12 layers at d_model 512, vocab 8192,
-            context 1024, untied head: 149 parameters, 46.1 M elements) sharded by
+            context 1024, untied head: 149 parameters, 46.7 M elements) sharded by
             fully_shard over 2 ranks, one thread each: gdc against torch fused. Each
             contender runs in processes of its own; the contenders alternate in rotated
             rounds; each round reports the median of the timed steps (the slowest rank's);

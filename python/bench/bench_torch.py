@@ -18,7 +18,7 @@ Cases:
                (the CLI: the runtime without Python, so the binding's overhead reads off as
                gdc.torch minus gdc bench).
   2. gpt     - AdamW on a GPT-style set of 149 parameters (12 layers at d_model 512, vocab
-               8192, context 1024, untied head; 46.1 M elements): gdc, fused, foreach.
+               8192, context 1024, untied head; 46.7 M elements): gdc, fused, foreach.
   3. overhead- AdamW on 1, 10, 100, 300 parameters of 16 elements: the per-step time fitted
                as a + b * params (least squares over the four counts, per round), gdc and fused.
 
