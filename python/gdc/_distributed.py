@@ -141,8 +141,9 @@ class ShardedBinding:
         for name, p in zip(self.names, self.params):
             if p.dtype != torch.float32:
                 raise TensorError(
-                    f"parameter `{name}` is {p.dtype}: under FSDP2 gdc steps float32 sharded parameters (keep them in "
-                    "float32 and compute in bf16 with fully_shard's MixedPrecisionPolicy)"
+                    f"parameter `{name}` is {p.dtype}: with sharded state (FSDP2 or zero=True) gdc steps float32 "
+                    "parameters (keep them in float32 and compute in bf16 with fully_shard's MixedPrecisionPolicy or "
+                    "torch.autocast)"
                 )
         program = opt.program
         self.program = program
@@ -165,8 +166,8 @@ class ShardedBinding:
         # Every rank's shards, also the empty ones, of the parameters stepped by shards.
         self.local = [k for k, loc in enumerate(locality) if loc == "elementwise"]
         self.reducing = [k for k, loc in enumerate(locality) if loc == "reduces"]
-        self.local_stepper = self._stepper(opt, self._shard_specs(specs, self.local), self.local) if self.local else None
-        self.reducing_stepper = self._stepper(opt, self._shard_specs(specs, self.reducing), self.reducing) if self.reducing else None
+        self.local_stepper = self._stepper(opt, specs, self.local)
+        self.reducing_stepper = self._stepper(opt, specs, self.reducing)
         # The whole parameters, each with its owner.
         self.whole = whole
         owners = owner_plan([matrix_cost(self.shapes[k]) for k in whole], self.world)
@@ -190,8 +191,11 @@ class ShardedBinding:
         return out
 
     def _stepper(self, opt, specs, ks):
+        """A stepper of this rank's shards of parameters `ks` (None when there are none)."""
+        if not ks:
+            return None
         whole_rows = [self.shapes[k][0] if self.shapes[k] else 1 for k in ks]
-        stepper = _native.Stepper(opt.program, specs, opt._threads, shards=whole_rows)
+        stepper = _native.Stepper(opt.program, self._shard_specs(specs, ks), opt._threads, shards=whole_rows)
         # The ranks agree on the non-finite policy before stepping (`agree_non_finite`).
         stepper.set_nonfinite("propagate")
         return stepper
@@ -498,16 +502,7 @@ class ShardedBinding:
         if self.owned_stepper is not None:
             restores.append((self.owned_stepper, [(self.names[k], list(self.shapes[k])) for k in self.owned], tensors))
         for stepper, specs, tensors in restores:
-            stepper.restore(
-                info["program_hash"],
-                info["optimizer"],
-                specs,
-                int(info["step"]),
-                int(info["skipped_steps"]),
-                hypers,
-                sorted(info["globals"].items()),
-                tensors,
-            )
+            _state.restore(stepper, info, info, specs, hypers, tensors)
         del keep
 
 
@@ -601,10 +596,8 @@ class ReplicatedBinding(ShardedBinding):
         for work in pending:
             work.wait()
         for small, buf in packed:
-            at = 0
-            for part in small:
-                part.copy_(buf[at : at + part.numel()])
-                at += part.numel()
+            for part, piece in zip(small, buf.split([p.numel() for p in small])):
+                part.copy_(piece)
 
 
 def replicated_mesh(process_group):

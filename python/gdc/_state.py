@@ -43,3 +43,19 @@ def unstack(members, i, name, state, t, shape):
     parts = t.reshape(len(mine), -1)
     inner = list(t.shape[len(batch) :])
     return [(m[0], state, inner, parts[j].data_ptr(), parts[j].numel()) for j, m in enumerate(mine)]
+
+
+def restore(stepper, info, counters, specs, hypers, tensors):
+    """Restores a stepper from a state dict's `gdc` entry `info` (program and optimizer),
+    one binding's `counters` (step, skipped_steps, globals), its parameters' (name, shape)
+    `specs`, hyperparameters and (name, state, shape, pointer, length) `tensors`."""
+    stepper.restore(
+        info["program_hash"],
+        info["optimizer"],
+        specs,
+        int(counters["step"]),
+        int(counters["skipped_steps"]),
+        hypers,
+        sorted(counters["globals"].items()),
+        tensors,
+    )

@@ -798,16 +798,7 @@ class Optimizer(torch.optim.Optimizer):
                     tensors.extend(_state.unstack(members, param_index, binding.names[param_index], sname, t, p.shape))
             param_list = [(name, list(shape)) for name, shape in zip(binding.names, binding.shapes)]
             try:
-                binding.stepper.restore(
-                    info["program_hash"],
-                    info["optimizer"],
-                    param_list,
-                    int(b["step"]),
-                    int(b["skipped_steps"]),
-                    hypers,
-                    sorted(b["globals"].items()),
-                    tensors,
-                )
+                _state.restore(binding.stepper, info, b, param_list, hypers, tensors)
             except CheckpointError as e:
                 raise CheckpointError(f"param group {gi}: {e}") from None
             binding.hypers = dict(hypers)

@@ -16,7 +16,7 @@ use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, ReduceKind, Value};
-use gdc_compiler::plan::{Buffer, Item, LibCall, Plan};
+use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -284,8 +284,8 @@ impl CpuEngine {
                         // An item whose guard held for no parameter costs nothing: no pool
                         // round trip (an unrolled loop's iterations past a hyperparameter's
                         // bound are hundreds of such items).
-                        let combining = combine.is_some()
-                            && (!k.reductions.is_empty() || ck.abi.axis_reductions.iter().any(|(_, by_rows)| !by_rows));
+                        let columns = combine.is_some() && ck.abi.axis_reductions.iter().any(|(_, by_rows)| !by_rows);
+                        let combining = columns || (combine.is_some() && !k.reductions.is_empty());
                         if run.is_empty() && !combining {
                             continue;
                         }
@@ -331,7 +331,7 @@ impl CpuEngine {
                         let (mut slots, columns) = if calls.is_empty() {
                             Default::default()
                         } else {
-                            self.run_kernel(&calls, &k.domain, func)?
+                            self.run_kernel(&calls, &k.domain, func, columns)?
                         };
                         if let (true, Some(c)) = (combining, combine.as_mut()) {
                             // Whole-tensor partials, then each column reduction's, a partial
@@ -357,23 +357,8 @@ impl CpuEngine {
                                 let combined: Vec<f32> =
                                     parts[at..at + xs.len()].iter().map(|p| p.value as f32).collect();
                                 at += xs.len();
-                                let i = members[*mi];
-                                for o in k.outputs.iter().filter(|o| o.value == *r) {
-                                    let dst: &mut [f32] = match o.buffer {
-                                        Buffer::Temp(t) if init => &mut init_temps[i][t],
-                                        Buffer::Temp(t) => &mut self.owned[i].temps[t],
-                                        Buffer::State(s) if !m.states[s].bf16 => {
-                                            self.owned[i].states[s].as_deref_mut().unwrap_or(&mut [])
-                                        }
-                                        _ => {
-                                            return Err(internal(format!("column reduction {r} writes {:?}", o.buffer)))
-                                        }
-                                    };
-                                    if dst.len() != combined.len() {
-                                        return Err(internal(format!("column reduction {r}: {} columns", dst.len())));
-                                    }
-                                    dst.copy_from_slice(&combined);
-                                }
+                                let temps = if init { Some(&mut init_temps[members[*mi]]) } else { None };
+                                self.write_output(k, members[*mi], *r, &combined, temps)?;
                             }
                         }
                         for (mi, r, x) in slots {
@@ -395,16 +380,45 @@ impl CpuEngine {
         Ok(non_finite)
     }
 
+    /// Overwrites every output of kernel `k` that holds value `r` for parameter `i` with
+    /// `values` (a column reduction's combined sums); `init_temps` are the initialiser's
+    /// temporaries when the init plan runs.
+    fn write_output(
+        &mut self,
+        k: &Kernel,
+        i: usize,
+        r: Value,
+        values: &[f32],
+        mut init_temps: Option<&mut Vec<Padded>>,
+    ) -> Result<(), RuntimeError> {
+        for o in k.outputs.iter().filter(|o| o.value == r) {
+            let dst: &mut [f32] = match (o.buffer, init_temps.as_deref_mut()) {
+                (Buffer::Temp(t), Some(temps)) => &mut temps[t],
+                (Buffer::Temp(t), None) => &mut self.owned[i].temps[t],
+                (Buffer::State(s), _) if !self.plan.module.states[s].bf16 => {
+                    self.owned[i].states[s].as_deref_mut().unwrap_or(&mut [])
+                }
+                _ => return Err(internal(format!("column reduction {r} writes {:?}", o.buffer))),
+            };
+            if dst.len() != values.len() {
+                return Err(internal(format!("column reduction {r}: {} columns, {} values", dst.len(), values.len())));
+            }
+            dst.copy_from_slice(values);
+        }
+        Ok(())
+    }
+
     /// Runs one kernel item over every call: flat kernels cut into chunks, grid kernels
-    /// whole; returns the reduction slots (call's member index, value, result) and each
-    /// column reduction's (`sum(x, axis = 0)`) float64 sums (call's member index, value,
-    /// one per column), which the kernel also wrote, rounded, to its outputs.
+    /// whole; returns the reduction slots (call's member index, value, result) and, with
+    /// `columns`, each column reduction's (`sum(x, axis = 0)`) float64 sums (call's member
+    /// index, value, one per column), which the kernel also wrote, rounded, to its outputs.
     #[allow(clippy::type_complexity)]
     fn run_kernel(
         &self,
         calls: &[Call],
         domain: &Shape,
         func: &Func,
+        columns: bool,
     ) -> Result<(Vec<(usize, Value, f64)>, Vec<(usize, Value, Vec<f64>)>), RuntimeError> {
         let chunk = CHUNK;
         let mut chunks = Vec::new();
@@ -477,7 +491,10 @@ impl CpuEngine {
         }
         // A grid kernel's axis sums follow its whole-tensor partials, a row's or column's
         // each (see the CPU backend's grid loop).
-        let mut columns = Vec::new();
+        let mut sums = Vec::new();
+        if !columns {
+            return Ok((out, sums));
+        }
         for ch in &chunks {
             let c = &calls[ch.call];
             let abi = &c.kernel.abi;
@@ -490,12 +507,12 @@ impl CpuEngine {
             for (r, by_rows) in &abi.axis_reductions {
                 let n = if *by_rows { rows } else { cols };
                 if !by_rows {
-                    columns.push((c.param, *r, partials[at..at + n].to_vec()));
+                    sums.push((c.param, *r, partials[at..at + n].to_vec()));
                 }
                 at += n;
             }
         }
-        Ok((out, columns))
+        Ok((out, sums))
     }
 
     #[allow(clippy::too_many_arguments)]
