@@ -36,9 +36,46 @@ pub struct ParamCase {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct StepCase {
     pub grads: BTreeMap<String, Vec<f64>>,
+    /// Tensors handed over with the step besides the gradients: parameter, then input name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<BTreeMap<String, BTreeMap<String, InputCase>>>,
     pub expected: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
     pub expected_state: Option<BTreeMap<String, Vec<f64>>>,
+}
+
+/// One input of one parameter at one step.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct InputCase {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+/// An input as a step hands it to a [`Stepper`]: parameter, input name, shape, data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GivenInput {
+    pub param: String,
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl StepCase {
+    /// The step's inputs, parameter by parameter, in name order.
+    pub fn given_inputs(&self) -> Vec<GivenInput> {
+        let mut out = Vec::new();
+        for (param, named) in self.inputs.iter().flatten() {
+            for (name, x) in named {
+                out.push(GivenInput {
+                    param: param.clone(),
+                    name: name.clone(),
+                    shape: x.shape.clone(),
+                    data: x.data.clone(),
+                });
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone, Copy)]
@@ -67,7 +104,8 @@ pub enum CaseError {
 /// (a float32 backend rounds them on the way in and widens them on the way out).
 pub trait Stepper {
     fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), CaseError>;
-    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), CaseError>;
+    /// One step; `inputs`: what the step hands over besides the gradients.
+    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>], inputs: &[GivenInput]) -> Result<(), CaseError>;
     /// State `name` of parameter `param` (by position), if it has it.
     fn state(&self, param: usize, name: &str) -> Option<Vec<f64>>;
 }
@@ -76,8 +114,11 @@ impl Stepper for Interpreter {
     fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), CaseError> {
         Ok(Interpreter::set_hyper(self, name, value)?)
     }
-    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), CaseError> {
-        Ok(Interpreter::step(self, params, grads)?)
+    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>], inputs: &[GivenInput]) -> Result<(), CaseError> {
+        let named: Vec<crate::inputs::Named<f64>> =
+            inputs.iter().map(|x| (x.param.as_str(), x.name.as_str(), x.shape.as_slice(), x.data.as_slice())).collect();
+        let given = crate::inputs::collect(&self.plan.module, &self.params, &named)?;
+        Ok(Interpreter::step_with_inputs(self, params, grads, &given)?)
     }
     fn state(&self, param: usize, name: &str) -> Option<Vec<f64>> {
         Interpreter::param_state(self, param, name)
@@ -145,6 +186,22 @@ fn validate(case: &Case) -> Result<(), CaseError> {
                 return bad(format!("step {}: `{what}` names `{extra}`, which is not a parameter of the case", i + 1));
             }
         }
+        for (param, named) in s.inputs.iter().flatten() {
+            if !names.contains(param.as_str()) {
+                return bad(format!("step {}: `inputs` names `{param}`, which is not a parameter of the case", i + 1));
+            }
+            for (name, x) in named {
+                let n = x.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
+                if x.data.len() != n {
+                    return bad(format!(
+                        "step {}: input `{name}` of `{param}` has {} values, but its shape {:?} has {n}",
+                        i + 1,
+                        x.data.len(),
+                        x.shape
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -209,7 +266,7 @@ pub fn replay_on(it: &mut dyn Stepper, case: &Case) -> Result<Vec<StepResult>, C
     let mut results = Vec::new();
     for (i, s) in case.steps.iter().enumerate() {
         let grads: Vec<Vec<f64>> = case.params.iter().map(|p| s.grads[&p.name].clone()).collect();
-        it.step(&mut values, &grads)?;
+        it.step(&mut values, &grads, &s.given_inputs())?;
         let mut worst = 0.0f64;
         let mut at = String::new();
         for (p, v) in case.params.iter().zip(&values) {

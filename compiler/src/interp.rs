@@ -3,6 +3,7 @@
 //! the host and per-parameter scalars and the reduction slots, so a plan that forgets to
 //! materialise a value fails here with an error instead of computing something.
 
+use crate::inputs::StepInputs;
 use crate::ir::{
     eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, ReduceKind, Role, ShapeScalar, Target, Value,
 };
@@ -62,6 +63,24 @@ pub enum InterpError {
     BaseShape { param: String, shape: Vec<usize>, base: Vec<usize> },
     #[error("parameter `{param}` has {rank} dimensions, more than the {limit} a parameter may have: reshape it (an optimizer sees a matrix as [rows, product of the rest])")]
     Rank { param: String, rank: usize, limit: usize },
+    #[error(
+        "no parameter named `{param}` is bound: inputs are handed over by the names the parameters were bound with"
+    )]
+    InputParam { param: String },
+    #[error("parameter `{param}` is stepped as a batch of matrices, which takes no inputs yet: bind its matrices as separate parameters")]
+    InputBatched { param: String },
+    #[error("`{input}` (given for parameter `{param}`) is not an input of this optimizer; it declares: {declared}")]
+    UnknownInput { param: String, input: String, declared: String },
+    #[error("input `{input}` of parameter `{param}` is given twice in one step")]
+    DuplicateInput { param: String, input: String },
+    #[error("input `{input}` of parameter `{param}` has shape {shape:?}, but this optimizer declares it {expected}")]
+    InputShape { param: String, input: String, shape: Vec<usize>, expected: String },
+    #[error(
+        "parameter `{param}`'s inputs disagree on `{dim}`: {first_size} in `{first}`, {second_size} in `{second}`"
+    )]
+    InputDim { param: String, dim: String, first: String, first_size: usize, second: String, second_size: usize },
+    #[error("step {step} reads input `{input}` of parameter `{param}`, which it was not given: hand it over with the step (nothing was stepped)")]
+    MissingInput { param: String, input: String, step: u64 },
     #[error("internal error (a compiler bug): {0}")]
     Internal(String),
 }
@@ -96,6 +115,9 @@ pub struct BoundParam {
     pub inf_dims: usize,
     /// State buffers by state index (`None`: not used by this parameter's variant).
     pub states: Vec<Option<Tensor>>,
+    /// The shapes of the inputs handed over with the step being taken, by input (`None`:
+    /// not given); set by the backend for each step, read by `present` and input dimensions.
+    pub inputs: Vec<Option<Vec<usize>>>,
 }
 
 /// What the training code says about a parameter besides its name and shape: its role
@@ -205,6 +227,18 @@ impl Interpreter {
     /// One optimizer step: `params[i]` (the i-th parameter given to [`Interpreter::new`]) is
     /// updated in place from `grads[i]`; a batched parameter is stepped matrix by matrix.
     pub fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), InterpError> {
+        let none = StepInputs::none(self.params.len(), self.plan.module.inputs.len());
+        self.step_with_inputs(params, grads, &none)
+    }
+
+    /// [`Interpreter::step`] with the step's inputs (see [`crate::inputs::collect`]). A
+    /// required input the step reads but was not given is an error before anything changes.
+    pub fn step_with_inputs(
+        &mut self,
+        params: &mut [Vec<f64>],
+        grads: &[Vec<f64>],
+        inputs: &StepInputs<f64>,
+    ) -> Result<(), InterpError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         check_lengths(&self.inputs, params.len(), grads.len(), &lens)?;
         // Each member's slice of its parameter and gradient (copies: this is the oracle).
@@ -222,8 +256,16 @@ impl Interpreter {
         }
         self.step += 1;
         self.run_prepare()?;
+        for (i, bp) in self.params.iter_mut().enumerate() {
+            bp.inputs = inputs.shapes(i);
+            bp.inputs.resize(self.plan.module.inputs.len(), None);
+        }
+        if let Err(e) = self.check_inputs_read() {
+            self.step -= 1;
+            return Err(e);
+        }
         for vi in 0..self.plan.variants.len() {
-            self.run_variant(vi, &mut mp, &mg)?;
+            self.run_variant(vi, &mut mp, &mg, inputs)?;
         }
         for (bp, p) in self.params.iter().zip(&mp) {
             params[bp.param][bp.offset..bp.offset + bp.numel].copy_from_slice(p);
@@ -254,7 +296,8 @@ impl Interpreter {
             }
             let g = &grads[bp.param][bp.offset..bp.offset + bp.numel];
             let mut p = Vec::new();
-            let mut buffers = Buffers { p: &mut p, g, states: Vec::new(), temps: vec![None; fplan.temps.len()] };
+            let mut buffers =
+                Buffers { p: &mut p, g, states: Vec::new(), temps: vec![None; fplan.temps.len()], inputs: Vec::new() };
             let mut slots: HashMap<Value, Tensor> = HashMap::new();
             let item = &fplan.items[check.item];
             run_item(&self.plan.module, func, fplan, item, bp, &mut buffers, &host, &host, &mut slots)?;
@@ -264,6 +307,45 @@ impl Interpreter {
             }
         }
         Ok(bad)
+    }
+
+    /// Which inputs each member's next step reads (optional ones only if given, which they
+    /// are not before the step): the step number advanced and `prepare` run as the step
+    /// would, then everything put back.
+    pub fn inputs_next_step(&mut self) -> Result<Vec<Vec<bool>>, InterpError> {
+        let (step, outs) = (self.step, self.prepare_outs.clone());
+        self.step += 1;
+        let result = self.run_prepare().and_then(|()| {
+            let m = &self.plan.module;
+            self.params
+                .iter()
+                .map(|bp| {
+                    let (func, fplan) = (&m.variants[bp.variant].update, &self.plan.variants[bp.variant].update);
+                    let (_, param) = self.scalar_envs(func, fplan, bp)?;
+                    Ok(crate::inputs::read_by(fplan, m.inputs.len(), |g| param.get(&g).map(|x| *x != 0.0)))
+                })
+                .collect()
+        });
+        self.step = step;
+        self.prepare_outs = outs;
+        result
+    }
+
+    /// Refuses a step that reads a required input it was not given (see
+    /// [`crate::inputs::read_by`]), before any member is stepped.
+    fn check_inputs_read(&self) -> Result<(), InterpError> {
+        let m = &self.plan.module;
+        if m.inputs.is_empty() {
+            return Ok(());
+        }
+        for bp in &self.params {
+            let fplan = &self.plan.variants[bp.variant].update;
+            let func = &m.variants[bp.variant].update;
+            let (_, param) = self.scalar_envs(func, fplan, bp)?;
+            let read = crate::inputs::read_by(fplan, m.inputs.len(), |g| param.get(&g).map(|x| *x != 0.0));
+            crate::inputs::missing(m, bp, &read, &bp.inputs, self.step)?;
+        }
+        Ok(())
     }
 
     fn run_prepare(&mut self) -> Result<(), InterpError> {
@@ -315,8 +397,15 @@ pub fn host_op(op: &Op, args: &[f64], inp: &HostInputs) -> Option<f64> {
                 ShapeScalar::WidthMult => p.width_mult,
                 ShapeScalar::InfDims => p.inf_dims as f64,
                 ShapeScalar::RoleIn(mask) => f64::from(u8::from(mask & p.role.bit() != 0)),
+                ShapeScalar::InputDim { input, axis } => p
+                    .inputs
+                    .get(*input as usize)?
+                    .as_ref()
+                    .and_then(|s| s.get(*axis as usize))
+                    .map_or(f64::NAN, |d| *d as f64),
             }
         }
+        Op::Present(i) => f64::from(u8::from(inp.param?.inputs.get(*i)?.is_some())),
         Op::Unary(u) => eval_unary(*u, arg(0)?),
         Op::Binary(b) => eval_binary(*b, arg(0)?, arg(1)?),
         Op::Select => {
@@ -553,6 +642,7 @@ pub fn bind_with(
             width_mult,
             inf_dims,
             states: vec![None; m.states.len()],
+            inputs: vec![None; m.inputs.len()],
         });
     }
     Ok(bound)
@@ -703,7 +793,8 @@ impl Interpreter {
         let g: &[f64] = &[];
         let bp = self.params[i].clone();
         let (host, param) = self.scalar_envs(func, fplan, &bp)?;
-        let mut buffers = Buffers { p, g, states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
+        let mut buffers =
+            Buffers { p, g, states: bp.states.clone(), temps: vec![None; fplan.temps.len()], inputs: Vec::new() };
         let mut slots: HashMap<Value, Tensor> = HashMap::new();
         for item in &fplan.items {
             run_item(&self.plan.module, func, fplan, item, &bp, &mut buffers, &host, &param, &mut slots)?;
@@ -715,7 +806,13 @@ impl Interpreter {
     /// One step of every member of variant `vi`, item by item across the members (so that a
     /// reduction over all parameters, `AcrossParams`, is folded between the item that makes
     /// it and the items that read it).
-    fn run_variant(&mut self, vi: usize, mp: &mut [Vec<f64>], mg: &[Vec<f64>]) -> Result<(), InterpError> {
+    fn run_variant(
+        &mut self,
+        vi: usize,
+        mp: &mut [Vec<f64>],
+        mg: &[Vec<f64>],
+        inputs: &StepInputs<f64>,
+    ) -> Result<(), InterpError> {
         let func = &self.plan.module.variants[vi].update;
         let fplan = &self.plan.variants[vi].update;
         let across: Vec<(Value, ReduceKind, Value)> = func
@@ -732,7 +829,14 @@ impl Interpreter {
             }
             let bp = self.params[i].clone();
             let (host, param) = self.scalar_envs(func, fplan, &bp)?;
-            let buffers = Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()] };
+            let given = inputs.members.get(i).map(Vec::as_slice).unwrap_or_default();
+            let inputs = (0..self.plan.module.inputs.len())
+                .map(|j| {
+                    given.get(j).copied().flatten().map(|g| input_tensor(&self.plan.module.inputs[j].shape, &bp, g))
+                })
+                .collect();
+            let buffers =
+                Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()], inputs };
             ctxs.push((i, bp, host, param, buffers, HashMap::<Value, Tensor>::new()));
         }
         for (_, item) in fplan.items_of(Pass::Step) {
@@ -782,6 +886,17 @@ struct Buffers<'a> {
     g: &'a [f64],
     states: Vec<Option<Tensor>>,
     temps: Vec<Option<Tensor>>,
+    /// The step's inputs, by input (`None`: not given).
+    inputs: Vec<Option<Tensor>>,
+}
+
+/// An input as a tensor of its declared shape (`like(p)`: the update's parameter shape),
+/// its own dimensions sized as given.
+fn input_tensor(declared: &Shape, bp: &BoundParam, g: crate::inputs::Given<f64>) -> Tensor {
+    match declared {
+        Shape::Dims(d) => Tensor { names: d.clone(), sizes: g.shape.to_vec(), data: g.data.to_vec() },
+        _ => Tensor { names: vec!["p".into()], sizes: vec![bp.numel], data: g.data.to_vec() },
+    }
 }
 
 /// The dimension names of a shape (`p` for the parameter's own flattened shape).
@@ -829,6 +944,16 @@ fn read_buffer(
             InterpError::Internal(format!("state `{}` read before it was initialised", m.states[s].name))
         })?),
         Buffer::Temp(t) => bufs.temps[t].clone(),
+        Buffer::Input(j) => {
+            let given = bufs.inputs.get(j).cloned().flatten().ok_or_else(|| {
+                InterpError::Internal(format!("input `{}` is read, but was not given", m.inputs[j].name))
+            })?;
+            // Shaped as the instruction reads it (`like(p)` of a matrix update: [rows, cols]).
+            match shape {
+                Shape::Dims(d) if given.names == ["p"] => Some(tensor_for(&Shape::Dims(d.clone()), bp, given.data)),
+                _ => Some(given),
+            }
+        }
     })
 }
 
@@ -930,7 +1055,7 @@ fn run_item(
                     return Err(InterpError::Internal(format!("kernel k{} writes {v}, which was not computed", k.id)));
                 };
                 let shape = match b {
-                    Buffer::Param | Buffer::Grad => Shape::Like,
+                    Buffer::Param | Buffer::Grad | Buffer::Input(_) => Shape::Like,
                     Buffer::State(s) => crate::ir::verify::state_shape(m, *s, &param_shape(m, bp)),
                     Buffer::Temp(t) => fplan.temps[*t].clone(),
                 };
@@ -940,7 +1065,9 @@ fn run_item(
                 let t = Tensor { data, ..target };
                 match b {
                     Buffer::Param => *bufs.p = t.data,
-                    Buffer::Grad => return Err(InterpError::Internal("a kernel writes the gradient".into())),
+                    Buffer::Grad | Buffer::Input(_) => {
+                        return Err(InterpError::Internal("a kernel writes the gradient or an input".into()))
+                    }
                     Buffer::State(s) if m.states[*s].bf16 => {
                         let data = t.data.iter().map(|x| f64::from(crate::ir::round_bf16(*x as f32))).collect();
                         bufs.states[*s] = Some(Tensor { data, ..t })

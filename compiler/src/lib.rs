@@ -6,6 +6,7 @@ pub mod artifact;
 pub mod cpu;
 pub mod golden;
 pub mod gpu;
+pub mod inputs;
 pub mod interp;
 pub mod ir;
 pub mod lower;

@@ -56,10 +56,23 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         .collect();
     let globals =
         opt.globals.iter().map(|g| GlobalInfo { name: g.name.name.clone(), init: literal_value(&g.init) }).collect();
+    let inputs = opt
+        .inputs
+        .iter()
+        .map(|i| InputInfo {
+            name: i.name.name.clone(),
+            shape: match &i.shape {
+                None => Shape::Like,
+                Some(se) => Shape::from_names(se.dims.iter().map(|d| d.name.clone()).collect()),
+            },
+            optional: i.optional,
+        })
+        .collect();
     let mut module = Module {
         name: opt.name.name.clone(),
         hypers,
         states,
+        inputs,
         globals,
         prepare: Func::new(FuncKind::Prepare),
         prepare_outs: Vec::new(),
@@ -107,6 +120,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         };
         let pshape = pattern.param_shape();
         let mut l = Lowerer::new(file, &module, FuncKind::Update);
+        l.pshape = pshape.clone();
         let p0 = l.emit(Op::Param, vec![], Some(Ty::num(pshape.clone())));
         let g0 = l.emit(Op::Grad, vec![], Some(Ty::num(pshape.clone())));
         l.bind(&u.param.name.name, p0);
@@ -213,6 +227,8 @@ struct Lowerer<'a> {
     guard_depth: HashMap<Value, usize>,
     /// The shape `zeros` and `eye` take in a state initialiser.
     init_shape: Shape,
+    /// The update's parameter shape (what an input declared like the parameter has).
+    pshape: Shape,
     /// Inside an inlined function: what each `int` parameter was given, when that is known
     /// at compile time (a literal, or the name of a ranged hyperparameter).
     static_args: HashMap<String, Expr>,
@@ -231,6 +247,7 @@ impl<'a> Lowerer<'a> {
             depth: 0,
             guard_depth: HashMap::new(),
             init_shape: Shape::Scalar,
+            pshape: Shape::Like,
             static_args: HashMap::new(),
             too_big: None,
         }
@@ -291,6 +308,21 @@ impl<'a> Lowerer<'a> {
         if let Some(i) = self.module.globals.iter().position(|g| g.name == name) {
             return self.emit(Op::Global(i), vec![], None);
         }
+        // An input is read where it is used, under the region's guard, so a read inside
+        // `if present(h)` (or `if step % k == 0`) happens only when that holds.
+        if let Some(i) = self.module.inputs.iter().position(|x| x.name == name) {
+            let ty = Ty::num(state_shape(&self.module.inputs[i].shape, &self.pshape));
+            let guard = self.guard;
+            return self.func.push(Inst { op: Op::Input(i), args: vec![], ty: Some(ty), guard });
+        }
+        let input_dim = self.module.inputs.iter().enumerate().find_map(|(i, x)| match &x.shape {
+            Shape::Dims(d) => d.iter().position(|n| n == name).map(|axis| (i, axis)),
+            _ => None,
+        });
+        if let Some((input, axis)) = input_dim {
+            let dim = ShapeScalar::InputDim { input: input as u8, axis: axis as u8 };
+            return self.emit(Op::Shape(dim), vec![], None);
+        }
         match name {
             "step" => self.emit(Op::Step, vec![], None),
             "numel" => self.emit(Op::Shape(ShapeScalar::Numel), vec![], None),
@@ -347,7 +379,14 @@ impl<'a> Lowerer<'a> {
         let tys: Vec<&Ty> = args.iter().map(|a| self.func.ty(*a)).collect();
         let ty = match &op {
             Op::Store(_) => None,
-            Op::Hyper(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast | Op::PrepareOut(_) => declared,
+            Op::Hyper(_)
+            | Op::Param
+            | Op::Grad
+            | Op::Input(_)
+            | Op::Load(_)
+            | Op::Eye
+            | Op::Broadcast
+            | Op::PrepareOut(_) => declared,
             _ => Some(result_type(&op, &tys, declared.as_ref()).unwrap_or(Ty::NUM)),
         };
         let guard = self.guard_for(&op, &args);
@@ -646,6 +685,17 @@ impl<'a> Lowerer<'a> {
                 })
                 .collect();
             return self.inline(f, vals, exprs);
+        }
+        if name == "present" {
+            let input = match pos.first().map(|e| &e.kind) {
+                Some(ExprKind::Name(n)) => self.module.inputs.iter().position(|x| x.name == *n),
+                _ => None,
+            };
+            // The checker accepts only an optional input's name; `false` keeps lowering total.
+            return match input {
+                Some(i) => self.emit(Op::Present(i), vec![], None),
+                None => self.emit(Op::Bool(false), vec![], None),
+            };
         }
         if name == "has_role" {
             let mask = pos

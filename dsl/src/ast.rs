@@ -49,6 +49,7 @@ pub struct Optimizer {
     pub name: Ident,
     pub hypers: Vec<HyperDecl>,
     pub states: Vec<StateDecl>,
+    pub inputs: Vec<InputDecl>,
     pub globals: Vec<GlobalDecl>,
     /// `prepare { ... }` blocks, run once per step before any parameter is updated.
     pub prepares: Vec<Block>,
@@ -87,6 +88,18 @@ pub struct StateDecl {
     /// `None`: shaped like the parameter.
     pub shape: Option<ShapeExpr>,
     pub init: Option<Expr>,
+    pub span: Span,
+}
+
+/// `input a: [batch, cols]` or `optional input h`: a per-parameter tensor handed over with a
+/// step besides the gradient.
+#[derive(Clone, Debug)]
+pub struct InputDecl {
+    pub name: Ident,
+    /// `None`: shaped like the parameter.
+    pub shape: Option<ShapeExpr>,
+    /// May be absent on a step; read only under `if present(name)`.
+    pub optional: bool,
     pub span: Span,
 }
 

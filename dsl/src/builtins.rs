@@ -33,6 +33,8 @@ pub enum Kind {
     Global,
     /// `has_role(bias, norm)`: whether the parameter's role is one of the named ones.
     HasRole,
+    /// `present(h)`: whether the optional input `h` came with this step.
+    Present,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +149,12 @@ pub const FUNCTIONS: &[Builtin] = &[
         arity: 1,
         kind: Kind::HasRole,
         doc: "has_role(bias, norm): whether the parameter's role is one of these (hidden, embedding, output, input, bias, norm, other)",
+    },
+    Builtin {
+        name: "present",
+        arity: 1,
+        kind: Kind::Present,
+        doc: "present(h): whether the optional input h came with this parameter's step (read h only under `if present(h)`)",
     },
 ];
 

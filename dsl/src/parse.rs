@@ -174,6 +174,7 @@ fn rule_name(rule: &Rule) -> &'static str {
         Rule::hyper_decl | Rule::kw_hyper => "`hyper`",
         Rule::state_decl | Rule::kw_state => "`state`",
         Rule::global_decl | Rule::kw_global => "`global`",
+        Rule::input_decl | Rule::kw_input | Rule::kw_optional => "`input`",
         Rule::prepare_block | Rule::kw_prepare => "`prepare`",
         Rule::update_def | Rule::kw_update => "`update`",
         Rule::kw_let | Rule::kw_var | Rule::kw_if | Rule::kw_for | Rule::kw_every | Rule::kw_return => "a statement",
@@ -334,6 +335,7 @@ fn not_keyword(pair: &Pair<Rule>) -> bool {
             | Rule::kw_hyper
             | Rule::kw_state
             | Rule::kw_global
+            | Rule::kw_input
             | Rule::kw_prepare
             | Rule::kw_update
             | Rule::kw_fn
@@ -407,6 +409,7 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
         name,
         hypers: Vec::new(),
         states: Vec::new(),
+        inputs: Vec::new(),
         globals: Vec::new(),
         prepares: Vec::new(),
         updates: Vec::new(),
@@ -435,6 +438,13 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
                 let shape = it.next_if(|p| p.as_rule() == Rule::shape).map(build_shape);
                 let init = it.next().map(build_expr);
                 opt.states.push(StateDecl { name, bf16, shape, init, span });
+            }
+            Rule::input_decl => {
+                let mut it = member.into_inner().filter(not_keyword).peekable();
+                let optional = it.next_if(|p| p.as_rule() == Rule::kw_optional).is_some();
+                let name = ident(it.next().expect("input name"));
+                let shape = it.next().map(build_shape);
+                opt.inputs.push(InputDecl { name, shape, optional, span });
             }
             Rule::global_decl => {
                 let mut it = member.into_inner().filter(not_keyword);

@@ -150,6 +150,7 @@ pub fn merge(file: &File) -> File {
         name: policy.name.clone(),
         hypers: Vec::new(),
         states: Vec::new(),
+        inputs: Vec::new(),
         globals: Vec::new(),
         prepares: Vec::new(),
         updates: Vec::new(),
@@ -198,6 +199,13 @@ pub fn merge(file: &File) -> File {
                 r.expr(e);
             }
             opt.states.push(s);
+        }
+        // Inputs keep their names: the training code hands `a` to whichever optimizer a
+        // parameter routes to (the checker reports two different declarations of one name).
+        for i in &o.inputs {
+            if !opt.inputs.iter().any(|x| x.name.name == i.name.name && x.optional == i.optional) {
+                opt.inputs.push(i.clone());
+            }
         }
         for g in &o.globals {
             let mut g = g.clone();

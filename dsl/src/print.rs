@@ -36,6 +36,11 @@ pub fn file_text(file: &File) -> String {
             let init = s.init.as_ref().map(|e| format!(" = {}", expr_text(e))).unwrap_or_default();
             let _ = writeln!(out, "  state {}{shape}{init}", s.name.name);
         }
+        for i in &o.inputs {
+            let optional = if i.optional { "optional " } else { "" };
+            let shape = i.shape.as_ref().map(|sh| format!(": {}", shape_text(sh))).unwrap_or_default();
+            let _ = writeln!(out, "  {optional}input {}{shape}", i.name.name);
+        }
         for g in &o.globals {
             let _ = writeln!(out, "  global {} = {}", g.name.name, expr_text(&g.init));
         }

@@ -121,6 +121,9 @@ fn elements(plan: &Plan, bp: &BoundParam, fp: &FuncPlan, b: Buffer) -> u64 {
     let shape = match b {
         Buffer::Param | Buffer::Grad => Shape::Like,
         Buffer::State(i) => plan.module.states.get(i).map_or(Shape::Like, |s| s.shape.clone()),
+        // Inputs are counted as given, which `elements` cannot know: their declared shape
+        // with the parameter's dimensions (an input's own dimension counts as its numel).
+        Buffer::Input(i) => plan.module.inputs.get(i).map_or(Shape::Like, |s| s.shape.clone()),
         Buffer::Temp(t) => fp.temps.get(t).cloned().unwrap_or(Shape::Like),
     };
     let shape = if shape == Shape::Like { pattern.param_shape() } else { shape };

@@ -14,6 +14,7 @@ use crate::shared::{
 use crate::RuntimeError;
 use gdc_compiler::cpu::abi::Mode;
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
+use gdc_compiler::inputs::{Given, StepInputs};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, ReduceKind, Value};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
@@ -209,6 +210,12 @@ impl CpuEngine {
         self.owned.get(i)?.states.get(s)?.as_deref()
     }
 
+    /// Which inputs each member's next step reads (see [`crate::shared::inputs_next_step`]).
+    pub fn inputs_next_step(&mut self) -> Result<Vec<Vec<bool>>, RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        crate::shared::inputs_next_step(self, &plan)
+    }
+
     /// One step; with `check`, the gradient check first (see [`counted_step`]); with
     /// `combine`, every reducing kernel's partials go through it before anything reads them.
     pub fn step(
@@ -217,16 +224,22 @@ impl CpuEngine {
         grads: &[&[f32]],
         check: bool,
         mut combine: Option<Combine>,
+        inputs: &StepInputs<f32>,
     ) -> Result<Outcome, RuntimeError> {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
+        let n_inputs = self.plan.module.inputs.len();
+        for (i, bp) in self.params.iter_mut().enumerate() {
+            bp.inputs = inputs.shapes(i);
+            bp.inputs.resize(n_inputs, None);
+        }
         let plan = Arc::clone(&self.plan);
         counted_step(self, &plan, check, |e, run, outs| {
             let combine = match run {
                 Run::Check => None,
                 _ => combine.as_mut().map(|c| &mut **c as Combine),
             };
-            e.run_all_with(run, params, grads, outs, combine)
+            e.run_all_with(run, params, grads, outs, combine, inputs)
         })
     }
 
@@ -242,6 +255,7 @@ impl CpuEngine {
         grads: &[&[f32]],
         prepare_outs: &[f64],
         mut combine: Option<Combine>,
+        inputs: &StepInputs<f32>,
     ) -> Result<Vec<(usize, f64)>, RuntimeError> {
         let plan = Arc::clone(&self.plan);
         let code = Arc::clone(&self.code);
@@ -318,6 +332,8 @@ impl CpuEngine {
                                         }
                                     },
                                     Buffer::Temp(t) => temps[*t].as_mut_ptr(),
+                                    // Read-only: kernels never write an input.
+                                    Buffer::Input(j) => given(inputs, i, *j, m)?.data.as_ptr() as *mut f32,
                                 };
                                 bufs.push(ptr);
                             }
@@ -372,7 +388,7 @@ impl CpuEngine {
                         if jobs.is_empty() {
                             continue;
                         }
-                        self.run_lib(l, func, &members, &jobs, &envs, init, &mut init_temps, params, grads)?;
+                        self.run_lib(l, func, &members, &jobs, &envs, init, &mut init_temps, params, grads, inputs)?;
                     }
                 }
             }
@@ -527,6 +543,7 @@ impl CpuEngine {
         init_temps: &mut [Vec<Padded>],
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
+        inputs: &StepInputs<f32>,
     ) -> Result<(), RuntimeError> {
         let Buffer::Temp(out_t) = l.output else {
             return Err(internal("a library call writes a non-temporary".into()));
@@ -546,6 +563,7 @@ impl CpuEngine {
         // writes its own output).
         let (owned, bound, temps_init) = (&self.owned, &self.params, &*init_temps);
         let (params_ro, inst) = (&*params, func.inst(l.inst));
+        let plan_m = &*self.plan;
         // One call alone gets the whole pool (gemm splits the product across it); several
         // calls run side by side, one thread each.
         let threads = if jobs.len() == 1 { self.pool.current_num_threads() } else { 1 };
@@ -565,7 +583,7 @@ impl CpuEngine {
             }
             let mut operands: Vec<crate::linalg::Operand> = Vec::with_capacity(inst.args.len());
             for (ai, a) in inst.args.iter().enumerate() {
-                let sizes: Vec<usize> = names(&func.ty(*a).shape)
+                let mut sizes: Vec<usize> = names(&func.ty(*a).shape)
                     .iter()
                     .map(|n| size_of(n, [bp.numel as u64, bp.rows as u64, bp.cols as u64]))
                     .collect();
@@ -582,6 +600,14 @@ impl CpuEngine {
                     Buffer::State(s) => owned[i].states[*s].as_deref().unwrap_or(&[]),
                     Buffer::Temp(t) if init => &temps_init[i][*t],
                     Buffer::Temp(t) => &owned[i].temps[*t],
+                    Buffer::Input(j) => {
+                        let g = given(inputs, i, *j, &plan_m.module)?;
+                        // An input's own dimensions (`batch`) are sized as given.
+                        if matches!(plan_m.module.inputs[*j].shape, Shape::Dims(_)) {
+                            sizes = g.shape.to_vec();
+                        }
+                        g.data
+                    }
                 };
                 operands.push((data, sizes));
             }
@@ -602,6 +628,21 @@ impl CpuEngine {
         results.into_iter().collect::<Result<(), _>>()?;
         Ok(())
     }
+}
+
+/// Input `j` of member `i` this step; an item that reads one runs only where it was given
+/// (required inputs are checked before the step, optional ones read under `present`).
+fn given<'a>(
+    inputs: &StepInputs<'a, f32>,
+    i: usize,
+    j: usize,
+    m: &gdc_compiler::ir::Module,
+) -> Result<Given<'a, f32>, RuntimeError> {
+    inputs
+        .members
+        .get(i)
+        .and_then(|x| x.get(j).copied().flatten())
+        .ok_or_else(|| internal(format!("input `{}` is read, but was not given", m.inputs[j].name)))
 }
 
 impl HostSide for CpuEngine {

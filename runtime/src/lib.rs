@@ -29,7 +29,7 @@ pub use cudarc;
 pub use gdc_compiler::interp::{InterpError, Member};
 pub use gdc_compiler::ir::{HyperTy, ReduceKind};
 pub use gdc_compiler::plan::locality::Locality;
-pub use optimizer::{stochastic_bf16, Backend, NonFinite, Optimizer, Options};
+pub use optimizer::{stochastic_bf16, Backend, Inputs, NonFinite, Optimizer, Options};
 pub use program::Program;
 pub use shared::{Combine, Partial};
 
@@ -110,6 +110,10 @@ pub enum RuntimeError {
     CheckpointState { path: String, what: String },
     #[error("{0} is not supported on the interpreter backend; use the cpu backend")]
     Unsupported(&'static str),
+    /// A feature the chosen backend does not have yet (the message says which, and what
+    /// to use instead).
+    #[error("{0}")]
+    NotOnBackend(&'static str),
     /// [`Optimizer::step_combined`] of parameters it cannot step by shards, off the CPU
     /// backend, or whose `combine` failed (the message says which).
     #[error("stepping shards with reductions combined across ranks: {0}")]

@@ -50,6 +50,30 @@ pub enum NonFinite {
     Error,
 }
 
+/// The tensors one step hands over besides the gradients, by parameter and input name, each
+/// with its shape and row-major data (see [`Optimizer::step_with_inputs`]).
+#[derive(Clone, Debug, Default)]
+pub struct Inputs<'a> {
+    named: Vec<gdc_compiler::inputs::Named<'a, f32>>,
+}
+
+impl<'a> Inputs<'a> {
+    /// No inputs.
+    pub fn new() -> Inputs<'a> {
+        Inputs { named: Vec::new() }
+    }
+
+    /// Hands input `input` of parameter `param` over with the step.
+    pub fn add(&mut self, param: &'a str, input: &'a str, shape: &'a [usize], data: &'a [f32]) -> &mut Self {
+        self.named.push((param, input, shape, data));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty()
+    }
+}
+
 enum Engine {
     Cpu(Box<CpuEngine>),
     #[cfg(feature = "cuda")]
@@ -194,7 +218,37 @@ impl Optimizer {
     /// error names the parameter as given, also for a batched one). A gradient holding a NaN
     /// or an infinity is handled as [`Optimizer::set_non_finite`] chose.
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), RuntimeError> {
+        self.step_with_inputs(params, grads, &Inputs::new())
+    }
+
+    /// [`Optimizer::step`] with the tensors the program declares as `input`s, by parameter
+    /// and input name (K-FAC's activations `a` and output gradients `s`, Sophia-G's `h`).
+    /// Each is checked against its declaration (known names, the parameter's `rows`/`cols`,
+    /// one size per input dimension such as `batch`, the element count), and a required input
+    /// that this step reads but that is missing is refused, all before anything changes.
+    /// [`Optimizer::inputs_next_step`] says which inputs the next step reads. Inputs are read
+    /// during the step and never kept (a program keeps what it needs in state); the CPU and
+    /// interpreter backends take them.
+    pub fn step_with_inputs(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        inputs: &Inputs,
+    ) -> Result<(), RuntimeError> {
         let check = self.non_finite != NonFinite::Propagate;
+        let m = &self.program.plan().module;
+        #[cfg(feature = "cuda")]
+        if matches!(self.engine, Engine::Cuda(_)) && !m.inputs.is_empty() {
+            return Err(RuntimeError::NotOnBackend(
+                "per-step inputs (K-FAC, Sophia-G) run on the cpu and interp backends; the CUDA engine does not take them yet",
+            ));
+        }
+        let given = match &self.engine {
+            Engine::Cpu(e) => gdc_compiler::inputs::collect(m, e.bound(), &inputs.named)?,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => gdc_compiler::inputs::collect(m, e.bound(), &inputs.named)?,
+            Engine::Interp(it) => gdc_compiler::inputs::collect(m, &it.params, &inputs.named)?,
+        };
         if self.batched() && !matches!(self.engine, Engine::Interp(_)) {
             let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
             let named: Vec<(String, Vec<usize>)> =
@@ -203,7 +257,7 @@ impl Optimizer {
             let mut mp = split_mut(&self.members, params);
             let mg = split(&self.members, grads);
             let outcome = match &mut self.engine {
-                Engine::Cpu(e) => e.step(&mut mp, &mg, check, None)?,
+                Engine::Cpu(e) => e.step(&mut mp, &mg, check, None, &given)?,
                 #[cfg(feature = "cuda")]
                 Engine::Cuda(e) => e.step(&mut mp, &mg, check)?,
                 Engine::Interp(_) => unreachable!("the interpreter splits batched parameters itself"),
@@ -211,7 +265,7 @@ impl Optimizer {
             return self.settle(outcome);
         }
         let outcome = match &mut self.engine {
-            Engine::Cpu(e) => e.step(params, grads, check, None)?,
+            Engine::Cpu(e) => e.step(params, grads, check, None, &given)?,
             #[cfg(feature = "cuda")]
             Engine::Cuda(e) => e.step(params, grads, check)?,
             Engine::Interp(it) => {
@@ -220,7 +274,28 @@ impl Optimizer {
                 let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|x| f64::from(*x)).collect()).collect();
                 let bad = if check { it.check_gradients(&grads)? } else { Vec::new() };
                 if bad.is_empty() {
-                    it.step(&mut values, &grads)?;
+                    let wide: Vec<Vec<f64>> = given
+                        .members
+                        .iter()
+                        .flatten()
+                        .map(|g| g.map(|g| g.data.iter().map(|x| f64::from(*x)).collect()).unwrap_or_default())
+                        .collect();
+                    let n = m.inputs.len();
+                    let mut at = wide.iter();
+                    let members = given
+                        .members
+                        .iter()
+                        .map(|row| {
+                            row.iter()
+                                .map(|g| {
+                                    let data = at.next().map(Vec::as_slice).unwrap_or_default();
+                                    g.map(|g| gdc_compiler::inputs::Given { shape: g.shape, data })
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    debug_assert!(given.members.iter().all(|r| r.len() == n));
+                    it.step_with_inputs(&mut values, &grads, &gdc_compiler::inputs::StepInputs { members })?;
                     for (p, v) in params.iter_mut().zip(&values) {
                         for (x, y) in p.iter_mut().zip(v) {
                             *x = *y as f32;
@@ -274,11 +349,38 @@ impl Optimizer {
             }
         }
         let check = self.non_finite != NonFinite::Propagate;
+        let none = gdc_compiler::inputs::StepInputs::none(self.members.len(), plan.module.inputs.len());
         let outcome = match &mut self.engine {
-            Engine::Cpu(e) => e.step(params, grads, check, Some(combine))?,
+            Engine::Cpu(e) => e.step(params, grads, check, Some(combine), &none)?,
             _ => return Err(RuntimeError::Combine("only the CPU backend combines reductions".into())),
         };
         self.settle(outcome)
+    }
+
+    /// Which inputs the next step reads, per parameter: `(parameter, input)` pairs the
+    /// training code must hand to [`Optimizer::step_with_inputs`] (K-FAC's `a` and `s` only on
+    /// the steps that average its factors, so hooks that collect them cost nothing on the
+    /// others). Optional inputs are never listed: they come when the training code chooses.
+    pub fn inputs_next_step(&mut self) -> Result<Vec<(String, String)>, RuntimeError> {
+        if self.program.plan().module.inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let read = match &mut self.engine {
+            Engine::Cpu(e) => e.inputs_next_step()?,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(_) => return Ok(Vec::new()),
+            Engine::Interp(it) => it.inputs_next_step()?,
+        };
+        let m = &self.program.plan().module;
+        let mut out = Vec::new();
+        for (member, read) in self.members.iter().zip(read) {
+            for (j, r) in read.iter().enumerate() {
+                if *r && !m.inputs[j].optional {
+                    out.push((member.name.clone(), m.inputs[j].name.clone()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The state each bound member's variant allocates: (member name, state name, shape),

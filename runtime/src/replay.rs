@@ -3,19 +3,25 @@
 //! them on the way out.
 
 use crate::{Backend, Optimizer, Options, ParamSpec, Program, RuntimeError};
-use gdc_compiler::golden::{self, Case, CaseError, StepResult, Stepper};
+use gdc_compiler::golden::{self, Case, CaseError, GivenInput, StepResult, Stepper};
 
 impl Stepper for Optimizer {
     fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), CaseError> {
         Optimizer::set_hyper(self, name, value).map_err(|e| CaseError::Backend(e.to_string()))
     }
 
-    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>]) -> Result<(), CaseError> {
+    fn step(&mut self, params: &mut [Vec<f64>], grads: &[Vec<f64>], inputs: &[GivenInput]) -> Result<(), CaseError> {
+        let i32: Vec<Vec<f32>> = inputs.iter().map(|x| x.data.iter().map(|v| *v as f32).collect()).collect();
+        let mut given = crate::Inputs::new();
+        for (x, data) in inputs.iter().zip(&i32) {
+            given.add(&x.param, &x.name, &x.shape, data);
+        }
         let mut p32: Vec<Vec<f32>> = params.iter().map(|p| p.iter().map(|x| *x as f32).collect()).collect();
         let g32: Vec<Vec<f32>> = grads.iter().map(|g| g.iter().map(|x| *x as f32).collect()).collect();
         let mut views: Vec<&mut [f32]> = p32.iter_mut().map(|p| p.as_mut_slice()).collect();
         let gviews: Vec<&[f32]> = g32.iter().map(|g| g.as_slice()).collect();
-        Optimizer::step(self, &mut views, &gviews).map_err(|e| CaseError::Backend(e.to_string()))?;
+        Optimizer::step_with_inputs(self, &mut views, &gviews, &given)
+            .map_err(|e| CaseError::Backend(e.to_string()))?;
         for (p, q) in params.iter_mut().zip(&p32) {
             for (x, y) in p.iter_mut().zip(q) {
                 *x = f64::from(*y);

@@ -298,11 +298,59 @@ pub(crate) fn counted_step<E: HostSide>(
     for (gi, x) in stores {
         engine.counters_mut().globals[gi] = x;
     }
+    if let Err(e) = check_inputs_read(engine, plan, &prepare_outs) {
+        *engine.counters_mut() = before;
+        return Err(e);
+    }
     let result = run(engine, Run::Step, &prepare_outs);
     if result.is_err() {
         *engine.counters_mut() = before;
     }
     result.map(|_| Outcome::Stepped)
+}
+
+/// Refuses a step that reads a required input it was not given (the shapes given are in each
+/// bound member's `inputs`), before any item runs; see [`gdc_compiler::inputs::read_by`].
+pub(crate) fn check_inputs_read<E: HostSide>(
+    engine: &E,
+    plan: &Plan,
+    prepare_outs: &[f64],
+) -> Result<(), RuntimeError> {
+    let m = &plan.module;
+    if m.inputs.is_empty() {
+        return Ok(());
+    }
+    for (i, bp) in engine.bound().iter().enumerate() {
+        let (func, fplan) = (&m.variants[bp.variant].update, &plan.variants[bp.variant].update);
+        let envs = engine.prelude((m, func), fplan, &[i], prepare_outs)?;
+        let read = gdc_compiler::inputs::read_by(fplan, m.inputs.len(), |g| envs.get(0, g).map(|x| x != 0.0));
+        gdc_compiler::inputs::missing(m, bp, &read, &bp.inputs, engine.counters().step)?;
+    }
+    Ok(())
+}
+
+/// Which required inputs each bound member's next step reads, computed as that step would
+/// (its step number, `prepare`, each member's scalars): what training code must collect for
+/// the next step (`Optimizer::inputs_next_step`). Optional inputs are always `false`: they
+/// come when the training code chooses.
+pub(crate) fn inputs_next_step<E: HostSide>(engine: &mut E, plan: &Plan) -> Result<Vec<Vec<bool>>, RuntimeError> {
+    let m = &plan.module;
+    let before = engine.counters().clone();
+    engine.counters_mut().step += 1;
+    let inputs = HostInputs { param: None, ..engine.host_inputs(0, &[]) };
+    let result = interp::run_prepare(plan, &inputs).map_err(RuntimeError::from).and_then(|(_, prepare_outs)| {
+        let mut out = Vec::new();
+        for (i, bp) in engine.bound().iter().enumerate() {
+            let (func, fplan) = (&m.variants[bp.variant].update, &plan.variants[bp.variant].update);
+            let envs = engine.prelude((m, func), fplan, &[i], &prepare_outs)?;
+            let read = gdc_compiler::inputs::read_by(fplan, m.inputs.len(), |g| envs.get(0, g).map(|x| x != 0.0));
+            // Optional inputs come when the training code chooses.
+            out.push(read.iter().zip(&m.inputs).map(|(r, x)| *r && !x.optional).collect());
+        }
+        Ok(out)
+    });
+    *engine.counters_mut() = before;
+    result
 }
 
 /// The host-side counters every compiled engine keeps.

@@ -149,6 +149,12 @@ pub enum ShapeScalar {
     InfDims,
     /// 1 if the parameter's role is one of the roles in the mask (bit `Role as u8`), else 0.
     RoleIn(u8),
+    /// The size of dimension `axis` of input `input` on this step (`batch` of
+    /// `input a: [batch, cols]`).
+    InputDim {
+        input: u8,
+        axis: u8,
+    },
 }
 
 /// What a parameter is to the model, as the training code says: policies route by it, and
@@ -233,6 +239,11 @@ pub enum Op {
     PrepareOut(usize),
     Param,
     Grad,
+    /// Input `i` of the step (`Module::inputs`), read only where its guard holds; an
+    /// optional input's reads are guarded by its `Present`.
+    Input(usize),
+    /// Whether optional input `i` came with this parameter's step.
+    Present(usize),
     Load(usize),
     Unary(Unary),
     Binary(Binary),
@@ -412,6 +423,25 @@ pub struct StateInfo {
     pub shape: Shape,
 }
 
+/// A per-parameter tensor handed over with a step besides the gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputInfo {
+    pub name: String,
+    /// `Like` for an input shaped like the parameter; otherwise `rows`, `cols` and the
+    /// input's own dimensions (any other name, sized by what the step hands over).
+    pub shape: Shape,
+    /// May be absent on a step (read only under its `Present` guard); a required input must
+    /// come with every step whose plan reads it.
+    pub optional: bool,
+}
+
+impl InputInfo {
+    /// Whether dimension `name` is one of the parameter's (`rows`, `cols`).
+    pub fn is_param_dim(name: &str) -> bool {
+        name == "rows" || name == "cols"
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct GlobalInfo {
     pub name: String,
@@ -495,6 +525,7 @@ pub struct Module {
     pub name: String,
     pub hypers: Vec<HyperInfo>,
     pub states: Vec<StateInfo>,
+    pub inputs: Vec<InputInfo>,
     pub globals: Vec<GlobalInfo>,
     pub prepare: Func,
     /// The `prepare` block's `let` bindings, visible to updates as `PrepareOut(i)`.
@@ -567,10 +598,15 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         Op::Const(_) | Op::Step | Op::Shape(_) | Op::Global(_) => Some(Ty::NUM),
         Op::AcrossParams(_) if args.first()?.is_scalar() => Some(Ty::NUM),
         Op::AcrossParams(_) => None,
-        Op::Bool(_) => Some(Ty::BOOL),
-        Op::Hyper(_) | Op::PrepareOut(_) | Op::Param | Op::Grad | Op::Load(_) | Op::Eye | Op::Broadcast => {
-            declared.cloned()
-        }
+        Op::Bool(_) | Op::Present(_) => Some(Ty::BOOL),
+        Op::Hyper(_)
+        | Op::PrepareOut(_)
+        | Op::Param
+        | Op::Grad
+        | Op::Input(_)
+        | Op::Load(_)
+        | Op::Eye
+        | Op::Broadcast => declared.cloned(),
         Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
         Op::Unary(_) => num(args.first()?.shape.clone()),
         Op::Binary(b) => {

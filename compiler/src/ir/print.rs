@@ -92,6 +92,7 @@ pub fn op_text(m: &Module, op: &Op) -> String {
                 ShapeScalar::WidthMult => "width_mult".to_string(),
                 ShapeScalar::InfDims => "inf_dims".to_string(),
                 ShapeScalar::RoleIn(mask) => format!("role={}", crate::ir::Role::mask_names(*mask, "|")),
+                ShapeScalar::InputDim { input, axis } => format!("input={}.{axis}", m.inputs[*input as usize].name),
             }
         ),
         Op::Global(i) => format!("global {}", m.globals[*i].name),
@@ -99,6 +100,8 @@ pub fn op_text(m: &Module, op: &Op) -> String {
         Op::Param => "param".into(),
         Op::Grad => "grad".into(),
         Op::Load(i) => format!("load {}", m.states[*i].name),
+        Op::Input(i) => format!("input {}", m.inputs[*i].name),
+        Op::Present(i) => format!("present {}", m.inputs[*i].name),
         Op::Unary(u) => unary_name(*u).into(),
         Op::Binary(b) => binary_name(*b).into(),
         Op::Select => "select".into(),
@@ -170,7 +173,7 @@ pub fn hyper_text(h: &HyperInfo) -> String {
     s
 }
 
-/// The module header: name, hyperparameters, state and globals.
+/// The module header: name, hyperparameters, state, inputs and globals.
 pub fn header_text(m: &Module) -> String {
     let mut s = format!("optimizer {}\n", m.name);
     for h in &m.hypers {
@@ -179,6 +182,10 @@ pub fn header_text(m: &Module) -> String {
     for st in &m.states {
         let storage = if st.bf16 { "bf16 " } else { "" };
         let _ = writeln!(s, "state {}: {storage}{}", st.name, type_text(&Ty::num(st.shape.clone())));
+    }
+    for i in &m.inputs {
+        let optional = if i.optional { " optional" } else { "" };
+        let _ = writeln!(s, "input {}: {}{optional}", i.name, type_text(&Ty::num(i.shape.clone())));
     }
     for g in &m.globals {
         let _ = writeln!(s, "global {} = {:?}", g.name, g.init);

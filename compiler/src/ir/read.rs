@@ -10,6 +10,7 @@ pub fn read_module(text: &str) -> Result<Module, String> {
         name: String::new(),
         hypers: Vec::new(),
         states: Vec::new(),
+        inputs: Vec::new(),
         globals: Vec::new(),
         prepare: Func::new(FuncKind::Prepare),
         prepare_outs: Vec::new(),
@@ -38,6 +39,14 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             };
             let ty = read_type(ty).ok_or_else(|| err("bad state type"))?;
             m.states.push(StateInfo { name: name.trim().into(), bf16, shape: ty.shape });
+        } else if let Some(rest) = line.strip_prefix("input ") {
+            let (name, ty) = rest.split_once(':').ok_or_else(|| err("bad input"))?;
+            let (ty, optional) = match ty.trim().strip_suffix(" optional") {
+                Some(t) => (t, true),
+                None => (ty.trim(), false),
+            };
+            let ty = read_type(ty).ok_or_else(|| err("bad input type"))?;
+            m.inputs.push(InputInfo { name: name.trim().into(), shape: ty.shape, optional });
         } else if let Some(rest) = line.strip_prefix("global ") {
             let (name, init) = rest.split_once('=').ok_or_else(|| err("bad global"))?;
             let init = init.trim().parse().map_err(|_| err("bad global value"))?;
@@ -182,6 +191,11 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
             "rank" => ShapeScalar::Rank,
             "width_mult" => ShapeScalar::WidthMult,
             "inf_dims" => ShapeScalar::InfDims,
+            r if r.starts_with("input=") => {
+                let (name, axis) = r["input=".len()..].rsplit_once('.').ok_or("bad input dimension")?;
+                let input = index_of(m.inputs.iter().map(|i| i.name.clone()), name)? as u8;
+                ShapeScalar::InputDim { input, axis: axis.parse().map_err(|_| "bad input axis")? }
+            }
             r if r.starts_with("role=") => {
                 let mut mask = 0u8;
                 for name in r["role=".len()..].split('|') {
@@ -196,6 +210,8 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "param" => Op::Param,
         "grad" => Op::Grad,
         "load" => Op::Load(index_of(m.states.iter().map(|s| s.name.clone()), first("a name")?)?),
+        "input" => Op::Input(index_of(m.inputs.iter().map(|s| s.name.clone()), first("a name")?)?),
+        "present" => Op::Present(index_of(m.inputs.iter().map(|s| s.name.clone()), first("a name")?)?),
         "select" => Op::Select,
         "broadcast" => Op::Broadcast,
         "eye" => Op::Eye,

@@ -8,13 +8,13 @@
 //! 3. Each operation has its number of arguments, and its recorded type is the one the
 //!    shape rules give for its arguments' types (`result_type`).
 //! 4. A guard is a scalar bool.
-//! 5. Hyper, state, global and prepare-out indices are in range; a load of state has the
-//!    state's shape (`like(p)` state takes the variant's parameter shape).
+//! 5. Hyper, state, global, prepare-out and input indices are in range; a load of state or
+//!    an input has its declared shape (`like(p)` takes the variant's parameter shape).
 //! 6. Each target is stored at most once per function, with a value of its shape (or one
 //!    that broadcasts to it).
 //! 7. The prepare function reads no parameter, gradient, state or shape scalar and stores
 //!    only globals; init and update functions store no globals; init functions read no
-//!    gradient and no state.
+//!    gradient and no state; only update functions read inputs.
 
 use super::print::{inst_text, module_text};
 use super::*;
@@ -83,6 +83,11 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
             Op::Global(i) | Op::Store(Target::Global(i)) => *i < m.globals.len(),
             Op::PrepareOut(i) => *i < m.prepare_outs.len(),
             Op::Load(i) | Op::Store(Target::State(i)) => *i < m.states.len(),
+            Op::Input(i) | Op::Present(i) => *i < m.inputs.len(),
+            Op::Shape(ShapeScalar::InputDim { input, axis }) => m
+                .inputs
+                .get(*input as usize)
+                .is_some_and(|x| matches!(&x.shape, Shape::Dims(d) if (*axis as usize) < d.len())),
             _ => true,
         };
         if !in_range {
@@ -93,6 +98,7 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
             (FuncKind::Prepare, Op::Store(t)) => matches!(t, Target::Global(_)),
             (_, Op::Store(Target::Global(_))) => false,
             (FuncKind::Init, Op::Grad | Op::Load(_) | Op::PrepareOut(_)) => false,
+            (FuncKind::Prepare | FuncKind::Init, Op::Input(_) | Op::Present(_)) => false,
             _ => true,
         };
         if !allowed {
@@ -120,6 +126,10 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
         let expected = match &inst.op {
             Op::Param | Op::Grad => Some(Ty::num(param_shape.clone())),
             Op::Load(i) => Some(Ty::num(state_shape(m, *i, &param_shape))),
+            Op::Input(i) => {
+                let declared = &m.inputs[*i].shape;
+                Some(Ty::num(if *declared == Shape::Like { param_shape.clone() } else { declared.clone() }))
+            }
             Op::Broadcast => {
                 let fits = gdc_dsl::types::broadcast(&ty.shape, &arg_tys[0].shape).ok().as_ref() == Some(&ty.shape);
                 if fits {

@@ -22,6 +22,7 @@ fn leaf_buffer(op: &Op) -> Option<Buffer> {
         Op::Param => Some(Buffer::Param),
         Op::Grad => Some(Buffer::Grad),
         Op::Load(s) => Some(Buffer::State(*s)),
+        Op::Input(i) => Some(Buffer::Input(*i)),
         _ => None,
     }
 }

@@ -5,7 +5,7 @@
 //! scalar state) stay in kernels.
 //!
 //!   phase(const | hyper | step | global | prepare_out) = host
-//!   phase(shape)                                     = param
+//!   phase(shape | present)                           = param
 //!   phase(load of scalar state)                      = device
 //!   phase(reduction, tensor, store)                  = kernel
 //!   phase(other scalar)  = max(phase(args), phase(guard)), kernel arguments counting as device
@@ -23,7 +23,7 @@ pub fn phases(func: &Func) -> Vec<Phase> {
             _ if !scalar => Phase::Kernel,
             Op::Reduce(..) => Phase::Kernel,
             Op::Const(_) | Op::Bool(_) | Op::Hyper(_) | Op::Step | Op::Global(_) | Op::PrepareOut(_) => Phase::Host,
-            Op::Shape(_) => Phase::Param,
+            Op::Shape(_) | Op::Present(_) => Phase::Param,
             Op::Load(_) | Op::Param | Op::Grad => Phase::Device,
             _ => inst
                 .args

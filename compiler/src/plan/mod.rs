@@ -42,6 +42,8 @@ pub enum Buffer {
     Grad,
     State(usize),
     Temp(usize),
+    /// Input `i` of the step (`Module::inputs`), read-only, lent by the training code.
+    Input(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -13,6 +13,7 @@ fn buffer_text(m: &Module, b: Buffer) -> String {
         Buffer::Grad => "g".into(),
         Buffer::State(s) => m.states[s].name.clone(),
         Buffer::Temp(t) => format!("t{t}"),
+        Buffer::Input(i) => format!("input {}", m.inputs[i].name),
     }
 }
 

@@ -44,9 +44,28 @@ impl Checker<'_> {
                 Some(ty)
             }
             ExprKind::Binary(op, a, b) => {
+                // A direct operand of `@` (`a`, `a.T`) may carry an input's own dimension.
+                let direct = |x: &Expr| match &x.kind {
+                    ExprKind::Name(_) => true,
+                    ExprKind::Transpose(inner) => matches!(inner.kind, ExprKind::Name(_)),
+                    _ => false,
+                };
+                let matmul = *op == BinOp::MatMul;
+                self.contracting = matmul && direct(a);
                 let ta = self.check_expr(a);
+                self.contracting = matmul && direct(b);
                 let tb = self.check_expr(b);
-                self.check_binary(*op, ta?, tb?, a.span, b.span, e.span)
+                self.contracting = false;
+                let ty = self.check_binary(*op, ta?, tb?, a.span, b.span, e.span)?;
+                if let Some(d) = self.input_dim_of(&ty.shape) {
+                    self.error(
+                        Diagnostic::error("E0028", format!("this product keeps the input dimension `{d}`"), e.span)
+                            .label(format!("shape {}", ty.shape))
+                            .hint(format!("an input's own dimension must be summed out by the product: `a.T @ a` contracts `{d}`, `a @ x` does not")),
+                    );
+                    return None;
+                }
+                Some(ty)
             }
             ExprKind::Transpose(inner) => {
                 let ty = self.check_expr(inner)?;
@@ -141,7 +160,52 @@ impl Checker<'_> {
             Ctx::Update { dims } => dims,
             _ => 0,
         };
+        let in_update = matches!(self.ctx, Ctx::Update { .. });
         match &entry.entity {
+            Entity::Input { .. } | Entity::InputDim if !in_update => {
+                let what = if entry.entity == Entity::InputDim { "the input dimension" } else { "the input" };
+                self.error(
+                    Diagnostic::error("E0023", format!("{what} `{name}` cannot be used here"), span)
+                        .label(match self.ctx {
+                            Ctx::Prepare => "in `prepare`",
+                            Ctx::Fn => "in a function",
+                            _ => "in a state initialiser",
+                        })
+                        .note(entry.span, "declared here")
+                        .hint("inputs come with each parameter's step: read them in `update` (pass them to a function as arguments)"),
+                );
+                return None;
+            }
+            Entity::Input { optional } => {
+                let shape = entry.ty.as_ref().map(|t| t.shape.clone()).unwrap_or(Shape::Like);
+                if !super::shape_available(update_dims, &shape, &self.input_dims) {
+                    self.error(
+                        Diagnostic::error("E0009", format!("input `{name}` has shape {shape}, which needs a matrix parameter"), span)
+                            .label(if update_dims == 1 { "in an update for vectors, which have no `cols`" } else { "in an update for any shape" })
+                            .note(entry.span, "declared here")
+                            .hint("read it in `update(p: [rows, cols], g)`, or declare it without a shape (like the parameter)"),
+                    );
+                    return None;
+                }
+                if *optional && !self.present.iter().any(|p| p == name) {
+                    self.error(
+                        Diagnostic::error("E0027", format!("optional input `{name}` may be absent here"), span)
+                            .label("read where no `present` test holds")
+                            .note(entry.span, "declared `optional`")
+                            .hint(format!("read it inside `if present({name}) {{ ... }}`: a step without `{name}` skips that block")),
+                    );
+                    return None;
+                }
+                if let (Some(d), false) = (self.input_dim_of(&shape), self.contracting) {
+                    self.error(
+                        Diagnostic::error("E0028", format!("input `{name}` has the dimension `{d}` of its own, which only `@` can consume"), span)
+                            .label(format!("shape {shape}"))
+                            .note(entry.span, "declared here")
+                            .hint(format!("contract `{d}` in a product such as `{name}.T @ {name}`; elementwise work and reductions need the parameter's dimensions")),
+                    );
+                    return None;
+                }
+            }
             Entity::State { initialised } => {
                 if !self.used_state.iter().any(|s| s == name) {
                     self.used_state.push(name.to_string());
@@ -164,7 +228,7 @@ impl Checker<'_> {
                     _ => {}
                 }
                 if let Some(Ty { shape: shape @ Shape::Dims(_), .. }) = &entry.ty {
-                    if !super::shape_available(update_dims, shape) {
+                    if !super::shape_available(update_dims, shape, &[]) {
                         let d = self.state_needs_matrix(name, span, &entry);
                         self.error(d);
                         return None;
@@ -234,6 +298,14 @@ impl Checker<'_> {
                     .label("no gradient yet")
                     .hint("state is initialised before the first step; initialise from `zeros`, numbers, hyperparameters, `p` and `eye`"),
             ),
+            _ => None,
+        }
+    }
+
+    /// The first input dimension (`batch`) among `shape`'s, if any.
+    pub(crate) fn input_dim_of(&self, shape: &Shape) -> Option<String> {
+        match shape {
+            Shape::Dims(d) => d.iter().find(|x| self.input_dims.contains(x)).cloned(),
             _ => None,
         }
     }
@@ -369,6 +441,55 @@ impl Checker<'_> {
         ok.then_some(Ty::BOOL)
     }
 
+    /// `present(h)`: one optional input, in an update.
+    fn check_present(&mut self, args: &[Arg], span: Span) -> Option<Ty> {
+        let hint = "`present(h)` takes the name of an input declared `optional input h`";
+        let [arg] = args else {
+            self.error(
+                Diagnostic::error("E0003", format!("`present` takes 1 argument, got {}", args.len()), span)
+                    .label("wrong number of arguments")
+                    .hint(hint),
+            );
+            return None;
+        };
+        let entry = match (&arg.name, &arg.value.kind) {
+            (None, ExprKind::Name(n)) => self.lookup(n).map(|e| (n.clone(), e)),
+            _ => None,
+        };
+        match entry {
+            Some((_, e))
+                if e.entity == (Entity::Input { optional: true }) && matches!(self.ctx, Ctx::Update { .. }) =>
+            {
+                Some(Ty::BOOL)
+            }
+            Some((n, e)) if e.entity == (Entity::Input { optional: false }) => {
+                self.error(
+                    Diagnostic::error("E0027", format!("input `{n}` is not optional"), arg.value.span)
+                        .label("always present when read")
+                        .note(e.span, "declared here")
+                        .hint(format!("declare it `optional input {n}` if a step may come without it")),
+                );
+                None
+            }
+            Some((_, e)) if matches!(e.entity, Entity::Input { .. }) => {
+                self.error(
+                    Diagnostic::error("E0023", "`present` cannot be used here", span)
+                        .label("outside an update")
+                        .hint("inputs come with each parameter's step: test them in `update`"),
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    Diagnostic::error("E0018", "`present` needs the name of an optional input", arg.value.span)
+                        .label("not an input")
+                        .hint(hint),
+                );
+                None
+            }
+        }
+    }
+
     fn check_call(&mut self, name: &str, name_span: Span, args: &[Arg], span: Span) -> Option<Ty> {
         if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
             return self.check_user_call(f, args, span);
@@ -388,6 +509,9 @@ impl Checker<'_> {
         };
         if b.kind == Kind::HasRole {
             return self.check_has_role(args, span);
+        }
+        if b.kind == Kind::Present {
+            return self.check_present(args, span);
         }
         let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
         let mut axis = None;
@@ -569,7 +693,7 @@ impl Checker<'_> {
                 self.uses_global_reduction = Some(span);
                 Some(Ty::NUM)
             }
-            Kind::HasRole => None,
+            Kind::HasRole | Kind::Present => None,
             Kind::Outer => match (&tys[0].shape, &tys[1].shape) {
                 (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {
                     Some(Ty::num(Shape::Dims(vec![a[0].clone(), b[0].clone()])))

@@ -212,8 +212,24 @@ impl Checker<'_> {
             let scope = self.scopes.last().expect("the optimizer scope");
             declared.push(scope.get(&s.name.name).is_some_and(|e| e.span == s.name.span));
         }
+        self.input_dims.clear();
+        for i in &opt.inputs {
+            let ty = self.check_input(i);
+            self.declare(&i.name.name, i.name.span, Entity::Input { optional: i.optional }, ty);
+        }
         let prepare_lets = self.check_prepare(opt);
         self.check_updates(opt, &state_tys, &prepare_lets);
+        for i in &opt.inputs {
+            let scope = self.scopes.last().expect("the optimizer scope");
+            let read = scope.get(&i.name.name).is_none_or(|e| e.used || e.span != i.name.span);
+            if !read {
+                self.error(
+                    Diagnostic::warning("W0009", format!("input `{}` is never read", i.name.name), i.name.span)
+                        .label("declared here, never read")
+                        .hint("remove it: the training code would collect it for nothing"),
+                );
+            }
+        }
         // A state that could not be declared (a duplicate name) was reported already.
         for s in opt.states.iter().zip(declared).filter_map(|(s, ok)| ok.then_some(s)) {
             if !self.used_state.contains(&s.name.name) {
@@ -339,6 +355,42 @@ impl Checker<'_> {
                 .hint(hint),
             );
         }
+    }
+
+    /// An input's shape: like the parameter, or at most two dimensions, each `rows`, `cols`
+    /// or a dimension of the input's own (`batch`), declared here as a scalar name.
+    fn check_input(&mut self, i: &crate::ast::InputDecl) -> Option<Ty> {
+        let Some(se) = &i.shape else { return Some(Ty::num(Shape::Like)) };
+        let mut ok = true;
+        if let Some((_, span)) = se.ellipses.first() {
+            ok = false;
+            self.error(
+                Diagnostic::error("E0020", "an input's shape cannot have `...`", *span)
+                    .label("batch dimensions")
+                    .hint("declare the input without a shape (like the parameter), or with named dimensions such as `[batch, cols]`"),
+            );
+        }
+        if se.dims.is_empty() || se.dims.len() > 2 {
+            ok = false;
+            self.error(
+                Diagnostic::error("E0020", "an input is a vector or a matrix", se.span)
+                    .label(if se.dims.is_empty() { "a scalar" } else { "too many dimensions" })
+                    .hint("declare `[batch, cols]`, `[rows]`, ... (at most two dimensions), or no shape for one like the parameter"),
+            );
+        }
+        for d in &se.dims {
+            if builtins::DIMS.contains(&d.name.as_str()) || self.input_dims.contains(&d.name) {
+                continue;
+            }
+            let before = self.diags.len();
+            self.declare(&d.name, d.span, Entity::InputDim, Some(Ty::NUM));
+            if self.diags.len() == before {
+                self.input_dims.push(d.name.clone());
+            } else {
+                ok = false;
+            }
+        }
+        ok.then(|| Ty::num(Shape::from_names(se.dims.iter().map(|d| d.name.clone()).collect())))
     }
 
     fn check_state(&mut self, s: &crate::ast::StateDecl) -> Option<Ty> {

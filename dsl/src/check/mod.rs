@@ -45,6 +45,12 @@ pub(crate) enum Entity {
     },
     Param,
     Grad,
+    /// A per-parameter input handed over with the step (`input a: [batch, cols]`).
+    Input {
+        optional: bool,
+    },
+    /// A dimension of an input's own (`batch`): its size on this step, a scalar.
+    InputDim,
     ShapeScalar,
     Let,
     Var,
@@ -87,10 +93,11 @@ pub(crate) fn has_dim(dims: usize, name: &str) -> bool {
     }
 }
 
-/// Whether every dimension of `shape` exists in an update with `dims` named dimensions.
-pub(crate) fn shape_available(dims: usize, shape: &crate::types::Shape) -> bool {
+/// Whether every dimension of `shape` exists in an update with `dims` named dimensions
+/// (an input's own dimensions, `extra`, always do).
+pub(crate) fn shape_available(dims: usize, shape: &crate::types::Shape, extra: &[String]) -> bool {
     match shape {
-        crate::types::Shape::Dims(d) => d.iter().all(|x| has_dim(dims, x)),
+        crate::types::Shape::Dims(d) => d.iter().all(|x| has_dim(dims, x) || extra.contains(x)),
         _ => true,
     }
 }
@@ -126,6 +133,14 @@ pub(crate) struct Checker<'a> {
     /// binds both names to one dimension makes that operation ambiguous (`[n] - [n, n]`:
     /// which axis repeats?), so the call is refused.
     pub fn_broadcasts: HashMap<String, Vec<(String, String, Span)>>,
+    /// The optimizer's input dimensions (`batch`): names of inputs' dimensions other than
+    /// `rows` and `cols`.
+    pub input_dims: Vec<String>,
+    /// Optional inputs known present where the code being checked runs (`if present(h)`).
+    pub present: Vec<String>,
+    /// Whether the name being checked is a direct operand of `@` (`a.T @ a`), the only place
+    /// a value with an input dimension may appear.
+    pub contracting: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -146,6 +161,9 @@ impl<'a> Checker<'a> {
             loop_bound_params: HashMap::new(),
             uses_global_reduction: None,
             fn_broadcasts: HashMap::new(),
+            input_dims: Vec::new(),
+            present: Vec::new(),
+            contracting: false,
         }
     }
 

@@ -89,10 +89,15 @@ impl Checker<'_> {
             Stmt::If { cond, then, otherwise, .. } => {
                 self.check_condition(cond, "`if`");
                 let before = self.assigned.clone();
+                let outer_present = self.present.clone();
+                self.present.extend(present_in(cond, true));
                 self.check_block(then, false);
+                self.present.clone_from(&outer_present);
                 let after_then = std::mem::replace(&mut self.assigned, before.clone());
                 if let Some(b) = otherwise {
+                    self.present.extend(present_in(cond, false));
                     self.check_block(b, false);
+                    self.present = outer_present;
                     let after_else = std::mem::take(&mut self.assigned);
                     self.assigned = after_then.into_iter().filter(|s| after_else.contains(s)).collect();
                 } else {
@@ -189,13 +194,16 @@ impl Checker<'_> {
             }
             (Entity::FnParam { .. }, _) => Some(refuse("the function parameter", "copy it into a `var` first")),
             (Entity::Step | Entity::ShapeScalar, _) => Some(refuse("the built-in", "built-ins are read-only")),
+            (Entity::Input { .. } | Entity::InputDim, _) => {
+                Some(refuse("the input", "inputs are read-only; keep what must outlive the step in a `state`"))
+            }
             (Entity::PrepareLet, _) => {
                 Some(refuse("the `prepare` binding", "values from `prepare` are read-only in `update`"))
             }
             (Entity::Global, Ctx::Prepare) => None,
             (Entity::Global, _) => Some(refuse("the global", "globals change once per step, in `prepare { ... }`")),
             (Entity::State { .. }, Ctx::Prepare) => Some(self.state_in_prepare(name, span, &entry)),
-            (Entity::State { .. }, Ctx::Update { dims }) if matches!(&entry.ty, Some(t) if !super::shape_available(dims, &t.shape)) => {
+            (Entity::State { .. }, Ctx::Update { dims }) if matches!(&entry.ty, Some(t) if !super::shape_available(dims, &t.shape, &[])) => {
                 Some(self.state_needs_matrix(name, span, &entry))
             }
             _ => None,
@@ -404,5 +412,28 @@ impl Checker<'_> {
         }
         self.check_expr(e);
         bad(self, "`every` needs a positive integer literal or an `int` hyperparameter".to_string(), "an expression");
+    }
+}
+
+/// The optional inputs that `cond` proves present when it evaluates to `holds`:
+/// `present(h)`, conjunctions of it, and their negations (`if !present(h) { } else { h }`).
+fn present_in(cond: &Expr, holds: bool) -> Vec<String> {
+    match &cond.kind {
+        ExprKind::Call(name, args) if holds && name.name == "present" && args.len() == 1 => match &args[0].value.kind {
+            ExprKind::Name(n) => vec![n.clone()],
+            _ => Vec::new(),
+        },
+        ExprKind::Binary(crate::ast::BinOp::And, a, b) if holds => {
+            let mut v = present_in(a, true);
+            v.extend(present_in(b, true));
+            v
+        }
+        ExprKind::Binary(crate::ast::BinOp::Or, a, b) if !holds => {
+            let mut v = present_in(a, false);
+            v.extend(present_in(b, false));
+            v
+        }
+        ExprKind::Unary(crate::ast::UnOp::Not, x) => present_in(x, !holds),
+        _ => Vec::new(),
     }
 }

@@ -258,6 +258,11 @@ impl CudaEngine {
     ) -> Result<DevPtr, RuntimeError> {
         let stream = &self.dev.stream;
         Ok(match b {
+            Buffer::Input(_) => {
+                return Err(RuntimeError::NotOnBackend(
+                    "per-step inputs (K-FAC, Sophia-G) run on the cpu and interp backends; the CUDA engine does not take them yet",
+                ))
+            }
             Buffer::Param => pp[i],
             Buffer::Grad if init => pp[i],
             Buffer::Grad => gp[i],
