@@ -45,9 +45,12 @@ fn run(entry: &Entry, steps: usize, lr: f64) -> (Interpreter, Vec<Vec<f64>>) {
         it.set_hyper(&name, lr).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
     }
     let mut values: Vec<Vec<f64>> = ps.iter().map(|p| p.2.clone()).collect();
-    for _ in 0..steps {
+    for t in 0..steps {
         let grads: Vec<Vec<f64>> = values.iter().enumerate().map(|(i, v)| loss_and_grad(v, i as u64).1).collect();
-        it.step(&mut values, &grads).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        // K-FAC's and Sophia's statistics: random, as the differential tests hand them.
+        let given = gdc_runtime::verify::random_inputs(&it.plan.module, &shapes, 1, t);
+        gdc_compiler::golden::Stepper::step(&mut it, &mut values, &grads, &given)
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
     }
     (it, values)
 }

@@ -35,6 +35,8 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "adamw_ema", cases: &["adamw_ema-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "adamw_mup", cases: &["adamw_mup-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "muon_adamw", cases: &["muon_adamw-default"], matrix_only: false, lr: 0.02 },
+    Entry { name: "kfac", cases: &["kfac-default"], matrix_only: true, lr: 0.05 },
+    Entry { name: "sophia_g", cases: &["sophia_g-default"], matrix_only: false, lr: 0.05 },
 ];
 
 pub fn root() -> PathBuf {

@@ -296,7 +296,7 @@ fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
     } else if found.is_empty() {
         "the file ended early: is a closing `}` missing?"
     } else if has("`hyper`") {
-        "an optimizer holds `hyper`, `state`, `global`, `prepare { ... }` and `update(p, g) { ... }`; statements such as `let` go inside `prepare` or `update`"
+        "an optimizer holds `hyper`, `state`, `input`, `global`, `prepare { ... }` and `update(p, g) { ... }`; statements such as `let` go inside `prepare` or `update`"
     } else if has("a statement") {
         "each line of a block is `let`, `var`, an assignment `x = ...`, `if`, `for`, `every` or `return`"
     } else if has("`=`") && found.starts_with(':') {

@@ -45,6 +45,51 @@ pub fn random_hypers(program: &Program, seed: u64) -> Vec<(String, f64)> {
     out
 }
 
+/// Deterministic random inputs for one step of a program that declares `input`s, for every
+/// parameter `(name, shape)`: each required input on every step (a step that does not read
+/// one leaves it unused), each optional one on about a third of the steps; an input's own
+/// dimensions (`batch`) sized 1 to 8, the same for all of one parameter's inputs at a step.
+/// `gdc verify`, the agreement and random differential tests and the battery use it.
+pub fn random_inputs(
+    m: &gdc_compiler::ir::Module,
+    params: &[(String, Vec<usize>)],
+    seed: u64,
+    step: usize,
+) -> Vec<gdc_compiler::golden::GivenInput> {
+    use gdc_dsl::types::Shape;
+    let mut out = Vec::new();
+    for (pi, (name, shape)) in params.iter().enumerate() {
+        let key = seed * 7919 + (step * 131 + pi) as u64;
+        let own = 1 + (noise(key, 1)[0].abs() * 8.0) as usize % 8;
+        let rows = shape.first().copied().unwrap_or(1);
+        let cols: usize = shape.iter().skip(1).product();
+        for (j, x) in m.inputs.iter().enumerate() {
+            if x.optional && noise(key * 31 + j as u64, 1)[0] > -1.0 / 3.0 {
+                continue;
+            }
+            let dims: Vec<usize> = match &x.shape {
+                Shape::Dims(d) => d
+                    .iter()
+                    .map(|n| match n.as_str() {
+                        "rows" => rows,
+                        "cols" => cols,
+                        _ => own,
+                    })
+                    .collect(),
+                _ => shape.clone(),
+            };
+            let n = dims.iter().product();
+            out.push(gdc_compiler::golden::GivenInput {
+                param: name.clone(),
+                name: x.name.clone(),
+                shape: dims,
+                data: noise(key * 17 + 1000 + j as u64, n),
+            });
+        }
+    }
+    out
+}
+
 /// The parameters after each step.
 pub type Trajectory = Vec<Vec<Vec<f32>>>;
 
@@ -71,7 +116,14 @@ pub fn trajectory(
             specs.iter().enumerate().map(|(i, s)| noise_f32(seed * 1000 + (t * 50 + i) as u64, s.numel())).collect();
         let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
         let gviews: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-        opt.step(&mut views, &gviews)?;
+        let named: Vec<(String, Vec<usize>)> = specs.iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
+        let given = random_inputs(&program.plan().module, &named, seed, t);
+        let data: Vec<Vec<f32>> = given.iter().map(|x| x.data.iter().map(|v| *v as f32).collect()).collect();
+        let mut inputs = crate::Inputs::new();
+        for (x, d) in given.iter().zip(&data) {
+            inputs.add(&x.param, &x.name, &x.shape, d);
+        }
+        opt.step_with_inputs(&mut views, &gviews, &inputs)?;
         out.push(params.clone());
     }
     Ok(out)
