@@ -6,12 +6,16 @@ roles of a model's parameters (for policies such as Muon + AdamW, decay masks an
     loss.backward(); opt.step(); opt.zero_grad()
 
 Hyperparameters live in `param_groups` under their `.gd` names, so torch's LR schedulers
-drive `lr` with no recompilation. Parameters are bound lazily: at its first step, each param
+drive `lr` with no recompilation. A program that reads per-step inputs (K-FAC's layer
+statistics, Sophia-G's Hessian sample) gets them from `step(inputs=...)` and, with
+`model=`, from hooks on the model's `nn.Linear` layers; `sophia_hessian_inputs` makes
+Sophia-G's. Parameters are bound lazily: at its first step, each param
 group (and dtype within it) binds the parameters that have a gradient, in group order, and
 steps them together from then on, as one fused pass per kernel.
 """
 
 from collections.abc import Mapping
+import functools
 import math
 import os
 
@@ -128,6 +132,13 @@ class Optimizer(torch.optim.Optimizer):
             the same parameters, and its state dict is sharded like FSDP2's (save it with
             torch.distributed.checkpoint).
         process_group: the ranks `zero=True` shards over.
+        model: for a program with per-step inputs over a layer's dimensions (K-FAC's
+            `input a: [batch, cols]` and `input s: [batch, rows]`), the module whose
+            `nn.Linear` layers record them: for each layer whose weight this optimizer
+            steps, an input over `[batch, cols]` is the layer's input activations and one over
+            `[batch, rows]` the gradient of the loss at its output, both flattened to
+            `[batch, features]`. They are recorded only in the forward and backward passes
+            before a step that reads them (K-FAC's every `tcov` steps); the last pass wins.
         **hypers: hyperparameters by their `.gd` names (`lr`, `muon.lr`, ...), overriding the
             program's defaults; an unknown name or a value out of range raises
             `gdc.HyperparameterError`.
@@ -144,9 +155,11 @@ class Optimizer(torch.optim.Optimizer):
         threads=None,
         zero=False,
         process_group=None,
+        model=None,
         **hypers,
     ):
         self.program = _as_program(program)
+        self._input_decls = list(self.program.inputs)
         self._infos = {h.name: h for h in self.program.hypers}
         if nonfinite not in _POLICIES:
             raise GdcError(f"unknown non-finite policy {nonfinite!r}: one of {', '.join(map(repr, _POLICIES))}")
@@ -172,6 +185,14 @@ class Optimizer(torch.optim.Optimizer):
             defaults[name] = self._checked(name, value)
         super().__init__(params, defaults)
         self.state = _StateView(self)
+        # Per-step inputs: what the hooks recorded for the next step, by parameter name and
+        # input name; the parameters whose inputs the next step reads (None: not known yet,
+        # before the first step binds the parameters: record every layer).
+        self._recorded = {}
+        self._collect = None
+        self._hooks = []
+        if model is not None:
+            self._register_input_hooks(model)
 
     # ----- construction ---------------------------------------------------------------
 
@@ -297,15 +318,25 @@ class Optimizer(torch.optim.Optimizer):
                     total += n
         return total
 
-    def _step(self, closure=None):
+    def _step(self, closure=None, inputs=None):
         """Steps every parameter that has a gradient, in place, as one fused pass per kernel
         over each group's parameters. Everything is checked first: on an error nothing has
-        been stepped."""
+        been stepped.
+
+        `inputs`: the per-step inputs a program declares (`input h` in a `.gd` file), as
+        {parameter (tensor or name): {input name: float32 CPU tensor}}; with those the
+        `model=` hooks recorded, they are handed over with this step and not kept."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if inputs is not None and not self._input_decls:
+            raise TensorError("this program declares no `input`; step() takes inputs only for one that does")
         if self._mesh is not None:
+            if self._input_decls:
+                raise GdcError(
+                    "per-step inputs (K-FAC, Sophia-G) are not yet supported with sharded state (FSDP2, zero=True)"
+                )
             # Under no_grad DTensor.to_local() is the local tensor itself; with autograd on it
             # is an autograd function call (~15 µs a tensor, 4 ms a step on 149 parameters).
             with torch.no_grad():
@@ -314,6 +345,7 @@ class Optimizer(torch.optim.Optimizer):
         work, keep = self._prepare()
         if not work:
             return loss
+        given = self._step_inputs(inputs, work, keep) if self._input_decls else None
         several = len(work) > 1
         if several and self._nonfinite != "propagate":
             # One binding checks its gradients itself; across several, all are checked
@@ -337,6 +369,8 @@ class Optimizer(torch.optim.Optimizer):
             try:
                 if params is None:
                     binding.stepper.step_prepared()
+                elif given is not None:
+                    binding.stepper.step_inputs(params, grads, given.get(id(binding), []))
                 elif binding.dtype == torch.bfloat16:
                     binding.stepper.step_bf16(params, grads)
                 else:
@@ -345,14 +379,112 @@ class Optimizer(torch.optim.Optimizer):
                 if several and self._nonfinite != "propagate":
                     binding.stepper.set_nonfinite(self._nonfinite)
         del keep
+        if self._input_decls:
+            self._recorded = {}
+            self._collect = {p for b in self._bindings.values() for p, _ in b.stepper.inputs_next_step()}
         return loss
+
+    # ----- per-step inputs ------------------------------------------------------------
+
+    def _register_input_hooks(self, model):
+        """Forward hooks on `model`'s nn.Linear layers whose weights this optimizer steps, for
+        the inputs over a layer's `cols` (its input activations) and `rows` (the gradient at
+        its output)."""
+        if not isinstance(model, torch.nn.Module):
+            raise GdcError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        own = lambda d: d not in ("rows", "cols")  # noqa: E731
+        acts = [n for n, dims, _ in self._input_decls if dims and len(dims) == 2 and own(dims[0]) and dims[1] == "cols"]
+        outs = [n for n, dims, _ in self._input_decls if dims and len(dims) == 2 and own(dims[0]) and dims[1] == "rows"]
+        if not acts and not outs:
+            raise GdcError(
+                "model= records inputs shaped [batch, cols] (a layer's activations) or [batch, rows] (the gradient at "
+                "its output); this program declares none: hand its inputs to step(inputs=...)"
+            )
+        names = {id(p): self._name_of(gi, i) for gi, g in enumerate(self.param_groups) for i, p in enumerate(g["params"])}
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and id(module.weight) in names:
+                hook = functools.partial(self._record_linear, names[id(module.weight)], acts, outs)
+                self._hooks.append(module.register_forward_hook(hook))
+        if not self._hooks:
+            raise GdcError("model= has no nn.Linear layer whose weight this optimizer steps")
+
+    def _record_linear(self, name, acts, outs, module, args, output):
+        if self._collect is not None and name not in self._collect:
+            return
+        if not torch.is_grad_enabled():
+            return
+        recorded = self._recorded.setdefault(name, {})
+        if acts:
+            a = args[0].detach().reshape(-1, module.in_features).float().contiguous()
+            for n in acts:
+                recorded[n] = a
+        if outs and output.requires_grad:
+
+            def on_grad(g):
+                s = g.detach().reshape(-1, module.out_features).float().contiguous()
+                for n in outs:
+                    recorded[n] = s
+
+            output.register_hook(on_grad)
+
+    def remove_hooks(self):
+        """Removes the `model=` hooks: nothing is recorded from then on."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _step_inputs(self, inputs, work, keep):
+        """This step's inputs, per binding (by id) as the stepper takes them: (parameter name,
+        input name, shape, (address, elements)), each tensor checked; recorded tensors and
+        those given here (which win)."""
+        by_name = {}
+        for name, named in self._recorded.items():
+            by_name.setdefault(name, {}).update(named)
+        if inputs is not None:
+            if not isinstance(inputs, Mapping):
+                raise TensorError("inputs must be a dict {parameter or name: {input name: tensor}}")
+            names = {id(p): self._name_of(gi, i) for gi, g in enumerate(self.param_groups) for i, p in enumerate(g["params"])}
+            for key, named in inputs.items():
+                name = names.get(id(key)) if isinstance(key, torch.Tensor) else key
+                if name is None:
+                    raise TensorError("inputs names a tensor that is not a parameter of this optimizer")
+                if not isinstance(named, Mapping):
+                    raise TensorError(f"inputs of `{name}` must be a dict {{input name: tensor}}")
+                by_name.setdefault(str(name), {}).update(named)
+        owner = {}
+        for binding, _, _, _ in work:
+            for name in binding.names:
+                owner[name] = binding
+        out = {}
+        for name, named in by_name.items():
+            binding = owner.get(name)
+            if binding is None:
+                raise TensorError(f"inputs for `{name}`, which is not a parameter stepped by this step (no gradient?)")
+            if binding.dtype != torch.float32:
+                raise TensorError(f"parameter `{name}` is {binding.dtype}; per-step inputs go with float32 parameters")
+            for iname, t in named.items():
+                if not isinstance(t, torch.Tensor):
+                    raise TensorError(f"input `{iname}` of `{name}` must be a torch tensor, not {type(t).__name__}")
+                if t.dtype != torch.float32:
+                    raise TensorError(f"input `{iname}` of `{name}` is {t.dtype}; inputs are torch.float32")
+                if not t.is_cpu:
+                    raise DeviceError(f"input `{iname}` of `{name}` is on {t.device}: this gdc.torch steps CPU tensors only")
+                if t.layout != torch.strided or not t.is_contiguous():
+                    raise TensorError(f"input `{iname}` of `{name}` is not a contiguous dense tensor; pass t.contiguous()")
+                keep.append(t)
+                out.setdefault(id(binding), []).append((name, str(iname), list(t.shape), (t.data_ptr(), t.numel())))
+        return out
 
     # torch wraps `step` in a profiler range and its hooks (`Optimizer.profile_hook_step`),
     # which costs ~20 µs a step even when nothing listens; gdc's `step` takes that path only
     # when a hook is registered or a profiler runs, and is otherwise the bare step.
     _step_hooked = torch.optim.Optimizer.profile_hook_step(_step)
 
-    def step(self, closure=None):
+    def step(self, closure=None, *, inputs=None):
+        if inputs is not None or self._input_decls:
+            if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_pre_hooks or _global_post_hooks:
+                return self._step_hooked(closure, inputs=inputs)
+            return self._step(closure, inputs=inputs)
         if (
             self._optimizer_step_pre_hooks
             or self._optimizer_step_post_hooks
@@ -577,8 +709,11 @@ class Optimizer(torch.optim.Optimizer):
         return changed
 
     def _refresh_fast(self):
-        """Which groups step as one float32 binding: those take the native fast path."""
+        """Which groups step as one float32 binding: those take the native fast path (not a
+        program with per-step inputs, which steps through `step_inputs`)."""
         self._fast = {}
+        if self._input_decls:
+            return
         by_group = {}
         for (gi, dtype), binding in self._bindings.items():
             by_group.setdefault(gi, []).append(binding)
@@ -930,3 +1065,34 @@ def infer_roles(model):
 
 
 __all__ = ["Optimizer", "infer_roles"]
+
+
+def sophia_hessian_inputs(logits, params, *, max_norm=1.0, generator=None):
+    """Sophia-G's input `h` for `params`, as train_sophiag.py makes it: labels sampled from the
+    model's own predictive distribution (`logits`, [..., classes], still attached to the
+    graph), the mean cross-entropy of those labels, its gradient with respect to each
+    parameter, clipped together to global norm `max_norm` (None: not clipped), as
+    train_sophiag.py clips with `grad_clip = 1.0`. Returns {parameter: {"h": tensor}} for
+    `step(inputs=...)`; parameters the loss does not reach are left out. train_sophiag.py
+    refreshes after the optimizer step of every iteration with `iter % k == k - 1`: hand the
+    result to the next step. `.grad` is left alone."""
+    params = list(params)
+    params = [p for _, p in params] if _named(params) else params
+    flat = logits.reshape(-1, logits.shape[-1])
+    with torch.no_grad():
+        probs = torch.softmax(flat.detach().float(), dim=-1)
+        labels = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    loss = torch.nn.functional.cross_entropy(flat, labels)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    pairs = [(p, g.detach().float()) for p, g in zip(params, grads) if g is not None]
+    if max_norm is not None and pairs:
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for _, g in pairs]))
+        scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        pairs = [(p, g * scale) for p, g in pairs]
+    return {p: {"h": g.contiguous()} for p, g in pairs}
+
+
+def _named(params):
+    if isinstance(params, (list, tuple)):
+        return bool(params) and isinstance(params[0], tuple)
+    return False

@@ -206,6 +206,23 @@ impl Program {
             .collect()
     }
 
+    /// The inputs the program declares, in order: (name, dimensions or None for the
+    /// parameter's shape, optional).
+    #[getter]
+    fn inputs(&self) -> Vec<(String, Option<Vec<String>>, bool)> {
+        let m = &self.program.plan().module;
+        m.inputs
+            .iter()
+            .map(|x| {
+                let dims = match &x.shape {
+                    gdc_dsl::types::Shape::Dims(d) => Some(d.clone()),
+                    _ => None,
+                };
+                (x.name.clone(), dims, x.optional)
+            })
+            .collect()
+    }
+
     /// The state names, in declaration order.
     fn state_names(&self) -> Vec<String> {
         self.program.plan().module.states.iter().map(|s| s.name.clone()).collect()
@@ -494,6 +511,58 @@ impl Stepper {
         self.prepared = None;
         check_regions(&params, &grads, 4, self.opt.params())?;
         step_f32(&mut self.opt, py, &params, &grads)
+    }
+
+    /// `step` with per-step inputs, each (parameter name, input name, shape, (address,
+    /// elements)) of float32 memory the caller keeps alive for the call; an input may not
+    /// share memory with a parameter.
+    fn step_inputs(
+        &mut self,
+        py: Python<'_>,
+        params: Vec<Region>,
+        grads: Vec<Region>,
+        inputs: Vec<(String, String, Vec<usize>, Region)>,
+    ) -> PyResult<()> {
+        self.prepared = None;
+        check_regions(&params, &grads, 4, self.opt.params())?;
+        let regions: Vec<Region> = inputs.iter().map(|x| x.3).collect();
+        for (x, &(addr, len)) in inputs.iter().zip(&regions) {
+            if len > 0 && (addr == 0 || addr % 4 != 0) {
+                return Err(error(
+                    "TensorError",
+                    format!("input `{}` of `{}`: its data pointer is null or misaligned", x.1, x.0),
+                ));
+            }
+            let overlaps = params.iter().any(|&(p, n)| n > 0 && len > 0 && addr < p + 4 * n && p < addr + 4 * len);
+            if overlaps {
+                return Err(error(
+                    "TensorError",
+                    format!("input `{}` of `{}` shares memory with a parameter; hand over a copy", x.1, x.0),
+                ));
+            }
+        }
+        let opt = &mut self.opt;
+        py.detach(move || {
+            // SAFETY: each input region is a live, aligned buffer of that many float32
+            // elements lent by the caller for the call, only read, and apart from every
+            // parameter (checked above).
+            #[allow(unsafe_code)]
+            let data: Vec<&[f32]> = regions
+                .iter()
+                .map(|&(a, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(a as *const f32, n) } })
+                .collect();
+            let mut given = gdc_runtime::Inputs::new();
+            for (x, d) in inputs.iter().zip(&data) {
+                given.add(&x.0, &x.1, &x.2, d);
+            }
+            with_slices::<f32, _>(&params, &grads, |ps, gs| opt.step_with_inputs(ps, gs, &given))
+        })
+        .map_err(runtime_error)
+    }
+
+    /// The (parameter, input) pairs the next step reads of the required inputs.
+    fn inputs_next_step(&mut self) -> PyResult<Vec<(String, String)>> {
+        self.opt.inputs_next_step().map_err(runtime_error)
     }
 
     /// One step of shards (a stepper made with `shards`), as `step`, calling

@@ -15,8 +15,8 @@ CASES = sorted(GOLDEN.glob("*.json"))
 
 
 def test_every_case_is_here():
-    # The Rust suite replays 26 cases; a missing directory must not pass vacuously.
-    assert len(CASES) >= 26
+    # The Rust suite replays 28 cases; a missing directory must not pass vacuously.
+    assert len(CASES) >= 28
 
 
 def _worst(actual, expected, tol):
@@ -43,7 +43,12 @@ def test_golden_case(path):
     for k, step in enumerate(case["steps"]):
         for name, t in params:
             t.grad = torch.tensor(step["grads"][name], dtype=torch.float32).reshape(t.shape)
-        opt.step()
+        # K-FAC's layer statistics and Sophia-G's Hessian sample, on the steps that carry them.
+        inputs = {
+            name: {n: torch.tensor(x["data"], dtype=torch.float32).reshape(x["shape"]) for n, x in named.items()}
+            for name, named in step.get("inputs", {}).items()
+        }
+        opt.step(inputs=inputs or None)
         for name, t in params:
             expected = torch.tensor(step["expected"][name], dtype=torch.float32).reshape(t.shape)
             w = _worst(t.detach(), expected, tol)

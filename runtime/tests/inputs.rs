@@ -2,7 +2,7 @@
 //! over with `step_with_inputs`, which steps a program reads them on, and a typed error that
 //! changes nothing for every misuse (unknown names, wrong shapes, a missing required input).
 
-use gdc_runtime::{Backend, InterpError, Inputs, Optimizer, Options, ParamSpec, Program, RuntimeError};
+use gdc_runtime::{Backend, Inputs, InterpError, Optimizer, Options, ParamSpec, Program, RuntimeError};
 
 const KFAC: &str = include_str!("../../examples/optimizers/kfac.gd");
 const SOPHIA: &str = include_str!("../../examples/optimizers/sophia_g.gd");
@@ -78,10 +78,17 @@ fn misuse_of_inputs_is_a_typed_error_and_changes_nothing() {
     let g = noise(4, 12);
     let (a, s, s6) = (noise(2, 20), noise(3, 15), noise(3, 18));
     let before = w.clone();
-    let cases: Vec<(Vec<(&str, &str, Vec<usize>, &[f32])>, &str)> = vec![
+    type Given<'a> = Vec<(&'a str, &'a str, Vec<usize>, &'a [f32])>;
+    let cases: Vec<(Given, &str)> = vec![
         (vec![("v", "a", vec![5, 4], &a)], "no parameter named `v` is bound"),
-        (vec![("w", "h", vec![5, 4], &a)], "`h` (given for parameter `w`) is not an input of this optimizer; it declares: a, s"),
-        (vec![("w", "a", vec![4, 5], &a)], "input `a` of parameter `w` has shape [4, 5], but this optimizer declares it [batch (any), 4]"),
+        (
+            vec![("w", "h", vec![5, 4], &a)],
+            "`h` (given for parameter `w`) is not an input of this optimizer; it declares: a, s",
+        ),
+        (
+            vec![("w", "a", vec![4, 5], &a)],
+            "input `a` of parameter `w` has shape [4, 5], but this optimizer declares it [batch (any), 4]",
+        ),
         (vec![("w", "a", vec![5, 4, 1], &a)], "has shape [5, 4, 1]"),
         (vec![("w", "a", vec![5, 4], &s)], "input `w.a` has 15 elements, but its shape [5, 4] has 20"),
         (vec![("w", "a", vec![5, 4], &a), ("w", "a", vec![5, 4], &a)], "input `a` of parameter `w` is given twice"),
