@@ -166,6 +166,34 @@ impl GdcOptimizer {
     /// One optimizer step on every variable, from the gradients of `loss.backward()`.
     /// Refused before anything changes when a gradient is missing or of the wrong size.
     pub fn step(&mut self, grads: &GradStore) -> Result<(), Error> {
+        self.step_with_inputs(grads, &[])
+    }
+
+    /// [`GdcOptimizer::step`] with the per-step inputs the program declares, each
+    /// `(variable name, input name, tensor)`: K-FAC's `a` (a layer's input activations,
+    /// `[batch, in]`) and `s` (the gradient at its output, `[batch, out]`; candle's
+    /// `GradStore` keeps only variables' gradients, so add a zero `Var` of the output's shape
+    /// to the layer's output and take its gradient), Sophia-G's `h`. The
+    /// training code collects them (candle has no module hooks); they are copied into the
+    /// step (float32 CPU tensors of any layout) and not kept.
+    /// [`Optimizer::inputs_next_step`] (through [`GdcOptimizer::optimizer_mut`]) says which
+    /// the next step reads.
+    pub fn step_with_inputs(&mut self, grads: &GradStore, inputs: &[(&str, &str, &Tensor)]) -> Result<(), Error> {
+        let mut copied = Vec::with_capacity(inputs.len());
+        for (param, input, t) in inputs {
+            let what = format!("input `{input}` of `{param}`");
+            if !t.device().is_cpu() {
+                return Err(Error::Device { name: what, device: format!("{:?}", t.device().location()) });
+            }
+            if t.dtype() != DType::F32 {
+                return Err(Error::DType { name: what, dtype: t.dtype() });
+            }
+            copied.push((t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?));
+        }
+        let mut given = gdc_runtime::Inputs::new();
+        for ((param, input, _), (shape, data)) in inputs.iter().zip(&copied) {
+            given.add(param, input, shape, data);
+        }
         let mut found = Vec::with_capacity(self.vars.len());
         for v in &self.vars {
             let g = grads.get(v.var.as_tensor()).ok_or_else(|| Error::MissingGrad(v.name.clone()))?;
@@ -186,7 +214,7 @@ impl GdcOptimizer {
         }
         let pairs: Vec<(&Tensor, &Tensor)> = self.vars.iter().map(|v| v.var.as_tensor()).zip(found.iter()).collect();
         let optimizer = &mut self.optimizer;
-        borrow_all(&pairs, &self.vars, &mut |params, grads| optimizer.step(params, grads))
+        borrow_all(&pairs, &self.vars, &mut |params, grads| optimizer.step_with_inputs(params, grads, &given))
     }
 
     /// `loss.backward()` then [`GdcOptimizer::step`].

@@ -191,3 +191,42 @@ fn options_pick_threads_and_refuse_cuda() {
     let cuda = Options { backend: Backend::Cuda, threads: None };
     assert!(matches!(GdcOptimizer::with_options(&program("adamw"), vars, cuda), Err(Error::Device { .. })));
 }
+
+/// K-FAC through the adapter: the training code hands over a bias-free layer's input and the
+/// gradient at its output (from the same `backward`), and the step is the runtime's, bit for
+/// bit; a missing statistic is refused before anything changes.
+#[test]
+fn kfac_takes_its_statistics_from_the_training_code() {
+    let program = program("kfac");
+    let w = Var::from_vec(values(12, 1), (3, 4), &Device::Cpu).unwrap();
+    let mut opt = GdcOptimizer::new(&program, vec![NamedVar::new("w", w.clone())]).expect("binds");
+    let mut reference = Optimizer::new(&program, &[ParamSpec::new("w", &[3, 4])]).expect("binds");
+    let mut plain = to_vec(&w);
+    for t in 0..4u32 {
+        let x = Tensor::from_vec(values(20, 10 + t), (5, 4), &Device::Cpu).unwrap();
+        // candle keeps only variables' gradients: a zero variable added to the layer's
+        // output has the output's gradient.
+        let probe = Var::zeros((5, 3), DType::F32, &Device::Cpu).unwrap();
+        let y = (x.matmul(&w.as_tensor().t().unwrap()).unwrap() + probe.as_tensor()).unwrap();
+        let loss = (y.sqr().unwrap().sum_all().unwrap() / 5.0).unwrap();
+        let grads = loss.backward().unwrap();
+        let s = grads.get(probe.as_tensor()).expect("the gradient at the layer's output").clone();
+        if t == 0 {
+            let e = opt.step(&grads).expect_err("K-FAC's first step reads a and s");
+            assert!(e.to_string().contains("reads input `a` of parameter `w`"), "{e}");
+            assert_eq!(to_vec(&w), plain, "nothing changed");
+        }
+        let g: Vec<f32> = grads.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let (a, sv): (Vec<f32>, Vec<f32>) =
+            (x.flatten_all().unwrap().to_vec1().unwrap(), s.flatten_all().unwrap().to_vec1().unwrap());
+        let mut inputs = gdc_runtime::Inputs::new();
+        inputs.add("w", "a", &[5, 4], &a).add("w", "s", &[5, 3], &sv);
+        reference.step_with_inputs(&mut [&mut plain], &[&g], &inputs).expect("runtime");
+        opt.step_with_inputs(&grads, &[("w", "a", &x), ("w", "s", &s)]).expect("adapter");
+        assert_eq!(to_vec(&w), plain, "step {}: the adapter's step is the runtime's", t + 1);
+    }
+    let x64 = Tensor::zeros((5, 4), DType::F64, &Device::Cpu).unwrap();
+    let grads = w.as_tensor().sum_all().unwrap().backward().unwrap();
+    let e = opt.step_with_inputs(&grads, &[("w", "a", &x64)]).expect_err("float64 input");
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+}
