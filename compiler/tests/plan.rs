@@ -221,3 +221,47 @@ fn every_update_plan_ends_with_its_gradient_check() {
     }
     assert_eq!(text.matches("(gradient check, run apart)").count(), 2, "{text}");
 }
+
+/// Sophia-G's step: the guarded refresh of `hess` from the optional input `h` is one pass
+/// of its own, and everything else one more, reading `hess` after the refresh from its
+/// buffer: no temporary, no copy of `hess` (before the `stored_selects` and `merge` rules
+/// there were five tensor-sized temporaries and four passes).
+#[test]
+fn a_guarded_refresh_between_two_passes_leaves_one_pass_and_no_temporaries() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/optimizers/sophia_g.gd");
+    let c = gdc_compiler::compile(&std::fs::read_to_string(path).expect("sophia_g.gd")).expect("compiles");
+    let p = &c.plan;
+    let text = plan::print::plan_text(p);
+    let items = step_items(p);
+    assert_eq!(items.len(), 2, "{text}");
+    assert!(p.variants[0].update.temps.is_empty(), "{text}");
+    let (Item::Kernel(refresh), Item::Kernel(step)) = (&items[0], &items[1]) else { panic!("two kernels:\n{text}") };
+    assert!(refresh.guard.is_some(), "the refresh runs only when h came: {text}");
+    let bufs = |k: &plan::Kernel| k.inputs.iter().map(|(_, b)| *b).collect::<Vec<_>>();
+    assert!(bufs(refresh).contains(&Buffer::Input(0)), "{text}");
+    assert!(step.guard.is_none() && !bufs(step).contains(&Buffer::Input(0)), "{text}");
+    let mut read = bufs(step);
+    read.sort_by_key(|b| format!("{b:?}"));
+    assert_eq!(read, [Buffer::Grad, Buffer::Param, Buffer::State(0), Buffer::State(1)], "{text}");
+}
+
+/// A kernel merges into the next one of its domain and guard only when nothing between them
+/// needs it: here the product between reads `x`, so the two passes stay apart.
+#[test]
+fn a_kernel_another_item_reads_does_not_merge_past_it() {
+    let p = plan_of(
+        "optimizer t\nhyper lr: f32 = 0.1\nstate m: [rows, cols]\nfunc init(p: [rows, cols]) {\n}\nfunc update(p: [rows, cols]) {
+  v0 = grad : [rows, cols]
+  v1 = const 2.0 : f32
+  v2 = mul v0, v1 : [rows, cols]
+  v3 = matmul.nt v2, v2 : [rows, rows]
+  v4 = matmul v3, v2 : [rows, cols]
+  v5 = param : [rows, cols]
+  v6 = sub v5, v4 : [rows, cols]
+  v7 = store param v6
+}",
+    );
+    let items = step_items(&p);
+    let kinds: Vec<&str> = items.iter().map(|i| if matches!(i, Item::Kernel(_)) { "k" } else { "call" }).collect();
+    assert_eq!(kinds, ["k", "call", "call", "k"], "{}", plan::print::plan_text(&p));
+}

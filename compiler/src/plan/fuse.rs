@@ -4,8 +4,11 @@
 //! it needs a reduction finished in that very kernel, which only a later item can read.
 //! Otherwise it opens a new kernel. Matrix instructions become library calls. Then
 //! elementwise work that reads only buffers and scalars sinks into its one consuming kernel
-//! (`sink`), so it is not materialised. A store
-//! guarded by a host scalar fuses as a conditional write of the kernel of its value.
+//! (`sink`), so it is not materialised; a kernel merges into the next one of its domain and
+//! guard when nothing in between needs it (`merge`); and a select between a guarded store's
+//! value and the state it replaces is read from that state after the store
+//! (`stored_selects`). A store guarded by a host scalar fuses as a conditional write of the
+//! kernel of its value.
 //!
 //! Loads of the parameter, the gradient and state are not instructions of any one kernel:
 //! each kernel that uses one reads the buffer itself. A value used outside the item that
@@ -103,6 +106,8 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
     }
 
     sink(func, phases, &items, &mut item_of, &mut members);
+    merge(func, &items, &red_deps, &mut item_of, &mut members);
+    let from_store = stored_selects(func, phases, &item_of, &mut members);
 
     // Materialise values used outside their item.
     let mut temps: Vec<Shape> = Vec::new();
@@ -173,7 +178,9 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                          a: Value|
          -> Result<(), String> {
             let ai = func.inst(a);
-            let buffer = if let Some(b) = leaf_buffer(&ai.op) {
+            let buffer = if let Some(b) = from_store.get(&a) {
+                *b
+            } else if let Some(b) = leaf_buffer(&ai.op) {
                 if ai.ty.as_ref().is_some_and(|t| t.is_scalar()) {
                     return Ok(());
                 }
@@ -204,7 +211,13 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                 collect_scalars(func, phases, *a, &mut scalars);
             }
         }
-        let guard = ms.first().and_then(|m| fusion_guard(func, phases, *m));
+        if ms.is_empty() {
+            continue;
+        }
+        let guard = match &items[it] {
+            Some((_, g)) => *g,
+            None => ms.first().and_then(|m| fusion_guard(func, phases, *m)),
+        };
         if let Some(g) = guard {
             collect_scalars(func, phases, g, &mut scalars);
         }
@@ -318,7 +331,9 @@ fn sink(
         });
         let Some(to) = to.filter(|t| single && *t > from) else { continue };
         let Some((domain, guard)) = &items[to] else { continue };
-        if *domain != func.ty(v).shape || *guard != fusion_guard(func, phases, v) {
+        // Unguarded work may sink into a guarded kernel: its one user runs only there.
+        let own = fusion_guard(func, phases, v);
+        if *domain != func.ty(v).shape || (*guard != own && own.is_some()) {
             continue;
         }
         let movable = inst.args.iter().chain(&inst.guard).all(|a| {
@@ -336,6 +351,117 @@ fn sink(
         members[to].sort();
         item_of[v.index()] = Some(to);
     }
+}
+
+/// Merges a kernel into the next kernel of its domain and guard when nothing between them
+/// depends on it or writes what it reads: `if present(h) { hess = ... }` between two passes
+/// over the same tensors no longer splits them (Sophia-G's step becomes one pass, and a
+/// refresh a second, guarded one). A kernel whose full reduction the later one reads stays
+/// apart (a reduction is only complete when its kernel ends).
+fn merge(
+    func: &Func,
+    items: &[Option<(Shape, Option<Value>)>],
+    red_deps: &[BTreeSet<usize>],
+    item_of: &mut [Option<usize>],
+    members: &mut [Vec<Value>],
+) {
+    let mut users: Vec<Vec<Value>> = vec![Vec::new(); func.insts.len()];
+    for v in func.values() {
+        for a in func.inst(v).args.iter().chain(&func.inst(v).guard) {
+            users[a.index()].push(v);
+        }
+    }
+    // The leaf buffers each item reads and the ones it stores.
+    let touched = |ms: &[Value]| -> (Vec<Buffer>, Vec<Buffer>) {
+        let (mut reads, mut stores) = (Vec::new(), Vec::new());
+        for m in ms {
+            let inst = func.inst(*m);
+            match inst.op {
+                Op::Store(Target::Param) => stores.push(Buffer::Param),
+                Op::Store(Target::State(s)) => stores.push(Buffer::State(s)),
+                _ => {}
+            }
+            for a in inst.args.iter().chain(&inst.guard) {
+                if let Some(b) = leaf_buffer(&func.inst(*a).op) {
+                    reads.push(b);
+                }
+            }
+        }
+        (reads, stores)
+    };
+    for i in 0..items.len() {
+        let Some(key) = &items[i] else { continue };
+        if members[i].is_empty() {
+            continue;
+        }
+        let Some(j) = (i + 1..items.len()).find(|j| items[*j].as_ref() == Some(key) && !members[*j].is_empty()) else {
+            continue;
+        };
+        let (reads_i, _) = touched(&members[i]);
+        let between_ok = (i + 1..j).all(|k| {
+            let (_, stores_k) = touched(&members[k]);
+            !stores_k.iter().any(|b| reads_i.contains(b))
+        });
+        // Users through scalars outside any item too (`global_norm`'s fold, device scalars).
+        let mut used_between = false;
+        let mut stack: Vec<Value> = members[i].clone();
+        let mut seen: BTreeSet<Value> = BTreeSet::new();
+        while let Some(v) = stack.pop() {
+            for u in &users[v.index()] {
+                match item_of[u.index()] {
+                    Some(it) => used_between |= it > i && it < j,
+                    None if seen.insert(*u) => stack.push(*u),
+                    None => {}
+                }
+            }
+        }
+        let reductions_i: BTreeSet<usize> =
+            members[i].iter().filter(|m| is_reduce(&func.inst(**m).op)).map(|m| m.index()).collect();
+        let reads_reduction = members[j].iter().any(|m| !red_deps[m.index()].is_disjoint(&reductions_i));
+        if !between_ok || used_between || reads_reduction {
+            continue;
+        }
+        let moved = std::mem::take(&mut members[i]);
+        for m in &moved {
+            item_of[m.index()] = Some(j);
+        }
+        members[j].extend(moved);
+        members[j].sort();
+    }
+}
+
+/// `select(c, x, load s)` read after the item that stores `x` to `s` under the host guard `c`
+/// is that state's buffer after the store (`x` where `c` held, the untouched state where it
+/// did not): such selects are read from the buffer instead of computed from a temporary of
+/// `x` and a saved copy of `s`. Returns them with their buffers, out of every kernel.
+fn stored_selects(
+    func: &Func,
+    phases: &[Phase],
+    item_of: &[Option<usize>],
+    members: &mut [Vec<Value>],
+) -> HashMap<Value, Buffer> {
+    let mut stores: HashMap<(usize, Value, Value), usize> = HashMap::new();
+    for v in func.values() {
+        let inst = func.inst(v);
+        if let (Op::Store(Target::State(s)), Some(g), Some(it)) = (&inst.op, inst.guard, item_of[v.index()]) {
+            stores.insert((*s, inst.args[0], g), it);
+        }
+    }
+    let mut out = HashMap::new();
+    for v in func.values() {
+        let inst = func.inst(v);
+        let (Op::Select, Some(it)) = (&inst.op, item_of[v.index()]) else { continue };
+        let (c, x, l) = (inst.args[0], inst.args[1], inst.args[2]);
+        let Op::Load(s) = func.inst(l).op else { continue };
+        if !matches!(phases[c.index()], Phase::Host | Phase::Param) || func.ty(v) != func.ty(l) {
+            continue;
+        }
+        if stores.get(&(s, x, c)).is_some_and(|st| *st < it) {
+            members[it].retain(|m| *m != v);
+            out.insert(v, Buffer::State(s));
+        }
+    }
+    out
 }
 
 fn fusion_guard(func: &Func, phases: &[Phase], v: Value) -> Option<Value> {
