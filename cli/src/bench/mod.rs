@@ -46,6 +46,24 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// A hyperparameter for the run, NAME=VALUE (repeatable): `--set tinv=10`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    sets: Vec<(String, f64)>,
+    /// For a program with per-step inputs: the size of an input's own dimensions (`batch` of
+    /// K-FAC's `a` and `s`). Required inputs are handed over (random, fixed) on the steps that
+    /// read them.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Hand the optional inputs (Sophia-G's `h`) over every N-th step (0: never), so the
+    /// timed steps include their share of refreshes.
+    #[arg(long, default_value_t = 0)]
+    optional_every: usize,
+}
+
+fn parse_set(s: &str) -> Result<(String, f64), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    let value: f64 = value.trim().parse().map_err(|_| format!("`{value}` is not a number"))?;
+    Ok((name.trim().to_string(), value))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -118,6 +136,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     };
     let mut opt = Optimizer::with_options(&program, &specs, Options { backend, threads: args.threads })
         .map_err(|e| bad(format!("{}: {e}", args.file)))?;
+    for (name, value) in &args.sets {
+        opt.set_hyper(name, *value).map_err(|e| bad(format!("{}: {e}", args.file)))?;
+    }
     let bytes = bytes_per_step(program.plan(), &specs).map_err(|e| bad(format!("{}: {e}", args.file)))?;
     let (state_stored, state_f32) =
         state_bytes(program.plan(), &specs).map_err(|e| bad(format!("{}: {e}", args.file)))?;
@@ -130,11 +151,19 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     let mut params: Vec<Vec<f32>> = specs.iter().map(|s| fill_uniform(&mut seed, s.numel(), 1.0)).collect();
     let grads: Vec<Vec<f32>> = specs.iter().map(|s| fill_uniform(&mut seed, s.numel(), 0.1)).collect();
     let grad_views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+    let inputs = StepInputs::new(program.plan(), &specs, args.batch, &mut seed);
     let mut failure = None;
+    let mut taken = 0usize;
     let stats = measure(args.warmup, args.repeats, || {
         if failure.is_none() {
             let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-            if let Err(e) = opt.step(&mut views, &grad_views) {
+            let optional = args.optional_every > 0 && taken.is_multiple_of(args.optional_every);
+            taken += 1;
+            let result = match inputs.for_next_step(&mut opt, optional) {
+                Ok(given) => opt.step_with_inputs(&mut views, &grad_views, &given),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 failure = Some(e);
             }
         }
@@ -209,6 +238,54 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fixed random data for every declared input of every parameter, handed over on the steps
+/// that read it (required inputs, by `inputs_next_step`) or when asked (optional ones).
+struct StepInputs {
+    /// (parameter name, input name, shape, data, optional)
+    all: Vec<(String, String, Vec<usize>, Vec<f32>, bool)>,
+}
+
+impl StepInputs {
+    fn new(plan: &gdc_compiler::plan::Plan, specs: &[ParamSpec], batch: usize, seed: &mut u64) -> StepInputs {
+        let mut all = Vec::new();
+        for spec in specs {
+            let rows = spec.shape.first().copied().unwrap_or(1);
+            let cols: usize = spec.shape.iter().skip(1).product();
+            for x in &plan.module.inputs {
+                let shape: Vec<usize> = match &x.shape {
+                    gdc_dsl::types::Shape::Dims(d) => d
+                        .iter()
+                        .map(|n| match n.as_str() {
+                            "rows" => rows,
+                            "cols" => cols,
+                            _ => batch,
+                        })
+                        .collect(),
+                    _ => spec.shape.clone(),
+                };
+                let data = fill_uniform(seed, shape.iter().product(), 0.1);
+                all.push((spec.name.clone(), x.name.clone(), shape, data, x.optional));
+            }
+        }
+        StepInputs { all }
+    }
+
+    fn for_next_step(
+        &self,
+        opt: &mut Optimizer,
+        optional: bool,
+    ) -> Result<gdc_runtime::Inputs<'_>, gdc_runtime::RuntimeError> {
+        let needed = if self.all.iter().any(|x| !x.4) { opt.inputs_next_step()? } else { Vec::new() };
+        let mut given = gdc_runtime::Inputs::new();
+        for (p, n, shape, data, opt_in) in &self.all {
+            if (*opt_in && optional) || needed.iter().any(|(q, m)| q == p && m == n) {
+                given.add(p, n, shape, data);
+            }
+        }
+        Ok(given)
+    }
 }
 
 /// Tensor shapes from a file of whitespace-separated sizes (`4096`) or shapes (`768x3072`).
