@@ -243,9 +243,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
 /// Fixed random data for every declared input of every parameter, handed over on the steps
 /// that read it (required inputs, by `inputs_next_step`) or when asked (optional ones).
 struct StepInputs {
-    /// (parameter name, input name, shape, data, optional)
-    all: Vec<(String, String, Vec<usize>, Vec<f32>, bool)>,
+    all: Vec<GivenInput>,
 }
+
+/// (parameter name, input name, shape, data, optional)
+type GivenInput = (String, String, Vec<usize>, Vec<f32>, bool);
 
 impl StepInputs {
     fn new(plan: &gdc_compiler::plan::Plan, specs: &[ParamSpec], batch: usize, seed: &mut u64) -> StepInputs {

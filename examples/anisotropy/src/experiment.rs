@@ -42,14 +42,19 @@ pub fn log_grid(lo: f64, n: usize) -> Vec<f64> {
 }
 
 /// The hyperparameters this experiment sets for a known optimizer (by file stem), besides lr:
-/// SGD's momentum 0.9; Shampoo's roots every step (its Algorithm 1); no weight decay for SOAP
-/// and Muon (their defaults, 0.01 and 0.1, would pull the model off the planted solution).
+/// SGD's momentum 0.9; Shampoo's roots every step (its Algorithm 1); no weight decay for SOAP,
+/// Muon and Sophia-G (their defaults, 0.01, 0.1 and 0.1, would pull the model off the planted
+/// solution); K-FAC's factors every step and eigenbases every 10 (the study's matrices are
+/// small) with its reference's KL clip 1e-2; Sophia-G's `bs`, the examples behind each
+/// Hessian sample, the default batch of 128.
 pub fn default_hypers(name: &str) -> Vec<(String, f64)> {
     let h = |pairs: &[(&str, f64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     match name {
         "sgd" => h(&[("momentum", 0.9)]),
         "shampoo" => h(&[("precondition_frequency", 1.0)]),
         "soap" | "muon" => h(&[("weight_decay", 0.0)]),
+        "kfac" => h(&[("tcov", 1.0), ("tinv", 10.0), ("kl_clip", 1e-2)]),
+        "sophia_g" => h(&[("weight_decay", 0.0), ("bs", 128.0)]),
         _ => Vec::new(),
     }
 }
@@ -58,7 +63,7 @@ pub fn default_hypers(name: &str) -> Vec<(String, f64)> {
 pub fn default_grid_start(name: &str) -> f64 {
     match name {
         "sgd" => 1e-3 / 10f64.sqrt(),
-        "shampoo" => 1e-3,
+        "shampoo" | "kfac" => 1e-3,
         _ => 1e-4,
     }
 }

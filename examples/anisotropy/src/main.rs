@@ -21,7 +21,8 @@ struct Args {
     /// A `.gd` optimizer file to run (repeatable).
     #[arg(long, value_name = "FILE")]
     optimizer: Vec<PathBuf>,
-    /// Run the whole experiment: sgd, adam, shampoo, soap and muon from --optimizers-dir.
+    /// Run the whole experiment: sgd, adam, shampoo, soap, muon, kfac and sophia_g from
+    /// --optimizers-dir.
     #[arg(long)]
     all: bool,
     /// Where --all finds the optimizers.
@@ -151,7 +152,10 @@ fn main() -> ExitCode {
 
 fn specs(args: &Args) -> Result<Vec<OptimizerSpec>, String> {
     let paths: Vec<PathBuf> = if args.all {
-        ["sgd", "adam", "shampoo", "soap", "muon"].iter().map(|n| args.optimizers_dir.join(format!("{n}.gd"))).collect()
+        ["sgd", "adam", "shampoo", "soap", "muon", "kfac", "sophia_g"]
+            .iter()
+            .map(|n| args.optimizers_dir.join(format!("{n}.gd")))
+            .collect()
     } else {
         args.optimizer.clone()
     };

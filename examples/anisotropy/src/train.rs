@@ -1,5 +1,7 @@
 //! One training run: a two-layer linear model F·G (candle `Var`s) fitted by a compiled gdc
-//! optimizer on fresh minibatches, with the exact excess risk tracked every step.
+//! optimizer on fresh minibatches, with the exact excess risk tracked every step. A program
+//! with per-step inputs gets them as the second-order methods' own training code makes them,
+//! from labels sampled from the model (see [`Statistics`]).
 
 use crate::linalg::Mat;
 use crate::problem::{Dims, Problem};
@@ -83,6 +85,62 @@ impl RunResult {
     }
 }
 
+/// How often Sophia-G's Hessian sample is refreshed (train_sophiag.py's `hess_interval`).
+pub const HESSIAN_EVERY: usize = 10;
+
+/// What a program's per-step inputs are here, by their declared shapes: `[batch, cols]` a
+/// layer's input activations and `[batch, rows]` the gradient at its output (K-FAC's `a` and
+/// `s`), and an optional input shaped like the parameter a gradient taken with sampled labels
+/// (Sophia-G's `h`). Labels are sampled from the model's own predictive distribution, the
+/// Gaussian N(F·G·x, ½·I) whose negative log-likelihood is the loss up to a constant, as the
+/// K-FAC and Sophia authors' training code samples labels from the model: with ε ~ N(0, ½·I)
+/// per output, the gradient at the output is s₂ = −(2/B)·ε, at the hidden layer s₁ = s₂·F, and
+/// the sampled-label gradients are s₂ᵀ·(x·Gᵀ) for F and s₁ᵀ·x for G.
+struct Statistics {
+    /// Inputs over `[batch, cols]` (activations) and `[batch, rows]` (output gradients).
+    acts: Vec<String>,
+    outs: Vec<String>,
+    /// Optional inputs like the parameter (sampled-label gradients).
+    samples: Vec<String>,
+}
+
+impl Statistics {
+    fn of(program: &Program) -> Statistics {
+        use gdc_dsl::types::Shape;
+        let mut st = Statistics { acts: Vec::new(), outs: Vec::new(), samples: Vec::new() };
+        for x in &program.plan().module.inputs {
+            match &x.shape {
+                Shape::Dims(d) if d.len() == 2 && d[1] == "cols" => st.acts.push(x.name.clone()),
+                Shape::Dims(d) if d.len() == 2 && d[1] == "rows" => st.outs.push(x.name.clone()),
+                Shape::Like if x.optional => st.samples.push(x.name.clone()),
+                _ => {}
+            }
+        }
+        st
+    }
+
+    fn none(&self) -> bool {
+        self.acts.is_empty() && self.outs.is_empty() && self.samples.is_empty()
+    }
+}
+
+/// One sampled-label pass at the current F, G on inputs `x` [batch, dx]: for F and for G, the
+/// layer's input and the gradient at its output, and the sampled-label gradient.
+struct Sampled {
+    layer_in: [Mat; 2],
+    out_grad: [Mat; 2],
+    grad: [Mat; 2],
+}
+
+fn sample_labels(f: &Mat, g: &Mat, x: &Mat, rng: &mut Rng) -> Sampled {
+    let b = x.rows as f64;
+    let h = x.matmul(&g.t());
+    let s2 = Mat::from_fn(x.rows, f.rows, |_, _| -2.0 / b * rng.normal() * 0.5f64.sqrt());
+    let s1 = s2.matmul(f);
+    let grad = [s2.t().matmul(&h), s1.t().matmul(x)];
+    Sampled { layer_in: [h, x.clone()], out_grad: [s2, s1], grad }
+}
+
 fn read(var: &Var, rows: usize, cols: usize) -> Result<Mat, String> {
     let v: Vec<f32> = var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(|e| e.to_string())?;
     Ok(Mat::from_f32(rows, cols, &v))
@@ -130,8 +188,14 @@ pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f6
     let mut last_loss = f64::NAN;
     let mut diverged = false;
     let mut steps_done = 0;
+    let stats = Statistics::of(program);
+    // Its own stream, so the data a run sees does not depend on the optimizer.
+    let mut label_rng = Rng::new(cfg.seed ^ 0x5EED_1AB5);
+    // Sophia-G's sample for the next step (taken after the step of every HESSIAN_EVERY-th).
+    let mut hessian: Option<[Mat; 2]> = None;
     for step in 1..=cfg.steps {
         let (x, y) = problem.sample(cfg.batch, &mut rng);
+        let xm = (!stats.none()).then(|| Mat::from_f32(cfg.batch, dx, &x));
         let x = Tensor::from_vec(x, (cfg.batch, dx), &dev).map_err(ce)?;
         let y = Tensor::from_vec(y, (cfg.batch, dy), &dev).map_err(ce)?;
         let pred = x.matmul(&g.as_tensor().t().map_err(ce)?).and_then(|h| h.matmul(&f.as_tensor().t()?)).map_err(ce)?;
@@ -141,7 +205,39 @@ pub fn run(program: &Program, cfg: &RunConfig, mut on_step: impl FnMut(usize, f6
             .and_then(|s| s / cfg.batch as f64)
             .map_err(ce)?;
         last_loss = loss.to_scalar::<f32>().map_err(ce)? as f64;
-        opt.backward_step(&loss).map_err(|e| e.to_string())?;
+        if stats.none() {
+            opt.backward_step(&loss).map_err(|e| e.to_string())?;
+        } else {
+            let grads = loss.backward().map_err(ce)?;
+            let needed = opt.optimizer_mut().inputs_next_step().map_err(|e| e.to_string())?;
+            let mut given: Vec<(&str, String, Tensor)> = Vec::new();
+            if !needed.is_empty() {
+                let xm = xm.as_ref().ok_or("no inputs kept")?;
+                let sampled = sample_labels(&read(&f, dy, k)?, &read(&g, k, dx)?, xm, &mut label_rng);
+                for (li, name) in ["F", "G"].into_iter().enumerate() {
+                    for (names, m) in [(&stats.acts, &sampled.layer_in[li]), (&stats.outs, &sampled.out_grad[li])] {
+                        for n in names.iter().filter(|n| needed.iter().any(|(p, i)| p == name && i == *n)) {
+                            let t = Tensor::from_vec(m.to_f32(), (m.rows, m.cols), &dev).map_err(ce)?;
+                            given.push((name, n.clone(), t));
+                        }
+                    }
+                }
+            }
+            if let Some(h) = hessian.take() {
+                for (li, name) in ["F", "G"].into_iter().enumerate() {
+                    for n in &stats.samples {
+                        let t = Tensor::from_vec(h[li].to_f32(), (h[li].rows, h[li].cols), &dev).map_err(ce)?;
+                        given.push((name, n.clone(), t));
+                    }
+                }
+            }
+            let inputs: Vec<(&str, &str, &Tensor)> = given.iter().map(|(p, n, t)| (*p, n.as_str(), t)).collect();
+            opt.step_with_inputs(&grads, &inputs).map_err(|e| e.to_string())?;
+            if !stats.samples.is_empty() && step % HESSIAN_EVERY == HESSIAN_EVERY - 1 {
+                let xm = xm.as_ref().ok_or("no inputs kept")?;
+                hessian = Some(sample_labels(&read(&f, dy, k)?, &read(&g, k, dx)?, xm, &mut label_rng).grad);
+            }
+        }
         risk = problem.excess_risk(&read(&f, dy, k)?, &read(&g, k, dx)?);
         steps_done = step;
         if steps_to_target.is_none() && risk <= target {

@@ -156,6 +156,9 @@ pub fn train(
     let val0 = validation_loss(&model, &opt, &corpus.val, eval_batch, beta1)?;
     log.evals.push(EvalPoint { step: 0, seconds: 0.0, train_loss: f64::NAN, val_loss: val0 });
     let mut rng = Rng::new(cfg.seed ^ 0xC4A2_11B0);
+    // Sophia-G's Hessian samples: their own stream, so the batches do not depend on them.
+    let mut hessian = HessianSamples::of(program);
+    let mut label_rng = Rng::new(cfg.seed ^ 0x50F1_A000);
     let mut since_eval = Vec::new();
     for step in 1..=cfg.steps {
         if cfg.time_budget.is_some_and(|b| log.seconds >= b) {
@@ -180,7 +183,19 @@ pub fn train(
             }
             break;
         }
-        opt.backward_step(&loss)?;
+        match hessian.as_mut() {
+            None => opt.backward_step(&loss)?,
+            Some(h) => {
+                let grads = loss.backward()?;
+                let given = h.take();
+                let inputs: Vec<(&str, &str, &Tensor)> =
+                    given.iter().map(|(name, t)| (name.as_str(), h.input.as_str(), t)).collect();
+                opt.step_with_inputs(&grads, &inputs)?;
+                if step % HESSIAN_EVERY == HESSIAN_EVERY - 1 {
+                    h.sample(&model, &varmap, &x, &mut label_rng)?;
+                }
+            }
+        }
         let ms = start.elapsed().as_secs_f64() * 1e3;
         log.seconds += ms / 1e3;
         log.step_ms.push(ms);
@@ -204,4 +219,62 @@ pub fn train(
         }
     }
     Ok(log)
+}
+
+/// How often a Hessian sample is taken (train_sophiag.py's `hess_interval`).
+pub const HESSIAN_EVERY: usize = 10;
+
+/// Sophia-G's input: for a program with an optional input shaped like the parameters, the
+/// gradient of the mean cross-entropy of labels sampled from the model's own predictions,
+/// clipped to global norm 1, taken after the step of every `HESSIAN_EVERY`-th iteration and
+/// handed to the next step, as train_sophiag.py does (its `bs` is the batch's token count).
+struct HessianSamples {
+    input: String,
+    next: Vec<(String, Tensor)>,
+}
+
+impl HessianSamples {
+    fn of(program: &Program) -> Option<HessianSamples> {
+        let m = &program.plan().module;
+        let x = m.inputs.iter().find(|x| x.optional && x.shape == gdc_dsl::types::Shape::Like)?;
+        Some(HessianSamples { input: x.name.clone(), next: Vec::new() })
+    }
+
+    fn take(&mut self) -> Vec<(String, Tensor)> {
+        std::mem::take(&mut self.next)
+    }
+
+    fn sample(&mut self, model: &Model, varmap: &VarMap, x: &Tensor, rng: &mut Rng) -> Result<()> {
+        let logits = model.forward(x)?;
+        let (b, t, v) = logits.dims3()?;
+        let flat = logits.reshape((b * t, v))?;
+        let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&flat.detach())?.to_vec2()?;
+        let labels: Vec<u32> = probs
+            .iter()
+            .map(|row| {
+                let mut u = rng.uniform() as f32;
+                row.iter()
+                    .position(|p| {
+                        u -= p;
+                        u <= 0.0
+                    })
+                    .unwrap_or(row.len() - 1) as u32
+            })
+            .collect();
+        let labels = Tensor::from_vec(labels, b * t, &Device::Cpu)?;
+        let grads = candle_nn::loss::cross_entropy(&flat, &labels)?.backward()?;
+        let data = varmap.data().lock().map_err(|_| Error("the VarMap's lock is poisoned".into()))?;
+        let mut named: Vec<(String, Tensor)> = Vec::new();
+        let mut sq = 0.0f64;
+        for (name, var) in data.iter() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                named.push((name.clone(), g.clone()));
+            }
+        }
+        // torch.nn.utils.clip_grad_norm_(params, 1.0), as train_sophiag.py clips.
+        let scale = (1.0 / (sq.sqrt() + 1e-6)).min(1.0);
+        self.next = named.into_iter().map(|(n, g)| Ok((n, (g * scale)?))).collect::<Result<_>>()?;
+        Ok(())
+    }
 }
