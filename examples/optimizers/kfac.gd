@@ -8,7 +8,8 @@
 // Matches: alecwangcq/KFAC-Pytorch 25e6dbe `KFACOptimizer` for bias-free nn.Linear weights
 // [out, in] (golden case kfac-default): k = step - 1 counts as the reference's `steps`; the
 // factors start at I and are averaged every tcov steps; eigenvalues at or below 1e-10 count as
-// zero; weight decay starts once k >= 20 * tcov (hard-coded in the reference).
+// zero; the eigendecompositions run in float32 as the reference's do; weight decay starts once
+// k >= 20 * tcov (hard-coded in the reference).
 optimizer kfac {
   hyper lr = 0.01
   hyper momentum = 0.9
@@ -41,10 +42,11 @@ optimizer kfac {
       G = (G * (stat_decay / (1 - stat_decay)) + s.T @ s * batch) * (1 - stat_decay)
     }
     if k % tinv == 0 {
-      QA = eigvecs(A)
-      QG = eigvecs(G)
-      let ea = eigvals(A)
-      let eg = eigvals(G)
+      // In float32, as the reference's torch.symeig on float32 factors.
+      QA = eigvecs(A, precision = f32)
+      QG = eigvecs(G, precision = f32)
+      let ea = eigvals(A, precision = f32)
+      let eg = eigvals(G, precision = f32)
       dA = where(ea > 1e-10, ea, 0)
       dG = where(eg > 1e-10, eg, 0)
     }
