@@ -83,6 +83,16 @@ pub struct StateSchema {
     pub shape: String,
 }
 
+/// A per-step input: its name, printed shape (`like(p)`, `[batch, cols]`) and whether a step
+/// may come without it; what training code must hand over with the steps that read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSchema {
+    pub name: String,
+    pub shape: String,
+    pub optional: bool,
+}
+
 /// One compiled optimizer as stored in a `.gdo` file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +110,9 @@ pub struct Artifact {
     pub optimizer: String,
     pub hypers: Vec<HyperSchema>,
     pub states: Vec<StateSchema>,
+    /// Per-step inputs (absent from the file when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputSchema>,
     /// `plan::print::plan_text` of the plan.
     pub plan_text: String,
     /// The GPU code (target `cuda` only): PTX and per-kernel metadata.
@@ -217,6 +230,13 @@ impl Artifact {
             optimizer: compiled.plan.module.name.clone(),
             hypers,
             states,
+            inputs: compiled
+                .plan
+                .module
+                .inputs
+                .iter()
+                .map(|x| InputSchema { name: x.name.clone(), shape: x.shape.to_string(), optional: x.optional })
+                .collect(),
             plan_text: plan::print::plan_text(&compiled.plan),
             gpu: None,
         }
@@ -283,11 +303,12 @@ impl Artifact {
             e @ CompileError::Internal(_) => ArtifactError::Compile(e.to_string()),
         })?;
         let fresh = Artifact::from_compiled(&compiled, &self.source, &self.source_name, target);
-        let fields: [(&'static str, bool); 5] = [
+        let fields: [(&'static str, bool); 6] = [
             ("program_hash", fresh.program_hash == self.program_hash),
             ("optimizer", fresh.optimizer == self.optimizer),
             ("hypers", fresh.hypers == self.hypers),
             ("states", fresh.states == self.states),
+            ("inputs", fresh.inputs == self.inputs),
             ("plan_text", fresh.plan_text == self.plan_text),
         ];
         if let Some((field, _)) = fields.iter().find(|(_, same)| !same) {

@@ -305,3 +305,24 @@ fn a_cuda_artifact_round_trips_and_its_gpu_code_must_match_the_plan() {
     let e = cpu.validate().err().expect("refused").to_string();
     assert!(e.contains("gpu"), "{e}");
 }
+
+/// A program with per-step inputs lists them (name, shape, optional); an artifact whose list
+/// was edited is stale, and one of a program without inputs has no `inputs` field at all.
+#[test]
+fn inputs_are_part_of_the_schema() {
+    let source = std::fs::read_to_string(root().join("examples/optimizers/kfac.gd")).expect("kfac");
+    let a = Artifact::build(&source, "kfac.gd", Target::Cpu).expect("kfac builds");
+    let listed: Vec<(&str, &str, bool)> =
+        a.inputs.iter().map(|x| (x.name.as_str(), x.shape.as_str(), x.optional)).collect();
+    assert_eq!(listed, [("a", "[batch, cols]", false), ("s", "[batch, rows]", false)]);
+    let back = Artifact::from_bytes(&a.to_bytes()).expect("reads");
+    assert_eq!(back.inputs, a.inputs);
+    back.validate().expect("validates");
+    let edited = forged(&a, |j| j["inputs"][1]["optional"] = serde_json::json!(true));
+    match Artifact::from_bytes(&edited).expect("parses").validate() {
+        Err(ArtifactError::Stale { field }) => assert_eq!(field, "inputs"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let plain = String::from_utf8(adamw().to_bytes()).expect("utf8");
+    assert!(!plain.contains("\"inputs\""), "no inputs, no field");
+}
