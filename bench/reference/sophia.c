@@ -5,6 +5,8 @@
 // p *= 1 - lr*wd; m = b1*m + (1-b1)*g; p -= lr * sign(m) * min(|m| / (rho*bs*hess + 1e-15), 1).
 // Bytes per element: a plain step reads p, g, m, hess and writes p, m (24 B); a refresh step
 // also reads h and writes hess (32 B).
+// The clamp is a select, not fminf: gcc leaves a loop with fminf scalar (3.5x slower here);
+// both give 1 for a NaN quotient.
 // Build: gcc -O3 -march=native -fno-math-errno -fopenmp sophia.c -o sophia -lm
 // Run:   OMP_NUM_THREADS=2 ./sophia <log2 N> <steps> <refresh every, 0: never>
 #include <math.h>
@@ -36,7 +38,8 @@ static void sophia_step(size_t n, float *restrict p, const float *restrict g, fl
       hess[i] = e;
       float mi = b1 * m[i] + (1.0f - b1) * g[i];
       m[i] = mi;
-      float r = fminf(fabsf(mi) / (scale * e + 1e-15f), 1.0f);
+      float q = fabsf(mi) / (scale * e + 1e-15f);
+      float r = q < 1.0f ? q : 1.0f;
       float s = (mi > 0.0f) - (mi < 0.0f);
       p[i] = p[i] * decay - lr * s * r;
     }
@@ -45,7 +48,8 @@ static void sophia_step(size_t n, float *restrict p, const float *restrict g, fl
     for (size_t i = 0; i < n; i++) {
       float mi = b1 * m[i] + (1.0f - b1) * g[i];
       m[i] = mi;
-      float r = fminf(fabsf(mi) / (scale * hess[i] + 1e-15f), 1.0f);
+      float q = fabsf(mi) / (scale * hess[i] + 1e-15f);
+      float r = q < 1.0f ? q : 1.0f;
       float s = (mi > 0.0f) - (mi < 0.0f);
       p[i] = p[i] * decay - lr * s * r;
     }

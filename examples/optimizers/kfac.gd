@@ -45,8 +45,10 @@ optimizer kfac {
       // In float32, as the reference's torch.symeig on float32 factors.
       QA = eigvecs(A, precision = f32)
       QG = eigvecs(G, precision = f32)
-      let ea = eigvals(A, precision = f32)
-      let eg = eigvals(G, precision = f32)
+      // Each eigenvalue as its vector's Rayleigh quotient: one product, not a second
+      // decomposition, and paired with its vector whatever the order.
+      let ea = sum(QA * (A @ QA), axis = 0)
+      let eg = sum(QG * (G @ QG), axis = 0)
       dA = where(ea > 1e-10, ea, 0)
       dG = where(eg > 1e-10, eg, 0)
     }
