@@ -11,7 +11,7 @@
 //! a program that needs one later copies it into state.
 
 use crate::interp::{BoundParam, InterpError};
-use crate::ir::{InputInfo, Module, Op};
+use crate::ir::{InputInfo, Module};
 use crate::plan::{Buffer, FuncPlan, Item};
 use gdc_dsl::types::Shape;
 
@@ -210,9 +210,4 @@ pub fn missing(
         }
     }
     Ok(())
-}
-
-/// Whether a function's instructions read any input (a variant without inputs needs none).
-pub fn reads_inputs(func: &crate::ir::Func) -> bool {
-    func.insts.iter().any(|i| matches!(i.op, Op::Input(_)))
 }
