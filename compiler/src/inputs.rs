@@ -30,8 +30,12 @@ pub struct StepInputs<'a, T> {
 }
 
 impl<'a, T> StepInputs<'a, T> {
-    /// A step that hands nothing over.
+    /// A step that hands nothing over (no allocation for a program without inputs: a plain
+    /// step must cost nothing for the feature).
     pub fn none(members: usize, inputs: usize) -> StepInputs<'a, T> {
+        if inputs == 0 {
+            return StepInputs { members: Vec::new() };
+        }
         StepInputs { members: (0..members).map(|_| (0..inputs).map(|_| None).collect()).collect() }
     }
 
@@ -47,6 +51,23 @@ impl<'a, T> StepInputs<'a, T> {
 
 /// One named input as the training code gives it: parameter name, input name, shape, data.
 pub type Named<'a, T> = (&'a str, &'a str, &'a [usize], &'a [T]);
+
+/// The shape input `info` has for a parameter of `shape`: `rows` its first dimension, `cols`
+/// the product of the others, an input's own dimension `own`, no declared shape the
+/// parameter's own.
+pub fn shape_for(info: &InputInfo, shape: &[usize], own: usize) -> Vec<usize> {
+    match &info.shape {
+        Shape::Dims(d) => d
+            .iter()
+            .map(|n| match n.as_str() {
+                "rows" => shape.first().copied().unwrap_or(1),
+                "cols" => shape.iter().skip(1).product(),
+                _ => own,
+            })
+            .collect(),
+        _ => shape.to_vec(),
+    }
+}
 
 /// The declared shape of an input as text, with what its dimensions must be for a parameter
 /// of `rows` x `cols` (`[batch, 5]`), for error messages.
@@ -77,6 +98,9 @@ pub fn collect<'a, T>(
     named: &[Named<'a, T>],
 ) -> Result<StepInputs<'a, T>, InterpError> {
     let mut out = StepInputs::none(bound.len(), m.inputs.len());
+    if named.is_empty() {
+        return Ok(out);
+    }
     for &(param, input, shape, data) in named {
         let Some(i) = bound.iter().position(|bp| bp.name == param) else {
             let batched = bound.iter().any(|bp| bp.name.starts_with(&format!("{param}[")));

@@ -229,9 +229,11 @@ impl CpuEngine {
         let lens: Vec<(usize, usize)> = params.iter().zip(grads).map(|(p, g)| (p.len(), g.len())).collect();
         interp::check_step_args(&self.params, params.len(), grads.len(), &lens)?;
         let n_inputs = self.plan.module.inputs.len();
-        for (i, bp) in self.params.iter_mut().enumerate() {
-            bp.inputs = inputs.shapes(i);
-            bp.inputs.resize(n_inputs, None);
+        if n_inputs > 0 {
+            for (i, bp) in self.params.iter_mut().enumerate() {
+                bp.inputs = inputs.shapes(i);
+                bp.inputs.resize(n_inputs, None);
+            }
         }
         let plan = Arc::clone(&self.plan);
         counted_step(self, &plan, check, |e, run, outs| {

@@ -274,27 +274,28 @@ impl Optimizer {
                 let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|x| f64::from(*x)).collect()).collect();
                 let bad = if check { it.check_gradients(&grads)? } else { Vec::new() };
                 if bad.is_empty() {
-                    let wide: Vec<Vec<f64>> = given
-                        .members
-                        .iter()
-                        .flatten()
-                        .map(|g| g.map(|g| g.data.iter().map(|x| f64::from(*x)).collect()).unwrap_or_default())
-                        .collect();
-                    let n = m.inputs.len();
-                    let mut at = wide.iter();
-                    let members = given
+                    // The interpreter's inputs, widened to float64.
+                    let wide: Vec<Vec<Option<Vec<f64>>>> = given
                         .members
                         .iter()
                         .map(|row| {
-                            row.iter()
-                                .map(|g| {
-                                    let data = at.next().map(Vec::as_slice).unwrap_or_default();
-                                    g.map(|g| gdc_compiler::inputs::Given { shape: g.shape, data })
-                                })
-                                .collect::<Vec<_>>()
+                            row.iter().map(|g| g.map(|g| g.data.iter().map(|x| f64::from(*x)).collect())).collect()
                         })
                         .collect();
-                    debug_assert!(given.members.iter().all(|r| r.len() == n));
+                    let members = given
+                        .members
+                        .iter()
+                        .zip(&wide)
+                        .map(|(row, w)| {
+                            row.iter()
+                                .zip(w)
+                                .map(|(g, d)| {
+                                    g.zip(d.as_deref())
+                                        .map(|(g, data)| gdc_compiler::inputs::Given { shape: g.shape, data })
+                                })
+                                .collect()
+                        })
+                        .collect();
                     it.step_with_inputs(&mut values, &grads, &gdc_compiler::inputs::StepInputs { members })?;
                     for (p, v) in params.iter_mut().zip(&values) {
                         for (x, y) in p.iter_mut().zip(v) {

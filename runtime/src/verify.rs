@@ -56,28 +56,15 @@ pub fn random_inputs(
     seed: u64,
     step: usize,
 ) -> Vec<gdc_compiler::golden::GivenInput> {
-    use gdc_dsl::types::Shape;
     let mut out = Vec::new();
     for (pi, (name, shape)) in params.iter().enumerate() {
         let key = seed * 7919 + (step * 131 + pi) as u64;
         let own = 1 + (noise(key, 1)[0].abs() * 8.0) as usize % 8;
-        let rows = shape.first().copied().unwrap_or(1);
-        let cols: usize = shape.iter().skip(1).product();
         for (j, x) in m.inputs.iter().enumerate() {
             if x.optional && noise(key * 31 + j as u64, 1)[0] > -1.0 / 3.0 {
                 continue;
             }
-            let dims: Vec<usize> = match &x.shape {
-                Shape::Dims(d) => d
-                    .iter()
-                    .map(|n| match n.as_str() {
-                        "rows" => rows,
-                        "cols" => cols,
-                        _ => own,
-                    })
-                    .collect(),
-                _ => shape.clone(),
-            };
+            let dims = gdc_compiler::inputs::shape_for(x, shape, own);
             let n = dims.iter().product();
             out.push(gdc_compiler::golden::GivenInput {
                 param: name.clone(),

@@ -253,20 +253,8 @@ impl StepInputs {
     fn new(plan: &gdc_compiler::plan::Plan, specs: &[ParamSpec], batch: usize, seed: &mut u64) -> StepInputs {
         let mut all = Vec::new();
         for spec in specs {
-            let rows = spec.shape.first().copied().unwrap_or(1);
-            let cols: usize = spec.shape.iter().skip(1).product();
             for x in &plan.module.inputs {
-                let shape: Vec<usize> = match &x.shape {
-                    gdc_dsl::types::Shape::Dims(d) => d
-                        .iter()
-                        .map(|n| match n.as_str() {
-                            "rows" => rows,
-                            "cols" => cols,
-                            _ => batch,
-                        })
-                        .collect(),
-                    _ => spec.shape.clone(),
-                };
+                let shape = gdc_compiler::inputs::shape_for(x, &spec.shape, batch);
                 let data = fill_uniform(seed, shape.iter().product(), 0.1);
                 all.push((spec.name.clone(), x.name.clone(), shape, data, x.optional));
             }

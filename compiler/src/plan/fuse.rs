@@ -105,8 +105,14 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
         members[it].push(v);
     }
 
-    sink(func, phases, &items, &mut item_of, &mut members);
-    merge(func, &items, &red_deps, &mut item_of, &mut members);
+    let mut users_of: Vec<Vec<Value>> = vec![Vec::new(); n];
+    for v in func.values() {
+        for a in func.inst(v).args.iter().chain(&func.inst(v).guard) {
+            users_of[a.index()].push(v);
+        }
+    }
+    sink(func, phases, &items, &users_of, &mut item_of, &mut members);
+    merge(func, &items, &red_deps, &users_of, &mut item_of, &mut members);
     let from_store = stored_selects(func, phases, &item_of, &mut members);
 
     // Materialise values used outside their item.
@@ -287,6 +293,7 @@ fn sink(
     func: &Func,
     phases: &[Phase],
     items: &[Option<(Shape, Option<Value>)>],
+    users: &[Vec<Value>],
     item_of: &mut [Option<usize>],
     members: &mut [Vec<Value>],
 ) {
@@ -302,13 +309,6 @@ fn sink(
                 }
                 _ => {}
             }
-        }
-    }
-    let mut users: Vec<Vec<Value>> = vec![Vec::new(); func.insts.len()];
-    for v in func.values() {
-        let inst = func.inst(v);
-        for a in inst.args.iter().chain(&inst.guard) {
-            users[a.index()].push(v);
         }
     }
     for v in func.values().collect::<Vec<_>>().into_iter().rev() {
@@ -362,15 +362,10 @@ fn merge(
     func: &Func,
     items: &[Option<(Shape, Option<Value>)>],
     red_deps: &[BTreeSet<usize>],
+    users: &[Vec<Value>],
     item_of: &mut [Option<usize>],
     members: &mut [Vec<Value>],
 ) {
-    let mut users: Vec<Vec<Value>> = vec![Vec::new(); func.insts.len()];
-    for v in func.values() {
-        for a in func.inst(v).args.iter().chain(&func.inst(v).guard) {
-            users[a.index()].push(v);
-        }
-    }
     // The leaf buffers each item reads and the ones it stores.
     let touched = |ms: &[Value]| -> (Vec<Buffer>, Vec<Buffer>) {
         let (mut reads, mut stores) = (Vec::new(), Vec::new());

@@ -166,11 +166,7 @@ impl Checker<'_> {
                 let what = if entry.entity == Entity::InputDim { "the input dimension" } else { "the input" };
                 self.error(
                     Diagnostic::error("E0023", format!("{what} `{name}` cannot be used here"), span)
-                        .label(match self.ctx {
-                            Ctx::Prepare => "in `prepare`",
-                            Ctx::Fn => "in a function",
-                            _ => "in a state initialiser",
-                        })
+                        .label(self.outside_update())
                         .note(entry.span, "declared here")
                         .hint("inputs come with each parameter's step: read them in `update` (pass them to a function as arguments)"),
                 );
@@ -299,6 +295,15 @@ impl Checker<'_> {
                     .hint("state is initialised before the first step; initialise from `zeros`, numbers, hyperparameters, `p` and `eye`"),
             ),
             _ => None,
+        }
+    }
+
+    /// Where code outside an update runs, as a label for "cannot be used here".
+    fn outside_update(&self) -> &'static str {
+        match self.ctx {
+            Ctx::Prepare => "in `prepare`",
+            Ctx::Fn => "in a function",
+            _ => "in a state initialiser",
         }
     }
 
@@ -667,11 +672,7 @@ impl Checker<'_> {
                 if !matches!(self.ctx, Ctx::Update { .. }) {
                     self.error(
                         Diagnostic::error("E0023", format!("`{name}` cannot be used here"), span)
-                            .label(match self.ctx {
-                                Ctx::Prepare => "in `prepare`",
-                                Ctx::Fn => "in a function",
-                                _ => "in a state initialiser",
-                            })
+                            .label(self.outside_update())
                             .hint("a global reduction reads every parameter's tensors: call it in `update`, where it sees the gradients of the whole step"),
                     );
                     return None;

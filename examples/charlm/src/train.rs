@@ -264,9 +264,12 @@ impl HessianSamples {
         let labels = Tensor::from_vec(labels, b * t, &Device::Cpu)?;
         let grads = candle_nn::loss::cross_entropy(&flat, &labels)?.backward()?;
         let data = varmap.data().lock().map_err(|_| Error("the VarMap's lock is poisoned".into()))?;
+        // In name order, so the norm's sum (and the run) does not depend on the map's order.
+        let mut vars: Vec<(&String, &candle_core::Var)> = data.iter().collect();
+        vars.sort_by_key(|(name, _)| *name);
         let mut named: Vec<(String, Tensor)> = Vec::new();
         let mut sq = 0.0f64;
-        for (name, var) in data.iter() {
+        for (name, var) in vars {
             if let Some(g) = grads.get(var.as_tensor()) {
                 sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
                 named.push((name.clone(), g.clone()));
