@@ -3,6 +3,7 @@
 //! reference trajectories of PyTorch and optax against it.
 
 pub mod artifact;
+pub mod chunks;
 pub mod cpu;
 pub mod golden;
 pub mod gpu;

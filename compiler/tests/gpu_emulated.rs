@@ -51,10 +51,11 @@
 mod common;
 
 use common::Rng;
-use gdc_compiler::cpu::abi::{KernelAbi, KernelFn, Mode};
+use gdc_compiler::chunks::{CallExtent, Chunking, Combined};
+use gdc_compiler::cpu::abi::{self as cpu_abi, KernelAbi, KernelFn, Mode};
 use gdc_compiler::gpu::{abi as gabi, mlir};
 use gdc_compiler::interp::{self, BoundParam};
-use gdc_compiler::ir::{Binary, Func, Op, ReduceKind, Unary};
+use gdc_compiler::ir::{Binary, Func, Op, Unary};
 use gdc_compiler::plan::{Buffer, Item, Kernel, Plan};
 use gdc_dsl::types::Elem;
 use melior::dialect::DialectRegistry;
@@ -81,8 +82,6 @@ const CANARY: f32 = -8675.309;
 const PAD: usize = 8;
 /// What every partials slot holds before a launch.
 const PARTIAL_POISON: f64 = 1.0e300;
-/// Elements per CPU chunk (the CPU runtime's `CHUNK`).
-const CPU_CHUNK: usize = 1 << 16;
 
 /// Parameter shapes; each binds to the variant whose pattern it matches.
 const SHAPES: &[&[usize]] = &[
@@ -528,66 +527,83 @@ fn grid_dims(k: &Kernel, bp: &BoundParam) -> (usize, usize) {
     (interp::size_of(&d[0], bp), interp::size_of(&d[1], bp))
 }
 
-/// Runs the Cranelift kernel on every call as the CPU runtime does (flat kernels in its
-/// chunks, grid kernels whole); returns each call's full reductions.
+/// Runs the Cranelift kernel on every call as the CPU runtime does (in the chunks of
+/// `cpu::abi::CHUNKS`: element ranges, or bands of rows); combines the partials and writes
+/// axis reductions as it does; returns each call's full reductions.
 fn run_cpu(entry: KernelFn, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mut [Call]) -> Vec<Vec<f64>> {
-    let nred = abi.reductions.len();
-    let mut out = Vec::new();
-    for c in calls.iter_mut() {
+    let extents = extents_of(k, abi, calls);
+    let chunking = Chunking::new(abi, &extents, cpu_abi::CHUNKS);
+    let mut partials = vec![PARTIAL_POISON; chunking.partials.max(1)];
+    for ch in &chunking.chunks {
+        let c = &mut calls[ch.call];
         let bufs: Vec<*mut f32> = c.cpu.iter_mut().map(Buf::mut_ptr).collect();
         let scalars: Vec<f32> = c.scalars.iter().flat_map(|x| [*x; 4]).collect();
         let sizes = sizes_of(&c.bp).map(|x| x as u64);
-        let len = interp::elements_of(&k.domain, &c.bp);
-        let mut full = vec![0.0f64; nred];
-        let run = |start: usize, end: usize, nparts: usize| -> Vec<f64> {
-            let mut partials = vec![PARTIAL_POISON; nparts.max(1)];
-            // SAFETY: the CPU ABI: `bufs` holds one pointer per ABI buffer, each as long as
-            // the parameter's shape gives; `scalars` four lanes per scalar; `partials` has a
-            // slot per reduction (and a grid kernel's axis scratch).
-            unsafe {
-                entry(bufs.as_ptr(), scalars.as_ptr(), sizes.as_ptr(), start as u64, end as u64, partials.as_mut_ptr())
-            };
-            partials
+        // SAFETY: the CPU ABI: `bufs` holds one pointer per ABI buffer, each as long as the
+        // parameter's shape gives; `scalars` four lanes per scalar; `partials` has this
+        // chunk's slots from its offset (the chunking's layout).
+        unsafe {
+            entry(
+                bufs.as_ptr(),
+                scalars.as_ptr(),
+                sizes.as_ptr(),
+                ch.start as u64,
+                ch.end as u64,
+                partials.as_mut_ptr().add(ch.partials),
+            )
         };
-        match abi.mode {
-            Mode::Flat => {
-                let mut s = 0;
-                while s < len {
-                    let e = (s + CPU_CHUNK).min(len);
-                    let p = run(s, e, nred);
-                    for (ri, r) in abi.reductions.iter().enumerate() {
-                        full[ri] = ReduceKind::of(func, *r).fold(full[ri], p[ri]);
+    }
+    let combined = chunking.combine(func, abi, &extents, &partials);
+    write_axis(k, abi, calls, &combined, |c| &mut c.cpu);
+    combined.full
+}
+
+/// Each call's extent: its domain's elements, and a grid kernel's rows and columns.
+fn extents_of(k: &Kernel, abi: &KernelAbi, calls: &[Call]) -> Vec<CallExtent> {
+    calls
+        .iter()
+        .map(|c| {
+            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(k, &c.bp) } else { (0, 0) };
+            CallExtent { len: interp::elements_of(&k.domain, &c.bp), rows, cols }
+        })
+        .collect()
+}
+
+/// Writes each call's combined axis reductions to their output buffers (of one backend's
+/// copies) where their guards hold, as both runtimes do.
+fn write_axis(
+    k: &Kernel,
+    abi: &KernelAbi,
+    calls: &mut [Call],
+    combined: &Combined,
+    bufs: fn(&mut Call) -> &mut Vec<Buf>,
+) {
+    for (ci, c) in calls.iter_mut().enumerate() {
+        for (ai, (v, _)) in abi.axis_reductions.iter().enumerate() {
+            for o in k.outputs.iter().filter(|o| o.value == *v) {
+                if let Some(g) = o.guard {
+                    let gi = abi.scalars.iter().position(|s| *s == g).expect("an output guard is a kernel scalar");
+                    if c.scalars[gi] == 0.0 {
+                        continue;
                     }
-                    s = e;
                 }
-            }
-            Mode::Grid => {
-                let (rows, cols) = grid_dims(k, &c.bp);
-                let scratch: usize =
-                    abi.axis_reductions.iter().map(|(_, by_rows)| if *by_rows { rows } else { cols }).sum();
-                let p = run(0, len, nred + scratch);
-                for (ri, r) in abi.reductions.iter().enumerate() {
-                    full[ri] = ReduceKind::of(func, *r).fold(full[ri], p[ri]);
+                let slot = abi.buffers.iter().position(|b| *b == o.buffer).expect("an output buffer");
+                let dst = bufs(c)[slot].body_mut();
+                assert_eq!(dst.len(), combined.axis[ci][ai].len(), "axis reduction {v}: its buffer's length");
+                for (d, x) in dst.iter_mut().zip(&combined.axis[ci][ai]) {
+                    *d = *x as f32;
                 }
             }
         }
-        out.push(full);
     }
-    out
 }
 
 /// Runs the emulated GPU kernel once over every call, with the CUDA runtime's tables and
 /// chunks; combines the partials and writes axis reductions as it does; returns each call's
 /// full reductions.
 fn run_gpu(f: EmuKernel, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mut [Call]) -> (Vec<Vec<f64>>, usize) {
-    let extents: Vec<gabi::CallExtent> = calls
-        .iter()
-        .map(|c| {
-            let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(k, &c.bp) } else { (0, 0) };
-            gabi::CallExtent { len: interp::elements_of(&k.domain, &c.bp), rows, cols }
-        })
-        .collect();
-    let chunking = gabi::Chunking::new(abi, &extents);
+    let extents = extents_of(k, abi, calls);
+    let chunking = Chunking::new(abi, &extents, gabi::CHUNKS);
     let stride = abi.scalars.len().max(1);
     let mut t = Tables {
         ptrs: Vec::new(),
@@ -610,24 +626,7 @@ fn run_gpu(f: EmuKernel, func: &Func, k: &Kernel, abi: &KernelAbi, calls: &mut [
         launch(f, &mut t);
     }
     let combined = chunking.combine(func, abi, &extents, &t.partials);
-    for (ci, c) in calls.iter_mut().enumerate() {
-        for (ai, (v, _)) in abi.axis_reductions.iter().enumerate() {
-            for o in k.outputs.iter().filter(|o| o.value == *v) {
-                if let Some(g) = o.guard {
-                    let gi = abi.scalars.iter().position(|s| *s == g).expect("an output guard is a kernel scalar");
-                    if c.scalars[gi] == 0.0 {
-                        continue;
-                    }
-                }
-                let slot = abi.buffers.iter().position(|b| *b == o.buffer).expect("an output buffer");
-                let dst = c.gpu[slot].body_mut();
-                assert_eq!(dst.len(), combined.axis[ci][ai].len(), "axis reduction {v}: its buffer's length");
-                for (d, x) in dst.iter_mut().zip(&combined.axis[ci][ai]) {
-                    *d = *x as f32;
-                }
-            }
-        }
-    }
+    write_axis(k, abi, calls, &combined, |c| &mut c.gpu);
     (combined.full, chunking.chunks.len())
 }
 

@@ -12,7 +12,8 @@ use crate::shared::{
     Partial, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
-use gdc_compiler::cpu::abi::Mode;
+use gdc_compiler::chunks::{CallExtent, Chunk, Chunking};
+use gdc_compiler::cpu::abi::{Mode, CHUNKS};
 use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
 use gdc_compiler::inputs::{Given, StepInputs};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
@@ -20,13 +21,7 @@ use gdc_compiler::ir::{Func, ReduceKind, Value};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Elements per chunk: large enough that a chunk's work dwarfs handing it to a thread,
-/// small enough that every thread gets several. Fixed, so chunk boundaries (and the order
-/// in which reductions are combined) do not depend on the thread count.
-const CHUNK: usize = 1 << 16;
 
 /// A zeroed float32 buffer whose first element sits `skew` cache lines past where the
 /// allocator put it. Large allocations all start at the same offset within a page, so the
@@ -136,14 +131,6 @@ struct Call<'a> {
     /// Elements in the kernel's domain for this parameter.
     len: usize,
     param: usize,
-}
-
-/// A chunk of a call: elements `start..end`.
-struct Chunk {
-    call: usize,
-    start: u64,
-    end: u64,
-    partials: usize,
 }
 
 impl CpuEngine {
@@ -349,7 +336,7 @@ impl CpuEngine {
                         let (mut slots, columns) = if calls.is_empty() {
                             Default::default()
                         } else {
-                            self.run_kernel(&calls, &k.domain, func, columns)?
+                            self.run_kernel(&calls, k, func, columns)?
                         };
                         if let (true, Some(c)) = (combining, combine.as_mut()) {
                             // Whole-tensor partials, then each column reduction's, a partial
@@ -372,11 +359,12 @@ impl CpuEngine {
                             }
                             let mut at = slots.len();
                             for (mi, r, xs) in &columns {
-                                let combined: Vec<f32> =
-                                    parts[at..at + xs.len()].iter().map(|p| p.value as f32).collect();
+                                let combined: Vec<f64> = parts[at..at + xs.len()].iter().map(|p| p.value).collect();
                                 at += xs.len();
-                                let temps = if init { Some(&mut init_temps[members[*mi]]) } else { None };
-                                self.write_output(k, members[*mi], *r, &combined, temps)?;
+                                let Some(call) = calls.iter().find(|c| c.param == *mi) else {
+                                    return Err(internal(format!("column reduction {r} of no call")));
+                                };
+                                write_axis(k, call, *r, &combined)?;
                             }
                         }
                         for (mi, r, x) in slots {
@@ -398,139 +386,79 @@ impl CpuEngine {
         Ok(non_finite)
     }
 
-    /// Overwrites every output of kernel `k` that holds value `r` for parameter `i` with
-    /// `values` (a column reduction's combined sums); `init_temps` are the initialiser's
-    /// temporaries when the init plan runs.
-    fn write_output(
-        &mut self,
-        k: &Kernel,
-        i: usize,
-        r: Value,
-        values: &[f32],
-        mut init_temps: Option<&mut Vec<Padded>>,
-    ) -> Result<(), RuntimeError> {
-        for o in k.outputs.iter().filter(|o| o.value == r) {
-            let dst: &mut [f32] = match (o.buffer, init_temps.as_deref_mut()) {
-                (Buffer::Temp(t), Some(temps)) => &mut temps[t],
-                (Buffer::Temp(t), None) => &mut self.owned[i].temps[t],
-                (Buffer::State(s), _) if !self.plan.module.states[s].bf16 => {
-                    self.owned[i].states[s].as_deref_mut().unwrap_or(&mut [])
-                }
-                _ => return Err(internal(format!("column reduction {r} writes {:?}", o.buffer))),
-            };
-            if dst.len() != values.len() {
-                return Err(internal(format!("column reduction {r}: {} columns, {} values", dst.len(), values.len())));
-            }
-            dst.copy_from_slice(values);
-        }
-        Ok(())
-    }
-
-    /// Runs one kernel item over every call: flat kernels cut into chunks, grid kernels
-    /// whole; returns the reduction slots (call's member index, value, result) and, with
-    /// `columns`, each column reduction's (`sum(x, axis = 0)`) float64 sums (call's member
-    /// index, value, one per column), which the kernel also wrote, rounded, to its outputs.
+    /// Runs one kernel item over every call, cut into chunks ([`gdc_compiler::chunks`]):
+    /// flat kernels into element ranges, grid kernels into bands of rows. Returns the full
+    /// reductions (call's member index, value, result) and writes each axis reduction to its
+    /// outputs where their guards hold, except, with `columns`, those along the rows
+    /// (`sum(x, axis = 0)`), whose float64 sums it returns instead (call's member index,
+    /// value, one per column) for the caller to combine across ranks and [`write_axis`].
     #[allow(clippy::type_complexity)]
     fn run_kernel(
         &self,
         calls: &[Call],
-        domain: &Shape,
+        k: &Kernel,
         func: &Func,
         columns: bool,
     ) -> Result<(Vec<(usize, Value, f64)>, Vec<(usize, Value, Vec<f64>)>), RuntimeError> {
-        let chunk = CHUNK;
-        let mut chunks = Vec::new();
-        let mut npartials = 0;
-        for (ci, c) in calls.iter().enumerate() {
-            let n = c.len;
-            let abi = &c.kernel.abi;
-            match abi.mode {
-                Mode::Flat => {
-                    let mut s = 0;
-                    while s < n || (n == 0 && s == 0) {
-                        let e = (s + chunk).min(n);
-                        chunks.push(Chunk { call: ci, start: s as u64, end: e as u64, partials: npartials });
-                        npartials += abi.reductions.len();
-                        if n == 0 {
-                            break;
-                        }
-                        s = e;
-                    }
-                }
-                Mode::Grid => {
-                    chunks.push(Chunk { call: ci, start: 0, end: n as u64, partials: npartials });
-                    let dn = names(domain);
-                    let (rows, cols) = (size_of(&dn[0], c.sizes), size_of(&dn[1], c.sizes));
-                    npartials += abi.reductions.len()
-                        + abi
-                            .axis_reductions
-                            .iter()
-                            .map(|(_, by_rows)| if *by_rows { rows } else { cols })
-                            .sum::<usize>();
-                }
-            }
-        }
-        let mut partials = vec![0.0f64; npartials];
+        let abi = &calls[0].kernel.abi;
+        let dn = names(&k.domain);
+        let extents: Vec<CallExtent> = calls
+            .iter()
+            .map(|c| match abi.mode {
+                Mode::Flat => CallExtent { len: c.len, rows: 0, cols: 0 },
+                Mode::Grid => CallExtent { len: c.len, rows: size_of(&dn[0], c.sizes), cols: size_of(&dn[1], c.sizes) },
+            })
+            .collect();
+        let chunking = Chunking::new(abi, &extents, CHUNKS);
+        let mut partials = vec![0.0f64; chunking.partials.max(1)];
         let base = Ptr(partials.as_mut_ptr() as *mut f32);
         let run = |ch: &Chunk| {
             let c = &calls[ch.call];
-            // SAFETY: the kernel reads and writes elements start..end of buffers whose
-            // lengths `bind` checked against the parameter's sizes; each chunk has its own
-            // range of `partials`; grid kernels own their whole tensor.
+            // SAFETY: the kernel reads and writes elements (flat) or rows (grid) start..end of
+            // buffers whose lengths `bind` checked against the parameter's sizes; each chunk
+            // has its own range of `partials`, sized by the chunking.
             unsafe {
                 let parts = (base.get() as *mut f64).add(ch.partials);
-                (c.kernel.entry)(c.bufs.as_ptr(), c.scalars.as_ptr(), c.sizes.as_ptr(), ch.start, ch.end, parts);
+                (c.kernel.entry)(
+                    c.bufs.as_ptr(),
+                    c.scalars.as_ptr(),
+                    c.sizes.as_ptr(),
+                    ch.start as u64,
+                    ch.end as u64,
+                    parts,
+                );
             }
         };
         // Work that fits one chunk runs on the calling thread: waking the pool costs more
         // than stepping a few small tensors (tens of microseconds against a few).
-        let elements: u64 = chunks.iter().map(|ch| ch.end - ch.start).sum();
-        if chunks.len() == 1 || elements <= chunk as u64 {
-            chunks.iter().for_each(run);
+        let elements: usize = chunking
+            .chunks
+            .iter()
+            .map(|ch| (ch.end - ch.start) * if abi.mode == Mode::Grid { extents[ch.call].cols } else { 1 })
+            .sum();
+        if chunking.chunks.len() <= 1 || elements <= CHUNKS.flat {
+            chunking.chunks.iter().for_each(run);
         } else {
-            self.pool.install(|| chunks.par_iter().for_each(run));
+            self.pool.install(|| chunking.chunks.par_iter().for_each(run));
         }
-        // Combine the chunks' partial reductions in chunk order.
-        let mut out: Vec<(usize, Value, f64)> = Vec::new();
-        let mut acc: HashMap<(usize, Value), f64> = HashMap::new();
-        for ch in &chunks {
-            let c = &calls[ch.call];
-            for (ri, r) in c.kernel.abi.reductions.iter().enumerate() {
-                let x = partials[ch.partials + ri];
-                let e = acc.entry((c.param, *r)).or_insert_with(|| {
-                    out.push((c.param, *r, 0.0));
-                    0.0
-                });
-                *e = ReduceKind::of(func, *r).fold(*e, x);
-            }
-        }
-        for o in &mut out {
-            o.2 = acc[&(o.0, o.1)];
-        }
-        // A grid kernel's axis sums follow its whole-tensor partials, a row's or column's
-        // each (see the CPU backend's grid loop).
+        // Combined in chunk order.
+        let combined = chunking.combine(func, abi, &extents, &partials);
+        let mut full = Vec::with_capacity(calls.len() * abi.reductions.len());
         let mut sums = Vec::new();
-        if !columns {
-            return Ok((out, sums));
-        }
-        for ch in &chunks {
-            let c = &calls[ch.call];
-            let abi = &c.kernel.abi;
-            if abi.mode != Mode::Grid {
-                continue;
+        for (ci, c) in calls.iter().enumerate() {
+            for (ri, r) in abi.reductions.iter().enumerate() {
+                full.push((c.param, *r, combined.full[ci][ri]));
             }
-            let dn = names(domain);
-            let (rows, cols) = (size_of(&dn[0], c.sizes), size_of(&dn[1], c.sizes));
-            let mut at = ch.partials + abi.reductions.len();
-            for (r, by_rows) in &abi.axis_reductions {
-                let n = if *by_rows { rows } else { cols };
-                if !by_rows {
-                    sums.push((c.param, *r, partials[at..at + n].to_vec()));
+            for (ai, (r, by_rows)) in abi.axis_reductions.iter().enumerate() {
+                let values = &combined.axis[ci][ai];
+                if columns && !by_rows {
+                    sums.push((c.param, *r, values.clone()));
+                } else {
+                    write_axis(k, c, *r, values)?;
                 }
-                at += n;
             }
         }
-        Ok((out, sums))
+        Ok((full, sums))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -692,4 +620,40 @@ impl StateStore for CpuEngine {
             _ => false,
         })
     }
+}
+
+/// Writes an axis reduction's combined values (`r`, one per row or column) to every output
+/// of `k` that holds it and whose guard holds for call `c`, rounded to float32 (or bf16).
+fn write_axis(k: &Kernel, c: &Call, r: Value, values: &[f64]) -> Result<(), RuntimeError> {
+    let abi = &c.kernel.abi;
+    for o in k.outputs.iter().filter(|o| o.value == r) {
+        if let Some(g) = o.guard {
+            let Some(gi) = abi.scalars.iter().position(|s| *s == g) else {
+                return Err(internal(format!("the guard {g} of axis reduction {r} is not a kernel scalar")));
+            };
+            if c.scalars[4 * gi] == 0.0 {
+                continue;
+            }
+        }
+        let Some(slot) = abi.buffers.iter().position(|b| *b == o.buffer) else {
+            return Err(internal(format!("axis reduction {r} writes {:?}, not a kernel buffer", o.buffer)));
+        };
+        let ptr = c.bufs[slot];
+        // SAFETY: an axis reduction's output buffer holds one element per row or column of
+        // the parameter (its shape, which `bind` sized), as many as `values`; the kernel's
+        // chunks have all returned, so nothing else touches it.
+        unsafe {
+            if abi.bf16[slot] {
+                let p = ptr as *mut u16;
+                for (j, x) in values.iter().enumerate() {
+                    *p.add(j) = gdc_compiler::ir::bf16_bits(*x as f32);
+                }
+            } else {
+                for (j, x) in values.iter().enumerate() {
+                    *ptr.add(j) = *x as f32;
+                }
+            }
+        }
+    }
+    Ok(())
 }

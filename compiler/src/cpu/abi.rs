@@ -1,6 +1,7 @@
 //! The calling convention between a compiled CPU kernel and the runtime: which buffers its
 //! pointer table holds, which uniform scalars the host passes, how it iterates (a flat SIMD
-//! loop over any element range, or a whole-tensor grid loop), and where reductions land.
+//! loop over any element range, or a grid loop over any band of rows), and where reductions
+//! land.
 //!
 //! Every kernel is `extern "C" fn(bufs, scalars, sizes, start, end, partials)`:
 //! - `bufs: *const *mut f32`: one pointer per entry of [`KernelAbi::buffers`];
@@ -9,14 +10,21 @@
 //!   per-parameter scalars, device scalars, reduction slots of earlier items, scalar state,
 //!   output guards);
 //! - `sizes: *const u64`: the parameter's `[numel, rows, cols]`;
-//! - `start..end`: the elements to process ([`Mode::Flat`]; a grid kernel runs whole);
-//! - `partials: *mut f64`: the full reductions of this call, in [`KernelAbi::reductions`]
-//!   order, then (grid kernels) scratch for axis reductions.
+//! - `start..end`: the elements ([`Mode::Flat`]) or rows ([`Mode::Grid`]) to process;
+//! - `partials: *mut f64`: this chunk's slots, laid out as [`crate::chunks`] says: the full
+//!   reductions in [`KernelAbi::reductions`] order, then (grid kernels) the axis reductions
+//!   of the band, which the runtime combines and writes to their buffers.
 
 use crate::interp::names_of as names;
 use crate::ir::{Func, Op};
 use crate::plan::{Buffer, Kernel};
 use gdc_dsl::types::Shape;
+
+/// How the CPU runtime cuts a launch into chunks: 64K elements, or bands of about 128K
+/// elements (fewer, larger bands: each carries a float64 partial per column of every
+/// reduction along the rows, which the host folds). Fixed, so chunk boundaries (and the
+/// order in which reductions are combined) do not depend on the thread count.
+pub const CHUNKS: crate::chunks::ChunkSizes = crate::chunks::ChunkSizes { flat: 1 << 16, grid: 1 << 17 };
 
 /// The machine-code signature every kernel has.
 pub type KernelFn = unsafe extern "C" fn(*const *mut f32, *const f32, *const u64, u64, u64, *mut f64);
@@ -28,7 +36,8 @@ pub enum Mode {
     /// lanes at a time, so the runtime may cut it into chunks across threads.
     Flat,
     /// A matrix domain with broadcast operands, axis reductions or index-dependent values
-    /// (`eye`): a row-by-column loop over the whole tensor, in one call.
+    /// (`eye`): a row-by-column loop over a band of rows, so the runtime may cut a tensor
+    /// into bands across threads.
     Grid,
 }
 

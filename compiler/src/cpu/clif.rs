@@ -1,6 +1,7 @@
 //! Kernel to Cranelift IR: one function per fused kernel. A flat kernel is a loop over
-//! 128-bit lanes (four float32, unrolled twice) then a scalar tail; a grid kernel is a
-//! row-by-column scalar loop that indexes broadcast operands and fills axis reductions.
+//! 128-bit lanes (four float32, unrolled twice) then a scalar tail; a grid kernel loops over
+//! a band of rows and, per row, over 128-bit lanes of the columns (row vectors splatted,
+//! column vectors loaded contiguously) then a scalar tail, filling axis reductions.
 //! Uniform values are loaded and splatted once, before the loop. Arithmetic is float32,
 //! IEEE-exact where Cranelift has the instruction (`sqrt`, `min`/`max` propagate NaN), and
 //! `exp`, `log`, `pow` and `%` call the Rust standard library's float32 functions lane by
@@ -439,7 +440,7 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
     let bf16 = abi.bf16.clone();
     let mut cx = Ctx { ptrs, bf16, uniform, out_guards, sizes, masks, known: HashMap::new(), live: None };
     if abi.mode == Mode::Grid {
-        grid(&mut e, &mut cx, func, k, abi, partials);
+        grid(&mut e, &mut cx, func, k, abi, start, end, partials);
         return;
     }
     if conds.is_empty() {
@@ -599,26 +600,7 @@ fn flat(
     // Vector accumulators: a sum keeps two f64x2 (lanes 0-1 and 2-3), a max-abs one f32x4.
     let i_var = e.b.declare_var(types::I64);
     e.b.def_var(i_var, start);
-    let mut vacc: Vec<(Variable, Option<Variable>)> = Vec::new();
-    for (_, kind) in &sums {
-        match kind {
-            ReduceKind::Sum => {
-                let z = e.b.ins().f64const(0.0);
-                let z2 = e.b.ins().splat(types::F64X2, z);
-                let lo = e.b.declare_var(types::F64X2);
-                let hi = e.b.declare_var(types::F64X2);
-                e.b.def_var(lo, z2);
-                e.b.def_var(hi, z2);
-                vacc.push((lo, Some(hi)));
-            }
-            ReduceKind::MaxAbs => {
-                let z = e.fconst(types::F32X4, 0.0);
-                let a = e.b.declare_var(types::F32X4);
-                e.b.def_var(a, z);
-                vacc.push((a, None));
-            }
-        }
-    }
+    let vacc: Vec<VecAcc> = sums.iter().map(|(_, kind)| VecAcc::new(e, *kind)).collect();
     let len = e.b.ins().isub(end, start);
     let vec_len = e.b.ins().band_imm_s(len, !(step - 1));
     let vec_end = e.b.ins().iadd(start, vec_len);
@@ -639,39 +621,9 @@ fn flat(
         let off = (u * LANES * 4) as i32;
         let env = load_inputs(e, cx, func, k, abi, types::F32X4, byte, off);
         let env = body(e, cx, func, k, types::F32X4, env);
-        for (ri, (r, kind)) in sums.iter().enumerate() {
-            let x = match get(&env, cx, func.inst(*r).args[0]) {
-                Val::Varying(x) => x,
-                Val::Uniform(_, splat) => splat,
-            };
-            match kind {
-                ReduceKind::Sum => {
-                    let lo_x = e.b.ins().fvpromote_low(x);
-                    let bytes =
-                        e.b.ins().bitcast(types::I8X16, MemFlagsData::new().with_endianness(Endianness::Little), x);
-                    let mask = e.b.func.dfg.immediates.push((8u8..16).chain(8..16).collect::<Vec<u8>>().into());
-                    let hi_bytes = e.b.ins().shuffle(bytes, bytes, mask);
-                    let hi_f = e.b.ins().bitcast(
-                        types::F32X4,
-                        MemFlagsData::new().with_endianness(Endianness::Little),
-                        hi_bytes,
-                    );
-                    let hi_x = e.b.ins().fvpromote_low(hi_f);
-                    let (lo, hi) = (vacc[ri].0, vacc[ri].1.expect("a sum has two accumulators"));
-                    let a = e.b.use_var(lo);
-                    let a = e.b.ins().fadd(a, lo_x);
-                    e.b.def_var(lo, a);
-                    let c = e.b.use_var(hi);
-                    let c = e.b.ins().fadd(c, hi_x);
-                    e.b.def_var(hi, c);
-                }
-                ReduceKind::MaxAbs => {
-                    let a = e.b.use_var(vacc[ri].0);
-                    let ax = e.b.ins().fabs(x);
-                    let m = e.b.ins().fmax(a, ax);
-                    e.b.def_var(vacc[ri].0, m);
-                }
-            }
+        for (ri, (r, _)) in sums.iter().enumerate() {
+            let x = vector_of(get(&env, cx, func.inst(*r).args[0]));
+            vacc[ri].add(e, x);
         }
         store_outputs(e, cx, k, abi, &env, types::F32X4, byte, off);
     }
@@ -685,27 +637,9 @@ fn flat(
 
     // Fold the vector accumulators into scalar ones for the tail.
     let mut sacc: Vec<Variable> = Vec::new();
-    for (ri, (_, kind)) in sums.iter().enumerate() {
+    for acc in &vacc {
         let var = e.b.declare_var(types::F64);
-        let x = match kind {
-            ReduceKind::Sum => {
-                let lo = e.b.use_var(vacc[ri].0);
-                let hi = e.b.use_var(vacc[ri].1.expect("a sum has two accumulators"));
-                let s = e.b.ins().fadd(lo, hi);
-                let a = e.b.ins().extractlane(s, 0);
-                let c = e.b.ins().extractlane(s, 1);
-                e.b.ins().fadd(a, c)
-            }
-            ReduceKind::MaxAbs => {
-                let v = e.b.use_var(vacc[ri].0);
-                let mut m = e.b.ins().extractlane(v, 0);
-                for lane in 1..LANES as u8 {
-                    let x = e.b.ins().extractlane(v, lane);
-                    m = e.b.ins().fmax(m, x);
-                }
-                e.b.ins().fpromote(types::F64, m)
-            }
-        };
+        let x = acc.fold_lanes(e);
         e.b.def_var(var, x);
         sacc.push(var);
     }
@@ -725,23 +659,8 @@ fn flat(
     let env = load_inputs(e, cx, func, k, abi, types::F32, byte, 0);
     let env = body(e, cx, func, k, types::F32, env);
     for (ri, (r, kind)) in sums.iter().enumerate() {
-        let x = match get(&env, cx, func.inst(*r).args[0]) {
-            Val::Varying(x) => x,
-            Val::Uniform(s, _) => s,
-        };
-        let a = e.b.use_var(sacc[ri]);
-        let n = match kind {
-            ReduceKind::Sum => {
-                let x64 = e.b.ins().fpromote(types::F64, x);
-                e.b.ins().fadd(a, x64)
-            }
-            ReduceKind::MaxAbs => {
-                let ax = e.b.ins().fabs(x);
-                let x64 = e.b.ins().fpromote(types::F64, ax);
-                e.b.ins().fmax(a, x64)
-            }
-        };
-        e.b.def_var(sacc[ri], n);
+        let x = scalar_of(get(&env, cx, func.inst(*r).args[0]));
+        accumulate_var(e, *kind, sacc[ri], x);
     }
     store_outputs(e, cx, k, abi, &env, types::F32, byte, 0);
     let i = e.b.use_var(i_var);
@@ -832,22 +751,34 @@ fn store_outputs(
 
 /// A counted loop `for var in 0..n { inner }` (i64), leaving the builder after it.
 fn counted_loop(e: &mut Emitter, n: cranelift_codegen::ir::Value, inner: &mut dyn FnMut(&mut Emitter, Variable)) {
-    let var = e.b.declare_var(types::I64);
     let zero = e.b.ins().iconst(types::I64, 0);
-    e.b.def_var(var, zero);
+    range_loop(e, zero, n, 1, inner);
+}
+
+/// A loop `for var in (lo..hi).step_by(step) { inner }` (i64, unsigned comparison),
+/// leaving the builder after it.
+fn range_loop(
+    e: &mut Emitter,
+    lo: cranelift_codegen::ir::Value,
+    hi: cranelift_codegen::ir::Value,
+    step: i64,
+    inner: &mut dyn FnMut(&mut Emitter, Variable),
+) {
+    let var = e.b.declare_var(types::I64);
+    e.b.def_var(var, lo);
     let head = e.b.create_block();
     let bodyb = e.b.create_block();
     let exit = e.b.create_block();
     e.b.ins().jump(head, &[]);
     e.b.switch_to_block(head);
     let i = e.b.use_var(var);
-    let more = e.b.ins().icmp(IntCC::UnsignedLessThan, i, n);
+    let more = e.b.ins().icmp(IntCC::UnsignedLessThan, i, hi);
     e.b.ins().brif(more, bodyb, &[], exit, &[]);
     e.b.switch_to_block(bodyb);
     e.b.seal_block(bodyb);
     inner(e, var);
     let i = e.b.use_var(var);
-    let next = e.b.ins().iadd_imm_s(i, 1);
+    let next = e.b.ins().iadd_imm_s(i, step);
     e.b.def_var(var, next);
     e.b.ins().jump(head, &[]);
     e.b.seal_block(head);
@@ -855,28 +786,49 @@ fn counted_loop(e: &mut Emitter, n: cranelift_codegen::ir::Value, inner: &mut dy
     e.b.seal_block(exit);
 }
 
+/// How a grid kernel reads one of its tensor inputs at grid position (r, c).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GridOperand {
+    /// Shaped like the domain: at the flat index.
+    Domain,
+    /// A `[rows]` vector: one value per row.
+    Row,
+    /// A `[cols]` vector: one value per column, contiguous along a row.
+    Col,
+    /// Anything else (a transposed operand): by `index_in`, one element at a time.
+    Other,
+}
+
+/// A grid kernel over rows `start..end` of its matrix domain, every column. Per row, a
+/// four-lane loop over the columns then a scalar tail, when every operand is shaped like
+/// the domain, a row vector (its value splatted) or a column vector (contiguous) and there
+/// is no `eye`; otherwise one element at a time. Partials (see `crate::chunks`): the full
+/// reductions, then per axis reduction this band's value for each of its rows, or a value
+/// for each column (accumulated in place, from zero). The runtime writes axis reductions to
+/// their buffers.
+#[allow(clippy::too_many_arguments)]
 fn grid(
     e: &mut Emitter,
     cx: &mut Ctx,
     func: &Func,
     k: &Kernel,
     abi: &KernelAbi,
+    start: cranelift_codegen::ir::Value,
+    end: cranelift_codegen::ir::Value,
     partials: cranelift_codegen::ir::Value,
 ) {
     let domain = names(&k.domain);
-    let rows = cx.sizes[size_index(&domain[0])];
     let cols = cx.sizes[size_index(&domain[1])];
     let nfull = abi.reductions.len() as i64;
+    let band = e.b.ins().isub(end, start);
     // Scratch offsets (in f64 elements from `partials`) of the axis reductions.
     let mut scratch: Vec<cranelift_codegen::ir::Value> = Vec::new();
     let mut at = e.b.ins().iconst(types::I64, nfull);
     for (_, by_rows) in &abi.axis_reductions {
         scratch.push(at);
-        let n = if *by_rows { rows } else { cols };
-        at = e.b.ins().iadd(at, n);
+        at = e.b.ins().iadd(at, if *by_rows { band } else { cols });
     }
     let scratch_end = at;
-    // Zero the accumulators (full and axis).
     counted_loop(e, scratch_end, &mut |e, var| {
         let i = e.b.use_var(var);
         let byte = e.b.ins().ishl_imm_u(i, 3);
@@ -884,28 +836,102 @@ fn grid(
         let z = e.b.ins().f64const(0.0);
         e.b.ins().store(flags(), z, addr, 0);
     });
-    let flat_var = e.b.declare_var(types::I64);
-    let zero = e.b.ins().iconst(types::I64, 0);
-    e.b.def_var(flat_var, zero);
+    let operands: Vec<(Value, usize, GridOperand, Vec<String>)> = k
+        .inputs
+        .iter()
+        .filter(|(v, _)| func.ty(*v).shape != gdc_dsl::types::Shape::Scalar)
+        .map(|(v, buf)| {
+            let vn = names(&func.ty(*v).shape);
+            let kind = if vn == domain {
+                GridOperand::Domain
+            } else if vn == [domain[0].clone()] {
+                GridOperand::Row
+            } else if vn == [domain[1].clone()] {
+                GridOperand::Col
+            } else {
+                GridOperand::Other
+            };
+            (*v, abi.buffers.iter().position(|x| x == buf).unwrap_or(0), kind, vn)
+        })
+        .collect();
+    let vectorize =
+        operands.iter().all(|o| o.2 != GridOperand::Other) && !k.body.iter().any(|v| func.inst(*v).op == Op::Eye);
+    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
+    let axis_kinds: Vec<ReduceKind> = abi.axis_reductions.iter().map(|(r, _)| ReduceKind::of(func, *r)).collect();
+    let row_axes: Vec<usize> = (0..abi.axis_reductions.len()).filter(|a| abi.axis_reductions[*a].1).collect();
+    let vfull: Vec<VecAcc> = kinds.iter().map(|kind| VecAcc::new(e, *kind)).collect();
+    let sfull: Vec<Variable> = kinds.iter().map(|_| zero_f64_var(e)).collect();
+    let vrow: Vec<VecAcc> = row_axes.iter().map(|a| VecAcc::new(e, axis_kinds[*a])).collect();
+    let srow: Vec<Variable> = row_axes.iter().map(|_| zero_f64_var(e)).collect();
     let cxr: &Ctx = cx;
-    counted_loop(e, rows, &mut |e, rvar| {
-        counted_loop(e, cols, &mut |e, cvar| {
-            let r = e.b.use_var(rvar);
-            let c = e.b.use_var(cvar);
-            let flat = e.b.use_var(flat_var);
-            let byte = e.b.ins().ishl_imm_u(flat, 2);
-            // Inputs: domain-shaped ones at the flat index, broadcast ones by their names.
-            let mut env = HashMap::new();
-            for (v, buf) in &k.inputs {
-                let shape = &func.ty(*v).shape;
-                if *shape == gdc_dsl::types::Shape::Scalar {
-                    continue;
+    let zero = e.b.ins().iconst(types::I64, 0);
+    range_loop(e, start, end, 1, &mut |e, rvar| {
+        let r = e.b.use_var(rvar);
+        let rowflat = e.b.ins().imul(r, cols);
+        for (acc, var) in vrow.iter().zip(&srow) {
+            acc.reset(e);
+            let z = e.b.ins().f64const(0.0);
+            e.b.def_var(*var, z);
+        }
+        let rbyte = e.b.ins().ishl_imm_u(r, 2);
+        let mut row_values = HashMap::new();
+        for (v, slot, kind, _) in &operands {
+            if *kind == GridOperand::Row {
+                let x = e.load_elem(types::F32, cxr.ptrs[*slot], rbyte, 0, cxr.bf16[*slot]);
+                row_values.insert(*v, x);
+            }
+        }
+        let tail_start = if vectorize {
+            let vec_cols = e.b.ins().band_imm_s(cols, !(LANES - 1));
+            range_loop(e, zero, vec_cols, LANES, &mut |e, cvar| {
+                let c = e.b.use_var(cvar);
+                let flat = e.b.ins().iadd(rowflat, c);
+                let byte = e.b.ins().ishl_imm_u(flat, 2);
+                let cbyte = e.b.ins().ishl_imm_u(c, 2);
+                let mut env = HashMap::new();
+                for (v, slot, kind, _) in &operands {
+                    let x = match kind {
+                        GridOperand::Row => e.b.ins().splat(types::F32X4, row_values[v]),
+                        GridOperand::Col => e.load_elem(types::F32X4, cxr.ptrs[*slot], cbyte, 0, cxr.bf16[*slot]),
+                        _ => e.load_elem(types::F32X4, cxr.ptrs[*slot], byte, 0, cxr.bf16[*slot]),
+                    };
+                    env.insert(*v, Val::Varying(x));
                 }
-                let slot = abi.buffers.iter().position(|x| x == buf).unwrap_or(0);
-                let vn = names(shape);
-                let idx = if vn == domain { flat } else { index_in(e, cxr, &vn, &domain, r, c) };
-                let b4 = e.b.ins().ishl_imm_u(idx, 2);
-                let x = e.load_elem(types::F32, cxr.ptrs[slot], b4, 0, cxr.bf16[slot]);
+                let env = body(e, cxr, func, k, types::F32X4, env);
+                for (ri, red) in abi.reductions.iter().enumerate() {
+                    let x = vector_of(get(&env, cxr, func.inst(*red).args[0]));
+                    vfull[ri].add(e, x);
+                }
+                for (ai, (red, by_rows)) in abi.axis_reductions.iter().enumerate() {
+                    let x = vector_of(get(&env, cxr, func.inst(*red).args[0]));
+                    if *by_rows {
+                        let n = row_axes.iter().position(|a| *a == ai).unwrap_or(0);
+                        vrow[n].add(e, x);
+                    } else {
+                        let at = e.b.ins().iadd(scratch[ai], c);
+                        accumulate_lanes(e, axis_kinds[ai], partials, at, x);
+                    }
+                }
+                store_outputs(e, cxr, k, abi, &env, types::F32X4, byte, 0);
+            });
+            vec_cols
+        } else {
+            zero
+        };
+        range_loop(e, tail_start, cols, 1, &mut |e, cvar| {
+            let c = e.b.use_var(cvar);
+            let flat = e.b.ins().iadd(rowflat, c);
+            let byte = e.b.ins().ishl_imm_u(flat, 2);
+            let mut env = HashMap::new();
+            for (v, slot, kind, vn) in &operands {
+                let x = match kind {
+                    GridOperand::Row => row_values[v],
+                    _ => {
+                        let idx = if *kind == GridOperand::Domain { flat } else { index_in(e, cxr, vn, &domain, r, c) };
+                        let b4 = e.b.ins().ishl_imm_u(idx, 2);
+                        e.load_elem(types::F32, cxr.ptrs[*slot], b4, 0, cxr.bf16[*slot])
+                    }
+                };
                 env.insert(*v, Val::Varying(x));
             }
             for v in &k.body {
@@ -918,54 +944,188 @@ fn grid(
             let env = body(e, cxr, func, k, types::F32, env);
             for (ri, red) in abi.reductions.iter().enumerate() {
                 let x = scalar_of(get(&env, cxr, func.inst(*red).args[0]));
-                let kind = ReduceKind::of(func, *red);
-                accumulate(e, kind, partials, None, ri as i64, x);
+                accumulate_var(e, kinds[ri], sfull[ri], x);
             }
             for (ai, (red, by_rows)) in abi.axis_reductions.iter().enumerate() {
                 let x = scalar_of(get(&env, cxr, func.inst(*red).args[0]));
-                let kind = ReduceKind::of(func, *red);
-                let at = e.b.ins().iadd(scratch[ai], if *by_rows { r } else { c });
-                accumulate(e, kind, partials, Some(at), 0, x);
-            }
-            store_outputs(e, cxr, k, abi, &env, types::F32, byte, 0);
-            let next = e.b.ins().iadd_imm_s(flat, 1);
-            e.b.def_var(flat_var, next);
-        });
-    });
-    // Axis reductions go to their output buffers.
-    for (oi, o) in k.outputs.iter().enumerate() {
-        let Some(ai) = abi.axis_reductions.iter().position(|(r, _)| *r == o.value) else { continue };
-        let n = if abi.axis_reductions[ai].1 { rows } else { cols };
-        let slot = abi.buffers.iter().position(|b| *b == o.buffer).unwrap_or(0);
-        let base = scratch[ai];
-        let guard = cx.out_guards[oi];
-        let ptr = cx.ptrs[slot];
-        let bf16 = cx.bf16[slot];
-        counted_loop(e, n, &mut |e, var| {
-            let i = e.b.use_var(var);
-            let at = e.b.ins().iadd(base, i);
-            let b8 = e.b.ins().ishl_imm_u(at, 3);
-            let src = e.b.ins().iadd(partials, b8);
-            let x = e.b.ins().load(types::F64, flags(), src, 0);
-            let x = e.b.ins().fdemote(types::F32, x);
-            let b4 = e.b.ins().ishl_imm_u(i, 2);
-            match guard {
-                None => e.store_elem(types::F32, x, ptr, b4, 0, bf16),
-                Some(g) => {
-                    let yes = e.b.create_block();
-                    let done = e.b.create_block();
-                    e.b.ins().brif(g, yes, &[], done, &[]);
-                    e.b.switch_to_block(yes);
-                    e.b.seal_block(yes);
-                    e.store_elem(types::F32, x, ptr, b4, 0, bf16);
-                    e.b.ins().jump(done, &[]);
-                    e.b.switch_to_block(done);
-                    e.b.seal_block(done);
+                if *by_rows {
+                    let n = row_axes.iter().position(|a| *a == ai).unwrap_or(0);
+                    accumulate_var(e, axis_kinds[ai], srow[n], x);
+                } else {
+                    let at = e.b.ins().iadd(scratch[ai], c);
+                    accumulate(e, axis_kinds[ai], partials, Some(at), 0, x);
                 }
             }
+            store_outputs(e, cxr, k, abi, &env, types::F32, byte, 0);
         });
+        // This row's values of the reductions along the columns.
+        let local = e.b.ins().isub(r, start);
+        for (n, ai) in row_axes.iter().enumerate() {
+            let x = vrow[n].fold(e, axis_kinds[*ai], srow[n]);
+            let at = e.b.ins().iadd(scratch[*ai], local);
+            let b8 = e.b.ins().ishl_imm_u(at, 3);
+            let addr = e.b.ins().iadd(partials, b8);
+            e.b.ins().store(flags(), x, addr, 0);
+        }
+    });
+    for (ri, kind) in kinds.iter().enumerate() {
+        let x = vfull[ri].fold(e, *kind, sfull[ri]);
+        e.b.ins().store(flags(), x, partials, (8 * ri) as i32);
     }
     e.b.ins().return_(&[]);
+}
+
+/// A float64 variable holding zero.
+fn zero_f64_var(e: &mut Emitter) -> Variable {
+    let var = e.b.declare_var(types::F64);
+    let z = e.b.ins().f64const(0.0);
+    e.b.def_var(var, z);
+    var
+}
+
+/// A four-lane reduction accumulator: a sum in two f64x2 halves, a max-abs in f32x4.
+struct VecAcc {
+    lo: Variable,
+    hi: Option<Variable>,
+}
+
+impl VecAcc {
+    fn new(e: &mut Emitter, kind: ReduceKind) -> VecAcc {
+        let acc = match kind {
+            ReduceKind::Sum => VecAcc { lo: e.b.declare_var(types::F64X2), hi: Some(e.b.declare_var(types::F64X2)) },
+            ReduceKind::MaxAbs => VecAcc { lo: e.b.declare_var(types::F32X4), hi: None },
+        };
+        acc.reset(e);
+        acc
+    }
+
+    fn reset(&self, e: &mut Emitter) {
+        match self.hi {
+            Some(hi) => {
+                let z = e.b.ins().f64const(0.0);
+                let z2 = e.b.ins().splat(types::F64X2, z);
+                e.b.def_var(self.lo, z2);
+                e.b.def_var(hi, z2);
+            }
+            None => {
+                let z = e.fconst(types::F32X4, 0.0);
+                e.b.def_var(self.lo, z);
+            }
+        }
+    }
+
+    /// Folds four float32 lanes in.
+    fn add(&self, e: &mut Emitter, x: cranelift_codegen::ir::Value) {
+        match self.hi {
+            Some(hi) => {
+                let (lo_x, hi_x) = promote_halves(e, x);
+                let a = e.b.use_var(self.lo);
+                let a = e.b.ins().fadd(a, lo_x);
+                e.b.def_var(self.lo, a);
+                let c = e.b.use_var(hi);
+                let c = e.b.ins().fadd(c, hi_x);
+                e.b.def_var(hi, c);
+            }
+            None => {
+                let a = e.b.use_var(self.lo);
+                let ax = e.b.ins().fabs(x);
+                let m = e.b.ins().fmax(a, ax);
+                e.b.def_var(self.lo, m);
+            }
+        }
+    }
+
+    /// The lanes folded together, in float64.
+    fn fold_lanes(&self, e: &mut Emitter) -> cranelift_codegen::ir::Value {
+        match self.hi {
+            Some(hi) => {
+                let lo = e.b.use_var(self.lo);
+                let hi = e.b.use_var(hi);
+                let s = e.b.ins().fadd(lo, hi);
+                let a = e.b.ins().extractlane(s, 0);
+                let c = e.b.ins().extractlane(s, 1);
+                e.b.ins().fadd(a, c)
+            }
+            None => {
+                let v = e.b.use_var(self.lo);
+                let mut m = e.b.ins().extractlane(v, 0);
+                for lane in 1..LANES as u8 {
+                    let x = e.b.ins().extractlane(v, lane);
+                    m = e.b.ins().fmax(m, x);
+                }
+                e.b.ins().fpromote(types::F64, m)
+            }
+        }
+    }
+
+    /// The lanes folded together and with the scalar accumulator `tail`, in float64.
+    fn fold(&self, e: &mut Emitter, kind: ReduceKind, tail: Variable) -> cranelift_codegen::ir::Value {
+        let x = self.fold_lanes(e);
+        let t = e.b.use_var(tail);
+        match kind {
+            ReduceKind::Sum => e.b.ins().fadd(x, t),
+            ReduceKind::MaxAbs => e.b.ins().fmax(x, t),
+        }
+    }
+}
+
+/// Lanes 0-1 and 2-3 of a float32x4, each widened to float64x2.
+fn promote_halves(
+    e: &mut Emitter,
+    x: cranelift_codegen::ir::Value,
+) -> (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value) {
+    let lo = e.b.ins().fvpromote_low(x);
+    let bytes = e.b.ins().bitcast(types::I8X16, MemFlagsData::new().with_endianness(Endianness::Little), x);
+    let mask = e.b.func.dfg.immediates.push((8u8..16).chain(8..16).collect::<Vec<u8>>().into());
+    let hi_bytes = e.b.ins().shuffle(bytes, bytes, mask);
+    let hi_f = e.b.ins().bitcast(types::F32X4, MemFlagsData::new().with_endianness(Endianness::Little), hi_bytes);
+    (lo, e.b.ins().fvpromote_low(hi_f))
+}
+
+/// partials[at..at + 4] (+)= the four lanes of `x`, in float64.
+fn accumulate_lanes(
+    e: &mut Emitter,
+    kind: ReduceKind,
+    partials: cranelift_codegen::ir::Value,
+    at: cranelift_codegen::ir::Value,
+    x: cranelift_codegen::ir::Value,
+) {
+    let b8 = e.b.ins().ishl_imm_u(at, 3);
+    let addr = e.b.ins().iadd(partials, b8);
+    let x = if kind == ReduceKind::MaxAbs { e.b.ins().fabs(x) } else { x };
+    let (lo_x, hi_x) = promote_halves(e, x);
+    for (off, part) in [(0, lo_x), (16, hi_x)] {
+        let acc = e.b.ins().load(types::F64X2, flags(), addr, off);
+        let n = match kind {
+            ReduceKind::Sum => e.b.ins().fadd(acc, part),
+            ReduceKind::MaxAbs => e.b.ins().fmax(acc, part),
+        };
+        e.b.ins().store(flags(), n, addr, off);
+    }
+}
+
+/// var (+)= x, in float64.
+fn accumulate_var(e: &mut Emitter, kind: ReduceKind, var: Variable, x: cranelift_codegen::ir::Value) {
+    let a = e.b.use_var(var);
+    let n = match kind {
+        ReduceKind::Sum => {
+            let x64 = e.b.ins().fpromote(types::F64, x);
+            e.b.ins().fadd(a, x64)
+        }
+        ReduceKind::MaxAbs => {
+            let ax = e.b.ins().fabs(x);
+            let x64 = e.b.ins().fpromote(types::F64, ax);
+            e.b.ins().fmax(a, x64)
+        }
+    };
+    e.b.def_var(var, n);
+}
+
+fn vector_of(v: Val) -> cranelift_codegen::ir::Value {
+    match v {
+        Val::Varying(x) => x,
+        Val::Uniform(_, splat) => splat,
+    }
 }
 
 fn scalar_of(v: Val) -> cranelift_codegen::ir::Value {

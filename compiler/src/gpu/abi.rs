@@ -27,8 +27,8 @@
 //! chunks in chunk order (then writes axis results to their buffers). Nothing depends on
 //! timing or on the number of blocks.
 
+pub use crate::chunks::{CallExtent, Chunk, ChunkSizes, Chunking, Combined};
 pub use crate::cpu::abi::{layout, size_index, KernelAbi, Mode};
-use crate::ir::ReduceKind;
 use serde::{Deserialize, Serialize};
 
 /// Threads per block, for every kernel.
@@ -37,6 +37,8 @@ pub const BLOCK: u32 = 256;
 pub const FLAT_CHUNK: usize = 16 * 4 * BLOCK as usize;
 /// About how many elements a grid chunk covers: `max(1, GRID_CHUNK / cols)` rows.
 pub const GRID_CHUNK: usize = 16384;
+/// How a launch is cut into chunks (see [`crate::chunks`]).
+pub const CHUNKS: ChunkSizes = ChunkSizes { flat: FLAT_CHUNK, grid: GRID_CHUNK };
 /// `i64`s per entry of the `sizes` table.
 pub const SIZES_STRIDE: usize = 4;
 /// `i64`s per entry of the `chunks` table.
@@ -45,11 +47,6 @@ pub const CHUNK_STRIDE: usize = 4;
 /// The entry-point name of item `item` of variant `variant`'s init or update plan.
 pub fn kernel_name(variant: usize, init: bool, item: usize) -> String {
     format!("gdc_v{variant}_{}_k{item}", if init { "init" } else { "update" })
-}
-
-/// Rows per grid chunk for a matrix with `cols` columns.
-pub fn grid_rows_per_chunk(cols: usize) -> usize {
-    (GRID_CHUNK / cols.max(1)).max(1)
 }
 
 /// What an artifact records about each kernel, so a runtime without the compiler's
@@ -120,111 +117,4 @@ pub fn plan_kernels(plan: &crate::plan::Plan) -> Result<Vec<(KernelMeta, KernelA
         }
     }
     Ok(out)
-}
-
-/// The extent of one call of a launch: its domain's element count (flat kernels) or the
-/// domain's rows and columns (grid kernels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CallExtent {
-    pub len: usize,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-/// One entry of the `chunks` table: elements (flat) or rows (grid) `start..end` of call
-/// `call`, whose partial reductions start at `partials`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Chunk {
-    pub call: usize,
-    pub start: usize,
-    pub end: usize,
-    pub partials: usize,
-}
-
-/// How a launch is cut into chunks, and how their partial reductions combine: the one place
-/// both the CUDA runtime and the tests take it from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chunking {
-    pub chunks: Vec<Chunk>,
-    /// Float64 slots of the `partials` buffer.
-    pub partials: usize,
-}
-
-/// A launch's reductions combined on the host: per call, the full reductions (in
-/// [`KernelAbi::reductions`] order) and the axis reductions' vectors (in
-/// [`KernelAbi::axis_reductions`] order).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Combined {
-    pub full: Vec<Vec<f64>>,
-    pub axis: Vec<Vec<Vec<f64>>>,
-}
-
-impl Chunking {
-    /// Cuts every call into chunks: [`FLAT_CHUNK`] elements, or bands of
-    /// [`grid_rows_per_chunk`] rows; calls with nothing to do get none.
-    pub fn new(abi: &KernelAbi, calls: &[CallExtent]) -> Chunking {
-        let nred = abi.reductions.len();
-        let mut chunks = Vec::new();
-        let mut partials = 0;
-        for (call, c) in calls.iter().enumerate() {
-            let (total, step) = match abi.mode {
-                Mode::Flat => (c.len, FLAT_CHUNK),
-                Mode::Grid => (if c.len == 0 { 0 } else { c.rows }, grid_rows_per_chunk(c.cols)),
-            };
-            let mut start = 0;
-            while start < total {
-                let end = (start + step).min(total);
-                chunks.push(Chunk { call, start, end, partials });
-                partials += nred;
-                for (_, by_rows) in &abi.axis_reductions {
-                    partials += if *by_rows { end - start } else { c.cols };
-                }
-                start = end;
-            }
-        }
-        Chunking { chunks, partials }
-    }
-
-    /// The `chunks` table as kernels read it: `[call, start, end, partials]` per chunk.
-    pub fn table(&self) -> Vec<i64> {
-        self.chunks.iter().flat_map(|c| [c.call, c.start, c.end, c.partials].map(|x| x as i64)).collect()
-    }
-
-    /// Combines the chunks' `partials` in chunk order: full reductions from zero; an axis
-    /// reduction along the columns (one value per row) is copied from each row band, one
-    /// along the rows folded over the bands.
-    pub fn combine(&self, func: &crate::ir::Func, abi: &KernelAbi, calls: &[CallExtent], partials: &[f64]) -> Combined {
-        let nred = abi.reductions.len();
-        let mut full = vec![vec![0.0; nred]; calls.len()];
-        let mut axis: Vec<Vec<Vec<f64>>> = calls
-            .iter()
-            .map(|c| {
-                abi.axis_reductions
-                    .iter()
-                    .map(|(_, by_rows)| vec![0.0; if *by_rows { c.rows } else { c.cols }])
-                    .collect()
-            })
-            .collect();
-        for ch in &self.chunks {
-            for (ri, r) in abi.reductions.iter().enumerate() {
-                full[ch.call][ri] = ReduceKind::of(func, *r).fold(full[ch.call][ri], partials[ch.partials + ri]);
-            }
-            let mut at = ch.partials + nred;
-            for (ai, (v, by_rows)) in abi.axis_reductions.iter().enumerate() {
-                let out = &mut axis[ch.call][ai];
-                if *by_rows {
-                    let n = ch.end - ch.start;
-                    out[ch.start..ch.end].copy_from_slice(&partials[at..at + n]);
-                    at += n;
-                } else {
-                    let kind = ReduceKind::of(func, *v);
-                    for (j, x) in out.iter_mut().enumerate() {
-                        *x = kind.fold(*x, partials[at + j]);
-                    }
-                    at += out.len();
-                }
-            }
-        }
-        Combined { full, axis }
-    }
 }

@@ -405,7 +405,7 @@ impl CudaEngine {
             let (rows, cols) = if abi.mode == Mode::Grid { grid_dims(&domain, c.sizes)? } else { (0, 0) };
             extents.push(abi::CallExtent { len: c.len, rows, cols });
         }
-        let chunking = abi::Chunking::new(abi, &extents);
+        let chunking = abi::Chunking::new(abi, &extents, abi::CHUNKS);
         let npartials = chunking.partials;
         let chunks = chunking.table();
         let mut partials = vec![0.0f64; npartials];
