@@ -101,6 +101,10 @@ pub(crate) struct CpuEngine {
     pub counters: Counters,
     /// Floating-point operations of the library calls run so far (`linalg::flops`).
     pub matrix_flops: std::sync::atomic::AtomicU64,
+    /// The partial reductions of the kernel running, kept between kernels and steps: a grid
+    /// kernel's bands carry a float64 per column (4 MB for Adafactor on 4096x4096), which a
+    /// fresh allocation would page-fault in on every step. Every chunk writes all its slots.
+    partials: std::sync::Mutex<Vec<f64>>,
 }
 
 /// A raw buffer pointer that may cross to a worker thread: every chunk writes a disjoint
@@ -185,7 +189,16 @@ impl CpuEngine {
             owned.push(Owned { states, state_lens, temps });
         }
         let counters = Counters::new(m);
-        Ok(CpuEngine { plan, code, pool, params, owned, counters, matrix_flops: Default::default() })
+        Ok(CpuEngine {
+            plan,
+            code,
+            pool,
+            params,
+            owned,
+            counters,
+            matrix_flops: Default::default(),
+            partials: Default::default(),
+        })
     }
 
     /// The storage of state `s` of parameter `i`, once initialised (a bf16 state packed two
@@ -410,7 +423,10 @@ impl CpuEngine {
             })
             .collect();
         let chunking = Chunking::new(abi, &extents, CHUNKS);
-        let mut partials = vec![0.0f64; chunking.partials.max(1)];
+        let mut partials = self.partials.lock().map_err(|_| internal("the partials buffer is poisoned".into()))?;
+        if partials.len() < chunking.partials.max(1) {
+            partials.resize(chunking.partials.max(1), 0.0);
+        }
         let base = Ptr(partials.as_mut_ptr() as *mut f32);
         let run = |ch: &Chunk| {
             let c = &calls[ch.call];
