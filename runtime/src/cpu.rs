@@ -108,14 +108,15 @@ pub(crate) struct CpuEngine {
 }
 
 /// A raw buffer pointer that may cross to a worker thread: every chunk writes a disjoint
-/// element range of its buffers, and grid kernels and library calls own their tensor.
+/// element range (flat) or band of rows (grid) of its buffers, and library calls own their
+/// tensor.
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
 // SAFETY: see the type's documentation; the step holds `&mut` to every buffer meanwhile.
 unsafe impl Send for Ptr {}
 unsafe impl Sync for Ptr {}
 
-// SAFETY: as for `Ptr`: chunks of a call touch disjoint element ranges.
+// SAFETY: as for `Ptr`: chunks of a call write disjoint element ranges or bands of rows.
 unsafe impl Sync for Call<'_> {}
 
 impl Ptr {
