@@ -5,7 +5,8 @@
 
 use crate::inputs::StepInputs;
 use crate::ir::{
-    eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, ReduceKind, Role, ShapeScalar, Target, Value,
+    eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, Precision, ReduceKind, Role, RootMethod, ShapeScalar,
+    Target, Value,
 };
 use crate::plan::{Buffer, FuncPlan, Item, Pass, Plan};
 use gdc_dsl::types::Shape;
@@ -1235,7 +1236,13 @@ fn eval(
             let (a, b) = (&args[0].data, &args[1].data);
             a.iter().flat_map(|x| b.iter().map(move |y| x * y)).collect()
         }
-        Op::InvRoot(_) => inv_root(&args[0].data, args[0].sizes[0], args[1].as_scalar()),
+        Op::InvRoot(_, method) => {
+            let (m, n, k) = (&args[0].data, args[0].sizes[0], args[1].as_scalar());
+            match method {
+                RootMethod::Eigh => inv_root(m, n, k),
+                RootMethod::Newton => inv_root_newton(m, n, k).unwrap_or_else(|| inv_root(m, n, k)),
+            }
+        }
         Op::Eigvecs(_) | Op::Eigvals(_) => {
             let n = args[0].sizes[0];
             let (values, vectors) = sorted_eigen(&args[0].data, n);
@@ -1286,6 +1293,65 @@ pub fn inv_root(m: &[f64], n: usize, k: f64) -> Vec<f64> {
         }
     }
     out
+}
+
+/// m^(-1/k) for the symmetric part of the n x n matrix `m` by the coupled Newton iteration
+/// ([`RootMethod::Newton`]) in float64 with plain loops; `None` where that method falls back
+/// to the eigendecomposition.
+pub fn inv_root_newton(m: &[f64], n: usize, k: f64) -> Option<Vec<f64>> {
+    let power = newton_power(k)?;
+    let a: Vec<f64> = (0..n * n).map(|i| 0.5 * (m[i] + m[(i % n) * n + i / n])).collect();
+    let norm = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if !(norm.is_finite() && norm > 0.0) {
+        return None;
+    }
+    let product = |x: &[f64], y: &[f64]| -> Vec<f64> {
+        let mut out = vec![0.0; n * n];
+        for i in 0..n {
+            for e in 0..n {
+                let xi = x[i * n + e];
+                for j in 0..n {
+                    out[i * n + j] += xi * y[e * n + j];
+                }
+            }
+        }
+        out
+    };
+    let eye = |s: f64| -> Vec<f64> { (0..n * n).map(|i| if i / n == i % n { s } else { 0.0 }).collect() };
+    let distance = |x: &[f64]| {
+        x.iter().enumerate().map(|(i, v)| (v - f64::from(u8::from(i / n == i % n))).abs()).fold(0.0, f64::max)
+    };
+    let z = (k + 1.0) / (2.0 * norm);
+    let mut x = eye(z.powf(1.0 / k));
+    let mut mm: Vec<f64> = a.iter().map(|v| z * v).collect();
+    let tolerance = RootMethod::newton_tolerance(Precision::F64);
+    let mut error = distance(&mm);
+    let start = error.max(1.0);
+    for _ in 0..RootMethod::NEWTON_MAX_ITERATIONS {
+        if error <= tolerance {
+            break;
+        }
+        let p: Vec<f64> = mm.iter().zip(eye(1.0 + 1.0 / k)).map(|(v, d)| d - v / k).collect();
+        x = product(&x, &p);
+        let mut pk = p.clone();
+        for _ in 1..power {
+            pk = product(&pk, &p);
+        }
+        mm = product(&pk, &mm);
+        error = distance(&mm);
+        if !(error.is_finite() && error <= 2.0 * start) {
+            return None;
+        }
+    }
+    if error > tolerance {
+        return None;
+    }
+    Some((0..n * n).map(|i| 0.5 * (x[i] + x[(i % n) * n + i / n])).collect())
+}
+
+/// The whole power k of a Newton inverse root, when the method applies to k (1 to 64).
+pub fn newton_power(k: f64) -> Option<usize> {
+    (k.fract() == 0.0 && (1.0..=64.0).contains(&k)).then_some(k as usize)
 }
 
 /// Eigenvalues and eigenvectors (column e of the row-major result) of the symmetric part of

@@ -673,6 +673,10 @@ impl<'a> Lowerer<'a> {
             Some(ExprKind::Name(n)) if n == "f32" => Precision::F32,
             _ => Precision::F64,
         };
+        let method = match named("method").map(|a| &a.value.kind) {
+            Some(ExprKind::Name(n)) if n == "newton" => RootMethod::Newton,
+            _ => RootMethod::Eigh,
+        };
         let pos: Vec<&Expr> = args.iter().filter(|a| a.name.is_none()).map(|a| &a.value).collect();
         if let Some(f) = self.file.fns.iter().find(|f| f.name.name == name) {
             let vals: Vec<Value> = pos.iter().map(|e| self.expr(e)).collect();
@@ -850,7 +854,7 @@ impl<'a> Lowerer<'a> {
                 self.emit(Op::Eye, vec![], Some(ty))
             }
             "outer" => self.emit(Op::Outer, vec![x, vals[1]], None),
-            "inv_root" => self.emit(Op::InvRoot(precision), vec![x, vals[1]], None),
+            "inv_root" => self.emit(Op::InvRoot(precision, method), vec![x, vals[1]], None),
             "eigvecs" => self.emit(Op::Eigvecs(precision), vec![x], None),
             "eigvals" => self.emit(Op::Eigvals(precision), vec![x], None),
             "qr" => self.emit(Op::Qr(precision), vec![x], None),

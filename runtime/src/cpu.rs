@@ -99,7 +99,7 @@ pub(crate) struct CpuEngine {
     owned: Vec<Owned>,
     /// Hyperparameters, globals, the step counter.
     pub counters: Counters,
-    /// Floating-point operations of the library calls run so far (`linalg::flops`).
+    /// Floating-point operations of the library calls run so far (what `linalg::run` counts).
     pub matrix_flops: std::sync::atomic::AtomicU64,
     /// The partial reductions of the kernel running, kept between kernels and steps: a grid
     /// kernel's bands carry a float64 per column (4 MB for Adafactor on 4096x4096), which a
@@ -562,9 +562,9 @@ impl CpuEngine {
             // buffer (checked above), and each job has its own parameter, so nothing else
             // reads or writes it meanwhile.
             let out = unsafe { std::slice::from_raw_parts_mut(out.get(), len) };
-            let sizes: Vec<&[usize]> = operands.iter().map(|o| &o.1[..]).collect();
-            flops.fetch_add(crate::linalg::flops(&inst.op, &sizes), std::sync::atomic::Ordering::Relaxed);
-            crate::linalg::run(&inst.op, &operands, out, threads)
+            let done = crate::linalg::run(&inst.op, &operands, out, threads)?;
+            flops.fetch_add(done, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         };
         let work: Vec<(usize, (Ptr, usize))> = jobs.iter().copied().zip(outs).collect();
         let results: Vec<Result<(), RuntimeError>> = if work.len() == 1 {

@@ -9,7 +9,7 @@ use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructu
 use faer::traits::RealField;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use gdc_compiler::interp;
-use gdc_compiler::ir::{Op, Precision};
+use gdc_compiler::ir::{Op, Precision, RootMethod};
 use std::num::NonZeroUsize;
 
 fn internal(msg: String) -> RuntimeError {
@@ -20,8 +20,20 @@ fn internal(msg: String) -> RuntimeError {
 pub type Operand<'a> = (&'a [f32], Vec<usize>);
 
 /// Runs one matrix instruction on its operands into `out` (its result's length); a matrix
-/// product may use `threads` threads of the current rayon pool, a decomposition the pool.
-pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<(), RuntimeError> {
+/// product (and a Newton inverse root) may use `threads` threads of the current rayon pool,
+/// a decomposition the pool. Returns the floating-point operations it executed: [`flops`],
+/// or for a Newton inverse root the products its iterations took.
+pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<u64, RuntimeError> {
+    let sizes: Vec<&[usize]> = args.iter().map(|a| &a.1[..]).collect();
+    let counted = flops(op, &sizes);
+    match run_op(op, args, out, threads)? {
+        Some(newton) => Ok(newton),
+        None => Ok(counted),
+    }
+}
+
+/// [`run`], returning the operations only where they are not [`flops`]'s static count.
+fn run_op(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<Option<u64>, RuntimeError> {
     let arg = |i: usize| args.get(i).ok_or_else(|| internal(format!("{op:?} is missing operand {i}")));
     let square = |i: usize| -> Result<(&[f32], usize), RuntimeError> {
         let a = arg(i)?;
@@ -40,7 +52,7 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
     match op {
         Op::MatMul { ta, tb, sym } => {
             let (a, b) = (arg(0)?, arg(1)?);
-            matmul(a, *ta, b, *tb, *sym, out, threads)
+            matmul(a, *ta, b, *tb, *sym, out, threads).map(|()| None)
         }
         Op::Transpose => {
             let a = arg(0)?;
@@ -49,7 +61,7 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
             for (idx, o) in out.iter_mut().enumerate() {
                 *o = a.0[(idx % r) * c + idx / r];
             }
-            Ok(())
+            Ok(None)
         }
         Op::Outer => {
             let (a, b) = (arg(0)?, arg(1)?);
@@ -59,16 +71,29 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
                     *o = x * y;
                 }
             }
-            Ok(())
+            Ok(None)
         }
-        Op::InvRoot(p) => {
+        Op::InvRoot(p, method) => {
             let ((a, n), k) = (square(0)?, arg(1)?);
             expect(n * n)?;
             let k = f64::from(k.0.first().copied().unwrap_or(f32::NAN));
+            // Newton's products, then (when it falls back) the eigendecomposition's count.
+            let mut spent = None;
+            if *method == RootMethod::Newton {
+                let (converged, flops) = match p {
+                    Precision::F32 => newton_root::<f32>(a, n, k, par(threads), out),
+                    Precision::F64 => newton_root::<f64>(a, n, k, par(threads), out),
+                };
+                if converged {
+                    return Ok(Some(flops));
+                }
+                spent = Some(flops + inv_root_flops(n as u64));
+            }
             match p {
                 Precision::F32 => inv_root::<f32>(a, n, k, out),
                 Precision::F64 => inv_root::<f64>(a, n, k, out),
             }
+            .map(|()| spent)
         }
         Op::Eigvecs(p) | Op::Eigvals(p) => {
             let (a, n) = square(0)?;
@@ -78,6 +103,7 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
                 Precision::F32 => eigen::<f32>(a, n, vectors, out),
                 Precision::F64 => eigen::<f64>(a, n, vectors, out),
             }
+            .map(|()| None)
         }
         Op::Qr(p) => {
             let a = arg(0)?;
@@ -87,6 +113,7 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
                 Precision::F32 => qr::<f32>(a.0, r, c, out),
                 Precision::F64 => qr::<f64>(a.0, r, c, out),
             }
+            .map(|()| None)
         }
         Op::SortPerm => {
             let key: Vec<f64> = arg(0)?.0.iter().map(|v| f64::from(*v)).collect();
@@ -94,7 +121,7 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
             for (o, v) in out.iter_mut().zip(interp::sort_perm(&key)) {
                 *o = v as f32;
             }
-            Ok(())
+            Ok(None)
         }
         other => Err(internal(format!("{other:?} is not a library call"))),
     }
@@ -104,7 +131,9 @@ pub fn run(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result
 /// 2mkn (a symmetric one m(m+1)k, its lower triangle); a symmetric eigendecomposition with
 /// vectors 9n³ (Golub & Van Loan, the symmetric QR algorithm); an inverse root that plus
 /// n(n+1)n for W Wᵀ; a Householder QR with its thin Q 4rc² − 4c³/3 (r ≥ c; LAPACK's
-/// geqrf + orgqr). Transposes, outer products and permutations move data: counted 0.
+/// geqrf + orgqr). Transposes, outer products and permutations move data: counted 0. A
+/// Newton inverse root's count depends on its iterations: [`run`] returns it (this is its
+/// fallback's).
 pub fn flops(op: &Op, sizes: &[&[usize]]) -> u64 {
     let dim = |a: usize, d: usize| sizes.get(a).and_then(|s| s.get(d)).copied().unwrap_or(0) as u64;
     let matrix = |a: usize| match sizes.get(a).map(|s| s.len()) {
@@ -125,10 +154,7 @@ pub fn flops(op: &Op, sizes: &[&[usize]]) -> u64 {
             }
         }
         Op::Eigvecs(_) | Op::Eigvals(_) => 9 * dim(0, 0).pow(3),
-        Op::InvRoot(_) => {
-            let n = dim(0, 0);
-            9 * n.pow(3) + n * (n + 1) * n
-        }
+        Op::InvRoot(..) => inv_root_flops(dim(0, 0)),
         Op::Qr(_) => {
             let (r, c) = matrix(0);
             let (r, c) = (r.max(c), r.min(c));
@@ -136,6 +162,11 @@ pub fn flops(op: &Op, sizes: &[&[usize]]) -> u64 {
         }
         _ => 0,
     }
+}
+
+/// An eigendecomposition's inverse root of an n x n matrix: 9n³ + n(n+1)n (see [`flops`]).
+fn inv_root_flops(n: u64) -> u64 {
+    9 * n.pow(3) + n * (n + 1) * n
 }
 
 fn dims2(sizes: &[usize]) -> Result<(usize, usize), RuntimeError> {
@@ -212,6 +243,7 @@ trait Real: RealField + Copy {
     fn f64(self) -> f64;
     fn from_f64(x: f64) -> Self;
     const EPSILON: f64;
+    const PRECISION: Precision;
 }
 
 impl Real for f32 {
@@ -225,6 +257,7 @@ impl Real for f32 {
         x as f32
     }
     const EPSILON: f64 = f32::EPSILON as f64;
+    const PRECISION: Precision = Precision::F32;
 }
 
 impl Real for f64 {
@@ -238,6 +271,7 @@ impl Real for f64 {
         x
     }
     const EPSILON: f64 = f64::EPSILON;
+    const PRECISION: Precision = Precision::F64;
 }
 
 /// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric part of `a`.
@@ -295,6 +329,99 @@ fn inv_root<T: Real>(a: &[f32], n: usize, k: f64, out: &mut [f32]) -> Result<(),
         *o = (if j <= i { r[(i, j)] } else { r[(j, i)] }).f64() as f32;
     }
     Ok(())
+}
+
+/// m^(-1/k) by the coupled Newton iteration of [`RootMethod::Newton`] in precision `T`, its
+/// products on `par`: every matrix of the iteration is a polynomial in the symmetric part of
+/// `a`, so each product is symmetric and computes its lower triangle only (half the cost),
+/// mirrored. Returns whether it converged (then it wrote the root; otherwise nothing, and
+/// the method falls back to the eigendecomposition) and the operations it took.
+fn newton_root<T: Real>(a: &[f32], n: usize, k: f64, par: Par, out: &mut [f32]) -> (bool, u64) {
+    let Some(power) = interp::newton_power(k) else { return (false, 0) };
+    let sym = |i: usize, j: usize| 0.5 * (f64::from(a[i * n + j]) + f64::from(a[j * n + i]));
+    let norm = (0..n * n).map(|i| sym(i / n, i % n).powi(2)).sum::<f64>().sqrt();
+    if !(norm.is_finite() && norm > 0.0) {
+        return (false, 0);
+    }
+    let z = (k + 1.0) / (2.0 * norm);
+    let (diag, inv_k) = (T::from_f64(1.0 + 1.0 / k), T::from_f64(1.0 / k));
+    let mut x = Mat::<T>::from_fn(n, n, |i, j| T::from_f64(if i == j { z.powf(1.0 / k) } else { 0.0 }));
+    let mut m = Mat::<T>::from_fn(n, n, |i, j| T::from_f64(z * sym(i, j)));
+    let distance = |m: &Mat<T>| {
+        let mut d = 0.0f64;
+        for j in 0..n {
+            for i in 0..n {
+                d = d.max((m[(i, j)].f64() - if i == j { 1.0 } else { 0.0 }).abs());
+            }
+        }
+        d
+    };
+    let tolerance = RootMethod::newton_tolerance(T::PRECISION);
+    let mut error = distance(&m);
+    let start = error.max(1.0);
+    let mut products = 0u64;
+    let product = |x: &Mat<T>, y: &Mat<T>, products: &mut u64| {
+        *products += 1;
+        symmetric_product(x, y, par)
+    };
+    let flops = |products: u64| products * (n as u64) * (n as u64 + 1) * (n as u64);
+    let mut iterations = 0;
+    while error > tolerance {
+        if iterations == RootMethod::NEWTON_MAX_ITERATIONS {
+            return (false, flops(products));
+        }
+        iterations += 1;
+        let p = Mat::<T>::from_fn(n, n, |i, j| if i == j { diag - m[(i, j)] * inv_k } else { -(m[(i, j)] * inv_k) });
+        x = product(&x, &p, &mut products);
+        // p^power by squaring.
+        let (mut acc, mut base, mut e) = (None::<Mat<T>>, p, power);
+        loop {
+            if e & 1 == 1 {
+                acc = Some(match acc {
+                    None => base.clone(),
+                    Some(r) => product(&r, &base, &mut products),
+                });
+            }
+            e >>= 1;
+            if e == 0 {
+                break;
+            }
+            base = product(&base, &base, &mut products);
+        }
+        m = product(&acc.expect("power >= 1"), &m, &mut products);
+        error = distance(&m);
+        if !(error.is_finite() && error <= 2.0 * start) {
+            return (false, flops(products));
+        }
+    }
+    for (idx, o) in out.iter_mut().enumerate() {
+        *o = x[(idx / n, idx % n)].f64() as f32;
+    }
+    (true, flops(products))
+}
+
+/// x y for n x n matrices whose product is symmetric: the lower triangle, mirrored.
+fn symmetric_product<T: Real>(x: &Mat<T>, y: &Mat<T>, par: Par) -> Mat<T> {
+    let n = x.nrows();
+    let mut r = Mat::<T>::zeros(n, n);
+    let rect = BlockStructure::Rectangular;
+    triangular_matmul(
+        r.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        x.as_ref(),
+        rect,
+        y.as_ref(),
+        rect,
+        T::of(1.0),
+        par,
+    );
+    for i in 0..n {
+        for j in i + 1..n {
+            r[(i, j)] = r[(j, i)];
+        }
+    }
+    r
 }
 
 /// The Q of a = Q R with R's diagonal non-negative, of a's shape (a wide matrix's columns
@@ -373,7 +500,8 @@ mod tests {
         let (oracle_vals, _) = interp::sorted_eigen(&wide, n);
         for (p, tol) in [(Precision::F64, 1e-5), (Precision::F32, 1e-3)] {
             let mut root = vec![0.0; n * n];
-            run(&Op::InvRoot(p), &[(&s[..], vec![n, n]), (&[4.0][..], vec![])], &mut root, 1).expect("inv_root");
+            run(&Op::InvRoot(p, RootMethod::Eigh), &[(&s[..], vec![n, n]), (&[4.0][..], vec![])], &mut root, 1)
+                .expect("inv_root");
             let mut q = vec![0.0; n * n];
             run(&Op::Qr(p), &[(&s[..], vec![n, n])], &mut q, 1).expect("qr");
             let mut vals = vec![0.0; n];
@@ -397,5 +525,110 @@ mod tests {
         assert_eq!(flops(&Op::MatMul { ta: true, tb: false, sym: true }, &sizes), 64 * 65 * 32);
         assert_eq!(flops(&Op::Eigvecs(Precision::F32), &[&[10, 10]]), 9000);
         assert_eq!(flops(&Op::Qr(Precision::F64), &[&[30, 10]]), 4 * 30 * 100 - 4000 / 3);
+    }
+
+    /// Q diag(l) Qᵀ for a random orthogonal Q and eigenvalues from 1 down to 1/cond
+    /// (log-spaced), and its exact inverse fourth root Q diag(l^(-1/4)) Qᵀ, in float64.
+    fn conditioned(n: usize, cond: f64) -> (Vec<f32>, Vec<f64>) {
+        let x: Vec<f64> = noise(n * n, 17).iter().map(|v| f64::from(*v)).collect();
+        let q = interp::qr(&x, n, n);
+        let l: Vec<f64> = (0..n).map(|i| cond.powf(-(i as f64) / (n - 1) as f64)).collect();
+        let build = |f: &dyn Fn(f64) -> f64| -> Vec<f64> {
+            let mut out = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    out[i * n + j] = (0..n).map(|e| q[i * n + e] * f(l[e]) * q[j * n + e]).sum();
+                }
+            }
+            out
+        };
+        let a = build(&|v| v);
+        (a.iter().map(|v| *v as f32).collect(), build(&|v| v.powf(-0.25)))
+    }
+
+    fn relative(x: &[f32], exact: &[f64]) -> f64 {
+        let num: f64 = x.iter().zip(exact).map(|(a, b)| (f64::from(*a) - b).powi(2)).sum();
+        let den: f64 = exact.iter().map(|b| b * b).sum();
+        (num / den).sqrt()
+    }
+
+    fn root(a: &[f32], n: usize, k: f32, p: Precision, method: RootMethod) -> (Vec<f32>, u64) {
+        let mut out = vec![0.0; n * n];
+        let flops =
+            run(&Op::InvRoot(p, method), &[(a, vec![n, n]), (&[k][..], vec![])], &mut out, 2).expect("inv_root");
+        (out, flops)
+    }
+
+    /// The accuracy docs/language.md states for `method = newton`: relative (Frobenius) error
+    /// of the inverse fourth root against the exact one, next to `eigh`'s, for condition
+    /// numbers 1e2 to 1e8 (`cargo test -p gdc-runtime newton -- --nocapture` prints them).
+    #[test]
+    fn newton_inverse_roots_are_as_accurate_as_eigh() {
+        let n = 64;
+        for cond in [1e2, 1e4, 1e6, 1e8] {
+            let (a, exact) = conditioned(n, cond);
+            // The float32 matrix's own exact root (its rounding moves the small eigenvalues).
+            let wide: Vec<f64> = a.iter().map(|v| f64::from(*v)).collect();
+            let exact_of_a = interp::inv_root(&wide, n, 4.0);
+            assert!(relative(&exact_of_a.iter().map(|v| *v as f32).collect::<Vec<_>>(), &exact) < 0.1);
+            for p in [Precision::F64, Precision::F32] {
+                let (newton, flops) = root(&a, n, 4.0, p, RootMethod::Newton);
+                let (eigh, _) = root(&a, n, 4.0, p, RootMethod::Eigh);
+                let (e_newton, e_eigh) = (relative(&newton, &exact_of_a), relative(&eigh, &exact_of_a));
+                println!(
+                    "cond {cond:.0e} {p:?}: newton {e_newton:.1e} eigh {e_eigh:.1e} ({} products)",
+                    flops / (n * (n + 1) * n) as u64
+                );
+                let bound = match (p, cond) {
+                    (Precision::F64, _) => 1e-6,
+                    (Precision::F32, c) if c <= 1e4 => 1e-3,
+                    (Precision::F32, c) if c <= 1e6 => 2e-2,
+                    // float32 cannot hold these roots: Newton diverges and falls back.
+                    _ => f64::INFINITY,
+                };
+                assert!(e_newton <= bound, "cond {cond:e} {p:?}: newton {e_newton:e} (bound {bound:e})");
+                if e_newton > e_eigh {
+                    assert!(
+                        e_newton <= 20.0 * e_eigh + 1e-5,
+                        "cond {cond:e} {p:?}: newton {e_newton:e}, eigh {e_eigh:e}"
+                    );
+                }
+                assert!(flops > 0);
+            }
+        }
+        // The float64 iteration agrees with the interpreter's.
+        let (a, _) = conditioned(24, 1e4);
+        let wide: Vec<f64> = a.iter().map(|v| f64::from(*v)).collect();
+        let oracle = interp::inv_root_newton(&wide, 24, 4.0).expect("converges");
+        let (got, _) = root(&a, 24, 4.0, Precision::F64, RootMethod::Newton);
+        assert!(relative(&got, &oracle) < 1e-7);
+    }
+
+    #[test]
+    fn newton_falls_back_to_eigh_where_it_does_not_apply_or_converge() {
+        let n = 32;
+        // Rank 16 (singular): Newton cannot converge; a zero matrix; a root that is not whole.
+        let x = noise(n * 16, 5);
+        let mut singular = vec![0.0f32; n * n];
+        run(
+            &Op::MatMul { ta: false, tb: true, sym: true },
+            &[(&x[..], vec![n, 16]), (&x[..], vec![n, 16])],
+            &mut singular,
+            1,
+        )
+        .expect("product");
+        let (spd, _) = conditioned(n, 1e3);
+        for (a, k, what) in [(&singular, 4.0, "singular"), (&vec![0.0; n * n], 4.0, "zero"), (&spd, 2.5, "k = 2.5")] {
+            for p in [Precision::F64, Precision::F32] {
+                let (newton, flops) = root(a, n, k, p, RootMethod::Newton);
+                let (eigh, eigh_flops) = root(a, n, k, p, RootMethod::Eigh);
+                let same = newton.iter().zip(&eigh).all(|(u, v)| u.to_bits() == v.to_bits());
+                assert!(same, "{what} {p:?}: the Newton result is not eigh's");
+                assert!(flops >= eigh_flops, "{what} {p:?}: {flops} operations counted");
+            }
+        }
+        // The singular one spent its iterations first.
+        let (_, flops) = root(&singular, n, 4.0, Precision::F64, RootMethod::Newton);
+        assert!(flops > inv_root_flops(n as u64));
     }
 }

@@ -521,7 +521,8 @@ impl Optimizer {
 
     /// Floating-point operations the CPU backend's matrix library calls (products,
     /// decompositions) have executed since this optimizer was made, counted as
-    /// `linalg::flops` defines; `None` on the other backends. Benchmarks divide it by time.
+    /// `linalg::run` counts them (a Newton inverse root by its iterations); `None` on the other
+    /// backends. Benchmarks divide it by time.
     pub fn matrix_flops(&self) -> Option<u64> {
         match &self.engine {
             Engine::Cpu(e) => Some(e.matrix_flops.load(std::sync::atomic::Ordering::Relaxed)),

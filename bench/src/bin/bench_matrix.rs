@@ -34,6 +34,10 @@ struct Args {
     /// `precision = f32` to each `inv_root`, `eigvecs`, `eigvals` and `qr` call.
     #[arg(long, default_value = "f64")]
     decompositions: String,
+    /// How the examples' inverse roots run: `newton` adds `method = newton` to each
+    /// `inv_root` call (the coupled Newton iteration) instead of `eigh`.
+    #[arg(long, default_value = "eigh")]
+    roots: String,
     /// A Python with PyTorch: time torch.optim.Muon on the same shapes in this run.
     #[arg(long)]
     torch: Option<PathBuf>,
@@ -50,17 +54,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn source(name: &str, decompositions: &str) -> Result<String, String> {
+fn source(name: &str, decompositions: &str, roots: &str) -> Result<String, String> {
     let text = gdc_bench::example_source(name)?;
-    match decompositions {
-        "f64" => Ok(text),
-        "f32" => Ok(with_f32_decompositions(&text)),
-        other => Err(format!("--decompositions {other}: expected f32 or f64")),
+    let text = match decompositions {
+        "f64" => text,
+        "f32" => with_argument(&text, &["inv_root(", "eigvecs(", "eigvals(", "qr("], ", precision = f32"),
+        other => return Err(format!("--decompositions {other}: expected f32 or f64")),
+    };
+    match roots {
+        "eigh" => Ok(text),
+        "newton" => Ok(with_argument(&text, &["inv_root("], ", method = newton")),
+        other => Err(format!("--roots {other}: expected eigh or newton")),
     }
 }
 
-/// The source with `precision = f32` added to every decomposition call.
-fn with_f32_decompositions(text: &str) -> String {
+/// The source with `argument` added to every call of `calls` (each `name(`).
+fn with_argument(text: &str, calls: &[&str], argument: &str) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -68,7 +77,7 @@ fn with_f32_decompositions(text: &str) -> String {
     while i < bytes.len() {
         let rest = &text[i..];
         let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        let call = ["inv_root(", "eigvecs(", "eigvals(", "qr("].iter().find(|c| word_start && rest.starts_with(**c));
+        let call = calls.iter().find(|c| word_start && rest.starts_with(**c));
         if let Some(c) = call {
             // Find the matching parenthesis and remember where to insert.
             let mut depth = 0;
@@ -90,7 +99,7 @@ fn with_f32_decompositions(text: &str) -> String {
             continue;
         }
         if closes.contains(&i) {
-            out.push_str(", precision = f32");
+            out.push_str(argument);
         }
         out.push(bytes[i] as char);
         i += 1;
@@ -128,8 +137,9 @@ fn time_steps(
     window: usize,
     repeats: usize,
     decompositions: &str,
+    roots: &str,
 ) -> Result<Timing, String> {
-    let program = Program::compile(&source(name, decompositions)?).map_err(|e| e.to_string())?;
+    let program = Program::compile(&source(name, decompositions, roots)?).map_err(|e| e.to_string())?;
     let specs: Vec<ParamSpec> = shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("w{i}"), s)).collect();
     let options = Options { backend: Backend::Cpu, threads: Some(threads) };
     let mut opt = Optimizer::with_options(&program, &specs, options).map_err(|e| e.to_string())?;
@@ -189,8 +199,8 @@ fn torch_muon(python: &PathBuf, threads: usize, layers: usize, repeats: usize) -
 fn run(args: &Args) -> Result<(), String> {
     let (t, r) = (args.threads, args.repeats);
     println!(
-        "bench-matrix: {t} thread(s), medians of {r} (min–max), float32 products, {} decompositions\n",
-        args.decompositions
+        "bench-matrix: {t} thread(s), medians of {r} (min–max), float32 products, {} decompositions, {} roots\n",
+        args.decompositions, args.roots
     );
 
     // The limit: faer's GEMM on the two product shapes of each Newton–Schulz iteration.
@@ -216,7 +226,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!("| Muon step | gdc | executed GFLOP | GFLOP/s | of peak | torch.optim.Muon (bf16 NS) | gdc / torch | torch NS in f32 | gdc / torch f32 |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (rows, cols) in [(1024usize, 1024usize), (4096, 1024)] {
-        let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r, "f64")?;
+        let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r, "f64", "eigh")?;
         let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
         let ratio = |case: Option<Stats>| match case {
             Some(s) => (spread(&s), format!("{:.2}", timing.per_step.median_s / s.median_s)),
@@ -259,7 +269,8 @@ fn run(args: &Args) -> Result<(), String> {
                 "soap" => (&[("precondition_frequency", 10.0)], 1, 10, 1),
                 other => return Err(format!("unknown optimizer `{other}` in --set (muon, shampoo, soap)")),
             };
-            let timing = time_steps(name, &shapes, hypers, t, skip, window, repeats, &args.decompositions)?;
+            let timing =
+                time_steps(name, &shapes, hypers, t, skip, window, repeats, &args.decompositions, &args.roots)?;
             let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
             let torch_cell = if name == "muon" { torch_case("transformer") } else { None };
             println!(

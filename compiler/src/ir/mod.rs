@@ -226,6 +226,37 @@ pub enum Precision {
     F64,
 }
 
+/// How `inv_root` computes its root, chosen in the source with `method = eigh | newton`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RootMethod {
+    /// Through a symmetric eigendecomposition (the default).
+    #[default]
+    Eigh,
+    /// By the coupled Newton iteration (matrix products only; Distributed Shampoo's
+    /// `_matrix_inverse_root_newton` with epsilon 0): with A the symmetric part of `m`,
+    /// z = (k + 1) / (2 ||A||_F), X = z^(1/k) I, M = z A, then while max|M - I| is above
+    /// [`RootMethod::newton_tolerance`] and fewer than [`RootMethod::NEWTON_MAX_ITERATIONS`]
+    /// iterations ran: P = (1 + 1/k) I - M / k, X = X P, M = P^k M. The root is X,
+    /// symmetrised. When k is not a whole number from 1 to 64, A is zero or not finite, or
+    /// the iteration diverges or does not converge in time, the result is `Eigh`'s instead.
+    Newton,
+}
+
+impl RootMethod {
+    /// Newton iterations before falling back to the eigendecomposition.
+    pub const NEWTON_MAX_ITERATIONS: usize = 100;
+
+    /// max|M - I| at which the iteration has converged, in the precision it runs in: a few
+    /// hundred units in the last place of float32 (Newton's error floor there), and 1e-10 in
+    /// float64 (one more iteration reaches the roundoff).
+    pub fn newton_tolerance(p: Precision) -> f64 {
+        match p {
+            Precision::F32 => 1e-4,
+            Precision::F64 => 1e-10,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Const(f64),
@@ -272,8 +303,8 @@ pub enum Op {
     Outer,
     /// `inv_root(m, k)`: m^(-1/k) of the symmetric part of `m`, on its numerical range:
     /// eigenvalues at or below n * eps * max eigenvalue (eps of the precision it runs in)
-    /// give zero, a pseudo-inverse root, never NaN or infinity.
-    InvRoot(Precision),
+    /// give zero, a pseudo-inverse root, never NaN or infinity. `RootMethod` says how.
+    InvRoot(Precision, RootMethod),
     /// `eigvecs(m)`, `eigvals(m)`: eigenvectors (columns) and eigenvalues of the symmetric
     /// part of `m`, eigenvalues ascending.
     Eigvecs(Precision),
@@ -295,7 +326,7 @@ impl Op {
                 | Op::MatMul { .. }
                 | Op::Transpose
                 | Op::Outer
-                | Op::InvRoot(_)
+                | Op::InvRoot(..)
                 | Op::Eigvecs(_)
                 | Op::Eigvals(_)
                 | Op::Qr(_)
@@ -643,7 +674,7 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
             Shape::Dims(d) if d.len() == 1 => num(Shape::Dims(vec![d[0].clone(), d[0].clone()])),
             _ => None,
         },
-        Op::InvRoot(_) => match (args.first()?.shape.rank2(), args.get(1)?.is_scalar()) {
+        Op::InvRoot(..) => match (args.first()?.shape.rank2(), args.get(1)?.is_scalar()) {
             (Some((a, b)), true) if a == b => Some((*args.first()?).clone()),
             _ => None,
         },

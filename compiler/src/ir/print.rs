@@ -132,7 +132,8 @@ pub fn op_text(m: &Module, op: &Op) -> String {
         }
         Op::Transpose => "transpose".into(),
         Op::Outer => "outer".into(),
-        Op::InvRoot(p) => with_precision("inv_root", *p),
+        Op::InvRoot(p, RootMethod::Eigh) => with_precision("inv_root", *p),
+        Op::InvRoot(p, RootMethod::Newton) => format!("{}.newton", with_precision("inv_root", *p)),
         Op::Eigvecs(p) => with_precision("eigvecs", *p),
         Op::Eigvals(p) => with_precision("eigvals", *p),
         Op::Qr(p) => with_precision("qr", *p),

@@ -232,8 +232,10 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         }
         "transpose" => Op::Transpose,
         "outer" => Op::Outer,
-        "inv_root" => Op::InvRoot(Precision::F64),
-        "inv_root.f32" => Op::InvRoot(Precision::F32),
+        "inv_root" => Op::InvRoot(Precision::F64, RootMethod::Eigh),
+        "inv_root.f32" => Op::InvRoot(Precision::F32, RootMethod::Eigh),
+        "inv_root.newton" => Op::InvRoot(Precision::F64, RootMethod::Newton),
+        "inv_root.f32.newton" => Op::InvRoot(Precision::F32, RootMethod::Newton),
         "eigvecs" => Op::Eigvecs(Precision::F64),
         "eigvecs.f32" => Op::Eigvecs(Precision::F32),
         "eigvals" => Op::Eigvals(Precision::F64),

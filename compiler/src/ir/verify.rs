@@ -33,7 +33,7 @@ fn arity(op: &Op) -> usize {
         | Op::Qr(_)
         | Op::SortPerm
         | Op::Store(_) => 1,
-        Op::Binary(_) | Op::MatMul { .. } | Op::Outer | Op::InvRoot(_) => 2,
+        Op::Binary(_) | Op::MatMul { .. } | Op::Outer | Op::InvRoot(..) => 2,
         Op::Select => 3,
         _ => 0,
     }

@@ -33,7 +33,7 @@ pub fn mark(func: &mut Func) {
         let sym_or_scalar = |v: &Value| symmetric[v.index()] || func.ty(*v).is_scalar();
         let args = &inst.args;
         let sym = match &inst.op {
-            Op::Eye | Op::InvRoot(_) => true,
+            Op::Eye | Op::InvRoot(..) => true,
             Op::Outer => args[0] == args[1],
             Op::Transpose => symmetric[args[0].index()],
             Op::MatMul { ta, tb, .. } => args[0] == args[1] && (ta != tb || symmetric[args[0].index()]),

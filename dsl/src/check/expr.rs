@@ -523,6 +523,7 @@ impl Checker<'_> {
         let mut ok = true;
         let decomposition = matches!(b.kind, Kind::InvRoot | Kind::Eigvecs | Kind::Eigvals | Kind::Qr);
         let mut precision_given = false;
+        let mut method_given = false;
         for a in args.iter().filter(|a| a.name.is_some()) {
             let n = a.name.as_ref().expect("named");
             if decomposition && n.name == "precision" {
@@ -530,14 +531,21 @@ impl Checker<'_> {
                 precision_given = true;
                 continue;
             }
+            if b.kind == Kind::InvRoot && n.name == "method" {
+                ok &= self.check_method(a, method_given);
+                method_given = true;
+                continue;
+            }
             if b.kind != Kind::Reduce || n.name != "axis" {
                 self.error(
                     Diagnostic::error("E0018", format!("`{name}` takes no argument named `{}`", n.name), n.span)
                         .label("unknown argument")
-                        .hint(if decomposition {
+                        .hint(if b.kind == Kind::InvRoot {
+                            "`inv_root` takes `precision = f32 | f64` and `method = eigh | newton`"
+                        } else if decomposition {
                             "a decomposition takes one named argument, `precision = f32` or `precision = f64`"
                         } else {
-                            "only the reductions `sum`, `mean`, `norm` and `max_abs` take `axis = 0 | 1`, and the decompositions `inv_root`, `eigvecs`, `eigvals`, `qr` take `precision = f32 | f64`"
+                            "only the reductions `sum`, `mean`, `norm` and `max_abs` take `axis = 0 | 1`, the decompositions `inv_root`, `eigvecs`, `eigvals`, `qr` take `precision = f32 | f64`, and `inv_root` takes `method = eigh | newton`"
                         }),
                 );
                 ok = false;
@@ -836,6 +844,30 @@ impl Checker<'_> {
                     Diagnostic::error("E0018", "`precision` must be `f32` or `f64`", a.value.span)
                         .label("not a precision")
                         .hint("float64 (the default) is accurate for ill-conditioned statistics; `precision = f32` is about twice as fast on the CPU"),
+                );
+                false
+            }
+        }
+    }
+
+    /// `method = eigh | newton` on `inv_root`: true when it is well-formed.
+    fn check_method(&mut self, a: &Arg, given_before: bool) -> bool {
+        let n = a.name.as_ref().expect("named");
+        if given_before {
+            self.error(
+                Diagnostic::error("E0018", "`method` is given twice", n.span)
+                    .label("a second `method`")
+                    .hint("an inverse root is computed one way: `method = eigh` or `method = newton`"),
+            );
+            return false;
+        }
+        match &a.value.kind {
+            ExprKind::Name(m) if m == "eigh" || m == "newton" => true,
+            _ => {
+                self.error(
+                    Diagnostic::error("E0018", "`method` must be `eigh` or `newton`", a.value.span)
+                        .label("not a method")
+                        .hint("`eigh` (the default) goes through an eigendecomposition; `newton` runs the coupled Newton iteration, matrix products only, and falls back to `eigh` when it does not converge"),
                 );
                 false
             }
