@@ -1,8 +1,9 @@
 //! Library calls of the CPU backend, through faer: matrix products in float32 (a product
 //! the compiler proved symmetric computes its lower triangle only and mirrors it, a
-//! SYRK-like product at half the cost); eigendecompositions, inverse roots and QR in the
-//! precision the source asks for (`precision = f32 | f64`, float64 by default); transposes,
-//! outer products and sort permutations directly.
+//! SYRK-like product at half the cost); eigendecompositions, inverse roots (through an
+//! eigendecomposition, or `method = newton`'s coupled Newton iteration of symmetric products)
+//! and QR in the precision the source asks for (`precision = f32 | f64`, float64 by
+//! default); transposes, outer products and sort permutations directly.
 
 use crate::RuntimeError;
 use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructure};
