@@ -953,7 +953,7 @@ fn grid(
                     accumulate_var(e, axis_kinds[ai], srow[n], x);
                 } else {
                     let at = e.b.ins().iadd(scratch[ai], c);
-                    accumulate(e, axis_kinds[ai], partials, Some(at), 0, x);
+                    accumulate(e, axis_kinds[ai], partials, at, x);
                 }
             }
             store_outputs(e, cxr, k, abi, &env, types::F32, byte, 0);
@@ -1107,18 +1107,28 @@ fn accumulate_lanes(
 /// var (+)= x, in float64.
 fn accumulate_var(e: &mut Emitter, kind: ReduceKind, var: Variable, x: cranelift_codegen::ir::Value) {
     let a = e.b.use_var(var);
-    let n = match kind {
+    let n = fold_f64(e, kind, a, x);
+    e.b.def_var(var, n);
+}
+
+/// `acc` (float64) folded with the float32 `x`: a sum, or the larger of `acc` and `|x|`.
+fn fold_f64(
+    e: &mut Emitter,
+    kind: ReduceKind,
+    acc: cranelift_codegen::ir::Value,
+    x: cranelift_codegen::ir::Value,
+) -> cranelift_codegen::ir::Value {
+    match kind {
         ReduceKind::Sum => {
             let x64 = e.b.ins().fpromote(types::F64, x);
-            e.b.ins().fadd(a, x64)
+            e.b.ins().fadd(acc, x64)
         }
         ReduceKind::MaxAbs => {
             let ax = e.b.ins().fabs(x);
             let x64 = e.b.ins().fpromote(types::F64, ax);
-            e.b.ins().fmax(a, x64)
+            e.b.ins().fmax(acc, x64)
         }
-    };
-    e.b.def_var(var, n);
+    }
 }
 
 fn vector_of(v: Val) -> cranelift_codegen::ir::Value {
@@ -1135,34 +1145,18 @@ fn scalar_of(v: Val) -> cranelift_codegen::ir::Value {
     }
 }
 
-/// partials[at or fixed] (+)= x, in float64.
+/// partials[at] (+)= x, in float64.
 fn accumulate(
     e: &mut Emitter,
     kind: ReduceKind,
     partials: cranelift_codegen::ir::Value,
-    at: Option<cranelift_codegen::ir::Value>,
-    fixed: i64,
+    at: cranelift_codegen::ir::Value,
     x: cranelift_codegen::ir::Value,
 ) {
-    let addr = match at {
-        Some(at) => {
-            let b8 = e.b.ins().ishl_imm_u(at, 3);
-            e.b.ins().iadd(partials, b8)
-        }
-        None => e.b.ins().iadd_imm_s(partials, 8 * fixed),
-    };
+    let b8 = e.b.ins().ishl_imm_u(at, 3);
+    let addr = e.b.ins().iadd(partials, b8);
     let acc = e.b.ins().load(types::F64, flags(), addr, 0);
-    let n = match kind {
-        ReduceKind::Sum => {
-            let x64 = e.b.ins().fpromote(types::F64, x);
-            e.b.ins().fadd(acc, x64)
-        }
-        ReduceKind::MaxAbs => {
-            let ax = e.b.ins().fabs(x);
-            let x64 = e.b.ins().fpromote(types::F64, ax);
-            e.b.ins().fmax(acc, x64)
-        }
-    };
+    let n = fold_f64(e, kind, acc, x);
     e.b.ins().store(flags(), n, addr, 0);
 }
 

@@ -828,46 +828,53 @@ impl Checker<'_> {
 
     /// `precision = f32 | f64` on a decomposition: true when it is well-formed.
     fn check_precision(&mut self, a: &Arg, given_before: bool) -> bool {
-        let n = a.name.as_ref().expect("named");
-        if given_before {
-            self.error(
-                Diagnostic::error("E0018", "`precision` is given twice", n.span)
-                    .label("a second `precision`")
-                    .hint("a decomposition runs in one precision: `precision = f32` or `precision = f64`"),
-            );
-            return false;
-        }
-        match &a.value.kind {
-            ExprKind::Name(p) if p == "f32" || p == "f64" => true,
-            _ => {
-                self.error(
-                    Diagnostic::error("E0018", "`precision` must be `f32` or `f64`", a.value.span)
-                        .label("not a precision")
-                        .hint("float64 (the default) is accurate for ill-conditioned statistics; `precision = f32` is about twice as fast on the CPU"),
-                );
-                false
-            }
-        }
+        self.check_choice(
+            a,
+            given_before,
+            ["f32", "f64"],
+            ("a precision", "a decomposition runs in one precision: `precision = f32` or `precision = f64`"),
+            "float64 (the default) is accurate for ill-conditioned statistics; `precision = f32` is about twice as fast on the CPU",
+        )
     }
 
     /// `method = eigh | newton` on `inv_root`: true when it is well-formed.
     fn check_method(&mut self, a: &Arg, given_before: bool) -> bool {
+        self.check_choice(
+            a,
+            given_before,
+            ["eigh", "newton"],
+            ("a method", "an inverse root is computed one way: `method = eigh` or `method = newton`"),
+            "`eigh` (the default) goes through an eigendecomposition; `newton` runs the coupled Newton iteration, matrix products only, and falls back to `eigh` when it does not converge",
+        )
+    }
+
+    /// A named argument `key = one of two names`, given once (E0018 otherwise): true when
+    /// it is well-formed. `what` is the noun for a value and the hint for a repeat.
+    fn check_choice(
+        &mut self,
+        a: &Arg,
+        given_before: bool,
+        [x, y]: [&str; 2],
+        (what, twice_hint): (&str, &str),
+        bad_hint: &str,
+    ) -> bool {
         let n = a.name.as_ref().expect("named");
+        let key = &n.name;
         if given_before {
             self.error(
-                Diagnostic::error("E0018", "`method` is given twice", n.span)
-                    .label("a second `method`")
-                    .hint("an inverse root is computed one way: `method = eigh` or `method = newton`"),
+                Diagnostic::error("E0018", format!("`{key}` is given twice"), n.span)
+                    .label(format!("a second `{key}`"))
+                    .hint(twice_hint),
             );
             return false;
         }
         match &a.value.kind {
-            ExprKind::Name(m) if m == "eigh" || m == "newton" => true,
+            ExprKind::Name(v) if v == x || v == y => true,
             _ => {
                 self.error(
-                    Diagnostic::error("E0018", "`method` must be `eigh` or `newton`", a.value.span)
-                        .label("not a method")
-                        .hint("`eigh` (the default) goes through an eigendecomposition; `newton` runs the coupled Newton iteration, matrix products only, and falls back to `eigh` when it does not converge"),
+                    Diagnostic::error("E0018", format!("`{key}` must be `{x}` or `{y}`"), a.value.span)
+                        .label(format!("not {what}"))
+                        .hint(bad_hint),
                 );
                 false
             }
