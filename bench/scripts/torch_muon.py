@@ -47,15 +47,19 @@ def newton_schulz_f32(g, steps=5):
     return x.T if g.size(0) > g.size(1) else x
 
 
-def timed_f32_ns(shape, repeats):
-    g = torch.randn(*shape) * 1e-2
-    newton_schulz_f32(g)
+def timed_call(f, repeats):
+    f()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        newton_schulz_f32(g)
+        f()
         times.append((time.perf_counter() - t) * 1e3)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+
+
+def timed_f32_ns(shape, repeats):
+    g = torch.randn(*shape) * 1e-2
+    return timed_call(lambda: newton_schulz_f32(g), repeats)
 
 
 def main():
@@ -69,6 +73,10 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = args.device
+    if dev == "cpu":
+        # The bf16 limit: torch's own bfloat16 GEMM (oneDNN, avx512_bf16) on 1024^3.
+        a, b = (torch.randn(1024, 1024).bfloat16() for _ in range(2))
+        print(json.dumps({"case": "bf16-gemm-1024", **timed_call(lambda: torch.mm(a, b), args.repeats)}), flush=True)
     for shape in filter(None, args.shapes.split(",")):
         r, c = (int(x) for x in shape.split("x"))
         params = [torch.nn.Parameter(torch.randn(r, c, device=dev) * 0.02)]

@@ -190,6 +190,7 @@ fn hyper_ty_name(ty: HyperTy) -> &'static str {
         HyperTy::F32 => "f32",
         HyperTy::Int => "int",
         HyperTy::Bool => "bool",
+        HyperTy::Precision => "precision",
     }
 }
 

@@ -5,8 +5,8 @@
 
 use crate::inputs::StepInputs;
 use crate::ir::{
-    eval_binary, eval_unary, Func, HyperTy, Module, Op, Pattern, Precision, ReduceKind, Role, RootMethod, ShapeScalar,
-    Target, Value,
+    eval_binary, eval_unary, round_significand, Func, HyperTy, Module, Op, Pattern, Precision, ReduceKind, Role,
+    RootMethod, ShapeScalar, Target, Value, BF16_BITS, F32_BITS, TF32_BITS,
 };
 use crate::plan::{Buffer, FuncPlan, Item, Pass, Plan};
 use gdc_dsl::types::Shape;
@@ -166,6 +166,7 @@ fn hyper_ty_name(t: HyperTy) -> &'static str {
         HyperTy::F32 => "f32",
         HyperTy::Int => "an int",
         HyperTy::Bool => "a bool (0 or 1)",
+        HyperTy::Precision => "a precision (24: f32, 11: tf32, 8: bf16)",
     }
 }
 
@@ -661,6 +662,7 @@ pub fn check_hyper(m: &Module, name: &str, value: f64) -> Result<usize, InterpEr
         HyperTy::F32 => value.is_finite(),
         HyperTy::Int => value.fract() == 0.0,
         HyperTy::Bool => value == 0.0 || value == 1.0,
+        HyperTy::Precision => [F32_BITS, TF32_BITS, BF16_BITS].contains(&value),
     };
     if !ok {
         return Err(InterpError::HyperType { name: name.into(), ty: hyper_ty_name(h.ty), value });
@@ -1218,7 +1220,17 @@ fn eval(
                 let data = (0..r * c).map(|idx| t.data[(idx % r) * c + idx / r]).collect();
                 Tensor { names: vec![t.names[1].clone(), t.names[0].clone()], sizes: vec![c, r], data }
             };
-            let (a, b) = (&read(&args[0], *ta), &read(&args[1], *tb));
+            // A product in bf16 or TF32 multiplies its operands rounded to that precision
+            // (through float32, as a backend holds them), exactly, and sums in float64.
+            let rounded = |t: Tensor| match args.get(2) {
+                Some(p) => {
+                    let bits = p.as_scalar();
+                    let data = t.data.iter().map(|x| f64::from(round_significand(*x as f32, bits))).collect();
+                    Tensor { data, ..t }
+                }
+                None => t,
+            };
+            let (a, b) = (&rounded(read(&args[0], *ta)), &rounded(read(&args[1], *tb)));
             let (mm, k) = if a.sizes.len() == 2 { (a.sizes[0], a.sizes[1]) } else { (1, a.sizes[0]) };
             let nn = if b.sizes.len() == 2 { b.sizes[1] } else { 1 };
             let mut o = vec![0.0; mm * nn];

@@ -32,6 +32,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
             let ty = match (h.ty.map(|t| t.0), &h.default.kind) {
                 (Some(ast::ScalarTy::Int), _) => HyperTy::Int,
                 (Some(ast::ScalarTy::Bool), _) | (None, ExprKind::Bool(_)) => HyperTy::Bool,
+                (None, ExprKind::Name(_)) => HyperTy::Precision,
                 _ => HyperTy::F32,
             };
             HyperInfo {
@@ -203,6 +204,7 @@ fn literal_value(e: &Expr) -> f64 {
         ExprKind::Number(v) => *v,
         ExprKind::Bool(b) => f64::from(u8::from(*b)),
         ExprKind::Unary(UnOp::Neg, inner) => -literal_value(inner),
+        ExprKind::Name(n) => gdc_dsl::builtins::precision_value(n).unwrap_or(0.0),
         _ => 0.0,
     }
 }
@@ -234,6 +236,10 @@ struct Lowerer<'a> {
     static_args: HashMap<String, Expr>,
     /// The loop being unrolled when the function outgrew `MAX_INSTS`.
     too_big: Option<Span>,
+    /// The precision of the products being lowered (`with precision = ...`, which reaches
+    /// into the functions its block calls): a value each product takes as its third
+    /// operand; `None` for float32.
+    precision: Option<Value>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -250,6 +256,7 @@ impl<'a> Lowerer<'a> {
             pshape: Shape::Like,
             static_args: HashMap::new(),
             too_big: None,
+            precision: None,
         }
     }
 
@@ -496,6 +503,19 @@ impl<'a> Lowerer<'a> {
                 };
                 self.merge(c, &after_then, &after_else);
             }
+            Stmt::With { value, body, .. } => {
+                let precision = match &value.kind {
+                    ExprKind::Name(n) => match gdc_dsl::builtins::precision_value(n) {
+                        Some(bits) if bits == F32_BITS => None,
+                        Some(bits) => Some(self.constant(bits)),
+                        None => Some(self.lookup(n)),
+                    },
+                    _ => None,
+                };
+                let outer = std::mem::replace(&mut self.precision, precision);
+                self.block(body);
+                self.precision = outer;
+            }
             Stmt::Every { period, body, .. } => {
                 // Steps 1, K+1, 2K+1, ...: (step - 1) % K == 0.
                 let k = self.expr(period);
@@ -608,7 +628,8 @@ impl<'a> Lowerer<'a> {
                 let a = self.expr(a);
                 let b = self.expr(b);
                 if *op == BinOp::MatMul {
-                    return self.emit(Op::MatMul { ta: false, tb: false, sym: false }, vec![a, b], None);
+                    let args = [a, b].into_iter().chain(self.precision).collect();
+                    return self.emit(Op::MatMul { ta: false, tb: false, sym: false }, args, None);
                 }
                 let op = match op {
                     BinOp::Add => Binary::Add,

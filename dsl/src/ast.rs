@@ -189,13 +189,52 @@ pub enum AssignOp {
 
 #[derive(Clone, Debug)]
 pub enum Stmt {
-    Let { names: Vec<Ident>, value: Expr, span: Span },
-    Var { name: Ident, value: Expr, span: Span },
-    Assign { target: Ident, op: AssignOp, value: Expr, span: Span },
-    If { cond: Expr, then: Block, otherwise: Option<Block>, span: Span },
-    For { var: Ident, start: Expr, end: Expr, body: Block, span: Span },
-    Every { period: Expr, body: Block, span: Span },
-    Return { value: Expr, span: Span },
+    Let {
+        names: Vec<Ident>,
+        value: Expr,
+        span: Span,
+    },
+    Var {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
+    Assign {
+        target: Ident,
+        op: AssignOp,
+        value: Expr,
+        span: Span,
+    },
+    If {
+        cond: Expr,
+        then: Block,
+        otherwise: Option<Block>,
+        span: Span,
+    },
+    For {
+        var: Ident,
+        start: Expr,
+        end: Expr,
+        body: Block,
+        span: Span,
+    },
+    Every {
+        period: Expr,
+        body: Block,
+        span: Span,
+    },
+    /// `with precision = bf16 { ... }`: a setting (`name`, only `precision` today) for every
+    /// statement the block runs, including inside the functions it calls.
+    With {
+        name: Ident,
+        value: Expr,
+        body: Block,
+        span: Span,
+    },
+    Return {
+        value: Expr,
+        span: Span,
+    },
 }
 
 impl Stmt {
@@ -207,6 +246,7 @@ impl Stmt {
             | Stmt::If { span, .. }
             | Stmt::For { span, .. }
             | Stmt::Every { span, .. }
+            | Stmt::With { span, .. }
             | Stmt::Return { span, .. } => *span,
         }
     }

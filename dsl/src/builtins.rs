@@ -180,3 +180,13 @@ pub const INIT_NAMES: &[&str] = &["zeros", "eye"];
 
 /// Dimension names a state shape may use.
 pub const DIMS: &[&str] = &["rows", "cols"];
+
+/// The precisions of matrix products (`with precision = bf16 { ... }`), each with the value a
+/// precision hyperparameter (`hyper ns_precision = bf16`) holds at run time: the bits of
+/// significand a product's operands keep (products accumulate in float32 always).
+pub const PRECISIONS: [(&str, f64); 3] = [("f32", 24.0), ("tf32", 11.0), ("bf16", 8.0)];
+
+/// The run-time value of a precision's name (`bf16` -> 8), if it is one.
+pub fn precision_value(name: &str) -> Option<f64> {
+    PRECISIONS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}

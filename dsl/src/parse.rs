@@ -177,11 +177,15 @@ fn rule_name(rule: &Rule) -> &'static str {
         Rule::input_decl | Rule::kw_input | Rule::kw_optional => "`input`",
         Rule::prepare_block | Rule::kw_prepare => "`prepare`",
         Rule::update_def | Rule::kw_update => "`update`",
-        Rule::kw_let | Rule::kw_var | Rule::kw_if | Rule::kw_for | Rule::kw_every | Rule::kw_return => "a statement",
+        Rule::kw_let | Rule::kw_var | Rule::kw_if | Rule::kw_for | Rule::kw_every | Rule::kw_with | Rule::kw_return => {
+            "a statement"
+        }
         Rule::kw_else => "`else`",
         Rule::kw_in => "`in`",
         Rule::block => "a block `{ ... }`",
-        Rule::let_stmt | Rule::var_stmt | Rule::if_stmt | Rule::for_stmt | Rule::every_stmt => "a statement",
+        Rule::let_stmt | Rule::var_stmt | Rule::if_stmt | Rule::for_stmt | Rule::every_stmt | Rule::with_stmt => {
+            "a statement"
+        }
         Rule::return_stmt | Rule::assign_stmt => "a statement",
         Rule::assign_op => "`=`",
         Rule::scalar_ty | Rule::shape => "a type (`f32`, `int`, `bool`, `tensor` or `[dims]`)",
@@ -346,6 +350,7 @@ fn not_keyword(pair: &Pair<Rule>) -> bool {
             | Rule::kw_for
             | Rule::kw_in
             | Rule::kw_every
+            | Rule::kw_with
             | Rule::kw_return
             | Rule::kw_use
             | Rule::kw_policy
@@ -574,6 +579,11 @@ fn build_stmt(pair: Pair<Rule>) -> Stmt {
         Rule::every_stmt => {
             let period = build_expr(it.next().expect("period"));
             Stmt::Every { period, body: build_block(it.next().expect("body")), span }
+        }
+        Rule::with_stmt => {
+            let name = ident(it.next().expect("setting"));
+            let value = build_expr(it.next().expect("value"));
+            Stmt::With { name, value, body: build_block(it.next().expect("body")), span }
         }
         _ => Stmt::Return { value: build_expr(it.next().expect("value")), span },
     }

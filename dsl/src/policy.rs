@@ -281,7 +281,7 @@ impl Renamer<'_> {
                 self.expr(end);
                 self.block(body);
             }
-            Stmt::Every { period, body, .. } => {
+            Stmt::Every { period, body, .. } | Stmt::With { value: period, body, .. } => {
                 self.expr(period);
                 self.block(body);
             }
@@ -342,7 +342,7 @@ fn uses_global_reduction(o: &Optimizer) -> bool {
                 expr(cond) || block(then) || otherwise.as_ref().is_some_and(block)
             }
             Stmt::For { start, end, body, .. } => expr(start) || expr(end) || block(body),
-            Stmt::Every { period, body, .. } => expr(period) || block(body),
+            Stmt::Every { period, body, .. } | Stmt::With { value: period, body, .. } => expr(period) || block(body),
         })
     }
     o.updates.iter().any(|u| block(&u.body))

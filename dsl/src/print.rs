@@ -140,6 +140,11 @@ fn stmt_text(out: &mut String, s: &Stmt, depth: usize) {
             block_body(out, body, depth + 1);
             let _ = writeln!(out, "{pad}}}");
         }
+        Stmt::With { name, value, body, .. } => {
+            let _ = writeln!(out, "{pad}with {} = {} {{", name.name, expr_text(value));
+            block_body(out, body, depth + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
         Stmt::Return { value, .. } => {
             let _ = writeln!(out, "{pad}return {}", expr_text(value));
         }

@@ -12,6 +12,8 @@
 // elsewhere. Leading dimensions are a batch of matrices, each orthogonalised on its own
 // (stacked experts [E, out, in], a fused QKV declared [3, d, d]); a convolution filter the
 // user wants flattened is passed as [out, in*kh*kw].
+// ns_precision: the Newton–Schulz products' operands are rounded to bfloat16 (sums in float32),
+// as torch's bfloat16 iteration multiplies them; `f32` keeps float32 (golden case muon-f32).
 
 // `steps` quintic Newton–Schulz steps, x <- a x + (b A + c A^2) x with A = x x^T: they push
 // every singular value of x towards 1, keeping its singular vectors.
@@ -32,6 +34,7 @@ optimizer muon {
   hyper nesterov = true
   hyper ns_steps: int = 5 in 0..=99
   hyper eps = 1e-7
+  hyper ns_precision = bf16
 
   state buf = zeros
 
@@ -39,10 +42,12 @@ optimizer muon {
     buf = lerp(buf, g, 1 - momentum)
     let u = where(nesterov, lerp(g, buf, momentum), buf)
     var x = u / max(norm(u), eps)
-    if rows > cols {
-      x = newton_schulz(x.T, ns_steps).T   // the smaller Gram matrix
-    } else {
-      x = newton_schulz(x, ns_steps)
+    with precision = ns_precision {
+      if rows > cols {
+        x = newton_schulz(x.T, ns_steps).T   // the smaller Gram matrix
+      } else {
+        x = newton_schulz(x, ns_steps)
+      }
     }
     p = p * (1 - lr * weight_decay) - lr * sqrt(max(1, rows / cols)) * x
   }

@@ -44,14 +44,33 @@ def _as_program(program):
     raise TypeError(f"program must be a gdc.Program or a path to a .gd or .gdo file, not {type(program).__name__}")
 
 
+# A precision hyperparameter's names and the numbers the runtime takes for them (the bits of
+# significand a matrix product's operands keep).
+_PRECISIONS = {"f32": 24.0, "tf32": 11.0, "bf16": 8.0}
+
+
+def _precision_bits(info, value):
+    """A precision hyperparameter's name (`"bf16"`) as the runtime's number (8); any other
+    value unchanged."""
+    if info.type == "precision" and isinstance(value, str):
+        if value not in _PRECISIONS:
+            raise HyperparameterError(
+                f"hyperparameter `{info.name}` is a precision: \"f32\", \"tf32\" or \"bf16\", not {value!r}"
+            )
+        return _PRECISIONS[value]
+    return value
+
+
 def _check_value(program, info, name, value):
     """The float the runtime takes for `value` of hyperparameter `name`, range-checked."""
+    value = _precision_bits(info, value)
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise HyperparameterError(f"hyperparameter `{name}` must be a number, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
     if not isinstance(value, (int, float)):
-        raise HyperparameterError(f"hyperparameter `{name}` must be a number, got {type(value).__name__}")
+        kind = "a precision name or number" if info.type == "precision" else "a number"
+        raise HyperparameterError(f"hyperparameter `{name}` must be {kind}, got {type(value).__name__}")
     value = float(value)
     program.check_hyper(name, value)
     return value
@@ -624,7 +643,10 @@ class Optimizer(torch.optim.Optimizer):
             if list(b["params"]) != ids:
                 raise CheckpointError(f"param group {gi} holds parameters {ids} here, {list(b['params'])} in the state dict")
             group = self.param_groups[gi]
-            hypers = [(name, float(new_groups[gi].get(name, group[name]))) for name in self._infos]
+            hypers = [
+                (name, float(_precision_bits(info, new_groups[gi].get(name, group[name]))))
+                for name, info in self._infos.items()
+            ]
             states = {k: {s: t for s, t in state_dict["state"].get(i, {}).items() if s != "step"} for k, i in enumerate(ids)}
             meta = dict(info, step=b["step"], skipped_steps=b["skipped_steps"], globals=b["globals"])
             try:
@@ -703,7 +725,7 @@ class Optimizer(torch.optim.Optimizer):
         changed = []
         last = binding.hypers
         for name, info in self._infos.items():
-            value = group[name]
+            value = _precision_bits(info, group[name])
             if last.get(name) != value:
                 changed.append((name, _check_value(self.program, info, name, value)))
         return changed
@@ -917,7 +939,10 @@ class Optimizer(torch.optim.Optimizer):
                     raise CheckpointError(f"parameter `{self._name_of(gi, ids_here[id(p)])}` is {p.dtype} here, {b['dtype']} in the state dict")
                 indices.append(ids_here[id(p)])
             binding = _Binding(self, gi, dtype, indices)
-            hypers = [(name, float(new_groups[gi].get(name, group[name]))) for name in self._infos]
+            hypers = [
+                (name, float(_precision_bits(info, new_groups[gi].get(name, group[name]))))
+                for name, info in self._infos.items()
+            ]
             tensors = []
             keep = []
             members = binding.members()
@@ -1014,6 +1039,9 @@ def _only_dtype(opt):
 
 
 def _typed(info, value):
+    if info.type == "precision":
+        bits = _precision_bits(info, value)
+        return next((n for n, b in _PRECISIONS.items() if b == bits), value)
     if info.type == "bool":
         return bool(value)
     if info.type == "int":

@@ -130,8 +130,8 @@ fn load(path: PathBuf) -> PyResult<Program> {
     Ok(Program { program, file: path.display().to_string() })
 }
 
-/// A hyperparameter as declared: name, type (`f32`, `int` or `bool`), default (booleans as 0
-/// or 1) and range (`(lo, hi)`, inclusive) if it has one.
+/// A hyperparameter as declared: name, type (`f32`, `int`, `bool` or `precision`), default
+/// (booleans as 0 or 1, precisions as their bits of significand: 24, 11, 8) and range (`(lo, hi)`, inclusive) if it has one.
 #[pyclass(frozen, get_all, module = "gdc._native")]
 struct Hyper {
     name: String,
@@ -153,6 +153,7 @@ fn hyper_type(ty: HyperTy) -> &'static str {
         HyperTy::F32 => "f32",
         HyperTy::Int => "int",
         HyperTy::Bool => "bool",
+        HyperTy::Precision => "precision",
     }
 }
 

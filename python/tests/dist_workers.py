@@ -387,11 +387,15 @@ def _gpt_losses(rank, world, mesh, name, hypers):
 # The worst per-step relative loss difference allowed between the FSDP2 run and one process
 # (see test_distributed.py::test_fsdp2_tiny_gpt_losses_equal_one_process). Measured: adamw
 # 6.8e-6 at world 2, 2.1e-5 at world 3; muon_adamw 2.4e-7 and 2.5e-7 (2026-12-06). 1% more
-# lr moves the single-process losses by ~1e-2 (test_gpt.py), 100x the bound.
+# lr moves the single-process losses by ~1e-2 (test_gpt.py), 100x the bound. Muon runs its
+# Newton-Schulz products in float32 here: with bfloat16 operands (muon.gd's default) the
+# gradients' float32 differences between a reduce-scatter and one process's sum flip operand
+# roundings, and the losses differ by 3e-4 to 5e-4 (measured, world 2 and 3), which would
+# hide a sharding bug.
 GPT_RTOL = {"adamw": 1e-4, "muon_adamw": 1e-4}
 GPT_CASES = [
     ("adamw", {"lr": 3e-3, "weight_decay": 0.01}),
-    ("muon_adamw", {"muon.lr": 0.02, "adamw.lr": 3e-3, "adamw.beta2": 0.95}),
+    ("muon_adamw", {"muon.lr": 0.02, "adamw.lr": 3e-3, "adamw.beta2": 0.95, "muon.ns_precision": "f32"}),
 ]
 
 

@@ -45,15 +45,19 @@ ADAMW = dict(lr=3e-3, weight_decay=0.01)
 
 # muon_adamw against torch.optim.Muon + torch.optim.AdamW: torch's Newton-Schulz runs in
 # bfloat16 (8 significant bits: a relative rounding of 2^-9 = 2e-3 per operation, against
-# float32's 6e-8), gdc's in float32, so the losses differ by far more than float32 rounding: measured worst 2.5e-3 (2 torch threads;
-# 4.0e-3 with one; 2.2e-3 to 2.5e-3 over seeds 0-3); bound 4x. The golden case muon-default
+# float32's 6e-8), rounding every intermediate matrix; gdc's (`muon.ns_precision` bf16, the
+# default) rounds the products' operands only and keeps float32 results, so the losses
+# differ by far more than float32 rounding: measured worst 4.1e-3 (with float32 products,
+# before bf16 existed in gdc: 2.5e-3 with 2 torch threads, 4.0e-3 with one, 2.2e-3 to
+# 2.5e-3 over seeds 0-3); bound 2.4x. The golden case muon-default
 # (torch's bf16 Muon) allows rel 2e-2 + abs 1e-2 on the parameters for the same reason;
 # muon_adamw-default was recorded with a float32 Newton-Schulz and allows rel 1e-4, abs 1e-5.
 # At this bound 10% more muon.lr (1.7e-2) or Nesterov off (3.6e-2) is caught; the float32
 # comparison below catches much smaller differences.
 MUON_BF16_RTOL = 1e-2
 # The same against torch's Muon with its Newton-Schulz run in float32 (torch's own function,
-# patched to skip the bfloat16 cast): measured worst 8.4e-7 (6.8e-7 with one torch thread;
+# patched to skip the bfloat16 cast) and gdc's `muon.ns_precision` f32: measured worst
+# 8.4e-7 and 1.1e-6 in two runs (6.8e-7 with one torch thread;
 # a float32 iteration written without addmm gave 6e-7 to 7.5e-7 over seeds 0-3); bound ~6x.
 # Doubling muon.weight_decay gives 1e-3 here.
 MUON_F32_RTOL = 5e-6
@@ -188,14 +192,16 @@ def test_muon_adamw_hypers_are_torch_muons():
 _runs = {}
 
 
-def _muon_adamw_gdc(corpus):
-    """gdc's muon_adamw run (shared by the two comparisons): `muon.lr` and `adamw.lr` driven
-    by hand from CosineAnnealingLR's closed form, since the program has no plain `lr` for a
-    torch scheduler to drive (a scheduler only writes a group's `lr`)."""
-    if "gdc" not in _runs:
+def _muon_adamw_gdc(corpus, precision):
+    """gdc's muon_adamw run with Newton-Schulz operands in `precision`: `muon.lr` and
+    `adamw.lr` driven by hand from CosineAnnealingLR's closed form, since the program has no
+    plain `lr` for a torch scheduler to drive (a scheduler only writes a group's `lr`)."""
+    key = ("gdc", precision)
+    if key not in _runs:
         model = _model(corpus)
+        hypers = dict(MUON_ADAMW, **{"muon.ns_precision": precision})
         opt = gdc.torch.Optimizer(
-            OPTIMIZERS / "muon_adamw.gd", model.named_parameters(), roles=gdc.torch.infer_roles(model), **MUON_ADAMW
+            OPTIMIZERS / "muon_adamw.gd", model.named_parameters(), roles=gdc.torch.infer_roles(model), **hypers
         )
         group = opt.param_groups[0]
 
@@ -203,8 +209,8 @@ def _muon_adamw_gdc(corpus):
             group["muon.lr"] = _cosine(MUON_ADAMW["muon.lr"], t)
             group["adamw.lr"] = _cosine(MUON_ADAMW["adamw.lr"], t)
 
-        _runs["gdc"] = _train(model, corpus, [opt], before=schedule)
-    return _runs["gdc"]
+        _runs[key] = _train(model, corpus, [opt], before=schedule)
+    return _runs[key]
 
 
 def _muon_adamw_torch(corpus):
@@ -239,7 +245,7 @@ def _muon_adamw_torch(corpus):
 def test_muon_adamw_matches_torch_muon_and_adamw(corpus):
     _compare(
         "muon_adamw.gd vs torch.optim.Muon (bf16 Newton-Schulz) + AdamW",
-        _muon_adamw_gdc(corpus),
+        _muon_adamw_gdc(corpus, "bf16"),
         _muon_adamw_torch(corpus),
         MUON_BF16_RTOL,
     )
@@ -268,7 +274,7 @@ def test_muon_adamw_matches_float32_torch_muon(corpus, monkeypatch):
     monkeypatch.setattr(muon_module, "_zeropower_via_newtonschulz", _newton_schulz_float32)
     _compare(
         "muon_adamw.gd vs torch.optim.Muon (float32 Newton-Schulz) + AdamW",
-        _muon_adamw_gdc(corpus),
+        _muon_adamw_gdc(corpus, "f32"),
         _muon_adamw_torch(corpus),
         MUON_F32_RTOL,
     )

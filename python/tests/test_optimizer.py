@@ -531,3 +531,51 @@ def test_zero_without_a_process_group_says_what_to_do():
         gdc.torch.Optimizer(ADAMW, net.parameters(), zero=True)
     with pytest.raises(gdc.GdcError, match="pass zero=True"):
         gdc.torch.Optimizer(ADAMW, net.parameters(), process_group=object())
+
+
+MUON = OPTIMIZERS / "muon.gd"
+
+
+def _muon_run(**hypers):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(24, 40))
+    opt = gdc.torch.Optimizer(MUON, [w], **dict({"lr": 0.02}, **hypers))
+    for step in range(3):
+        w.grad = torch.randn(24, 40, generator=torch.Generator().manual_seed(step))
+        opt.step()
+    return w.detach().clone(), opt
+
+
+def test_a_precision_hyperparameter_takes_its_names_and_numbers():
+    bf16, opt = _muon_run()
+    assert opt.param_groups[0]["ns_precision"] == "bf16"
+    f32, opt32 = _muon_run(ns_precision="f32")
+    assert opt32.param_groups[0]["ns_precision"] == "f32"
+    as_number, _ = _muon_run(ns_precision=24)
+    assert torch.equal(f32, as_number)
+    tf32, _ = _muon_run(ns_precision="tf32")
+    # Lower-precision operands move the result, by about their rounding (2^-8, 2^-11) of
+    # the update, never more than a few percent of it.
+    update = (f32 - _muon_run(lr=0.0)[0]).abs().max().item()
+    for low, bound in [(bf16, 0.05), (tf32, 0.01)]:
+        diff = (low - f32).abs().max().item()
+        assert 0 < diff < bound * update, (diff, update)
+    # Set between steps, through the param group, as any hyperparameter.
+    opt.param_groups[0]["ns_precision"] = "f32"
+    state = opt.state_dict()
+    assert state["param_groups"][0]["ns_precision"] == "f32"
+    opt.load_state_dict(state)
+
+
+def test_a_bad_precision_is_refused_and_steps_nothing():
+    w = torch.nn.Parameter(torch.randn(8, 8))
+    for bad in ["fp8", 3.0, "BF16"]:
+        with pytest.raises(gdc.HyperparameterError, match="ns_precision"):
+            gdc.torch.Optimizer(MUON, [w], ns_precision=bad)
+    opt = gdc.torch.Optimizer(MUON, [w])
+    before = w.detach().clone()
+    w.grad = torch.ones(8, 8)
+    opt.param_groups[0]["ns_precision"] = "fp16"
+    with pytest.raises(gdc.HyperparameterError, match="precision"):
+        opt.step()
+    assert torch.equal(w.detach(), before)

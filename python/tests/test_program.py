@@ -45,6 +45,7 @@ def test_hypers_list_name_type_default_range():
     assert hypers["lr"].type == "f32" and hypers["lr"].default == pytest.approx(1e-3)
     muon = {h.name: h for h in gdc.compile(OPTIMIZERS / "muon.gd").hypers}
     assert muon["ns_steps"].type == "int" and muon["nesterov"].type == "bool"
+    assert muon["ns_precision"].type == "precision" and muon["ns_precision"].default == 8  # bf16
     ranged = [h for p in OPTIMIZERS.glob("*.gd") for h in gdc.compile(p).hypers if h.range is not None]
     assert ranged, "some example declares a range"
     lo, hi = ranged[0].range

@@ -11,6 +11,8 @@
 //! differ only in how kernels and library calls run.
 
 pub mod bench;
+#[cfg(target_arch = "x86_64")]
+mod bf16_gemm;
 pub mod checkpoint;
 mod cpu;
 #[cfg(feature = "cuda")]

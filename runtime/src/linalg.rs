@@ -10,7 +10,7 @@ use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructu
 use faer::traits::RealField;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use gdc_compiler::interp;
-use gdc_compiler::ir::{Op, Precision, RootMethod};
+use gdc_compiler::ir::{round_significand, Op, Precision, RootMethod, BF16_BITS, F32_BITS};
 use std::num::NonZeroUsize;
 
 fn internal(msg: String) -> RuntimeError {
@@ -53,7 +53,8 @@ fn run_op(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<
     match op {
         Op::MatMul { ta, tb, sym } => {
             let (a, b) = (arg(0)?, arg(1)?);
-            matmul(a, *ta, b, *tb, *sym, out, threads).map(|()| None)
+            let bits = args.get(2).map_or(F32_BITS, |p| f64::from(p.0.first().copied().unwrap_or(f32::NAN)));
+            matmul(a, *ta, b, *tb, *sym, bits, out, threads).map(|()| None)
         }
         Op::Transpose => {
             let a = arg(0)?;
@@ -184,12 +185,14 @@ fn par(threads: usize) -> Par {
 /// `out = op(a) @ op(b)` for row-major operands; a vector operand is a row (left) or a
 /// column (right), as the language's `@` types it. With `sym`, only the lower triangle is
 /// computed and then mirrored.
+#[allow(clippy::too_many_arguments)]
 fn matmul(
     a: &Operand,
     ta: bool,
     b: &Operand,
     tb: bool,
     sym: bool,
+    bits: f64,
     out: &mut [f32],
     threads: usize,
 ) -> Result<(), RuntimeError> {
@@ -207,6 +210,24 @@ fn matmul(
     let (m, k, n) = (lhs.nrows(), lhs.ncols(), rhs.ncols());
     if rhs.nrows() != k || out.len() != m * n || (sym && m != n) {
         return Err(misfit());
+    }
+    if bits == BF16_BITS && bf16_native() {
+        #[cfg(target_arch = "x86_64")]
+        crate::bf16_gemm::matmul(lhs, rhs, out, sym, threads);
+        if sym {
+            mirror_lower(out, n);
+        }
+        return Ok(());
+    }
+    if bits != F32_BITS {
+        // bf16 without `avx512_bf16`, or TF32: the operands rounded (once when both are one
+        // buffer, as a Gram matrix's), then an exact float32 product of the rounded values.
+        let round = |x: &[f32]| -> Vec<f32> { x.iter().map(|v| round_significand(*v, bits)).collect() };
+        let ra = round(a.0);
+        let rb = if std::ptr::eq(a.0, b.0) { None } else { Some(round(b.0)) };
+        let ra_op = (&ra[..], a.1.clone());
+        let rb_op = (rb.as_deref().unwrap_or(&ra), b.1.clone());
+        return matmul(&ra_op, ta, &rb_op, tb, sym, F32_BITS, out, threads);
     }
     let mut dst = MatMut::from_row_major_slice_mut(out, m, n);
     if sym {
@@ -227,6 +248,18 @@ fn matmul(
         faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par(threads));
     }
     Ok(())
+}
+
+/// Whether bf16 products run on `avx512_bf16` (`bf16_gemm`); `GDC_NO_BF16_KERNEL=1` turns it
+/// off (to compare with the rounded-operand float32 product).
+fn bf16_native() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *NATIVE.get_or_init(|| crate::bf16_gemm::available() && std::env::var_os("GDC_NO_BF16_KERNEL").is_none())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Copies the lower triangle of the row-major n x n matrix onto its upper triangle.

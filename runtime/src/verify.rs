@@ -4,6 +4,7 @@
 //! the agreement tests and the GPU check all use it.
 
 use crate::{Backend, HyperTy, Optimizer, Options, ParamSpec, Program, RuntimeError};
+use gdc_compiler::ir::{Op, BF16_BITS, F32_BITS, TF32_BITS};
 
 /// Deterministic values in [-1, 1) (xorshift), the same for a seed on every machine.
 pub fn noise(seed: u64, n: usize) -> Vec<f64> {
@@ -39,6 +40,7 @@ pub fn random_hypers(program: &Program, seed: u64) -> Vec<(String, f64)> {
             }
             HyperTy::F32 if h.default == 0.0 => (0.9 * u).clamp(lo, hi),
             HyperTy::F32 => (h.default * (0.5 + 1.5 * u)).clamp(lo, hi),
+            HyperTy::Precision => [F32_BITS, TF32_BITS, BF16_BITS][((u * 3.0) as usize).min(2)],
         };
         out.push((h.name.clone(), value));
     }
@@ -137,8 +139,8 @@ pub fn compare(want: &Trajectory, got: &Trajectory, specs: &[ParamSpec]) -> Agre
 }
 
 /// [`compare`] within `rel` of each parameter's largest finite magnitude. A program with
-/// bf16 state is compared within 2e-3 (about a bfloat16 rounding step, 2^-9): the float64
-/// reference and a float32 backend can round a bf16 state to neighbouring values.
+/// bf16 state or products of a lower precision (bf16, TF32) is compared within 2e-3 (about
+/// a bfloat16 rounding step, 2^-9; see [`tolerance`]).
 pub fn compare_within(want: &Trajectory, got: &Trajectory, specs: &[ParamSpec], rel: f64) -> Agreement {
     let mut a = Agreement { worst: 0.0, first: None, finite: 0, total: 0 };
     for (t, (w, g)) in want.iter().zip(got).enumerate() {
@@ -176,6 +178,20 @@ pub fn check(
     // The backend first: a missing GPU is reported before the slow reference runs.
     let got = trajectory(program, specs, options, seed, steps)?;
     let want = trajectory(program, specs, Options { backend: Backend::Interp, ..options }, seed, steps)?;
-    let rel = if program.plan().module.states.iter().any(|s| s.bf16) { 2e-3 } else { 1e-4 };
-    Ok(compare_within(&want, &got, specs, rel))
+    Ok(compare_within(&want, &got, specs, tolerance(&program.plan().module)))
+}
+
+/// The relative tolerance [`check`] compares a program within: 1e-4, or 2e-3 for a program
+/// with bf16 state or a product that may run in bf16 or TF32. The float64 reference and a
+/// float32 backend can round a bf16 state, or a product's operand, to neighbouring values.
+pub fn tolerance(m: &gdc_compiler::ir::Module) -> f64 {
+    let reduced_products = m
+        .funcs()
+        .into_iter()
+        .any(|(_, f)| f.insts.iter().any(|i| matches!(i.op, Op::MatMul { .. }) && i.args.len() == 3));
+    if reduced_products || m.states.iter().any(|s| s.bf16) {
+        2e-3
+    } else {
+        1e-4
+    }
 }

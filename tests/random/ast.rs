@@ -227,6 +227,9 @@ impl Kind {
 pub struct Update {
     pub kind: Kind,
     pub body: Vec<Stmt>,
+    /// `with precision = NAME { body }`: the products of the body in a precision
+    /// hyperparameter's (which random hyperparameters set to f32, tf32 or bf16).
+    pub precision: Option<String>,
 }
 
 /// A member declaration, written out whole (`hyper lr = 0.1`, `state m: [rows] = zeros`).
@@ -270,7 +273,14 @@ impl Prog {
         }
         for u in &self.updates {
             let _ = writeln!(out, "\n  update({}) {{", u.kind.pattern());
-            render_block(&u.body, &mut out, 4);
+            match &u.precision {
+                Some(p) => {
+                    let _ = writeln!(out, "    with precision = {p} {{");
+                    render_block(&u.body, &mut out, 6);
+                    out.push_str("    }\n");
+                }
+                None => render_block(&u.body, &mut out, 4),
+            }
             out.push_str("  }\n");
         }
         out.push_str("}\n");

@@ -353,6 +353,19 @@ impl Gen {
             });
             updates.push(self.update(kind, single));
         }
+        // Half the programs with products run them in a precision hyperparameter (drawn
+        // last, so the rest of a seed's program is what it was before precisions).
+        if self.features.contains("@") && self.rng.chance(1, 2) {
+            self.feat("with precision");
+            let name = self.fresh("h");
+            hypers.push(Decl {
+                name: name.clone(),
+                text: format!("hyper {name} = {}", self.rng.pick(&["bf16", "tf32"])),
+            });
+            for u in &mut updates {
+                u.precision = Some(name.clone());
+            }
+        }
         Prog { fns, hypers, states, globals, prepare, updates, features: std::mem::take(&mut self.features) }
     }
 
@@ -533,7 +546,7 @@ impl Gen {
         } else {
             body.push(Stmt::Assign("p".into(), "=", Expr::bin("-", a("p"), step)));
         }
-        Update { kind, body }
+        Update { kind, body, precision: None }
     }
 
     /// An assignment of a mutable name by a bounded contraction.

@@ -103,7 +103,7 @@ pub fn run_case(case: &Case) -> Result<Pass, Failure> {
     };
     let specs: Vec<ParamSpec> =
         case.shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("w{i}"), s)).collect();
-    let rel = if program.plan().module.states.iter().any(|s| s.bf16) { 2e-3 } else { 1e-4 };
+    let rel = gdc_runtime::verify::tolerance(&program.plan().module);
     let mut pass = Pass { worst: 0.0, vacuous: false };
     for &seed in &case.seeds {
         let run = |backend: Backend, name: &str| -> Result<_, Failure> {

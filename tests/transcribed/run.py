@@ -51,6 +51,11 @@ def golden():
         print(f"{f:40s} ref worst {worst(d, out):.4f} of tolerance")
 
 
+# The float64 references multiply in full precision: gdc's products run in float32 for them
+# (muon.gd's Newton-Schulz defaults to bfloat16 operands, as torch.optim.Muon).
+F32_PRODUCTS = {"muon": {"ns_precision": 24}, "muon_adamw": {"muon.ns_precision": 24}}
+
+
 def make_case(opt, hyper, shapes, steps, seed, tol=(2e-5, 2e-6), zero_steps=()):
     rng = np.random.default_rng(seed)
     params = {n: rng.standard_normal(s) for n, s in shapes.items()}
@@ -71,7 +76,7 @@ def make_case(opt, hyper, shapes, steps, seed, tol=(2e-5, 2e-6), zero_steps=()):
         "format": "gdc-golden-1",
         "optimizer": opt,
         "reference": "float64 transcription of the reference's single-tensor code (tests/transcribed/ref.py)",
-        "hyper": hyper,
+        "hyper": dict(hyper, **F32_PRODUCTS.get(opt, {})),
         "params": [{"name": n, "shape": list(v.shape), "init": v.ravel().tolist()} for n, v in params.items()],
         "steps": [{"grads": {n: v.ravel().tolist() for n, v in g.items()},
                    "expected": {n: v.ravel().tolist() for n, v in o.items()}} for g, o in zip(grads, out)],

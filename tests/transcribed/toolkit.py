@@ -9,7 +9,7 @@ usage: python3 toolkit.py [optimizer...]     (needs target/debug/gdc: cargo buil
 import json, os, subprocess, sys
 import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import GDC, ROOT, run_ref
+from run import F32_PRODUCTS, GDC, ROOT, run_ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAILED = "/tmp/toolkit-failures"
@@ -48,7 +48,7 @@ def make(opt, hyper, specs, steps, seed, tol=(2e-5, 2e-6), zero_steps=()):
         "format": "gdc-golden-1",
         "optimizer": opt,
         "reference": "float64 transcription of the reference's code (tests/transcribed/ref.py)",
-        "hyper": hyper,
+        "hyper": dict(hyper, **F32_PRODUCTS.get(opt, {})),
         "params": [dict({"name": n, "shape": list(v.shape)}, **meta[n], init=v.ravel().tolist())
                    for n, v in params.items()],
         "steps": steps_json,

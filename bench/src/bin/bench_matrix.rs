@@ -3,8 +3,9 @@
 //! this crate), Muon's whole step on 1024x1024 and 4096x1024, and a transformer-like set
 //! (12 layers of 768x3072, 3072x768 and four 768x768) for Muon, Shampoo (roots every 10
 //! steps) and SOAP (eigenbasis refresh every 10 steps), each step's FLOPs counted by the
-//! runtime as its library calls execute. With `--torch PYTHON`, torch.optim.Muon on the same
-//! shapes in the same run. Prints a Markdown table.
+//! runtime as its library calls execute; Muon's Newton–Schulz with bfloat16 operands (muon.gd's
+//! default) and in float32. With `--torch PYTHON`, torch.optim.Muon on the same shapes and
+//! torch's bfloat16 GEMM (the bf16 limit) in the same run. Prints a Markdown table.
 
 use clap::Parser;
 use faer::{Accum, Mat, MatRef, Par};
@@ -199,7 +200,7 @@ fn torch_muon(python: &PathBuf, threads: usize, layers: usize, repeats: usize) -
 fn run(args: &Args) -> Result<(), String> {
     let (t, r) = (args.threads, args.repeats);
     println!(
-        "bench-matrix: {t} thread(s), medians of {r} (min–max), float32 products, {} decompositions, {} roots\n",
+        "bench-matrix: {t} thread(s), medians of {r} (min–max), {} decompositions, {} roots\n",
         args.decompositions, args.roots
     );
 
@@ -220,25 +221,36 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let torch_case = |case: &str| torch.iter().find(|(c, _)| c == case).map(|(_, s)| s.clone());
 
-    // Muon on one matrix: FLOPs as executed (symmetric products at half). Beside it,
-    // torch.optim.Muon (its Newton-Schulz in bfloat16) and the same Newton-Schulz written
-    // in float32 torch (three full products per iteration), gdc's like-for-like reference.
-    println!("| Muon step | gdc | executed GFLOP | GFLOP/s | of peak | torch.optim.Muon (bf16 NS) | gdc / torch | torch NS in f32 | gdc / torch f32 |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    // The bf16 limit: torch's bfloat16 GEMM (oneDNN) on 1024^3, when torch ran.
+    let bf16_peak = torch_case("bf16-gemm-1024").map(|s| 2.0 * 1024f64.powi(3) / s.median_s / 1e9);
+    match bf16_peak {
+        Some(rate) => println!("bf16 GEMM peak (torch.mm in bfloat16, 1024^3, same run): {rate:.1} GFLOP/s\n"),
+        None => println!("bf16 GEMM peak: not measured (needs --torch)\n"),
+    }
+
+    // Muon on one matrix: FLOPs as executed (symmetric products at half), with muon.gd's
+    // default bfloat16 Newton-Schulz operands and with float32 ones (`ns_precision` 24).
+    // Beside them, torch.optim.Muon (its Newton-Schulz in bfloat16) and the same
+    // Newton-Schulz written in float32 torch (three full products per iteration).
+    println!("| Muon step | gdc, bf16 NS | GFLOP/s | of bf16 peak | torch.optim.Muon (bf16 NS) | gdc / torch | gdc, f32 NS | of f32 peak | torch NS in f32 | gdc f32 / torch f32 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (rows, cols) in [(1024usize, 1024usize), (4096, 1024)] {
-        let timing = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r, "f64", "eigh")?;
-        let rate = timing.flops_per_step / timing.per_step.median_s / 1e9;
-        let ratio = |case: Option<Stats>| match case {
-            Some(s) => (spread(&s), format!("{:.2}", timing.per_step.median_s / s.median_s)),
+        let bf16 = time_steps("muon", &[vec![rows, cols]], &[], t, 1, 1, r, "f64", "eigh")?;
+        let f32 = time_steps("muon", &[vec![rows, cols]], &[("ns_precision", 24.0)], t, 1, 1, r, "f64", "eigh")?;
+        let rate = |x: &Timing| x.flops_per_step / x.per_step.median_s / 1e9;
+        let ratio = |mine: &Timing, case: Option<Stats>| match case {
+            Some(s) => (spread(&s), format!("{:.2}", mine.per_step.median_s / s.median_s)),
             None => ("not run".to_string(), "—".to_string()),
         };
-        let (torch_cell, torch_ratio) = ratio(torch_case(&format!("{rows}x{cols}")));
-        let (f32_cell, f32_ratio) = ratio(torch_case(&format!("{rows}x{cols}-f32")));
+        let (torch_cell, torch_ratio) = ratio(&bf16, torch_case(&format!("{rows}x{cols}")));
+        let (f32_cell, f32_ratio) = ratio(&f32, torch_case(&format!("{rows}x{cols}-f32")));
+        let of_bf16 = bf16_peak.map_or("—".to_string(), |p| format!("{:.0}%", 100.0 * rate(&bf16) / p));
         println!(
-            "| {rows}x{cols} | {} | {:.2} | {rate:.1} | {:.0}% | {torch_cell} | {torch_ratio} | {f32_cell} | {f32_ratio} |",
-            spread(&timing.per_step),
-            timing.flops_per_step / 1e9,
-            100.0 * rate / peak,
+            "| {rows}x{cols} | {} | {:.1} | {of_bf16} | {torch_cell} | {torch_ratio} | {} | {:.0}% | {f32_cell} | {f32_ratio} |",
+            spread(&bf16.per_step),
+            rate(&bf16),
+            spread(&f32.per_step),
+            100.0 * rate(&f32) / peak,
         );
     }
 

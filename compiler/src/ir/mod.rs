@@ -291,6 +291,10 @@ pub enum Op {
     /// compute it between the item that makes the reductions and the items that read it.
     AcrossParams(ReduceKind),
     /// `a @ b`, each operand optionally read transposed (`ta`, `tb`), as BLAS takes them.
+    /// An optional third operand, a scalar, is the precision of the product (the bits of
+    /// significand its operands keep: [`F32_BITS`], [`TF32_BITS`], [`BF16_BITS`]); without
+    /// it the product is float32. It always accumulates in float32 (float64 in the
+    /// interpreter).
     /// `sym`: the product is known to be symmetric (the `symmetry` pass proved it), so a
     /// backend may compute one triangle and mirror it (a SYRK-like product, half the work).
     MatMul {
@@ -434,6 +438,38 @@ pub enum HyperTy {
     F32,
     Int,
     Bool,
+    /// The precision of matrix products (`hyper ns_precision = bf16`): one of
+    /// [`F32_BITS`], [`TF32_BITS`], [`BF16_BITS`].
+    Precision,
+}
+
+/// The precisions of matrix products as their operands' bits of significand (the values of
+/// a precision hyperparameter; `gdc_dsl::builtins::PRECISIONS` names them).
+pub const F32_BITS: f64 = 24.0;
+pub const TF32_BITS: f64 = 11.0;
+pub const BF16_BITS: f64 = 8.0;
+
+/// The name of a precision (`bf16`), or `?` for a value that is none.
+pub fn precision_name(bits: f64) -> &'static str {
+    gdc_dsl::builtins::PRECISIONS.iter().find(|(_, b)| *b == bits).map_or("?", |(n, _)| n)
+}
+
+/// `x` rounded to `bits` bits of significand (8: bfloat16, 11: TF32, 24 or anything else:
+/// unchanged), to nearest with ties to even, as hardware converts float32 to bfloat16:
+/// what a product of that precision multiplies. NaN and infinities stay.
+pub fn round_significand(x: f32, bits: f64) -> f32 {
+    let drop = match bits {
+        BF16_BITS => 16,
+        TF32_BITS => 13,
+        _ => return x,
+    };
+    if !x.is_finite() {
+        return x;
+    }
+    let u = x.to_bits();
+    let lsb = (u >> drop) & 1;
+    let rounded = u.wrapping_add((1 << (drop - 1)) - 1 + lsb) & !((1u32 << drop) - 1);
+    f32::from_bits(rounded)
 }
 
 #[derive(Clone, Debug, PartialEq)]

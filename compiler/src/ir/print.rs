@@ -166,6 +166,7 @@ pub fn hyper_text(h: &HyperInfo) -> String {
         HyperTy::F32 => ("f32", format!("{:?}", h.default)),
         HyperTy::Int => ("int", format!("{}", h.default)),
         HyperTy::Bool => ("bool", format!("{}", h.default != 0.0)),
+        HyperTy::Precision => ("precision", precision_name(h.default).to_string()),
     };
     let mut s = format!("hyper {}: {ty} = {default}", h.name);
     if let Some((lo, hi)) = h.range {

@@ -116,6 +116,7 @@ fn read_hyper(rest: &str) -> Option<HyperInfo> {
         "f32" => HyperTy::F32,
         "int" => HyperTy::Int,
         "bool" => HyperTy::Bool,
+        "precision" => HyperTy::Precision,
         _ => return None,
     };
     let (default, range) = match rest.split_once(" in ") {
@@ -128,7 +129,10 @@ fn read_hyper(rest: &str) -> Option<HyperInfo> {
     let default = match default.trim() {
         "true" => 1.0,
         "false" => 0.0,
-        d => d.parse().ok()?,
+        d => match gdc_dsl::builtins::precision_value(d) {
+            Some(bits) => bits,
+            None => d.parse().ok()?,
+        },
     };
     Some(HyperInfo { name: name.trim().into(), ty, default, range })
 }

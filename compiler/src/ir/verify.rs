@@ -69,7 +69,9 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
                 return fail(format!("{a} is a store and defines no value"));
             }
         }
-        if inst.args.len() != arity(&inst.op) {
+        // A product's optional third operand is its precision (see `Op::MatMul`).
+        let precision = matches!(inst.op, Op::MatMul { .. }) && inst.args.len() == 3;
+        if inst.args.len() != arity(&inst.op) && !precision {
             return fail(format!("expected {} arguments, found {}", arity(&inst.op), inst.args.len()));
         }
         if let Some(g) = inst.guard {

@@ -162,6 +162,15 @@ impl Checker<'_> {
         };
         let in_update = matches!(self.ctx, Ctx::Update { .. });
         match &entry.entity {
+            Entity::PrecisionHyper => {
+                self.error(
+                    Diagnostic::error("E0014", format!("`{name}` is a precision, not a number"), span)
+                        .label("a precision")
+                        .note(entry.span, "declared here")
+                        .hint(format!("a precision sets matrix products: `with precision = {name} {{ ... }}`")),
+                );
+                return None;
+            }
             Entity::Input { .. } | Entity::InputDim if !in_update => {
                 let what = if entry.entity == Entity::InputDim { "the input dimension" } else { "the input" };
                 self.error(

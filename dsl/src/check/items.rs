@@ -192,6 +192,10 @@ impl Checker<'_> {
         self.declare_quietly("step", Span::default(), Entity::Step, Some(Ty::NUM));
         self.push();
         for h in &opt.hypers {
+            if self.check_precision_hyper(h) {
+                self.declare(&h.name.name, h.name.span, Entity::PrecisionHyper, None);
+                continue;
+            }
             let ty = self.check_hyper(h);
             let int = matches!(h.ty, Some((ScalarTy::Int, _)));
             self.declare(&h.name.name, h.name.span, Entity::Hyper { int }, ty);
@@ -620,6 +624,31 @@ impl Checker<'_> {
                 e.ty = ty;
             }
         }
+    }
+
+    /// Whether `h` is a precision hyperparameter (`hyper ns_precision = bf16`), which has
+    /// neither a type nor a range.
+    fn check_precision_hyper(&mut self, h: &crate::ast::HyperDecl) -> bool {
+        let ExprKind::Name(n) = &h.default.kind else { return false };
+        if crate::builtins::precision_value(n).is_none() {
+            return false;
+        }
+        let name = &h.name.name;
+        if let Some((_, span)) = h.ty {
+            self.error(
+                Diagnostic::error("E0019", format!("`{name}` is a precision: it takes no type"), span)
+                    .label("a type on a precision")
+                    .hint(format!("write `hyper {name} = {n}`")),
+            );
+        }
+        if let Some((lo, hi)) = &h.range {
+            self.error(
+                Diagnostic::error("E0019", format!("the precision `{name}` cannot have a range"), lo.span.to(hi.span))
+                    .label("a range on a precision")
+                    .hint("a precision is `bf16`, `tf32` or `f32`; drop `in ...`"),
+            );
+        }
+        true
     }
 
     /// A hyperparameter's default and range are literals of its type.

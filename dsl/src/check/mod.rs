@@ -37,6 +37,9 @@ pub(crate) enum Entity {
     Hyper {
         int: bool,
     },
+    /// A hyperparameter whose value is a precision (`hyper ns_precision = bf16`): read only
+    /// by `with precision = ...`.
+    PrecisionHyper,
     Global,
     Step,
     PrepareLet,

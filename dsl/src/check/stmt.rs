@@ -129,7 +129,40 @@ impl Checker<'_> {
                 self.check_block(body, false);
                 self.assigned = before;
             }
+            Stmt::With { name, value, body, .. } => {
+                self.check_setting(name, value);
+                // The block always runs: what it assigns is assigned.
+                self.check_block(body, false);
+            }
             Stmt::Return { .. } => {}
+        }
+    }
+
+    /// `with precision = p`: the only setting, whose value is a precision's name or a
+    /// hyperparameter declared with one.
+    fn check_setting(&mut self, name: &crate::ast::Ident, value: &Expr) {
+        if name.name != "precision" {
+            self.error(
+                Diagnostic::error("E0018", format!("unknown setting `{}`", name.name), name.span)
+                    .label("not a setting")
+                    .hint("`with` sets the precision of matrix products: `with precision = bf16 { ... }`"),
+            );
+            return;
+        }
+        let ok = match &value.kind {
+            ExprKind::Name(n) if crate::builtins::precision_value(n).is_some() => true,
+            ExprKind::Name(n) => match self.lookup(n) {
+                Some(e) => e.entity == Entity::PrecisionHyper,
+                None => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            self.error(
+                Diagnostic::error("E0018", "`precision` must be `bf16`, `tf32`, `f32` or a precision hyperparameter", value.span)
+                    .label("not a precision")
+                    .hint("write `with precision = bf16 { ... }`, or declare `hyper products = bf16` and write `with precision = products { ... }`"),
+            );
         }
     }
 
@@ -177,7 +210,7 @@ impl Checker<'_> {
             }
         };
         let d = match (&entry.entity, self.ctx) {
-            (Entity::Hyper { .. }, _) => Some(
+            (Entity::Hyper { .. } | Entity::PrecisionHyper, _) => Some(
                 Diagnostic::error("E0006", format!("cannot assign to hyperparameter `{name}`"), span)
                     .label("hyperparameters are read-only in code")
                     .note(entry.span, "declared as `hyper` here")

@@ -17,7 +17,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKern
 use gdc_compiler::artifact::ArtifactError;
 use gdc_compiler::gpu::abi::{self, GpuProgram, KernelAbi, Mode};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
-use gdc_compiler::ir::{Func, Op};
+use gdc_compiler::ir::{Func, Op, BF16_BITS, F32_BITS, TF32_BITS};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
@@ -519,7 +519,11 @@ impl CudaEngine {
         match &inst.op {
             Op::MatMul { ta, tb, .. } if !aliased => {
                 let ((a, asz), (b, bsz)) = (buf(0)?, buf(1)?);
-                self.matmul(a, asz, *ta, b, bsz, *tb, out)
+                let bits = match args.get(2) {
+                    Some((Err(x), _)) => *x,
+                    _ => F32_BITS,
+                };
+                self.matmul(a, asz, *ta, b, bsz, *tb, out, bits)
             }
             Op::Transpose if !aliased => {
                 let (a, asz) = buf(0)?;
@@ -568,7 +572,7 @@ impl CudaEngine {
                 }
                 // Row-major out (n x k) = column-major k x n = b a^T: a product with inner
                 // dimension 1.
-                self.sgemm(false, false, k, n, 1, b, k, a, 1, out, k)
+                self.sgemm(false, false, k, n, 1, b, k, a, 1, out, k, F32_BITS)
             }
             op => {
                 let mut host: Vec<(Vec<f32>, Vec<usize>)> = Vec::new();
@@ -595,7 +599,8 @@ impl CudaEngine {
     }
 
     /// `op(a) @ op(b)` for row-major operands, as the CPU's `linalg::matmul`: a vector
-    /// operand is a row (left) or a column (right).
+    /// operand is a row (left) or a column (right); the operands keep `bits` bits of
+    /// significand (`Op::MatMul`'s precision).
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
@@ -606,6 +611,7 @@ impl CudaEngine {
         bsz: &[usize],
         tb: bool,
         out: DevPtr,
+        bits: f64,
     ) -> Result<(), RuntimeError> {
         // (rows, cols) of x's row-major storage, and whether op(x) transposes it.
         let stored = |sz: &[usize], t: bool, left: bool| -> Option<(usize, usize, bool)> {
@@ -632,10 +638,13 @@ impl CudaEngine {
         }
         // Row-major out (m x n) is column-major out^T (n x m) = op(b)^T op(a)^T, and row-major
         // storage of x is column-major x^T (leading dimension: x's columns).
-        self.sgemm(tb, ta, n, m, k, b, bc, a, ac, out, n)
+        self.sgemm(tb, ta, n, m, k, b, bc, a, ac, out, n, bits)
     }
 
-    /// Column-major `c (m x n) = op(a) (m x k) op(b) (k x n)` on cuBLAS.
+    /// Column-major `c (m x n) = op(a) (m x k) op(b) (k x n)` on cuBLAS, float32 in and out,
+    /// accumulated in float32: `sgemm` for float32 operands; for bf16 and TF32 (`bits` 8 and
+    /// 11) `cublasGemmEx` with the compute type that rounds the operands to that precision
+    /// on the tensor cores (`CUBLAS_COMPUTE_32F_FAST_16BF`, `_FAST_TF32`).
     #[allow(clippy::too_many_arguments)]
     fn sgemm(
         &self,
@@ -650,32 +659,65 @@ impl CudaEngine {
         ldb: usize,
         c: DevPtr,
         ldc: usize,
+        bits: f64,
     ) -> Result<(), RuntimeError> {
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
         let (one, zero) = (1.0f32, 0.0f32);
         let blas = self.blas()?;
+        let compute = match bits {
+            BF16_BITS => Some(cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF),
+            TF32_BITS => Some(cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+            _ => None,
+        };
+        let (m, n, k) = (int(m, "m")?, int(n, "n")?, int(k, "k")?);
+        let (lda, ldb, ldc) = (int(lda, "lda")?, int(ldb, "ldb")?, int(ldc, "ldc")?);
         // SAFETY: the callers checked that `a`, `b` and `c` hold the m*k, k*n and m*n elements
-        // these dimensions and leading dimensions address; alpha and beta are host values
-        // (the handle's default pointer mode); beta = 0, so `c` is only written.
+        // these dimensions and leading dimensions address; alpha and beta are host float32
+        // values (the handle's default pointer mode, the scale type of a 32F compute type);
+        // beta = 0, so `c` is only written.
         unsafe {
-            cudarc::cublas::result::sgemm(
-                *blas.handle(),
-                op(ta),
-                op(tb),
-                int(m, "m")?,
-                int(n, "n")?,
-                int(k, "k")?,
-                &one,
-                a.addr as *const f32,
-                int(lda, "lda")?,
-                b.addr as *const f32,
-                int(ldb, "ldb")?,
-                &zero,
-                c.addr as *mut f32,
-                int(ldc, "ldc")?,
-            )
+            match compute {
+                None => cudarc::cublas::result::sgemm(
+                    *blas.handle(),
+                    op(ta),
+                    op(tb),
+                    m,
+                    n,
+                    k,
+                    &one,
+                    a.addr as *const f32,
+                    lda,
+                    b.addr as *const f32,
+                    ldb,
+                    &zero,
+                    c.addr as *mut f32,
+                    ldc,
+                ),
+                Some(compute) => cudarc::cublas::result::gemm_ex(
+                    *blas.handle(),
+                    op(ta),
+                    op(tb),
+                    m,
+                    n,
+                    k,
+                    (&one as *const f32).cast(),
+                    a.addr as *const std::ffi::c_void,
+                    cudaDataType::CUDA_R_32F,
+                    lda,
+                    b.addr as *const std::ffi::c_void,
+                    cudaDataType::CUDA_R_32F,
+                    ldb,
+                    (&zero as *const f32).cast(),
+                    c.addr as *mut std::ffi::c_void,
+                    cudaDataType::CUDA_R_32F,
+                    ldc,
+                    compute,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                ),
+            }
         }
-        .map_err(cuda("cuBLAS matrix product (sgemm)"))
+        .map_err(cuda("cuBLAS matrix product (sgemm, gemmEx)"))
     }
 }
 
