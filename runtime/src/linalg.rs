@@ -60,9 +60,7 @@ fn run_op(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<
             let a = arg(0)?;
             let (r, c) = dims2(&a.1)?;
             expect(r * c)?;
-            for (idx, o) in out.iter_mut().enumerate() {
-                *o = a.0[(idx % r) * c + idx / r];
-            }
+            transpose(a.0, r, c, out, threads);
             Ok(None)
         }
         Op::Outer => {
@@ -257,6 +255,38 @@ fn bf16_native() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// `out` (c x r) = the transpose of the row-major r x c matrix `a`: 16 x 16 blocks through
+/// a local buffer, so that reads and writes both run along rows (element by element, the
+/// column walk took a cache line per element: 7% of a 2-thread Muon step on 4096x1024),
+/// bands of 16 output rows on the current rayon pool when `threads` > 1.
+fn transpose(a: &[f32], r: usize, c: usize, out: &mut [f32], threads: usize) {
+    use rayon::prelude::*;
+    const T: usize = 16;
+    if r == 0 || c == 0 {
+        return;
+    }
+    let band = |j0: usize, rows: &mut [f32]| {
+        let jn = rows.len() / r;
+        let mut block = [[0f32; T]; T];
+        for i0 in (0..r).step_by(T) {
+            let iend = (i0 + T).min(r);
+            for i in i0..iend {
+                for (j, v) in a[i * c + j0..i * c + j0 + jn].iter().enumerate() {
+                    block[j][i - i0] = *v;
+                }
+            }
+            for j in 0..jn {
+                rows[j * r + i0..j * r + iend].copy_from_slice(&block[j][..iend - i0]);
+            }
+        }
+    };
+    if threads > 1 {
+        out.par_chunks_mut(T * r).enumerate().for_each(|(b, rows)| band(b * T, rows));
+    } else {
+        out.chunks_mut(T * r).enumerate().for_each(|(b, rows)| band(b * T, rows));
+    }
 }
 
 /// Copies the lower triangle of the row-major n x n matrix onto its upper triangle, in
@@ -490,6 +520,22 @@ fn qr<T: Real>(a: &[f32], r: usize, c: usize, out: &mut [f32]) -> Result<(), Run
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_transposes_are_transposes() {
+        for (r, c) in [(1, 1), (3, 50), (37, 17), (40, 33), (16, 16), (1, 40)] {
+            let a: Vec<f32> = (0..r * c).map(|x| x as f32).collect();
+            for threads in [1, 2] {
+                let mut out = vec![f32::NAN; r * c];
+                transpose(&a, r, c, &mut out, threads);
+                for i in 0..r {
+                    for j in 0..c {
+                        assert_eq!(out[j * r + i], a[i * c + j], "{r}x{c} ({i}, {j}), {threads} threads");
+                    }
+                }
+            }
+        }
+    }
 
     fn noise(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
