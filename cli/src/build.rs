@@ -104,11 +104,14 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
     let compiled = crate::build(&args.file, &source, 1)?;
     let source_name = Path::new(&args.file).file_name().map_or(args.file.clone(), |n| n.to_string_lossy().into_owned());
     let mut artifact = Artifact::from_compiled(&compiled, &source, &source_name, target);
-    let kernels = match target {
+    let (kernels, distinct) = match target {
         // The artifact carries the plan, and `Program::load` JIT-compiles it; compiling the
         // kernels here too proves they compile and times the whole path to machine code.
         artifact::Target::Cpu => match gdc_compiler::cpu::compile(&compiled.plan) {
-            Ok(code) => code.variants.iter().flat_map(|(i, u)| i.iter().chain(u)).filter(|k| k.is_some()).count(),
+            Ok(code) => (
+                code.variants.iter().flat_map(|(i, u)| i.iter().chain(u)).filter(|k| k.is_some()).count(),
+                format!(" ({} distinct)", code.functions),
+            ),
             Err(e) => {
                 eprintln!("error: the CPU backend cannot compile {}: {e}\nThis is a bug in gdc; please report it with the .gd file.", args.file);
                 return Err(ExitCode::from(101));
@@ -117,8 +120,9 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
         artifact::Target::Cuda => {
             let gpu = gpu_program(&args.file, &compiled.plan, &args.arch)?;
             let n = gpu.kernels.len();
+            let distinct = gpu.kernels.iter().map(|k| &k.name).collect::<std::collections::HashSet<_>>().len();
             artifact.gpu = Some(gpu);
-            n
+            (n, format!(" ({distinct} distinct)"))
         }
     };
     let to_machine_code = started.elapsed();
@@ -128,7 +132,7 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
         ExitCode::from(2)
     })?;
     println!(
-        "built {out} ({}, target {target}{}, {bytes} bytes, {kernels} kernel(s) to machine code in {:.1} ms, {:.1} ms in all)",
+        "built {out} ({}, target {target}{}, {bytes} bytes, {kernels} kernel(s){distinct} to machine code in {:.1} ms, {:.1} ms in all)",
         artifact.optimizer,
         artifact.gpu.as_ref().map(|g| format!(" {}", g.arch)).unwrap_or_default(),
         to_machine_code.as_secs_f64() * 1e3,

@@ -101,7 +101,8 @@ mod ptx {
                 let Some(ptxas) = &ptxas else { continue };
                 let report = assemble(ptxas, &name, arch, &gpu.ptx);
                 let functions = report.matches("Compiling entry function").count();
-                assert_eq!(functions, gpu.kernels.len(), "{name} {arch}: {report}");
+                let distinct: std::collections::BTreeSet<&str> = gpu.kernels.iter().map(|k| k.name.as_str()).collect();
+                assert_eq!(functions, distinct.len(), "{name} {arch}: {report}");
                 let mut function = "";
                 for line in report.lines() {
                     if let Some(f) = line.split("Function properties for ").nth(1) {
@@ -125,5 +126,21 @@ mod ptx {
         assert!(matches!(e, gdc_compiler::gpu::GpuError::Setup(_)), "{e:?}");
         let e = e.to_string();
         assert!(e.contains("sm_13") && e.contains("sm_90"), "{e}");
+    }
+}
+
+#[test]
+fn kernels_of_identical_code_share_one_function() {
+    let source = std::fs::read_to_string("../examples/optimizers/muon.gd").unwrap();
+    let c = gdc_compiler::compile(&source).unwrap();
+    let text = mlir::module_text(&c.plan).unwrap();
+    let kernels = abi::plan_kernels(&c.plan).unwrap();
+    let functions: std::collections::BTreeSet<&str> = kernels.iter().map(|(m, _)| m.name.as_str()).collect();
+    assert!(kernels.len() >= 500 && functions.len() <= 20, "{} kernels, {} functions", kernels.len(), functions.len());
+    assert_eq!(text.matches("gpu.func @").count(), functions.len());
+    // A function is named after the first kernel that runs it.
+    for (meta, _) in &kernels {
+        let own = abi::kernel_name(meta.variant, meta.init, meta.item);
+        assert!(functions.contains(own.as_str()) == (own == meta.name), "{own} runs {}", meta.name);
     }
 }

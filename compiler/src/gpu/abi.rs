@@ -54,7 +54,8 @@ pub fn kernel_name(variant: usize, init: bool, item: usize) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelMeta {
-    /// The PTX entry point ([`kernel_name`]).
+    /// The PTX entry point that runs it: [`kernel_name`] of the first kernel of the plan
+    /// with the same code (`mlir::kernel_functions`).
     pub name: String,
     pub variant: usize,
     pub init: bool,
@@ -103,15 +104,19 @@ pub struct GpuProgram {
 }
 
 /// The kernel metadata of every kernel item of a plan, in (variant, init then update, item)
-/// order: what the PTX must provide.
+/// order: what the PTX must provide. Each names the function that runs it, shared by
+/// kernels of identical code (`mlir::kernel_functions`).
 pub fn plan_kernels(plan: &crate::plan::Plan) -> Result<Vec<(KernelMeta, KernelAbi)>, String> {
+    let mut functions = super::mlir::kernel_functions(plan)?.0.into_iter();
     let mut out = Vec::new();
     for (vi, (vp, vm)) in plan.variants.iter().zip(&plan.module.variants).enumerate() {
         for (init, fp, func) in [(true, &vp.init, &vm.init), (false, &vp.update, &vm.update)] {
             for (ii, item) in fp.items.iter().enumerate() {
                 if let crate::plan::Item::Kernel(k) = item {
                     let abi = layout(func, k)?;
-                    out.push((KernelMeta::new(vi, init, ii, &abi), abi));
+                    let mut meta = KernelMeta::new(vi, init, ii, &abi);
+                    meta.name = functions.next().ok_or("fewer kernel functions than kernels")?;
+                    out.push((meta, abi));
                 }
             }
         }

@@ -22,25 +22,50 @@ use gdc_dsl::types::Shape;
 use std::collections::HashMap;
 use std::fmt::Write;
 
-/// The MLIR module holding every kernel of `plan`.
+/// The MLIR module holding every kernel of `plan`: one function per distinct kernel (see
+/// [`kernel_functions`]).
 pub fn module_text(plan: &Plan) -> Result<String, String> {
     let mut out = String::new();
     out.push_str("module attributes {gpu.container_module} {\n  gpu.module @gdc {\n");
     let _ =
         writeln!(out, "    llvm.mlir.global internal @gdc_red() {{addr_space = 3 : i32}} : !llvm.array<{BLOCK} x f64>");
+    for text in kernel_functions(plan)?.1 {
+        out.push_str(&text);
+    }
+    out.push_str("  }\n}\n");
+    Ok(out)
+}
+
+/// The name a kernel's function is built under before [`kernel_functions`] names it.
+const UNNAMED: &str = "gdc_kernel";
+
+/// For every kernel item of `plan`, in (variant, init then update, item) order, the name of
+/// the function that runs it; and the text of each distinct function. A kernel reads its
+/// buffers and scalars through its launch's tables, so kernels whose functions are the same
+/// text share the first one's function ([`kernel_name`] of its item): Muon's unrolled
+/// Newton–Schulz iterations are 600 kernels and 10 functions, and PTX is made for those.
+pub fn kernel_functions(plan: &Plan) -> Result<(Vec<String>, Vec<String>), String> {
+    let (mut names, mut texts) = (Vec::new(), Vec::new());
+    let mut by_body: HashMap<String, String> = HashMap::new();
     for (vi, (vp, vm)) in plan.variants.iter().zip(&plan.module.variants).enumerate() {
         for (init, fp, func) in [(true, &vp.init, &vm.init), (false, &vp.update, &vm.update)] {
             for (ii, item) in fp.items.iter().enumerate() {
                 if let Item::Kernel(k) = item {
                     let abi = layout(func, k)?;
                     let name = kernel_name(vi, init, ii);
-                    out.push_str(&kernel_text(func, k, &abi, &name).map_err(|e| format!("kernel {name}: {e}"))?);
+                    let body = kernel_text(func, k, &abi, UNNAMED).map_err(|e| format!("kernel {name}: {e}"))?;
+                    if let Some(first) = by_body.get(&body) {
+                        names.push(first.clone());
+                        continue;
+                    }
+                    texts.push(body.replacen(&format!("@{UNNAMED}("), &format!("@{name}("), 1));
+                    by_body.insert(body, name.clone());
+                    names.push(name);
                 }
             }
         }
     }
-    out.push_str("  }\n}\n");
-    Ok(out)
+    Ok((names, texts))
 }
 
 /// An SSA name of the text being built.
