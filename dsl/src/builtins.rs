@@ -181,10 +181,14 @@ pub const INIT_NAMES: &[&str] = &["zeros", "eye"];
 /// Dimension names a state shape may use.
 pub const DIMS: &[&str] = &["rows", "cols"];
 
-/// The precisions of matrix products (`with precision = bf16 { ... }`), each with the value a
-/// precision hyperparameter (`hyper ns_precision = bf16`) holds at run time: the bits of
-/// significand a product's operands keep (products accumulate in float32 always).
-pub const PRECISIONS: [(&str, f64); 3] = [("f32", 24.0), ("tf32", 11.0), ("bf16", 8.0)];
+/// The precisions of matrix products as the bits of significand a product's operands keep
+/// (products accumulate in float32 always): the value a precision hyperparameter holds.
+pub const F32_BITS: f64 = 24.0;
+pub const TF32_BITS: f64 = 11.0;
+pub const BF16_BITS: f64 = 8.0;
+
+/// The precisions' names (`with precision = bf16 { ... }`, `hyper ns_precision = bf16`).
+pub const PRECISIONS: [(&str, f64); 3] = [("f32", F32_BITS), ("tf32", TF32_BITS), ("bf16", BF16_BITS)];
 
 /// The run-time value of a precision's name (`bf16` -> 8), if it is one.
 pub fn precision_value(name: &str) -> Option<f64> {

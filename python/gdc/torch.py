@@ -45,8 +45,8 @@ def _as_program(program):
 
 
 # A precision hyperparameter's names and the numbers the runtime takes for them (the bits of
-# significand a matrix product's operands keep).
-_PRECISIONS = {"f32": 24.0, "tf32": 11.0, "bf16": 8.0}
+# significand a matrix product's operands keep), from the language's own table.
+_PRECISIONS = dict(_native.PRECISIONS)
 
 
 def _precision_bits(info, value):

@@ -802,5 +802,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile_file, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // A precision hyperparameter's names and the values the runtime takes for them.
+    m.add("PRECISIONS", gdc_dsl::builtins::PRECISIONS.iter().map(|(n, b)| (*n, *b)).collect::<Vec<_>>())?;
     Ok(())
 }

@@ -107,7 +107,12 @@ pub struct GpuProgram {
 /// order: what the PTX must provide. Each names the function that runs it, shared by
 /// kernels of identical code (`mlir::kernel_functions`).
 pub fn plan_kernels(plan: &crate::plan::Plan) -> Result<Vec<(KernelMeta, KernelAbi)>, String> {
-    let mut functions = super::mlir::kernel_functions(plan)?.0.into_iter();
+    kernels_named(plan, super::mlir::kernel_functions(plan)?.0)
+}
+
+/// [`plan_kernels`] with each kernel's function name already known (`mlir::kernel_functions`).
+pub fn kernels_named(plan: &crate::plan::Plan, names: Vec<String>) -> Result<Vec<(KernelMeta, KernelAbi)>, String> {
+    let mut functions = names.into_iter();
     let mut out = Vec::new();
     for (vi, (vp, vm)) in plan.variants.iter().zip(&plan.module.variants).enumerate() {
         for (init, fp, func) in [(true, &vp.init, &vm.init), (false, &vp.update, &vm.update)] {

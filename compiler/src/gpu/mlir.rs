@@ -25,15 +25,20 @@ use std::fmt::Write;
 /// The MLIR module holding every kernel of `plan`: one function per distinct kernel (see
 /// [`kernel_functions`]).
 pub fn module_text(plan: &Plan) -> Result<String, String> {
+    Ok(module_of(&kernel_functions(plan)?.1))
+}
+
+/// The MLIR module holding these kernel functions (`kernel_functions`'s texts).
+pub fn module_of(functions: &[String]) -> String {
     let mut out = String::new();
     out.push_str("module attributes {gpu.container_module} {\n  gpu.module @gdc {\n");
     let _ =
         writeln!(out, "    llvm.mlir.global internal @gdc_red() {{addr_space = 3 : i32}} : !llvm.array<{BLOCK} x f64>");
-    for text in kernel_functions(plan)?.1 {
-        out.push_str(&text);
+    for text in functions {
+        out.push_str(text);
     }
     out.push_str("  }\n}\n");
-    Ok(out)
+    out
 }
 
 /// The name a kernel's function is built under before [`kernel_functions`] names it.

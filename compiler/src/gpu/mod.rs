@@ -48,8 +48,9 @@ pub fn refuse_bf16(plan: &crate::plan::Plan) -> Result<(), GpuError> {
 pub fn compile(plan: &crate::plan::Plan, arch: &str) -> Result<abi::GpuProgram, GpuError> {
     check_arch(arch)?;
     refuse_bf16(plan)?;
-    let text = mlir::module_text(plan).map_err(GpuError::Internal)?;
-    let ptx = ptx::lower(&text, arch)?;
-    let kernels = abi::plan_kernels(plan).map_err(GpuError::Internal)?.into_iter().map(|(meta, _)| meta).collect();
+    let (names, functions) = mlir::kernel_functions(plan).map_err(GpuError::Internal)?;
+    let ptx = ptx::lower(&mlir::module_of(&functions), arch)?;
+    let kernels =
+        abi::kernels_named(plan, names).map_err(GpuError::Internal)?.into_iter().map(|(meta, _)| meta).collect();
     Ok(abi::GpuProgram { arch: arch.to_string(), ptx, kernels })
 }

@@ -445,9 +445,7 @@ pub enum HyperTy {
 
 /// The precisions of matrix products as their operands' bits of significand (the values of
 /// a precision hyperparameter; `gdc_dsl::builtins::PRECISIONS` names them).
-pub const F32_BITS: f64 = 24.0;
-pub const TF32_BITS: f64 = 11.0;
-pub const BF16_BITS: f64 = 8.0;
+pub use gdc_dsl::builtins::{BF16_BITS, F32_BITS, TF32_BITS};
 
 /// The name of a precision (`bf16`), or `?` for a value that is none.
 pub fn precision_name(bits: f64) -> &'static str {
