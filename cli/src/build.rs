@@ -22,6 +22,10 @@ pub struct BuildArgs {
     /// Where to write the artifact (default: FILE with the extension .gdo).
     #[arg(short, long)]
     output: Option<String>,
+    /// Leave out the CPU's LLVM tier (x86-64-v3/v4 code for the flat kernels): the artifact's
+    /// kernels then all run on Cranelift, compiled at load.
+    #[arg(long)]
+    no_native: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,6 +91,26 @@ pub fn cuda_program(file: &str, source: &str) -> Result<gdc_runtime::Program, St
     gdc_runtime::Program::from_artifact(artifact).map_err(|e| e.to_string())
 }
 
+/// The CPU's LLVM tier for `plan` (nothing without the `mlir` feature); `Err` carries exit
+/// code 101, a compiler bug.
+fn native_code(
+    file: &str,
+    plan: &gdc_compiler::plan::Plan,
+) -> Result<Vec<gdc_compiler::cpu::native::NativeLevel>, ExitCode> {
+    #[cfg(feature = "mlir")]
+    {
+        gdc_compiler::cpu::llvm::compile(plan).map_err(|e| {
+            eprintln!("error: the CPU's LLVM tier cannot compile {file}: {e}\nThis is a bug in gdc; please report it with the .gd file (`--no-native` builds without it).");
+            ExitCode::from(101)
+        })
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = (file, plan);
+        Ok(Vec::new())
+    }
+}
+
 /// Builds and writes the artifact. Exit 0 on success, 1 when the source has errors, 2 when the
 /// input cannot be read or the output cannot be written, 101 on a compiler bug.
 pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
@@ -126,13 +150,29 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode, ExitCode> {
         }
     };
     let to_machine_code = started.elapsed();
+    let native_started = Instant::now();
+    if !args.no_native {
+        artifact.native = native_code(&args.file, &compiled.plan)?;
+    }
+    let native_time = native_started.elapsed();
+    let native_note = if artifact.native.is_empty() {
+        String::new()
+    } else {
+        let n = artifact.native[0].kernels.iter().flatten().collect::<std::collections::HashSet<_>>().len();
+        let levels: Vec<&str> = artifact.native.iter().map(|n| n.level.name()).collect();
+        format!(
+            ", LLVM tier {} ({n} function(s) each) in {:.1} ms",
+            levels.join(" and "),
+            native_time.as_secs_f64() * 1e3
+        )
+    };
     let bytes = artifact.to_bytes().len();
     artifact.write(&out).map_err(|e| {
         eprintln!("error: cannot write the artifact: {e}");
         ExitCode::from(2)
     })?;
     println!(
-        "built {out} ({}, target {target}{}, {bytes} bytes, {kernels} kernel(s){distinct} to machine code in {:.1} ms, {:.1} ms in all)",
+        "built {out} ({}, target {target}{}, {bytes} bytes, {kernels} kernel(s){distinct} to machine code in {:.1} ms{native_note}, {:.1} ms in all)",
         artifact.optimizer,
         artifact.gpu.as_ref().map(|g| format!(" {}", g.arch)).unwrap_or_default(),
         to_machine_code.as_secs_f64() * 1e3,

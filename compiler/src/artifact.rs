@@ -7,6 +7,7 @@
 //! recompiles the stored source and compares, so a file edited with a recomputed checksum is
 //! refused rather than trusted.
 
+use crate::cpu::native::NativeLevel;
 use crate::gpu::abi::{plan_kernels, GpuProgram};
 use crate::ir::HyperTy;
 use crate::{compile, plan, CompileError, Compiled};
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The version of the file layout and body schema this compiler reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The version of the compiler that builds and accepts artifacts.
 pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The first word of every artifact.
@@ -118,6 +119,10 @@ pub struct Artifact {
     /// The GPU code (target `cuda` only): PTX and per-kernel metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuProgram>,
+    /// The CPU's LLVM tier: per x86-64 level, an object of the flat kernels (absent when
+    /// built without it). Loaded where the CPU has the level; Cranelift runs the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<NativeLevel>,
 }
 
 /// Why an artifact cannot be read, written or trusted.
@@ -240,6 +245,7 @@ impl Artifact {
                 .collect(),
             plan_text: plan::print::plan_text(&compiled.plan),
             gpu: None,
+            native: Vec::new(),
         }
     }
 
@@ -333,7 +339,35 @@ impl Artifact {
                 }
             }
         }
+        self.validate_native(&compiled.plan)?;
         Ok(compiled)
+    }
+
+    /// The LLVM tier's code cannot be remade where it is loaded (no LLVM there): the checksum
+    /// guards its bytes; each level appears once and names a function for exactly the kernel
+    /// items the tier compiles ([`crate::cpu::mlir::supported`]), and its object must load
+    /// and hold them (checked when the program is made, by [`crate::cpu::compile_with`]).
+    fn validate_native(&self, plan: &plan::Plan) -> Result<(), ArtifactError> {
+        let mut want = Vec::new();
+        for (vp, vm) in plan.variants.iter().zip(&plan.module.variants) {
+            for (fp, func) in [(&vp.init, &vm.init), (&vp.update, &vm.update)] {
+                for item in &fp.items {
+                    if let plan::Item::Kernel(k) = item {
+                        let abi = crate::cpu::abi::layout(func, k).map_err(ArtifactError::Compile)?;
+                        want.push(crate::cpu::mlir::supported(func, k, &abi));
+                    }
+                }
+            }
+        }
+        for (i, n) in self.native.iter().enumerate() {
+            if self.native[..i].iter().any(|m| m.level == n.level)
+                || n.kernels.len() != want.len()
+                || n.kernels.iter().zip(&want).any(|(k, w)| k.is_some() != *w)
+            {
+                return Err(ArtifactError::Stale { field: "native" });
+            }
+        }
+        Ok(())
     }
 }
 

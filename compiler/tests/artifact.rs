@@ -46,7 +46,7 @@ fn forged(a: &Artifact, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let (_, body) = split(&a.to_bytes());
     let mut json: serde_json::Value = serde_json::from_slice(&body).expect("json body");
     edit(&mut json);
-    reframe("1", &serde_json::to_vec_pretty(&json).expect("json"))
+    reframe(&FORMAT_VERSION.to_string(), &serde_json::to_vec_pretty(&json).expect("json"))
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn not_an_artifact_says_what_it_is() {
     }
     assert!(matches!(Artifact::from_bytes(b"\x00\x01\x02"), Err(ArtifactError::NotAnArtifact { .. })));
     // A checksum-valid body that is not an artifact's JSON.
-    assert!(matches!(Artifact::from_bytes(&reframe("1", b"{\"x\": 1}")), Err(ArtifactError::Json(_))));
+    assert!(matches!(Artifact::from_bytes(&reframe(&FORMAT_VERSION.to_string(), b"{\"x\": 1}")), Err(ArtifactError::Json(_))));
 }
 
 #[test]
@@ -325,4 +325,41 @@ fn inputs_are_part_of_the_schema() {
     }
     let plain = String::from_utf8(adamw().to_bytes()).expect("utf8");
     assert!(!plain.contains("\"inputs\""), "no inputs, no field");
+}
+
+/// The CPU's LLVM tier in an artifact: it round-trips and validates; a kernel list that is
+/// not the plan's, a level twice or an unknown level is refused; an object that does not
+/// load (bytes edited under a recomputed checksum) is refused when the program is made,
+/// where this CPU runs a level, and never runs.
+#[cfg(feature = "mlir")]
+#[test]
+fn native_code_round_trips_and_must_match_the_plan() {
+    let mut a = adamw();
+    let plan = gdc_compiler::compile(&a.source).expect("compiles").plan;
+    a.native = gdc_compiler::cpu::llvm::compile(&plan).expect("the LLVM tier compiles");
+    assert_eq!(a.native.len(), 2, "both levels");
+    let back = Artifact::from_bytes(&a.to_bytes()).expect("reads back");
+    assert_eq!(back, a);
+    back.validate().expect("validates");
+    let refused = |bytes: Vec<u8>| Artifact::from_bytes(&bytes).and_then(|x| x.validate()).err().map(|e| e.to_string());
+    let e = refused(forged(&a, |j| j["native"][0]["kernels"][1] = serde_json::Value::Null)).expect("refused");
+    assert!(e.contains("native") && e.contains("rebuild"), "{e}");
+    let e = refused(forged(&a, |j| j["native"][1]["level"] = j["native"][0]["level"].clone())).expect("refused");
+    assert!(e.contains("native"), "{e}");
+    let e = refused(forged(&a, |j| j["native"][0]["level"] = serde_json::json!("x86-64-v9"))).expect("refused");
+    assert!(e.contains("x86-64-v9"), "{e}");
+    // An object cut short: the artifact validates (only the checksum guards the bytes) but
+    // the code does not load.
+    let mut cut = a.clone();
+    for n in &mut cut.native {
+        n.object.truncate(200);
+    }
+    cut.validate().expect("the table still matches");
+    match gdc_compiler::cpu::native::Level::best_available() {
+        Some(_) => {
+            let e = gdc_compiler::cpu::compile_with(&plan, &cut.native).err().expect("refused");
+            assert!(e.contains("do not load") && e.contains("rebuild"), "{e}");
+        }
+        None => println!("skipped loading: this CPU runs no level of the LLVM tier"),
+    }
 }

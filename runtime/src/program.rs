@@ -1,5 +1,6 @@
 //! A compiled optimizer, ready to bind: its kernel plan, its CPU machine code (always: it is
-//! cheap, so every program runs on the CPU) and, from a `--target cuda` artifact, its PTX.
+//! cheap, so every program runs on the CPU; from an artifact, the LLVM tier's code where it
+//! carries one for this CPU) and, from a `--target cuda` artifact, its PTX.
 
 use crate::RuntimeError;
 use gdc_compiler::artifact::{Artifact, ArtifactError, Target};
@@ -45,7 +46,7 @@ impl Program {
             other => RuntimeError::Compile(other.to_string()),
         })?;
         let hash = gdc_compiler::artifact::program_hash(source, Target::Cpu.name());
-        Program::from_plan(source, hash, compiled.plan, None)
+        Program::from_plan(source, hash, compiled.plan, None, &[])
     }
 
     pub(crate) fn from_plan(
@@ -53,8 +54,9 @@ impl Program {
         hash: String,
         plan: Plan,
         gpu: Option<GpuProgram>,
+        native: &[gdc_compiler::cpu::native::NativeLevel],
     ) -> Result<Program, RuntimeError> {
-        let cpu = gdc_compiler::cpu::compile(&plan).map_err(RuntimeError::Codegen)?;
+        let cpu = gdc_compiler::cpu::compile_with(&plan, native).map_err(RuntimeError::Codegen)?;
         Ok(Program {
             inner: Arc::new(ProgramInner {
                 source: source.to_string(),
@@ -82,7 +84,7 @@ impl Program {
             return Err(ArtifactError::UnknownTarget(artifact.target).into());
         }
         let compiled = artifact.validate()?;
-        Program::from_plan(&artifact.source, artifact.program_hash, compiled.plan, artifact.gpu)
+        Program::from_plan(&artifact.source, artifact.program_hash, compiled.plan, artifact.gpu, &artifact.native)
     }
 
     /// The program's hash: format and compiler version, target and source.
@@ -126,6 +128,14 @@ impl Program {
     pub fn reduces_across_params(&self) -> bool {
         let m = &self.plan().module;
         m.funcs().iter().any(|(_, f)| f.insts.iter().any(|i| matches!(i.op, gdc_compiler::ir::Op::AcrossParams(_))))
+    }
+
+    /// The level of the CPU's LLVM tier this program's kernels run at here, and how many
+    /// kernel items run on it (the rest on Cranelift); `None` when none do (a program
+    /// compiled from source, an artifact built without it, a CPU without AVX2, or
+    /// `GDC_NO_NATIVE=1`).
+    pub fn native(&self) -> Option<(gdc_compiler::cpu::native::Level, usize)> {
+        self.inner.cpu.native
     }
 
     /// The GPU code, for a program loaded from a `--target cuda` artifact.

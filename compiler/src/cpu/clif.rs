@@ -312,11 +312,11 @@ struct Ctx {
 /// versions multiply code size: Muon's ~800 unrolled Newton-Schulz kernels do not need it.
 const MAX_VERSIONED: usize = 3;
 
-fn versioned_conditions(
+pub(super) fn versioned_conditions(
     func: &Func,
     k: &Kernel,
     abi: &KernelAbi,
-    uniform: &HashMap<Value, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>,
+    is_uniform: &dyn Fn(Value) -> bool,
 ) -> Vec<Value> {
     if !abi.buffers.contains(&crate::plan::Buffer::Grad) {
         return Vec::new();
@@ -324,7 +324,7 @@ fn versioned_conditions(
     let mut conds = Vec::new();
     for v in &k.body {
         let inst = func.inst(*v);
-        if inst.op == Op::Select && uniform.contains_key(&inst.args[0]) && !conds.contains(&inst.args[0]) {
+        if inst.op == Op::Select && is_uniform(inst.args[0]) && !conds.contains(&inst.args[0]) {
             conds.push(inst.args[0]);
         }
     }
@@ -343,7 +343,7 @@ fn versioned_conditions(
 
 /// The values a loop version needs: what its outputs and reductions read, following only
 /// the picked side of selects whose condition it knows.
-fn live_values(
+pub(super) fn live_values(
     func: &Func,
     k: &Kernel,
     abi: &KernelAbi,
@@ -436,7 +436,11 @@ pub fn build(b: &mut FunctionBuilder, func: &Func, k: &Kernel, abi: &KernelAbi, 
             })
         })
         .collect();
-    let conds = if abi.mode == Mode::Flat { versioned_conditions(func, k, abi, &uniform) } else { Vec::new() };
+    let conds = if abi.mode == Mode::Flat {
+        versioned_conditions(func, k, abi, &|v| uniform.contains_key(&v))
+    } else {
+        Vec::new()
+    };
     let bf16 = abi.bf16.clone();
     let mut cx = Ctx { ptrs, bf16, uniform, out_guards, sizes, masks, known: HashMap::new(), live: None };
     if abi.mode == Mode::Grid {

@@ -1,12 +1,17 @@
 //! The CPU backend: every kernel of a plan compiled by Cranelift to machine code for the
-//! host, in memory. The runtime calls the kernels through [`abi`]'s convention and runs the
-//! host scalars, library calls and thread pool itself.
+//! host, in memory, or taken from the LLVM tier's object where an artifact carries one for a
+//! level this CPU has ([`native`]). The runtime calls the kernels through [`abi`]'s
+//! convention and runs the host scalars, library calls and thread pool itself.
 
 #![allow(unsafe_code)]
 
 pub mod abi;
 pub mod clif;
 mod libm;
+#[cfg(feature = "mlir")]
+pub mod llvm;
+pub mod mlir;
+pub mod native;
 
 use crate::ir::Func;
 use crate::plan::{FuncPlan, Item, Plan};
@@ -35,6 +40,10 @@ pub struct CpuProgram {
     pub variants: Vec<(CompiledItems, CompiledItems)>,
     /// The machine-code functions compiled: one per distinct kernel body.
     pub functions: usize,
+    /// The LLVM tier's level whose code runs here, and how many kernel items it runs.
+    pub native: Option<(native::Level, usize)>,
+    /// The LLVM tier's loaded code, if any; never touched after loading.
+    _native_code: Option<native::Loaded>,
     /// Owns the executable memory; never touched again after compilation.
     _module: Mutex<JITModule>,
 }
@@ -92,11 +101,34 @@ fn build_kernel(
 /// the unrolled iterations of a loop (Muon's 99 Newton–Schulz iterations: 600 kernels, 10
 /// distinct) differ only in their `KernelAbi`, which each keeps.
 pub fn compile(plan: &Plan) -> Result<CpuProgram, String> {
+    compile_with(plan, &[])
+}
+
+/// [`compile`], with the kernels `native` has for the best level this CPU runs
+/// ([`native::Level::best_available`]) taken from its object instead of Cranelift. `native`
+/// comes from a validated artifact: one entry per kernel item of `plan`.
+pub fn compile_with(plan: &Plan, native: &[native::NativeLevel]) -> Result<CpuProgram, String> {
     refuse_bf16_library_operands(plan)?;
+    let chosen = native::Level::best_available().and_then(|best| {
+        native::Level::ALL.into_iter().skip_while(|l| *l != best).find_map(|l| native.iter().find(|n| n.level == l))
+    });
+    let loaded = match chosen {
+        Some(n) => {
+            let bytes = native::unhex(&n.object).map_err(|e| format!("the {} kernels: {e}", n.level.name()))?;
+            let code = native::load(&bytes).map_err(|e| {
+                format!("the {} kernels do not load: {e}; rebuild the artifact, or set GDC_NO_NATIVE=1", n.level.name())
+            })?;
+            Some((n, code))
+        }
+        None => None,
+    };
+    let mut kernel_index = 0usize;
+    let mut native_count = 0usize;
     let mut module = new_module()?;
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut pending = Vec::new();
+    let mut native_entries = Vec::new();
     let mut compiled: HashMap<String, FuncId> = HashMap::new();
     let m = &plan.module;
     for (vi, vp) in plan.variants.iter().enumerate() {
@@ -105,6 +137,20 @@ pub fn compile(plan: &Plan) -> Result<CpuProgram, String> {
         {
             for (ii, item) in fplan.items.iter().enumerate() {
                 let Item::Kernel(k) = item else { continue };
+                let this = kernel_index;
+                kernel_index += 1;
+                if let Some((n, code)) = &loaded {
+                    if let Some(Some(name)) = n.kernels.get(this) {
+                        let ptr = code.function(name).ok_or_else(|| {
+                            format!("the {} kernels have no function {name}: rebuild the artifact", n.level.name())
+                        })?;
+                        let mut abi = abi::layout(func, k)?;
+                        abi::mark_bf16(&mut abi, m);
+                        native_entries.push((vi, fi, ii, abi, ptr));
+                        native_count += 1;
+                        continue;
+                    }
+                }
                 let abi = build_kernel(&mut module, &mut ctx, &mut fctx, m, func, k)?;
                 let body = ctx.func.display().to_string();
                 let id = match compiled.get(&body) {
@@ -135,7 +181,30 @@ pub fn compile(plan: &Plan) -> Result<CpuProgram, String> {
         let slot = if fi == 0 { &mut variants[vi].0 } else { &mut variants[vi].1 };
         slot[ii] = Some(CompiledKernel { abi, entry });
     }
-    Ok(CpuProgram { variants, functions: compiled.len(), _module: Mutex::new(module) })
+    for (vi, fi, ii, abi, ptr) in native_entries {
+        // SAFETY: `ptr` is a function of the LLVM tier's object, compiled from
+        // `mlir::kernel_text` with exactly `KernelFn`'s C signature, for a level this CPU has;
+        // the object stays mapped as long as the program.
+        let entry: KernelFn = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+        let slot = if fi == 0 { &mut variants[vi].0 } else { &mut variants[vi].1 };
+        slot[ii] = Some(CompiledKernel { abi, entry });
+    }
+    if let Some((n, _)) = &loaded {
+        if n.kernels.len() != kernel_index {
+            return Err(format!(
+                "the {} kernels cover {} kernel items, the plan has {kernel_index}: rebuild the artifact",
+                n.level.name(),
+                n.kernels.len()
+            ));
+        }
+    }
+    Ok(CpuProgram {
+        variants,
+        functions: compiled.len(),
+        native: loaded.as_ref().map(|(n, _)| (n.level, native_count)),
+        _native_code: loaded.map(|(_, code)| code),
+        _module: Mutex::new(module),
+    })
 }
 
 /// Matrix operations read float32 buffers: a bf16 state may only be read by kernels.
