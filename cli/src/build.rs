@@ -93,7 +93,7 @@ pub fn cuda_program(file: &str, source: &str) -> Result<gdc_runtime::Program, St
 
 /// The CPU's LLVM tier for `plan` (nothing without the `mlir` feature); `Err` carries exit
 /// code 101, a compiler bug.
-fn native_code(
+pub fn native_code(
     file: &str,
     plan: &gdc_compiler::plan::Plan,
 ) -> Result<Vec<gdc_compiler::cpu::native::NativeLevel>, ExitCode> {

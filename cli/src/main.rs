@@ -85,6 +85,8 @@ enum Stage {
     Clif,
     /// The GPU backend's kernels as one MLIR `gpu.module`.
     Mlir,
+    /// The CPU's LLVM tier: the flat kernels as MLIR functions for x86-64-v3 (AVX2).
+    CpuMlir,
     /// The GPU backend's PTX for `--arch` (needs the `mlir` feature).
     Ptx,
 }
@@ -130,7 +132,9 @@ fn build(file: &str, source: &str, bad_code: u8) -> Result<gdc_compiler::Compile
 }
 
 /// The program a command runs: a `.gdo` artifact as it is, or a `.gd` source compiled here
-/// (its diagnostics printed; exit `bad_code` on errors in it), with GPU code when `cuda`.
+/// (its diagnostics printed; exit `bad_code` on errors in it), with GPU code when `cuda`,
+/// else with the CPU's LLVM tier where this CPU runs one of its levels (as `gdc build` would
+/// put in the artifact; `GDC_NO_NATIVE=1`: Cranelift only).
 fn load_program(file: &str, cuda: bool, bad_code: u8) -> Result<gdc_runtime::Program, ExitCode> {
     let fail = |e: String| {
         eprintln!("error: {file}: {e}");
@@ -144,12 +148,17 @@ fn load_program(file: &str, cuda: bool, bad_code: u8) -> Result<gdc_runtime::Pro
         });
     }
     let source = read(file)?;
-    build(file, &source, bad_code)?;
+    let compiled = build(file, &source, bad_code)?;
     if cuda {
-        build::cuda_program(file, &source).map_err(fail)
-    } else {
-        gdc_runtime::Program::compile(&source).map_err(|e| fail(e.to_string()))
+        return build::cuda_program(file, &source).map_err(fail);
     }
+    if gdc_compiler::cpu::native::Level::best_available().is_none() {
+        return gdc_runtime::Program::compile(&source).map_err(|e| fail(e.to_string()));
+    }
+    let mut artifact =
+        gdc_compiler::artifact::Artifact::from_compiled(&compiled, &source, file, gdc_compiler::artifact::Target::Cpu);
+    artifact.native = build::native_code(file, &compiled.plan)?;
+    gdc_runtime::Program::from_artifact(artifact).map_err(|e| fail(e.to_string()))
 }
 
 fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
@@ -183,6 +192,15 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                         return Err(ExitCode::from(101));
                     }
                 },
+                Stage::CpuMlir => {
+                    match gdc_compiler::cpu::mlir::module_text(&c.plan, gdc_compiler::cpu::native::Level::V3) {
+                        Ok((text, _)) => print!("{text}"),
+                        Err(e) => {
+                            eprintln!("error: the CPU backend cannot compile {file}: {e}");
+                            return Err(ExitCode::from(101));
+                        }
+                    }
+                }
                 Stage::Ptx => print!("{}", build::gpu_program(&file, &c.plan, &arch)?.ptx),
             }
             Ok(ExitCode::SUCCESS)

@@ -155,7 +155,10 @@ fn not_an_artifact_says_what_it_is() {
     }
     assert!(matches!(Artifact::from_bytes(b"\x00\x01\x02"), Err(ArtifactError::NotAnArtifact { .. })));
     // A checksum-valid body that is not an artifact's JSON.
-    assert!(matches!(Artifact::from_bytes(&reframe(&FORMAT_VERSION.to_string(), b"{\"x\": 1}")), Err(ArtifactError::Json(_))));
+    assert!(matches!(
+        Artifact::from_bytes(&reframe(&FORMAT_VERSION.to_string(), b"{\"x\": 1}")),
+        Err(ArtifactError::Json(_))
+    ));
 }
 
 #[test]

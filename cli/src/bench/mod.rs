@@ -179,12 +179,20 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
         BenchBackend::Cuda => "cuda",
     };
     let ns_per_param = stats.median_s * 1e9 / numel as f64;
+    // Which code ran the CPU kernels: the LLVM tier's level and how many kernel items.
+    let (tier, native_items) = match (args.backend, program.native()) {
+        (BenchBackend::Cpu, Some((level, n))) => (level.name(), n),
+        (BenchBackend::Cpu, None) => ("cranelift", 0),
+        _ => ("", 0),
+    };
     let gbps = bytes as f64 / stats.median_s / 1e9;
     if args.json {
         let json = serde_json::json!({
             "optimizer": program.name(),
             "file": args.file,
             "backend": backend_name,
+            "cpu_tier": tier,
+            "native_kernel_items": native_items,
             "numel": numel,
             "tensors": tensors,
             "threads": threads,
@@ -219,6 +227,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
             seconds(stats.min_s),
             seconds(stats.max_s)
         );
+        if !tier.is_empty() {
+            match native_items {
+                0 => println!("kernels: Cranelift (SSE, 128-bit)"),
+                n => println!("kernels: {n} kernel item(s) on the LLVM tier ({tier}), the rest on Cranelift"),
+            }
+        }
         println!("per parameter: {ns_per_param:.3} ns");
         println!(
             "bytes per step: {bytes} ({:.1} bytes per parameter), effective {gbps:.2} GB/s",

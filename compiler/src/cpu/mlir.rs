@@ -18,7 +18,7 @@
 use super::abi::{KernelAbi, Mode};
 use super::clif::{live_values, versioned_conditions};
 use crate::ir::{Binary, Func, Op, ReduceKind, Unary, Value};
-use crate::plan::Kernel;
+use crate::plan::{Item, Kernel, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -679,3 +679,53 @@ pub fn kernel_text(func: &Func, k: &Kernel, abi: &KernelAbi, level: Level, name:
     text.push_str("    return\n  }\n");
     Some(text)
 }
+
+/// The MLIR module of `plan`'s kernels at `level` and, per kernel item (in (variant, init
+/// then update, item) order), the name of its function; kernels of identical text share one.
+pub fn module_text(plan: &Plan, level: Level) -> Result<(String, Vec<Option<String>>), String> {
+    let (mut texts, names) = module_texts(plan, &[level])?;
+    Ok((texts.pop().unwrap_or_default(), names))
+}
+
+/// [`module_text`] for several levels at once: the kernels are told apart by their text at
+/// the first level (kernels the same at one level are the same at every level: only the
+/// vector width differs), and the other levels print only one kernel of each kind.
+pub fn module_texts(plan: &Plan, levels: &[Level]) -> Result<(Vec<String>, Vec<Option<String>>), String> {
+    let Some((&first_level, others)) = levels.split_first() else { return Ok((Vec::new(), Vec::new())) };
+    let mut names = Vec::new();
+    let mut by_body: HashMap<String, String> = HashMap::new();
+    let mut texts = vec![String::from("module {\n"); levels.len()];
+    let m = &plan.module;
+    for (vi, (vp, vm)) in plan.variants.iter().zip(&m.variants).enumerate() {
+        for (init, fp, func) in [(true, &vp.init, &vm.init), (false, &vp.update, &vm.update)] {
+            for (ii, item) in fp.items.iter().enumerate() {
+                let Item::Kernel(k) = item else { continue };
+                let mut abi = super::abi::layout(func, k)?;
+                super::abi::mark_bf16(&mut abi, m);
+                let Some(body) = kernel_text(func, k, &abi, first_level, UNNAMED) else {
+                    names.push(None);
+                    continue;
+                };
+                if let Some(first) = by_body.get(&body) {
+                    names.push(Some(first.clone()));
+                    continue;
+                }
+                let name = format!("gdc_v{vi}_{}_{ii}", if init { "init" } else { "update" });
+                let named = |text: &str| text.replacen(&format!("@{UNNAMED}("), &format!("@{name}("), 1);
+                texts[0].push_str(&named(&body));
+                for (text, level) in texts[1..].iter_mut().zip(others) {
+                    text.push_str(&named(&kernel_text(func, k, &abi, *level, UNNAMED).unwrap_or_default()));
+                }
+                by_body.insert(body, name.clone());
+                names.push(Some(name));
+            }
+        }
+    }
+    for text in &mut texts {
+        text.push_str("}\n");
+    }
+    Ok((texts, names))
+}
+
+/// The name a kernel's function is printed under before [`module_texts`] names it.
+const UNNAMED: &str = "gdc_kernel";
