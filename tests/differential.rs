@@ -33,6 +33,12 @@ fn random_programs_agree_on_the_interpreter_and_the_cpu() {
     println!("wall time {:.1} s", started.elapsed().as_secs_f64());
     assert!(shrunk.is_empty(), "{} programs failed; the first, shrunk:\n{}", shrunk.len(), shrunk[0]);
     assert_eq!(stats.programs as u64, PROGRAMS);
+    // Where this CPU runs a level of the LLVM tier, every program ran on it too.
+    if gdc_compiler::cpu::native::Level::best_available().is_some() {
+        assert_eq!(stats.native, stats.passed, "every passing program is compared on the LLVM tier");
+    } else {
+        println!("the LLVM tier was not compared: this CPU runs none of its levels");
+    }
     // The comparisons mean something: nearly every program's values are finite.
     assert!(stats.vacuous * 50 <= stats.programs, "{} of {} runs mostly non-finite", stats.vacuous, stats.programs);
     // The set covers the language.

@@ -41,6 +41,8 @@ pub struct Stats {
     pub vacuous: usize,
     /// The worst error of a passing program, as a fraction of the tolerance.
     pub worst: f64,
+    /// Passing programs also stepped, bit for bit alike, with the LLVM tier's kernels.
+    pub native: usize,
     /// How many programs used each feature.
     pub features: BTreeMap<&'static str, usize>,
     /// Failures: the program seed and the failure.
@@ -57,6 +59,7 @@ impl Stats {
             Ok(p) => {
                 self.passed += 1;
                 self.vacuous += usize::from(p.vacuous);
+                self.native += usize::from(p.native);
                 self.worst = self.worst.max(p.worst);
             }
             Err(f) => self.failures.push((seed, f.clone())),
@@ -65,9 +68,10 @@ impl Stats {
 
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "programs {}, agreed {}, failed {}, mostly non-finite {}, worst error {:.4} of the tolerance\nfeatures (programs using each):\n",
+            "programs {}, agreed {} ({} also on the LLVM tier, bit for bit), failed {}, mostly non-finite {}, worst error {:.4} of the tolerance\nfeatures (programs using each):\n",
             self.programs,
             self.passed,
+            self.native,
             self.failures.len(),
             self.vacuous,
             self.worst

@@ -1,7 +1,9 @@
 //! Running one random case: compile it, step it on the float64 interpreter and on the CPU
 //! backend from the same data, and compare within the float32-derived tolerance of
 //! `gdc_runtime::verify` (1e-4 of each parameter's largest magnitude; 2e-3 with bf16
-//! state). Every way it can go wrong is a [`Failure`] with a signature, so the shrinker can
+//! state); where this CPU runs a level of the LLVM tier (feature `mlir`), the case is also
+//! stepped with the tier's kernels, which must equal Cranelift's bit for bit. Every way it
+//! can go wrong is a [`Failure`] with a signature, so the shrinker can
 //! ask whether a smaller program still fails the same way.
 
 use super::ast::{Kind, Prog};
@@ -35,6 +37,8 @@ pub enum Failure {
     RunError(String),
     /// The backends disagree beyond the tolerance.
     Mismatch { worst: f64, first: String },
+    /// The LLVM tier's kernels and Cranelift's step differently (they must not differ at all).
+    NativeMismatch(String),
 }
 
 impl Failure {
@@ -53,6 +57,7 @@ impl Failure {
             Failure::Panic(m) => format!("panic {}", norm(m)),
             Failure::RunError(m) => format!("run error {}", norm(m)),
             Failure::Mismatch { .. } => "mismatch".to_string(),
+            Failure::NativeMismatch(_) => "native mismatch".to_string(),
         }
     }
 
@@ -65,6 +70,7 @@ impl Failure {
             Failure::Mismatch { worst, first } => {
                 format!("interpreter and CPU disagree: worst {worst:.3e} of the tolerance; first: {first}")
             }
+            Failure::NativeMismatch(m) => format!("the LLVM tier and Cranelift step differently: {m}"),
         }
     }
 }
@@ -90,6 +96,8 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 pub struct Pass {
     pub worst: f64,
     pub vacuous: bool,
+    /// Whether the LLVM tier's kernels stepped it too (bit for bit like Cranelift's).
+    pub native: bool,
 }
 
 /// Compiles and runs `case`, catching panics.
@@ -104,18 +112,25 @@ pub fn run_case(case: &Case) -> Result<Pass, Failure> {
     let specs: Vec<ParamSpec> =
         case.shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("w{i}"), s)).collect();
     let rel = gdc_runtime::verify::tolerance(&program.plan().module);
-    let mut pass = Pass { worst: 0.0, vacuous: false };
+    let native = native_program(case)?;
+    let mut pass = Pass { worst: 0.0, vacuous: false, native: native.is_some() };
     for &seed in &case.seeds {
-        let run = |backend: Backend, name: &str| -> Result<_, Failure> {
+        let run = |program: &Program, backend: Backend, name: &str| -> Result<_, Failure> {
             let options = Options { backend, threads: Some(case.threads) };
-            match catch_unwind(AssertUnwindSafe(|| trajectory(&program, &specs, options, seed, case.steps))) {
+            match catch_unwind(AssertUnwindSafe(|| trajectory(program, &specs, options, seed, case.steps))) {
                 Err(p) => Err(Failure::Panic(format!("stepping on {name}: {}", panic_message(p)))),
                 Ok(Err(e)) => Err(Failure::RunError(format!("{name}: {e}"))),
                 Ok(Ok(t)) => Ok(t),
             }
         };
-        let got = run(Backend::Cpu, "cpu")?;
-        let want = run(Backend::Interp, "interp")?;
+        let got = run(&program, Backend::Cpu, "cpu")?;
+        let want = run(&program, Backend::Interp, "interp")?;
+        if let Some(native) = &native {
+            let same = run(native, Backend::Cpu, "cpu (LLVM tier)")?;
+            if let Some(at) = first_difference(&got, &same) {
+                return Err(Failure::NativeMismatch(format!("seed {seed}: {at}")));
+            }
+        }
         let agreement = compare_within(&want, &got, &specs, rel);
         if let Some(first) = agreement.first {
             return Err(Failure::Mismatch { worst: agreement.worst, first: format!("seed {seed}: {first}") });
@@ -124,6 +139,50 @@ pub fn run_case(case: &Case) -> Result<Pass, Failure> {
         pass.vacuous |= agreement.finite * 10 < agreement.total * 9;
     }
     Ok(pass)
+}
+
+/// The case's program with the LLVM tier's kernels, where this CPU runs one of its levels
+/// and the tests were built with the MLIR backend.
+fn native_program(case: &Case) -> Result<Option<Program>, Failure> {
+    #[cfg(feature = "mlir")]
+    {
+        use gdc_compiler::artifact::{Artifact, Target};
+        if gdc_compiler::cpu::native::Level::best_available().is_none() {
+            return Ok(None);
+        }
+        let compiled = gdc_compiler::compile(&case.source).map_err(|e| Failure::Internal(e.to_string()))?;
+        let mut artifact = Artifact::from_compiled(&compiled, &case.source, "random.gd", Target::Cpu);
+        artifact.native = match catch_unwind(|| gdc_compiler::cpu::llvm::compile(&compiled.plan)) {
+            Err(p) => return Err(Failure::Panic(format!("compiling the LLVM tier: {}", panic_message(p)))),
+            Ok(Err(e)) => return Err(Failure::Internal(format!("the LLVM tier: {e}"))),
+            Ok(Ok(n)) => n,
+        };
+        Program::from_artifact(artifact).map(Some).map_err(|e| Failure::Internal(format!("the LLVM tier: {e}")))
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = case;
+        Ok(None)
+    }
+}
+
+/// Where two trajectories first differ in any bit (NaN equals NaN).
+fn first_difference(a: &[Vec<Vec<f32>>], b: &[Vec<Vec<f32>>]) -> Option<String> {
+    for (t, (x, y)) in a.iter().zip(b).enumerate() {
+        for (p, (u, v)) in x.iter().zip(y).enumerate() {
+            if let Some(i) =
+                u.iter().zip(v).position(|(m, n)| m.to_bits() != n.to_bits() && !(m.is_nan() && n.is_nan()))
+            {
+                return Some(format!(
+                    "step {} parameter {p} element {i}: {} natively, {} on Cranelift",
+                    t + 1,
+                    v[i],
+                    u[i]
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Parameter shapes for a program's updates: each update gets parameters of the ranks it
