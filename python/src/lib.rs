@@ -104,8 +104,28 @@ fn make_program(file: &str, source: &str, target: &str, arch: Option<&str>) -> P
     } else if arch.is_some() {
         return Err(error("GdcError", "`arch` is for target=\"cuda\" only"));
     }
+    artifact.native = native_code(&compiled.plan)?;
     let program = gdc_runtime::Program::from_artifact(artifact).map_err(runtime_error)?;
     Ok(Program { program, file: file.to_string() })
+}
+
+/// The CPU's LLVM tier for `plan` where this CPU runs one of its levels and the package was
+/// built with the `mlir` feature; otherwise none (the kernels run on Cranelift, and a
+/// `gdc build` artifact brings the tier).
+fn native_code(plan: &gdc_compiler::plan::Plan) -> PyResult<Vec<gdc_compiler::cpu::native::NativeLevel>> {
+    #[cfg(feature = "mlir")]
+    {
+        if gdc_compiler::cpu::native::Level::best_available().is_some() {
+            return gdc_compiler::cpu::llvm::compile(plan).map_err(|e| {
+                error(
+                    "GdcError",
+                    format!("the CPU's LLVM tier: {e}\nThis is a bug in gdc; please report it with the .gd file."),
+                )
+            });
+        }
+    }
+    let _ = plan;
+    Ok(Vec::new())
 }
 
 /// Compiles `.gd` source; `file` names it in diagnostics.
@@ -189,6 +209,14 @@ impl Program {
         } else {
             "cpu"
         }
+    }
+
+    /// The level of the CPU's LLVM tier its kernels run at here (`"x86-64-v3"`: AVX2,
+    /// `"x86-64-v4"`: AVX-512), or None: all on Cranelift (compiled from source by a package
+    /// without MLIR, an artifact built `--no-native`, a CPU without AVX2, `GDC_NO_NATIVE=1`).
+    #[getter]
+    fn native(&self) -> Option<&'static str> {
+        self.program.native().map(|(level, _)| level.name())
     }
 
     /// The GPU architecture of its PTX (`sm_90`), or None.
@@ -319,6 +347,7 @@ impl Program {
         let target = if self.program.gpu().is_some() { Target::Cuda } else { Target::Cpu };
         let mut artifact = Artifact::from_compiled(&c, source, &name, target);
         artifact.gpu = self.program.gpu().cloned();
+        artifact.native = self.program.native_code().to_vec();
         artifact.write(path).map_err(|e| error("ArtifactError", e.to_string()))
     }
 

@@ -148,3 +148,43 @@ def test_exception_hierarchy():
     assert issubclass(gdc.TensorError, ValueError)
     assert all(issubclass(e, gdc.GdcError) for e in (gdc.CompileError, gdc.ArtifactError, gdc.CheckpointError))
     assert os.fspath(OPTIMIZERS).endswith("optimizers")
+
+
+def test_an_artifact_brings_the_llvm_tier_and_steps_like_cranelift(tmp_path, monkeypatch):
+    import torch
+
+    gdc_bin = _gdc_binary()
+    if gdc_bin is None:
+        print("skipped: no gdc CLI built to make the artifact (cargo build)")
+        return
+    path = tmp_path / "adamw.gdo"
+    subprocess.run([gdc_bin, "build", str(OPTIMIZERS / "adamw.gd"), "-o", str(path)], check=True, capture_output=True)
+    native = gdc.load(path)
+    if native.native is None:
+        print("skipped: this CPU runs no level of the LLVM tier (it needs AVX2)")
+        return
+    assert native.native in ("x86-64-v3", "x86-64-v4")
+    # Saving keeps the tier's code.
+    again = tmp_path / "again.gdo"
+    native.save(again)
+    assert gdc.load(again).native == native.native
+    # Without it (as on a CPU without AVX2), the same artifact runs on Cranelift.
+    monkeypatch.setenv("GDC_NO_NATIVE", "1")
+    cranelift = gdc.load(path)
+    monkeypatch.delenv("GDC_NO_NATIVE")
+    assert cranelift.native is None
+
+    def trajectory(program):
+        torch.manual_seed(0)
+        w = torch.randn(37, 129, requires_grad=True)
+        b = torch.randn(65536 + 13, requires_grad=True)
+        opt = gdc.torch.Optimizer(program, [("w", w), ("b", b)], threads=2, lr=1e-2, weight_decay=0.1)
+        for _ in range(4):
+            w.grad = torch.randn_like(w)
+            b.grad = torch.randn_like(b)
+            opt.step()
+        return w.detach().clone(), b.detach().clone()
+
+    (w1, b1), (w2, b2) = trajectory(native), trajectory(cranelift)
+    assert torch.equal(w1, w2) and torch.equal(b1, b2)
+    assert not torch.equal(w1, torch.randn(37, 129))

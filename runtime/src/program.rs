@@ -25,6 +25,9 @@ pub(crate) struct ProgramInner {
     pub cpu: Arc<CpuProgram>,
     /// The GPU code of a cuda artifact.
     pub gpu: Option<Arc<GpuProgram>>,
+    /// The LLVM tier's code the program came with (every level, run here or not), so saving
+    /// it again keeps it.
+    pub native_code: Vec<gdc_compiler::cpu::native::NativeLevel>,
 }
 
 impl Program {
@@ -64,6 +67,7 @@ impl Program {
                 plan: Arc::new(plan),
                 cpu: Arc::new(cpu),
                 gpu: gpu.map(Arc::new),
+                native_code: native.to_vec(),
             }),
         })
     }
@@ -136,6 +140,11 @@ impl Program {
     /// `GDC_NO_NATIVE=1`).
     pub fn native(&self) -> Option<(gdc_compiler::cpu::native::Level, usize)> {
         self.inner.cpu.native
+    }
+
+    /// The LLVM tier's code the program came with, every level (what an artifact of it carries).
+    pub fn native_code(&self) -> &[gdc_compiler::cpu::native::NativeLevel] {
+        &self.inner.native_code
     }
 
     /// The GPU code, for a program loaded from a `--target cuda` artifact.
