@@ -32,12 +32,18 @@ fn shapes(name: &str, matrix_only: bool) -> Vec<Vec<usize>> {
     s
 }
 
+/// The best level this CPU runs, or `None` after saying why the test skips.
+fn level_here() -> Option<Level> {
+    let level = Level::best_available();
+    if level.is_none() {
+        println!("skipped: this CPU has neither x86-64-v3 (AVX2) nor x86-64-v4, so no native kernel runs here");
+    }
+    level
+}
+
 #[test]
 fn native_kernels_step_bit_for_bit_like_cranelift() {
-    let Some(level) = Level::best_available() else {
-        println!("skipped: this CPU has neither x86-64-v3 (AVX2) nor x86-64-v4, so no native kernel runs here");
-        return;
-    };
+    let Some(level) = level_here() else { return };
     let mut native_items = 0;
     let mut failures = Vec::new();
     for entry in OPTIMIZERS {
@@ -88,10 +94,7 @@ fn native_kernels_step_bit_for_bit_like_cranelift() {
 
 #[test]
 fn native_kernels_match_cranelift_kernel_by_kernel_partial_reductions_included() {
-    let Some(level) = Level::best_available() else {
-        println!("skipped: this CPU has neither x86-64-v3 (AVX2) nor x86-64-v4, so no native kernel runs here");
-        return;
-    };
+    let Some(level) = level_here() else { return };
     let mut compared = 0;
     let mut with_reductions = 0;
     let mut failures = Vec::new();

@@ -11,6 +11,8 @@ pub mod inputs;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+#[cfg(feature = "mlir")]
+pub mod mlir_context;
 pub mod passes;
 pub mod plan;
 

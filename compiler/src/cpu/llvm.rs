@@ -9,20 +9,14 @@
 use super::mlir::module_texts;
 use super::native::{hex, Level, NativeLevel};
 use crate::plan::Plan;
-use melior::dialect::DialectRegistry;
 use melior::ir::Module;
 use melior::pass::PassManager;
-use melior::utility::{
-    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
-};
-use melior::{Context, ExecutionEngine};
-use std::sync::Once;
+use melior::utility::parse_pass_pipeline;
+use melior::ExecutionEngine;
 
 /// From the kernels' dialects to the LLVM dialect.
 const PIPELINE: &str = "builtin.module(convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,\
                         convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)";
-
-static REGISTER_PASSES: Once = Once::new();
 
 /// Compiles `plan`'s flat kernels for every level; empty when no kernel qualifies.
 pub fn compile(plan: &Plan) -> Result<Vec<NativeLevel>, String> {
@@ -43,13 +37,7 @@ pub fn compile(plan: &Plan) -> Result<Vec<NativeLevel>, String> {
 
 /// The ELF object of MLIR module `text`; `first` is one of its functions.
 fn object_of(text: &str, first: &str) -> Result<Vec<u8>, String> {
-    let registry = DialectRegistry::new();
-    register_all_dialects(&registry);
-    let context = Context::new();
-    context.append_dialect_registry(&registry);
-    context.load_all_available_dialects();
-    REGISTER_PASSES.call_once(register_all_passes);
-    register_all_llvm_translations(&context);
+    let context = crate::mlir_context::new_context();
     let mut module = Module::parse(&context, text).ok_or_else(|| {
         "the CPU kernels' MLIR does not parse or verify (see `gdc emit --stage cpu-mlir`)".to_string()
     })?;

@@ -669,7 +669,7 @@ pub fn kernel_text(func: &Func, k: &Kernel, abi: &KernelAbi, level: Level, name:
     let mut text = format!(
         "  func.func @{name}(%bufs: !llvm.ptr, %scalars: !llvm.ptr, %sizes: !llvm.ptr, %start: i64, %end: i64, \
          %partials: !llvm.ptr) attributes {{target_cpu = \"{}\", target_features = #llvm.target_features<[{}]>}} {{\n",
-        level.cpu(),
+        level.name(),
         level.features().iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(", ")
     );
     for (i, rhs) in e.consts.iter().enumerate() {

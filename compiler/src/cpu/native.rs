@@ -32,10 +32,6 @@ impl Level {
         }
     }
 
-    pub fn cpu(self) -> &'static str {
-        self.name()
-    }
-
     /// Float32 lanes of the kernels' main loop.
     pub fn lanes(self) -> usize {
         match self {

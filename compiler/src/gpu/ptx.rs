@@ -5,17 +5,12 @@
 //! an external function (an unresolved libdevice call) is refused: the CUDA driver could
 //! not load it.
 
-use melior::dialect::DialectRegistry;
 use melior::ir::Module;
 use melior::pass::PassManager;
-use melior::utility::{
-    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
-};
-use melior::Context;
+use melior::utility::parse_pass_pipeline;
 
 use super::GpuError;
 use std::path::PathBuf;
-use std::sync::Once;
 
 /// The PTX ISA version asked of LLVM (8.0: CUDA 12.0 drivers and later load it).
 const PTX_FEATURES: &str = "+ptx80";
@@ -72,8 +67,6 @@ pub fn find_libdevice() -> Result<PathBuf, GpuError> {
     ))
 }
 
-static REGISTER_PASSES: Once = Once::new();
-
 /// Lowers `mlir` (a module holding `gpu.module @gdc`) to PTX for `arch`.
 pub fn lower(mlir: &str, arch: &str) -> Result<String, GpuError> {
     let bug = GpuError::Internal;
@@ -82,13 +75,7 @@ pub fn lower(mlir: &str, arch: &str) -> Result<String, GpuError> {
     } else {
         None
     };
-    let registry = DialectRegistry::new();
-    register_all_dialects(&registry);
-    let context = Context::new();
-    context.append_dialect_registry(&registry);
-    context.load_all_available_dialects();
-    REGISTER_PASSES.call_once(register_all_passes);
-    register_all_llvm_translations(&context);
+    let context = crate::mlir_context::new_context();
     let mut module = Module::parse(&context, mlir)
         .ok_or_else(|| bug("the generated MLIR does not parse or verify (see `gdc emit --stage mlir`)".into()))?;
     let pm = PassManager::new(&context);
