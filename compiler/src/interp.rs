@@ -1264,6 +1264,11 @@ fn eval(
                 vectors
             }
         }
+        Op::EigvecsDesc(_) => {
+            let n = args[0].sizes[0];
+            let (values, vectors) = sorted_eigen(&args[0].data, n);
+            permute_columns(&vectors, n, &sort_order(&values))
+        }
         Op::Qr(_) => qr(&args[0].data, args[0].sizes[0], args[0].sizes[1]),
         Op::SortPerm => sort_perm(&args[0].data),
         Op::Transpose => {
@@ -1278,17 +1283,28 @@ fn eval(
     Ok(Some(Tensor { data, ..out }))
 }
 
-/// The permutation matrix P (n x n, row-major), P[idx[j], j] = 1, with idx the order of
-/// `key` descending, NaN last, ties in index order (a stable sort).
+/// The order of `key` descending, NaN last, ties in index order (a stable sort): what
+/// `sort_perm` and `eigvecs.desc` order by.
+pub fn sort_order(key: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..key.len()).collect();
+    idx.sort_by(|a, b| key[*b].partial_cmp(&key[*a]).unwrap_or_else(|| key[*a].is_nan().cmp(&key[*b].is_nan())));
+    idx
+}
+
+/// The permutation matrix P (n x n, row-major), P[idx[j], j] = 1, with idx = [`sort_order`].
 pub fn sort_perm(key: &[f64]) -> Vec<f64> {
     let n = key.len();
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.sort_by(|a, b| key[*b].partial_cmp(&key[*a]).unwrap_or_else(|| key[*a].is_nan().cmp(&key[*b].is_nan())));
     let mut p = vec![0.0; n * n];
-    for (j, i) in idx.iter().enumerate() {
+    for (j, i) in sort_order(key).iter().enumerate() {
         p[i * n + j] = 1.0;
     }
     p
+}
+
+/// The columns of the row-major n x n matrix `m` in the order `idx`: column j of the result
+/// is column idx[j] of `m` (`m @ P` for a permutation matrix P, without the arithmetic).
+pub fn permute_columns<T: Copy>(m: &[T], n: usize, idx: &[usize]) -> Vec<T> {
+    (0..n * n).map(|e| m[(e / n) * n + idx[e % n]]).collect()
 }
 
 /// m^(-1/k) for the symmetric part of the n x n matrix `m`: V diag(f(l)) V^T over its

@@ -1,7 +1,7 @@
 //! Each pass on hand-written IR: read the text, run one pass, compare the printed result.
 
 use gdc_compiler::ir::{print::module_text, read::read_module, verify::verify};
-use gdc_compiler::passes::{const_fold, cse, dce, fold_transpose, simplify, symmetry};
+use gdc_compiler::passes::{const_fold, cse, dce, eigh_order, fold_transpose, simplify, symmetry};
 
 /// Runs `pass` on the module in `input` and returns the printed update function.
 fn after(pass: fn(&mut gdc_compiler::ir::Module), input: &str) -> String {
@@ -204,4 +204,46 @@ fn symmetry_leaves_products_of_different_operands_alone() {
 }";
     let out = after(symmetry::run, ir);
     assert!(!out.contains(".sym"), "x yT and its square are not symmetric in general: {out}");
+}
+
+#[test]
+fn eigh_order_makes_one_decomposition_of_an_ordered_eigenbasis() {
+    let ir = "optimizer t\nfunc init(p: [rows, cols]) {\n}\nfunc update(p: [rows, cols]) {
+  v0 = grad : [rows, cols]
+  v1 = matmul.nt.sym v0, v0 : [rows, rows]
+  v2 = step : f32
+  v3 = const 1.0 : f32
+  v4 = eq v2, v3 : bool
+  v5 = eigvecs v1 : [rows, rows] if v4
+  v6 = eigvals v1 : [rows] if v4
+  v7 = sort_perm v6 : [rows, rows] if v4
+  v8 = matmul v5, v7 : [rows, rows] if v4
+  v9 = eigvecs.f32 v1 : [rows, rows]
+  v10 = eigvals.f32 v1 : [rows]
+  v11 = sort_perm v10 : [rows, rows]
+  v12 = matmul v9, v11 : [rows, rows]
+  v13 = const 8.0 : f32
+  v14 = matmul v9, v11, v13 : [rows, rows]
+  v15 = eigvals v8 : [rows] if v4
+  v16 = sort_perm v15 : [rows, rows] if v4
+  v17 = matmul v5, v16 : [rows, rows] if v4
+  v18 = matmul v5, v7 : [rows, rows]
+  v19 = eigvals v1 : [rows]
+  v20 = sort_perm v19 : [rows, rows]
+  v21 = matmul v9, v20 : [rows, rows]
+  v22 = add v8, v12 : [rows, rows]
+  v23 = add v22, v14 : [rows, rows]
+  v24 = add v23, v17 : [rows, rows]
+  v25 = add v24, v18 : [rows, rows]
+  v26 = add v25, v21 : [rows, rows]
+  v27 = matmul v26, v0 : [rows, cols]
+  v28 = store param v27
+}";
+    let out = after(eigh_order::run, ir);
+    assert!(out.contains("v8 = eigvecs.desc v1 : [rows, rows] if v4"), "the idiom, under its guard: {out}");
+    assert!(out.contains("v12 = eigvecs.desc.f32 v1 "), "in float32 too: {out}");
+    assert!(out.contains("v14 = matmul v9, v11, v13 "), "a bf16 product rounds the vectors: kept: {out}");
+    assert!(out.contains("v17 = matmul v5, v16 "), "the values of another matrix: kept: {out}");
+    assert!(out.contains("v18 = matmul v5, v7 "), "a product outside the decompositions' guard: kept: {out}");
+    assert!(out.contains("v21 = matmul v9, v20 "), "decompositions of different precisions: kept: {out}");
 }

@@ -105,6 +105,15 @@ fn run_op(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<
             }
             .map(|()| None)
         }
+        Op::EigvecsDesc(p) => {
+            let (a, n) = square(0)?;
+            expect(n * n)?;
+            match p {
+                Precision::F32 => eigvecs_desc::<f32>(a, n, out),
+                Precision::F64 => eigvecs_desc::<f64>(a, n, out),
+            }
+            .map(|()| None)
+        }
         Op::Qr(p) => {
             let a = arg(0)?;
             let (r, c) = dims2(&a.1)?;
@@ -153,7 +162,7 @@ pub fn flops(op: &Op, sizes: &[&[usize]]) -> u64 {
                 2 * m * k * n
             }
         }
-        Op::Eigvecs(_) | Op::Eigvals(_) => 9 * dim(0, 0).pow(3),
+        Op::Eigvecs(_) | Op::Eigvals(_) | Op::EigvecsDesc(_) => 9 * dim(0, 0).pow(3),
         Op::InvRoot(..) => inv_root_flops(dim(0, 0)),
         Op::Qr(_) => {
             let (r, c) = matrix(0);
@@ -377,6 +386,17 @@ fn eigen<T: Real>(a: &[f32], n: usize, vectors: bool, out: &mut [f32]) -> Result
             *o = v as f32;
         }
     }
+    Ok(())
+}
+
+/// `eigvecs.desc`: one decomposition's vectors, ordered by its values as `eigvals` writes
+/// them (float32) and `sort_perm` orders them, so the result is `eigvecs(m) @
+/// sort_perm(eigvals(m))`'s, column for column.
+fn eigvecs_desc<T: Real>(a: &[f32], n: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
+    let (values, u) = symmetric_eigen::<T>(a, n)?;
+    let key: Vec<f64> = values.iter().map(|v| f64::from(*v as f32)).collect();
+    let vectors: Vec<f32> = (0..n * n).map(|idx| u[(idx / n, idx % n)].f64() as f32).collect();
+    out.copy_from_slice(&interp::permute_columns(&vectors, n, &interp::sort_order(&key)));
     Ok(())
 }
 
@@ -608,6 +628,42 @@ mod tests {
             close(&root, &oracle_root, "inv_root");
             close(&q, &oracle_q, "qr");
             close(&vals, &oracle_vals, "eigvals");
+        }
+    }
+
+    /// `eigvecs.desc` is the idiom it replaces, `eigvecs(m) @ sort_perm(eigvals(m))`, bit for
+    /// bit, in both precisions, on a rank-deficient matrix and on a diagonal one with
+    /// repeated eigenvalues (ties keep their order).
+    #[test]
+    fn ordered_eigenbasis_is_the_written_out_idiom_bit_for_bit() {
+        let n = 20;
+        let x = noise(n * 6, 5);
+        // Rank 6: x xT (n x 6 times its transpose).
+        let mut low_rank = vec![0.0f32; n * n];
+        let gram = Op::MatMul { ta: false, tb: true, sym: true };
+        run(&gram, &[(&x[..], vec![n, 6]), (&x[..], vec![n, 6])], &mut low_rank, 1).expect("product");
+        let diagonal: Vec<f32> =
+            (0..n * n).map(|e| if e % (n + 1) == 0 { [3.0, 1.0, 2.0, 3.0][e % 4] } else { 0.0 }).collect();
+        let shape = vec![n, n];
+        for (s, p) in [
+            (&low_rank, Precision::F64),
+            (&low_rank, Precision::F32),
+            (&diagonal, Precision::F64),
+            (&diagonal, Precision::F32),
+        ] {
+            let (mut vecs, mut vals, mut perm, mut want, mut got) =
+                (vec![0.0; n * n], vec![0.0; n], vec![0.0; n * n], vec![0.0; n * n], vec![0.0; n * n]);
+            run(&Op::Eigvecs(p), &[(&s[..], shape.clone())], &mut vecs, 1).expect("eigvecs");
+            run(&Op::Eigvals(p), &[(&s[..], shape.clone())], &mut vals, 1).expect("eigvals");
+            run(&Op::SortPerm, &[(&vals[..], vec![n])], &mut perm, 1).expect("sort_perm");
+            let product = Op::MatMul { ta: false, tb: false, sym: false };
+            run(&product, &[(&vecs[..], shape.clone()), (&perm[..], shape.clone())], &mut want, 1).expect("product");
+            run(&Op::EigvecsDesc(p), &[(&s[..], shape.clone())], &mut got, 1).expect("eigvecs.desc");
+            let bits = |v: &[f32]| v.iter().map(|x| (x + 0.0).to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{p:?}");
+            if s == &diagonal {
+                assert!(vals.windows(2).any(|w| w[0] == w[1]), "the test wants a tie: {vals:?}");
+            }
         }
     }
 

@@ -313,6 +313,11 @@ pub enum Op {
     /// part of `m`, eigenvalues ascending.
     Eigvecs(Precision),
     Eigvals(Precision),
+    /// `eigvecs(m) @ sort_perm(eigvals(m))` from one decomposition (the `eigh_order` pass
+    /// makes it from that idiom): the eigenvectors of the symmetric part of `m` as columns,
+    /// ordered by eigenvalue (rounded to float32 on a float32 backend, as `eigvals` gives it)
+    /// largest first, NaN last, ties in `eigvecs`' order.
+    EigvecsDesc(Precision),
     /// `qr(m)`: the orthonormal factor of `m = Q R`, with R's diagonal non-negative.
     Qr(Precision),
     /// `sort_perm(key)`: the permutation matrix P, P[idx[j], j] = 1, with idx the order of
@@ -333,6 +338,7 @@ impl Op {
                 | Op::InvRoot(..)
                 | Op::Eigvecs(_)
                 | Op::Eigvals(_)
+                | Op::EigvecsDesc(_)
                 | Op::Qr(_)
                 | Op::SortPerm
                 | Op::Store(_)
@@ -701,7 +707,9 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
             }
             _ => None,
         },
-        Op::Eigvecs(_) => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|_| (*args[0]).clone()),
+        Op::Eigvecs(_) | Op::EigvecsDesc(_) => {
+            args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|_| (*args[0]).clone())
+        }
         Op::Eigvals(_) => args.first()?.shape.rank2().filter(|(a, b)| a == b).map(|(a, _)| Ty::num(Shape::dims(&[a]))),
         Op::Qr(_) => args.first()?.shape.rank2().map(|_| (*args[0]).clone()),
         Op::SortPerm => match &args.first()?.shape {

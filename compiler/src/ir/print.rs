@@ -136,6 +136,7 @@ pub fn op_text(m: &Module, op: &Op) -> String {
         Op::InvRoot(p, RootMethod::Newton) => format!("{}.newton", with_precision("inv_root", *p)),
         Op::Eigvecs(p) => with_precision("eigvecs", *p),
         Op::Eigvals(p) => with_precision("eigvals", *p),
+        Op::EigvecsDesc(p) => with_precision("eigvecs.desc", *p),
         Op::Qr(p) => with_precision("qr", *p),
         Op::SortPerm => "sort_perm".into(),
         Op::Store(Target::Param) => "store param".into(),

@@ -244,6 +244,8 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "eigvecs.f32" => Op::Eigvecs(Precision::F32),
         "eigvals" => Op::Eigvals(Precision::F64),
         "eigvals.f32" => Op::Eigvals(Precision::F32),
+        "eigvecs.desc" => Op::EigvecsDesc(Precision::F64),
+        "eigvecs.desc.f32" => Op::EigvecsDesc(Precision::F32),
         "qr" => Op::Qr(Precision::F64),
         "qr.f32" => Op::Qr(Precision::F32),
         "sort_perm" => Op::SortPerm,

@@ -30,6 +30,7 @@ fn arity(op: &Op) -> usize {
         | Op::Transpose
         | Op::Eigvecs(_)
         | Op::Eigvals(_)
+        | Op::EigvecsDesc(_)
         | Op::Qr(_)
         | Op::SortPerm
         | Op::Store(_) => 1,

@@ -4,6 +4,7 @@
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod eigh_order;
 pub mod fold_transpose;
 pub mod simplify;
 pub mod symmetry;
@@ -22,6 +23,7 @@ pub const PIPELINE: &[Pass] = &[
     ("simplify", simplify::run),
     ("fold-transpose", fold_transpose::run),
     ("cse", cse::run),
+    ("eigh-order", eigh_order::run),
     ("symmetry", symmetry::run),
     ("dce", dce::run),
 ];
