@@ -106,6 +106,7 @@ fn random_programs_agree_on_the_interpreter_and_the_cpu() {
         "else",
         "every literal",
         "every hyper",
+        "every at",
         "for literal",
         "for to hyper",
         "newton-schulz loop",

@@ -516,15 +516,23 @@ impl<'a> Lowerer<'a> {
                 self.block(body);
                 self.precision = outer;
             }
-            Stmt::Every { period, body, .. } => {
-                // Steps 1, K+1, 2K+1, ...: (step - 1) % K == 0.
+            Stmt::Every { period, phase, body, .. } => {
+                // Steps P, P+K, P+2K, ...: (step - P) % K == 0 (P = 1 unless written), and
+                // step >= P when P is written (before it, step - P may be a negative multiple).
                 let k = self.expr(period);
                 let step = self.emit(Op::Step, vec![], None);
-                let one = self.constant(1.0);
-                let s1 = self.bin(Binary::Sub, step, one);
+                let p = match phase {
+                    Some(p) => self.expr(p),
+                    None => self.constant(1.0),
+                };
+                let s1 = self.bin(Binary::Sub, step, p);
                 let r = self.bin(Binary::Rem, s1, k);
                 let zero = self.constant(0.0);
-                let c = self.bin(Binary::Eq, r, zero);
+                let mut c = self.bin(Binary::Eq, r, zero);
+                if phase.is_some() {
+                    let started = self.bin(Binary::Ge, step, p);
+                    c = self.bin(Binary::And, started, c);
+                }
                 self.conditional(c, body);
             }
             Stmt::For { var, start, end, body, span } => {

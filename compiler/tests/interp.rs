@@ -42,6 +42,33 @@ fn scalar_state_and_every() {
     assert_eq!(it.state(0, "count").map(|t| t.data.clone()), Some(vec![4.0]));
 }
 
+/// `every K at P` runs on steps P, P+K, P+2K, ...: never before P, whatever the remainder of a
+/// negative `step - P`; with P = K (Lookahead's sync) on K, 2K, ...
+#[test]
+fn every_with_a_phase() {
+    let src = "optimizer t {
+      hyper k: int = 3
+      hyper first: int = 5
+      state sync: [] = 0
+      state late: [] = 0
+      state plain: [] = 0
+      update(p, g) {
+        every k at k { sync = sync + step }
+        every 2 at first { late = late + step }
+        every k { plain = plain + step }
+      }
+    }";
+    let mut it = bind(src, &[("w", &[1])]);
+    let mut p = vec![vec![0.0]];
+    for _ in 0..10 {
+        it.step(&mut p, &[vec![1.0]]).expect("steps");
+    }
+    let get = |it: &Interpreter, name: &str| it.state(0, name).map(|t| t.data[0]);
+    assert_eq!(get(&it, "sync"), Some((3 + 6 + 9) as f64), "steps 3, 6, 9");
+    assert_eq!(get(&it, "late"), Some((5 + 7 + 9) as f64), "steps 5, 7, 9 (not 1 or 3)");
+    assert_eq!(get(&it, "plain"), Some((1 + 4 + 7 + 10) as f64), "steps 1, 4, 7, 10");
+}
+
 #[test]
 fn matrix_state_eye_axis_sums_and_broadcasting() {
     let src = "optimizer t {

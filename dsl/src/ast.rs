@@ -218,8 +218,11 @@ pub enum Stmt {
         body: Block,
         span: Span,
     },
+    /// `every K { ... }`, `every K at P { ... }`: runs on steps P, P+K, P+2K, ... (P is 1
+    /// when not written).
     Every {
         period: Expr,
+        phase: Option<Expr>,
         body: Block,
         span: Span,
     },

@@ -182,6 +182,7 @@ fn rule_name(rule: &Rule) -> &'static str {
         }
         Rule::kw_else => "`else`",
         Rule::kw_in => "`in`",
+        Rule::kw_at => "`at`",
         Rule::block => "a block `{ ... }`",
         Rule::let_stmt | Rule::var_stmt | Rule::if_stmt | Rule::for_stmt | Rule::every_stmt | Rule::with_stmt => {
             "a statement"
@@ -578,7 +579,15 @@ fn build_stmt(pair: Pair<Rule>) -> Stmt {
         }
         Rule::every_stmt => {
             let period = build_expr(it.next().expect("period"));
-            Stmt::Every { period, body: build_block(it.next().expect("body")), span }
+            let mut next = it.next().expect("body");
+            let phase = if next.as_rule() == Rule::kw_at {
+                let phase = build_expr(it.next().expect("phase"));
+                next = it.next().expect("body");
+                Some(phase)
+            } else {
+                None
+            };
+            Stmt::Every { period, phase, body: build_block(next), span }
         }
         Rule::with_stmt => {
             let name = ident(it.next().expect("setting"));

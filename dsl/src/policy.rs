@@ -281,7 +281,14 @@ impl Renamer<'_> {
                 self.expr(end);
                 self.block(body);
             }
-            Stmt::Every { period, body, .. } | Stmt::With { value: period, body, .. } => {
+            Stmt::Every { period, phase, body, .. } => {
+                self.expr(period);
+                if let Some(p) = phase {
+                    self.expr(p);
+                }
+                self.block(body);
+            }
+            Stmt::With { value: period, body, .. } => {
                 self.expr(period);
                 self.block(body);
             }
@@ -342,7 +349,8 @@ fn uses_global_reduction(o: &Optimizer) -> bool {
                 expr(cond) || block(then) || otherwise.as_ref().is_some_and(block)
             }
             Stmt::For { start, end, body, .. } => expr(start) || expr(end) || block(body),
-            Stmt::Every { period, body, .. } | Stmt::With { value: period, body, .. } => expr(period) || block(body),
+            Stmt::Every { period, phase, body, .. } => expr(period) || phase.as_ref().is_some_and(expr) || block(body),
+            Stmt::With { value: period, body, .. } => expr(period) || block(body),
         })
     }
     o.updates.iter().any(|u| block(&u.body))

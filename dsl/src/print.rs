@@ -135,8 +135,9 @@ fn stmt_text(out: &mut String, s: &Stmt, depth: usize) {
             block_body(out, body, depth + 1);
             let _ = writeln!(out, "{pad}}}");
         }
-        Stmt::Every { period, body, .. } => {
-            let _ = writeln!(out, "{pad}every {} {{", expr_text(period));
+        Stmt::Every { period, phase, body, .. } => {
+            let at = phase.as_ref().map(|p| format!(" at {}", expr_text(p))).unwrap_or_default();
+            let _ = writeln!(out, "{pad}every {}{at} {{", expr_text(period));
             block_body(out, body, depth + 1);
             let _ = writeln!(out, "{pad}}}");
         }

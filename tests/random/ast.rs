@@ -121,7 +121,7 @@ pub enum Stmt {
     /// `target op value`, op one of `=`, `+=`, `-=`, `*=`, `/=`.
     Assign(String, &'static str, Expr),
     If(Expr, Vec<Stmt>, Vec<Stmt>),
-    /// `every K`: a literal or an int hyperparameter.
+    /// `every K` or `every K at P`: K a literal or an int hyperparameter, P a literal.
     Every(String, Vec<Stmt>),
     /// `for VAR in LO..HI`: HI a literal or a ranged int hyperparameter.
     For(String, u32, String, Vec<Stmt>),

@@ -663,13 +663,17 @@ impl Gen {
                     .filter(|h| matches!(h.ty, HyperTy::IntRanged(lo) if lo >= 1))
                     .map(|h| h.name.clone())
                     .collect();
-                let k = if !periods.is_empty() && self.rng.chance(1, 2) {
+                let mut k = if !periods.is_empty() && self.rng.chance(1, 2) {
                     self.feat("every hyper");
                     self.rng.pick(&periods).clone()
                 } else {
                     self.feat("every literal");
                     (1 + self.rng.below(3)).to_string()
                 };
+                if self.rng.chance(1, 3) {
+                    self.feat("every at");
+                    k = format!("{k} at {}", 1 + self.rng.below(4));
+                }
                 let body = {
                     let n = 1 + self.rng.below(2);
                     self.block(cx, n, depth - 1, true)

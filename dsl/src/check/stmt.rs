@@ -123,8 +123,11 @@ impl Checker<'_> {
                     self.assigned = before;
                 }
             }
-            Stmt::Every { period, body, .. } => {
-                self.check_every_period(period);
+            Stmt::Every { period, phase, body, .. } => {
+                self.check_every_period(period, "period");
+                if let Some(p) = phase {
+                    self.check_every_period(p, "phase");
+                }
                 let before = self.assigned.clone();
                 self.check_block(body, false);
                 self.assigned = before;
@@ -395,22 +398,24 @@ impl Checker<'_> {
         );
     }
 
-    fn check_every_period(&mut self, e: &Expr) {
+    /// Checks `every`'s period or phase (`what`): a positive whole-number literal, or an
+    /// `int` hyperparameter that cannot be below 1.
+    fn check_every_period(&mut self, e: &Expr, what: &str) {
         let bad = |this: &mut Self, msg: String, label: &str| {
             this.error(
                 Diagnostic::error("E0010", msg, e.span)
                     .label(label.to_string())
-                    .hint("`every K { ... }` runs on steps 1, K+1, 2K+1, ...; K is a positive integer literal or an `int` hyperparameter"),
+                    .hint("`every K { ... }` runs on steps 1, K+1, 2K+1, ..., `every K at P { ... }` on steps P, P+K, P+2K, ...; K and P are positive integer literals or `int` hyperparameters"),
             );
         };
         let number = |e: &Expr| literal(e).and_then(Result::ok);
         if let Some(v) = number(e) {
             if v < 1.0 || v.fract() != 0.0 {
-                bad(self, format!("`every` needs a positive integer period, found {v}"), "not a positive integer");
+                bad(self, format!("`every` needs a positive integer {what}, found {v}"), "not a positive integer");
             } else if v > MAX_PERIOD {
                 bad(
                     self,
-                    format!("`every` period {v} is more than {MAX_PERIOD} steps: the block would run once, at step 1"),
+                    format!("`every` {what} {v} is more than {MAX_PERIOD} steps: the block would run at most once"),
                     "too long a period",
                 );
             }
@@ -424,27 +429,31 @@ impl Checker<'_> {
                     if lowest.is_some_and(|v| v < 1.0) {
                         bad(
                             self,
-                            format!("the period `{n}` can be {}", lowest.unwrap_or(0.0)),
+                            format!("the {what} `{n}` can be {}", lowest.unwrap_or(0.0)),
                             "may be zero or negative",
                         );
                     }
                 }
                 (Some(Entity::Hyper { .. }), _) => {
-                    bad(self, format!("the period `{n}` must be an `int` hyperparameter"), "not an int")
+                    bad(self, format!("the {what} `{n}` must be an `int` hyperparameter"), "not an int")
                 }
                 (None, _) => {
                     self.check_expr(e);
                 }
                 _ => bad(
                     self,
-                    "`every` needs a period known before the step".to_string(),
+                    format!("`every` needs a {what} known before the step"),
                     "not a literal or hyperparameter",
                 ),
             }
             return;
         }
         self.check_expr(e);
-        bad(self, "`every` needs a positive integer literal or an `int` hyperparameter".to_string(), "an expression");
+        bad(
+            self,
+            format!("`every` needs a positive integer literal or an `int` hyperparameter as its {what}"),
+            "an expression",
+        );
     }
 }
 
