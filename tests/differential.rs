@@ -107,6 +107,7 @@ fn random_programs_agree_on_the_interpreter_and_the_cpu() {
         "every literal",
         "every hyper",
         "every at",
+        "sign of a momentum",
         "for literal",
         "for to hyper",
         "newton-schulz loop",

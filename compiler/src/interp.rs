@@ -159,6 +159,12 @@ pub struct Interpreter {
     pub params: Vec<BoundParam>,
     /// The `prepare` block's outputs for the current step.
     prepare_outs: Vec<f64>,
+    /// Round every kernel and library value to float32, as a float32 backend stores it
+    /// (scalars computed on the host stay float64 until a kernel reads them, as there). Off:
+    /// the float64 reference. On: a second opinion where a discontinuous operation (`sign`,
+    /// a comparison) flips on a value that is exactly zero in float32 and tiny in float64
+    /// (see `gdc_runtime::verify`).
+    pub float32: bool,
 }
 
 fn hyper_ty_name(t: HyperTy) -> &'static str {
@@ -197,6 +203,7 @@ impl Interpreter {
             inputs: params.to_vec(),
             params: bound,
             prepare_outs: Vec::new(),
+            float32: false,
         })
     }
 
@@ -302,7 +309,7 @@ impl Interpreter {
                 Buffers { p: &mut p, g, states: Vec::new(), temps: vec![None; fplan.temps.len()], inputs: Vec::new() };
             let mut slots: HashMap<Value, Tensor> = HashMap::new();
             let item = &fplan.items[check.item];
-            run_item(&self.plan.module, func, fplan, item, bp, &mut buffers, &host, &host, &mut slots)?;
+            run_item(&self.plan.module, func, fplan, item, bp, &mut buffers, &host, &host, &mut slots, self.float32)?;
             let count = slots.get(&check.count).map(Tensor::as_scalar).unwrap_or(f64::NAN);
             if count != 0.0 {
                 bad.push((i, count));
@@ -734,6 +741,8 @@ struct Scope<'a> {
     host: &'a HashMap<Value, f64>,
     param: &'a HashMap<Value, f64>,
     slots: &'a HashMap<Value, Tensor>,
+    /// [`Interpreter::float32`].
+    float32: bool,
 }
 
 impl Interpreter {
@@ -800,7 +809,7 @@ impl Interpreter {
             Buffers { p, g, states: bp.states.clone(), temps: vec![None; fplan.temps.len()], inputs: Vec::new() };
         let mut slots: HashMap<Value, Tensor> = HashMap::new();
         for item in &fplan.items {
-            run_item(&self.plan.module, func, fplan, item, &bp, &mut buffers, &host, &param, &mut slots)?;
+            run_item(&self.plan.module, func, fplan, item, &bp, &mut buffers, &host, &param, &mut slots, self.float32)?;
         }
         self.params[i].states = buffers.states;
         Ok(())
@@ -844,7 +853,7 @@ impl Interpreter {
         }
         for (_, item) in fplan.items_of(Pass::Step) {
             for (_, bp, host, param, buffers, slots) in ctxs.iter_mut() {
-                run_item(&self.plan.module, func, fplan, item, bp, buffers, host, param, slots)?;
+                run_item(&self.plan.module, func, fplan, item, bp, buffers, host, param, slots, self.float32)?;
             }
             let Item::Kernel(k) = item else { continue };
             for (v, kind, arg) in &across {
@@ -1001,13 +1010,14 @@ fn run_item(
     host: &HashMap<Value, f64>,
     param: &HashMap<Value, f64>,
     slots: &mut HashMap<Value, Tensor>,
+    float32: bool,
 ) -> Result<(), InterpError> {
     let (guard, scalars, inputs) = match item {
         Item::Kernel(k) => (k.guard, &k.scalars, &k.inputs),
         Item::Lib(l) => (l.guard, &l.scalars, &l.inputs),
     };
     let mut env: HashMap<Value, Option<Tensor>> = HashMap::new();
-    let scope = Scope { host, param, slots };
+    let scope = Scope { host, param, slots, float32 };
     // Device scalars read only slots, host values and scalar state: they and the guard
     // come first, and a skipped item reads no buffer.
     for v in scalars {
@@ -1103,7 +1113,7 @@ fn lookup(
         return Ok(x.clone());
     }
     if let Some(x) = scope.param.get(&v).or_else(|| scope.host.get(&v)) {
-        return Ok(Some(Tensor::scalar(*x)));
+        return Ok(Some(Tensor::scalar(if scope.float32 { f64::from(*x as f32) } else { *x })));
     }
     if let Some(t) = scope.slots.get(&v) {
         return Ok(Some(t.clone()));
@@ -1115,7 +1125,26 @@ fn lookup(
     Err(InterpError::Internal(format!("{v} is not available here: the plan did not materialise it")))
 }
 
+/// Instruction `v`'s value ([`eval_exact`]), rounded to float32 in a float32 scope.
 fn eval(
+    m: &Module,
+    func: &Func,
+    v: Value,
+    bp: &BoundParam,
+    bufs: &Buffers,
+    env: &HashMap<Value, Option<Tensor>>,
+    scope: &Scope,
+) -> Result<Option<Tensor>, InterpError> {
+    let mut x = eval_exact(m, func, v, bp, bufs, env, scope)?;
+    if scope.float32 {
+        for e in x.iter_mut().flat_map(|t| t.data.iter_mut()) {
+            *e = f64::from(*e as f32);
+        }
+    }
+    Ok(x)
+}
+
+fn eval_exact(
     m: &Module,
     func: &Func,
     v: Value,

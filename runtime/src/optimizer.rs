@@ -20,6 +20,11 @@ pub enum Backend {
     Cpu,
     /// The float64 reference interpreter (exact, slow): for checking.
     Interp,
+    /// The reference interpreter with every kernel and library value rounded to float32, as
+    /// a float32 backend stores it: the second opinion `verify` asks where a discontinuous
+    /// operation (`sign`, a comparison) flips on a value that is zero in float32 and tiny in
+    /// float64.
+    InterpF32,
     /// The program's PTX on an NVIDIA GPU, in float32 (needs a program loaded from a
     /// `gdc build --target cuda` artifact, and the runtime's `cuda` feature).
     Cuda,
@@ -142,7 +147,11 @@ impl Optimizer {
             }
         }
         let engine = match options.backend {
-            Backend::Interp => Engine::Interp(Box::new(Interpreter::new_with(program.plan().clone(), &bound, &infos)?)),
+            Backend::Interp | Backend::InterpF32 => {
+                let mut it = Interpreter::new_with(program.plan().clone(), &bound, &infos)?;
+                it.float32 = options.backend == Backend::InterpF32;
+                Engine::Interp(Box::new(it))
+            }
             Backend::Cpu => {
                 let threads = match options.threads {
                     Some(0) => return Err(RuntimeError::NoThreads),

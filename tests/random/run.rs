@@ -8,7 +8,7 @@
 
 use super::ast::{Kind, Prog};
 use super::generate::Rng;
-use gdc_runtime::verify::{compare_within, trajectory};
+use gdc_runtime::verify::{reconcile, trajectory};
 use gdc_runtime::{Backend, Options, ParamSpec, Program, RuntimeError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -98,6 +98,8 @@ pub struct Pass {
     pub vacuous: bool,
     /// Whether the LLVM tier's kernels stepped it too (bit for bit like Cranelift's).
     pub native: bool,
+    /// Values only the float32-rounded reference explains (`Agreement::flipped`).
+    pub flipped: usize,
 }
 
 /// Compiles and runs `case`, catching panics.
@@ -111,9 +113,8 @@ pub fn run_case(case: &Case) -> Result<Pass, Failure> {
     };
     let specs: Vec<ParamSpec> =
         case.shapes.iter().enumerate().map(|(i, s)| ParamSpec::new(format!("w{i}"), s)).collect();
-    let rel = gdc_runtime::verify::tolerance(&program.plan().module);
     let native = native_program(case)?;
-    let mut pass = Pass { worst: 0.0, vacuous: false, native: native.is_some() };
+    let mut pass = Pass { worst: 0.0, vacuous: false, native: native.is_some(), flipped: 0 };
     for &seed in &case.seeds {
         let run = |program: &Program, backend: Backend, name: &str| -> Result<_, Failure> {
             let options = Options { backend, threads: Some(case.threads) };
@@ -131,11 +132,13 @@ pub fn run_case(case: &Case) -> Result<Pass, Failure> {
                 return Err(Failure::NativeMismatch(format!("seed {seed}: {at}")));
             }
         }
-        let agreement = compare_within(&want, &got, &specs, rel);
+        let agreement =
+            reconcile(&program, &want, &got, &specs, || run(&program, Backend::InterpF32, "interp (float32)"))?;
         if let Some(first) = agreement.first {
             return Err(Failure::Mismatch { worst: agreement.worst, first: format!("seed {seed}: {first}") });
         }
         pass.worst = pass.worst.max(agreement.worst);
+        pass.flipped += agreement.flipped;
         pass.vacuous |= agreement.finite * 10 < agreement.total * 9;
     }
     Ok(pass)
