@@ -91,6 +91,8 @@ fn random_programs_agree_on_the_interpreter_and_the_cpu() {
         "mean",
         "norm",
         "max_abs",
+        "max reduction",
+        "min reduction",
         "axis reduction",
         "dot",
         "global_norm",

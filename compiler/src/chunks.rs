@@ -97,18 +97,19 @@ impl Chunking {
         self.chunks.iter().flat_map(|c| [c.call, c.start, c.end, c.partials].map(|x| x as i64)).collect()
     }
 
-    /// Combines the chunks' `partials` in chunk order: full reductions from zero; an axis
+    /// Combines the chunks' `partials` in chunk order: full reductions from their identity; an axis
     /// reduction along the columns (one value per row) is copied from each row band, one
     /// along the rows folded over the bands.
     pub fn combine(&self, func: &crate::ir::Func, abi: &KernelAbi, calls: &[CallExtent], partials: &[f64]) -> Combined {
         let nred = abi.reductions.len();
-        let mut full = vec![vec![0.0; nred]; calls.len()];
+        let identity = |r: &crate::ir::Value| ReduceKind::of(func, *r).identity();
+        let mut full = vec![abi.reductions.iter().map(identity).collect::<Vec<f64>>(); calls.len()];
         let mut axis: Vec<Vec<Vec<f64>>> = calls
             .iter()
             .map(|c| {
                 abi.axis_reductions
                     .iter()
-                    .map(|(_, by_rows)| vec![0.0; if *by_rows { c.rows } else { c.cols }])
+                    .map(|(r, by_rows)| vec![identity(r); if *by_rows { c.rows } else { c.cols }])
                     .collect()
             })
             .collect();

@@ -1218,24 +1218,16 @@ fn eval_exact(
         }
         Op::Reduce(kind, axis) => {
             let x = &args[0];
-            let fold = |acc: f64, y: f64| match kind {
-                ReduceKind::Sum => acc + y,
-                ReduceKind::MaxAbs => {
-                    if acc.is_nan() || y.is_nan() {
-                        f64::NAN
-                    } else {
-                        acc.max(y.abs())
-                    }
-                }
-            };
+            let fold = |acc: f64, y: f64| kind.fold(acc, kind.operand(y));
+            let zero = kind.identity();
             match axis {
-                None => vec![x.data.iter().fold(0.0, |a, y| fold(a, *y))],
+                None => vec![x.data.iter().fold(zero, |a, y| fold(a, *y))],
                 Some(ax) => {
                     let (r, c) = (x.sizes[0], x.sizes.get(1).copied().unwrap_or(1));
                     if *ax == 0 {
-                        (0..c).map(|j| (0..r).fold(0.0, |a, i| fold(a, x.data[i * c + j]))).collect()
+                        (0..c).map(|j| (0..r).fold(zero, |a, i| fold(a, x.data[i * c + j]))).collect()
                     } else {
-                        (0..r).map(|i| x.data[i * c..(i + 1) * c].iter().fold(0.0, |a, y| fold(a, *y))).collect()
+                        (0..r).map(|i| x.data[i * c..(i + 1) * c].iter().fold(zero, |a, y| fold(a, *y))).collect()
                     }
                 }
             }

@@ -827,6 +827,14 @@ impl<'a> Lowerer<'a> {
             "log" => self.un(Unary::Log, x),
             "abs" => self.un(Unary::Abs, x),
             "sign" => self.un(Unary::Sign, x),
+            // One argument: the smallest or largest element (along `axis`); min(x) is -max(-x),
+            // exactly.
+            "min" if vals.len() == 1 => {
+                let n = self.un(Unary::Neg, x);
+                let m = self.emit(Op::Reduce(ReduceKind::Max, axis), vec![n], None);
+                self.un(Unary::Neg, m)
+            }
+            "max" if vals.len() == 1 => self.emit(Op::Reduce(ReduceKind::Max, axis), vec![x], None),
             "min" => self.bin(Binary::Min, x, vals[1]),
             "max" => self.bin(Binary::Max, x, vals[1]),
             "clamp" => {

@@ -914,6 +914,17 @@ fn generated_gpu_kernels_match_the_cpu_backend_when_emulated() {
     assert!(failures.is_empty(), "{} disagreement(s):\n{}", failures.len(), failures.join("\n"));
 }
 
+/// `max(x)`/`min(x)`, whole and along both axes (tests/programs/extrema.gd): the kernels'
+/// accumulators and column partials start at -infinity, and the block trees and chunk
+/// combination take maxima, on the GPU as on the CPU.
+#[test]
+fn extrema_reductions_match_the_cpu_backend_when_emulated() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/extrema.gd");
+    let (_, s) = run_example(&path, &mut Rng(11), &|t| t);
+    assert!(s.launches >= 6 && s.grid >= 2 && s.reductions > 0, "{} launches, {} grid", s.launches, s.grid);
+    assert!(s.failures.is_empty(), "{} disagreement(s):\n{}", s.failures.len(), s.failures.join("\n"));
+}
+
 #[test]
 fn the_host_rewrite_keeps_only_what_it_is_asked_for() {
     let c = gdc_compiler::compile(&std::fs::read_to_string("../examples/optimizers/adafactor.gd").unwrap()).unwrap();

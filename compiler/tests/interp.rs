@@ -69,6 +69,29 @@ fn every_with_a_phase() {
     assert_eq!(get(&it, "plain"), Some((1 + 4 + 7 + 10) as f64), "steps 1, 4, 7, 10");
 }
 
+/// `max(x)`, `min(x)` and their axis forms on negative values (where a start from 0, as
+/// `max_abs` has, would be wrong), as SM3 keeps its accumulators.
+#[test]
+fn max_and_min_reductions() {
+    let src = "optimizer t {
+      state row_max: [rows] = zeros
+      state col_min: [cols] = zeros
+      state both: [] = 0
+      update(p: [rows, cols], g) {
+        row_max = max(g, axis = 1)
+        col_min = min(g, axis = 0)
+        both = max(g) - min(g)
+      }
+    }";
+    // g = [[-3, -1, -2], [-5, -4, -6]]
+    let mut it = bind(src, &[("w", &[2, 3])]);
+    let mut p = vec![vec![0.0; 6]];
+    it.step(&mut p, &[vec![-3.0, -1.0, -2.0, -5.0, -4.0, -6.0]]).expect("steps");
+    assert_eq!(it.state(0, "row_max").map(|t| t.data.clone()), Some(vec![-1.0, -4.0]));
+    assert_eq!(it.state(0, "col_min").map(|t| t.data.clone()), Some(vec![-5.0, -4.0, -6.0]));
+    assert_eq!(it.state(0, "both").map(|t| t.data.clone()), Some(vec![-1.0 - -6.0]));
+}
+
 #[test]
 fn matrix_state_eye_axis_sums_and_broadcasting() {
     let src = "optimizer t {

@@ -165,6 +165,28 @@ pub fn function(name: &str) -> Option<&'static Builtin> {
     FUNCTIONS.iter().find(|b| b.name == name)
 }
 
+/// `max` and `min` with one positional argument: reductions, as numpy's `max(x, axis = 1)`
+/// (two arguments compare elementwise).
+pub const EXTREMA: [Builtin; 2] = [
+    Builtin {
+        name: "max",
+        arity: 1,
+        kind: Kind::Reduce,
+        doc: "max(x): the largest element; max(x, axis = 0 | 1) along an axis; max(a, b) the larger of two",
+    },
+    Builtin {
+        name: "min",
+        arity: 1,
+        kind: Kind::Reduce,
+        doc: "min(x): the smallest element; min(x, axis = 0 | 1) along an axis; min(a, b) the smaller of two",
+    },
+];
+
+/// The reduction form of `max`/`min` when called with `positional` positional arguments.
+pub fn reduction_form(name: &str, positional: usize) -> Option<&'static Builtin> {
+    EXTREMA.iter().find(|b| b.name == name && positional == 1)
+}
+
 /// Scalars every update can read. `rows`, `cols`, `fan_in` and `fan_out` need a matrix
 /// parameter: `rows` is its first dimension, `cols` the product of the others,
 /// `fan_in = cols` and `fan_out = rows` (PyTorch's convention for a `[out, in]` weight).

@@ -286,8 +286,8 @@ class ShardedBinding:
 
     def _combine(self, values, kinds):
         """The partials of one reducing kernel combined over every rank: one all-reduce of
-        the sums (and of NaN flags of the maxima), one of the maxima of magnitudes when there
-        are any. Every rank passes the same kinds in the same order."""
+        the sums (and of NaN flags of the maxima), one of the maxima (of magnitudes, or of
+        values) when there are any. Every rank passes the same kinds in the same order."""
         if not values:
             return values
         t = torch.tensor(values, dtype=torch.float64)
@@ -300,7 +300,8 @@ class ShardedBinding:
         n_sum = int(is_sum.sum())
         out[is_sum] = sums[:n_sum]
         if maxima.numel():
-            maxima = maxima.nan_to_num(nan=0.0)
+            # -inf (a shard with no elements of a maximum) stays -inf.
+            maxima = maxima.nan_to_num(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
             self._count("all_reduce", maxima)
             dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=self.group)
             maxima[sums[n_sum:] > 0] = float("nan")

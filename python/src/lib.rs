@@ -612,6 +612,7 @@ impl Stepper {
                 .map(|p| match p.kind {
                     ReduceKind::Sum => "sum",
                     ReduceKind::MaxAbs => "max_abs",
+                    ReduceKind::Max => "max",
                 })
                 .collect();
             let combined = combine.call1((values, kinds)).and_then(|r| r.extract::<Vec<f64>>());

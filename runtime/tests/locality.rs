@@ -193,6 +193,7 @@ fn combined_shards_vs_whole(program: &Program, specs: &[ParamSpec], world: usize
                                 p.value = match p.kind {
                                     gdc_runtime::ReduceKind::Sum => values.sum(),
                                     gdc_runtime::ReduceKind::MaxAbs => values.fold(0.0, f64::max),
+                                    gdc_runtime::ReduceKind::Max => values.fold(f64::NEG_INFINITY, f64::max),
                                 };
                             }
                         }

@@ -846,7 +846,8 @@ impl Gen {
         }
         match (bty, ty) {
             (Ty::M(r, c), Ty::V(d)) => {
-                let red = *self.rng.pick(&["sum", "mean", "norm", "max_abs"]);
+                let red = *self.rng.pick(REDUCTIONS);
+                self.feat(reduction_feature(red));
                 self.feat("axis reduction");
                 let tail = if d == r { ", axis = 1" } else { ", axis = 0" };
                 let _ = c;
@@ -1026,8 +1027,8 @@ impl Gen {
                 let x = self.expr(cx, t, d - 1);
                 match self.rng.below(9) {
                     0..=3 => {
-                        let r = *self.rng.pick(&["sum", "mean", "norm", "max_abs"]);
-                        self.feat(r);
+                        let r = *self.rng.pick(REDUCTIONS);
+                        self.feat(reduction_feature(r));
                         if let Ty::V(_) = t {
                             if self.rng.chance(1, 3) {
                                 self.feat("axis reduction");
@@ -1055,8 +1056,8 @@ impl Gen {
                 match self.rng.below(4) {
                     0 => {
                         self.feat("axis reduction");
-                        let r = *self.rng.pick(&["sum", "mean", "norm", "max_abs"]);
-                        self.feat(r);
+                        let r = *self.rng.pick(REDUCTIONS);
+                        self.feat(reduction_feature(r));
                         let (m, tail) = if self.rng.chance(1, 2) {
                             (Ty::M(v, o), ", axis = 1")
                         } else {
@@ -1170,6 +1171,18 @@ impl Gen {
 }
 
 const LITS01: &[&str] = &["0.5", "0.1", "0.9", "0.25"];
+
+/// The reductions drawn (each whole, or along an axis): one-argument `max` and `min` too.
+const REDUCTIONS: &[&str] = &["sum", "mean", "norm", "max_abs", "max", "min"];
+
+/// A reduction's feature name: `max`/`min` are also the elementwise functions' features.
+fn reduction_feature(r: &'static str) -> &'static str {
+    match r {
+        "max" => "max reduction",
+        "min" => "min reduction",
+        r => r,
+    }
+}
 
 fn dim_name(d: Dim) -> &'static str {
     match d {

@@ -832,14 +832,20 @@ fn grid(
         scratch.push(at);
         at = e.b.ins().iadd(at, if *by_rows { band } else { cols });
     }
-    let scratch_end = at;
-    counted_loop(e, scratch_end, &mut |e, var| {
-        let i = e.b.use_var(var);
-        let byte = e.b.ins().ishl_imm_u(i, 3);
-        let addr = e.b.ins().iadd(partials, byte);
-        let z = e.b.ins().f64const(0.0);
-        e.b.ins().store(flags(), z, addr, 0);
-    });
+    // Each axis reduction's scratch starts at its identity (0, or -infinity for a maximum).
+    for (ai, (r, by_rows)) in abi.axis_reductions.iter().enumerate() {
+        let identity = ReduceKind::of(func, *r).identity();
+        let n = if *by_rows { band } else { cols };
+        let base = scratch[ai];
+        counted_loop(e, n, &mut |e, var| {
+            let i = e.b.use_var(var);
+            let i = e.b.ins().iadd(i, base);
+            let byte = e.b.ins().ishl_imm_u(i, 3);
+            let addr = e.b.ins().iadd(partials, byte);
+            let z = e.b.ins().f64const(identity);
+            e.b.ins().store(flags(), z, addr, 0);
+        });
+    }
     let operands: Vec<(Value, usize, GridOperand, Vec<String>)> = k
         .inputs
         .iter()
@@ -864,9 +870,9 @@ fn grid(
     let axis_kinds: Vec<ReduceKind> = abi.axis_reductions.iter().map(|(r, _)| ReduceKind::of(func, *r)).collect();
     let row_axes: Vec<usize> = (0..abi.axis_reductions.len()).filter(|a| abi.axis_reductions[*a].1).collect();
     let vfull: Vec<VecAcc> = kinds.iter().map(|kind| VecAcc::new(e, *kind)).collect();
-    let sfull: Vec<Variable> = kinds.iter().map(|_| zero_f64_var(e)).collect();
+    let sfull: Vec<Variable> = kinds.iter().map(|kind| identity_var(e, *kind)).collect();
     let vrow: Vec<VecAcc> = row_axes.iter().map(|a| VecAcc::new(e, axis_kinds[*a])).collect();
-    let srow: Vec<Variable> = row_axes.iter().map(|_| zero_f64_var(e)).collect();
+    let srow: Vec<Variable> = row_axes.iter().map(|a| identity_var(e, axis_kinds[*a])).collect();
     let cxr: &Ctx = cx;
     let zero = e.b.ins().iconst(types::I64, 0);
     range_loop(e, start, end, 1, &mut |e, rvar| {
@@ -874,7 +880,7 @@ fn grid(
         let rowflat = e.b.ins().imul(r, cols);
         for (acc, var) in vrow.iter().zip(&srow) {
             acc.reset(e);
-            let z = e.b.ins().f64const(0.0);
+            let z = e.b.ins().f64const(acc.kind.identity());
             e.b.def_var(*var, z);
         }
         let rbyte = e.b.ins().ishl_imm_u(r, 2);
@@ -979,25 +985,29 @@ fn grid(
     e.b.ins().return_(&[]);
 }
 
-/// A float64 variable holding zero.
-fn zero_f64_var(e: &mut Emitter) -> Variable {
+/// A float64 variable holding the identity of a `kind` reduction.
+fn identity_var(e: &mut Emitter, kind: ReduceKind) -> Variable {
     let var = e.b.declare_var(types::F64);
-    let z = e.b.ins().f64const(0.0);
+    let z = e.b.ins().f64const(kind.identity());
     e.b.def_var(var, z);
     var
 }
 
-/// A four-lane reduction accumulator: a sum in two f64x2 halves, a max-abs in f32x4.
+/// A four-lane reduction accumulator: a sum in two f64x2 halves, a maximum (of magnitudes
+/// or of values) in f32x4.
 struct VecAcc {
     lo: Variable,
     hi: Option<Variable>,
+    kind: ReduceKind,
 }
 
 impl VecAcc {
     fn new(e: &mut Emitter, kind: ReduceKind) -> VecAcc {
         let acc = match kind {
-            ReduceKind::Sum => VecAcc { lo: e.b.declare_var(types::F64X2), hi: Some(e.b.declare_var(types::F64X2)) },
-            ReduceKind::MaxAbs => VecAcc { lo: e.b.declare_var(types::F32X4), hi: None },
+            ReduceKind::Sum => {
+                VecAcc { lo: e.b.declare_var(types::F64X2), hi: Some(e.b.declare_var(types::F64X2)), kind }
+            }
+            ReduceKind::MaxAbs | ReduceKind::Max => VecAcc { lo: e.b.declare_var(types::F32X4), hi: None, kind },
         };
         acc.reset(e);
         acc
@@ -1012,7 +1022,7 @@ impl VecAcc {
                 e.b.def_var(hi, z2);
             }
             None => {
-                let z = e.fconst(types::F32X4, 0.0);
+                let z = e.fconst(types::F32X4, self.kind.identity() as f32);
                 e.b.def_var(self.lo, z);
             }
         }
@@ -1032,7 +1042,7 @@ impl VecAcc {
             }
             None => {
                 let a = e.b.use_var(self.lo);
-                let ax = e.b.ins().fabs(x);
+                let ax = if self.kind == ReduceKind::MaxAbs { e.b.ins().fabs(x) } else { x };
                 let m = e.b.ins().fmax(a, ax);
                 e.b.def_var(self.lo, m);
             }
@@ -1068,7 +1078,7 @@ impl VecAcc {
         let t = e.b.use_var(tail);
         match kind {
             ReduceKind::Sum => e.b.ins().fadd(x, t),
-            ReduceKind::MaxAbs => e.b.ins().fmax(x, t),
+            ReduceKind::MaxAbs | ReduceKind::Max => e.b.ins().fmax(x, t),
         }
     }
 }
@@ -1102,7 +1112,7 @@ fn accumulate_lanes(
         let acc = e.b.ins().load(types::F64X2, flags(), addr, off);
         let n = match kind {
             ReduceKind::Sum => e.b.ins().fadd(acc, part),
-            ReduceKind::MaxAbs => e.b.ins().fmax(acc, part),
+            ReduceKind::MaxAbs | ReduceKind::Max => e.b.ins().fmax(acc, part),
         };
         e.b.ins().store(flags(), n, addr, off);
     }
@@ -1115,7 +1125,8 @@ fn accumulate_var(e: &mut Emitter, kind: ReduceKind, var: Variable, x: cranelift
     e.b.def_var(var, n);
 }
 
-/// `acc` (float64) folded with the float32 `x`: a sum, or the larger of `acc` and `|x|`.
+/// `acc` (float64) folded with the float32 `x`: a sum, or the larger of `acc` and `|x|`
+/// (or `x`).
 fn fold_f64(
     e: &mut Emitter,
     kind: ReduceKind,
@@ -1127,8 +1138,8 @@ fn fold_f64(
             let x64 = e.b.ins().fpromote(types::F64, x);
             e.b.ins().fadd(acc, x64)
         }
-        ReduceKind::MaxAbs => {
-            let ax = e.b.ins().fabs(x);
+        ReduceKind::MaxAbs | ReduceKind::Max => {
+            let ax = if kind == ReduceKind::MaxAbs { e.b.ins().fabs(x) } else { x };
             let x64 = e.b.ins().fpromote(types::F64, ax);
             e.b.ins().fmax(acc, x64)
         }

@@ -272,12 +272,12 @@ impl Emitter {
     }
 }
 
-/// A reduction's accumulator in the vector loops: a sum in four float64 lanes, a max-abs in
-/// four float32 lanes.
+/// A reduction's accumulator in the vector loops: a sum in four float64 lanes, a maximum
+/// (of magnitudes or of values) in four float32 lanes.
 fn acc_type(kind: ReduceKind) -> &'static str {
     match kind {
         ReduceKind::Sum => "vector<4xf64>",
-        ReduceKind::MaxAbs => "vector<4xf32>",
+        ReduceKind::MaxAbs | ReduceKind::Max => "vector<4xf32>",
     }
 }
 
@@ -436,6 +436,7 @@ fn accumulate_vector(e: &mut Emitter, kind: ReduceKind, acc: &str, x: &str, t: T
                 let a = e.def(&format!("math.absf {block} : vector<4xf32>"));
                 e.def(&format!("arith.maximumf {acc}, {a} : vector<4xf32>"))
             }
+            ReduceKind::Max => e.def(&format!("arith.maximumf {acc}, {block} : vector<4xf32>")),
         };
     }
     acc
@@ -454,7 +455,7 @@ fn fold_lanes(e: &mut Emitter, kind: ReduceKind, acc: &str) -> Ssa {
             let s1 = e.def(&format!("arith.addf {}, {} : f64", l[1], l[3]));
             e.def(&format!("arith.addf {s0}, {s1} : f64"))
         }
-        ReduceKind::MaxAbs => {
+        ReduceKind::MaxAbs | ReduceKind::Max => {
             let mut m = lane(e, "vector<4xf32>", 0);
             for j in 1..4 {
                 let x = lane(e, "vector<4xf32>", j);
@@ -469,11 +470,16 @@ fn fold_lanes(e: &mut Emitter, kind: ReduceKind, acc: &str) -> Ssa {
 fn version(e: &mut Emitter, cx: &Cx, lanes: usize) {
     let zero_sum = e.top("arith.constant dense<0.0> : vector<4xf64>".to_string());
     let zero_max = e.top("arith.constant dense<0.0> : vector<4xf32>".to_string());
+    let minus_inf = e.top("arith.constant dense<0xFF800000> : vector<4xf32>".to_string());
     let mut accs: Vec<(Ssa, String)> = cx
         .reductions
         .iter()
         .map(|(_, kind)| {
-            let z = if *kind == ReduceKind::Sum { zero_sum.clone() } else { zero_max.clone() };
+            let z = match kind {
+                ReduceKind::Sum => zero_sum.clone(),
+                ReduceKind::MaxAbs => zero_max.clone(),
+                ReduceKind::Max => minus_inf.clone(),
+            };
             (z, acc_type(*kind).to_string())
         })
         .collect();
@@ -522,6 +528,10 @@ fn version(e: &mut Emitter, cx: &Cx, lanes: usize) {
                     ReduceKind::MaxAbs => {
                         let ax = e.def(&format!("math.absf {x} : f32"));
                         let w = e.def(&format!("arith.extf {ax} : f32 to f64"));
+                        e.def(&format!("arith.maximumf {acc}, {w} : f64"))
+                    }
+                    ReduceKind::Max => {
+                        let w = e.def(&format!("arith.extf {x} : f32 to f64"));
                         e.def(&format!("arith.maximumf {acc}, {w} : f64"))
                     }
                 }

@@ -121,8 +121,10 @@ impl Emitter {
         self.konst(&format!("0x{:08X}", x.to_bits()), "f32")
     }
 
-    fn f64_zero(&mut self) -> Ssa {
-        self.konst("0x0000000000000000", "f64")
+    /// What a `kind` reduction's float64 accumulator starts from (its bits, as MLIR takes a
+    /// float constant exactly).
+    fn f64_identity(&mut self, kind: ReduceKind) -> Ssa {
+        self.konst(&format!("0x{:016X}", kind.identity().to_bits()), "f64")
     }
 
     fn i64c(&mut self, x: i64) -> Ssa {
@@ -259,6 +261,10 @@ impl Emitter {
                 let w = self.def(&format!("arith.extf {a} : f32 to f64"));
                 self.def(&format!("arith.maximumf {acc}, {w} : f64"))
             }
+            ReduceKind::Max => {
+                let w = self.def(&format!("arith.extf {x} : f32 to f64"));
+                self.def(&format!("arith.maximumf {acc}, {w} : f64"))
+            }
         }
     }
 
@@ -282,7 +288,7 @@ impl Emitter {
             let b = self.def(&format!("llvm.load {other} : !llvm.ptr<3> -> f64"));
             let r = match kind {
                 ReduceKind::Sum => self.def(&format!("arith.addf {a}, {b} : f64")),
-                ReduceKind::MaxAbs => self.def(&format!("arith.maximumf {a}, {b} : f64")),
+                ReduceKind::MaxAbs | ReduceKind::Max => self.def(&format!("arith.maximumf {a}, {b} : f64")),
             };
             self.line(&format!("llvm.store {r}, {mine} : f64, !llvm.ptr<3>"));
             self.depth -= 1;
@@ -466,8 +472,9 @@ fn kernel_body(e: &mut Emitter, func: &Func, k: &Kernel, abi: &KernelAbi) -> Res
 }
 
 /// Zero-valued float64 accumulators, one per full reduction.
-fn zero_accs(e: &mut Emitter, n: usize) -> Vec<Ssa> {
-    (0..n).map(|_| e.f64_zero()).collect()
+/// Accumulators at the identities of reductions of `kinds`.
+fn identity_accs(e: &mut Emitter, kinds: &[ReduceKind]) -> Vec<Ssa> {
+    kinds.iter().map(|k| e.f64_identity(*k)).collect()
 }
 
 /// A loop body: given the induction variable and the accumulators, the new accumulators.
@@ -547,7 +554,8 @@ fn flat(
     let nvec_all = e.i64op("divui", &len, &four);
     let is_aligned = e.def(&format!("arith.cmpi ne, {aligned}, {zero} : i64"));
     let nvec = e.def(&format!("arith.select {is_aligned}, {nvec_all}, {zero} : i64"));
-    let accs = zero_accs(e, abi.reductions.len());
+    let kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
+    let accs = identity_accs(e, &kinds);
     let lo = e.index_of(tid);
     let hi = e.index_of(&nvec);
     let st = e.idxc(BLOCK as i64);
@@ -647,12 +655,12 @@ fn grid(
     }
     let st = e.idxc(BLOCK as i64);
     let one = e.idxc(1);
-    let zero64 = e.f64_zero();
-    // Column partials start at zero; thread t owns columns t, t + BLOCK, ...
-    for (ai, (_, by_rows)) in abi.axis_reductions.iter().enumerate() {
+    // Column partials start at their identity; thread t owns columns t, t + BLOCK, ...
+    for (ai, (red, by_rows)) in abi.axis_reductions.iter().enumerate() {
         if *by_rows {
             continue;
         }
+        let zero64 = e.f64_identity(ReduceKind::of(func, *red));
         let lo = e.index_of(tid);
         let hi = e.index_of(&cols_n);
         let base = slot_base[ai].clone();
@@ -671,7 +679,8 @@ fn grid(
         .map(|(v, b)| (*v, abi.buffers.iter().position(|x| x == b).unwrap_or(0), names(&func.ty(*v).shape)))
         .collect();
     let row_axes: Vec<usize> = (0..abi.axis_reductions.len()).filter(|a| abi.axis_reductions[*a].1).collect();
-    let full = zero_accs(e, nfull);
+    let full_kinds: Vec<ReduceKind> = abi.reductions.iter().map(|r| ReduceKind::of(func, *r)).collect();
+    let full = identity_accs(e, &full_kinds);
     let lo = e.index_of(r0);
     let hi = e.index_of(r1);
     let full = for_loop(e, (&lo, &hi, &one), &full, &mut |e, r, full| {
@@ -679,7 +688,7 @@ fn grid(
         let rowflat = e.i64op("muli", &r, &cols_n);
         // Loop-carried: the full reductions, then this row's column-wise reductions.
         let mut accs = full.to_vec();
-        accs.extend(zero_accs(e, row_axes.len()));
+        accs.extend(identity_accs(e, &row_axes.iter().map(|a| axis_kinds[*a]).collect::<Vec<_>>()));
         let lo = e.index_of(tid);
         let hi = e.index_of(&cols_n);
         let accs = for_loop(e, (&lo, &hi, &st), &accs, &mut |e, c, accs| {

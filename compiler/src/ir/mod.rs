@@ -111,16 +111,36 @@ pub enum Binary {
 pub enum ReduceKind {
     Sum,
     MaxAbs,
+    /// The largest element (`max(x)`, `max(x, axis = 1)`; `min` is `-max(-x)`).
+    Max,
 }
 
 impl ReduceKind {
-    /// Folds a partial result `x` into the float64 accumulator `acc`: a sum, or a maximum of
-    /// magnitudes that propagates NaN. Every backend combines its chunks' partials with it.
+    /// Folds a partial result `x` into the float64 accumulator `acc`: a sum, or a maximum
+    /// (of magnitudes, or of values) that propagates NaN. Every backend combines its chunks'
+    /// partials with it.
     pub fn fold(self, acc: f64, x: f64) -> f64 {
         match self {
             ReduceKind::Sum => acc + x,
-            ReduceKind::MaxAbs if acc.is_nan() || x.is_nan() => f64::NAN,
-            ReduceKind::MaxAbs => acc.max(x),
+            ReduceKind::MaxAbs | ReduceKind::Max if acc.is_nan() || x.is_nan() => f64::NAN,
+            ReduceKind::MaxAbs | ReduceKind::Max => acc.max(x),
+        }
+    }
+
+    /// What an accumulator starts from: 0 for a sum and a largest magnitude, -infinity for
+    /// a largest element.
+    pub fn identity(self) -> f64 {
+        match self {
+            ReduceKind::Sum | ReduceKind::MaxAbs => 0.0,
+            ReduceKind::Max => f64::NEG_INFINITY,
+        }
+    }
+
+    /// The float32 element an accumulator folds in: |x| for a largest magnitude, else x.
+    pub fn operand(self, x: f64) -> f64 {
+        match self {
+            ReduceKind::MaxAbs => x.abs(),
+            ReduceKind::Sum | ReduceKind::Max => x,
         }
     }
 

@@ -111,6 +111,7 @@ pub fn op_text(m: &Module, op: &Op) -> String {
             let k = match k {
                 ReduceKind::Sum => "sum",
                 ReduceKind::MaxAbs => "max_abs",
+                ReduceKind::Max => "max",
             };
             match axis {
                 Some(a) => format!("reduce.{k} axis={a}"),
@@ -120,6 +121,7 @@ pub fn op_text(m: &Module, op: &Op) -> String {
         Op::AcrossParams(k) => match k {
             ReduceKind::Sum => "across.sum".into(),
             ReduceKind::MaxAbs => "across.max_abs".into(),
+            ReduceKind::Max => "across.max".into(),
         },
         Op::MatMul { ta, tb, sym } => {
             let layout = match (ta, tb) {

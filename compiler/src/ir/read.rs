@@ -261,6 +261,7 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
             let kind = match &r[7..] {
                 "sum" => ReduceKind::Sum,
                 "max_abs" => ReduceKind::MaxAbs,
+                "max" => ReduceKind::Max,
                 _ => return Err("unknown reduction".into()),
             };
             let axis = imm

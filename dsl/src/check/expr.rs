@@ -528,28 +528,7 @@ impl Checker<'_> {
             return self.check_present(args, span);
         }
         let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
-        if matches!(name, "max" | "min") && positional.len() == 1 {
-            // `max(x, axis = 1)`, as numpy spells a reduction: one error that says what to
-            // write, not an argument count and then an unknown `axis`.
-            let axis = args.iter().find_map(|a| a.name.as_ref().filter(|n| n.name == "axis").map(|_| &a.value));
-            let along = axis.map(|v| format!(", axis = {}", crate::print::expr_text(v))).unwrap_or_default();
-            let x = crate::print::expr_text(&positional[0].value);
-            self.error(
-                Diagnostic::error(
-                    "E0003",
-                    format!("`{name}` compares two values elementwise: it has no one-argument reduction form"),
-                    span,
-                )
-                .label(if axis.is_some() { "a reduction along an axis" } else { "one argument" })
-                .hint(if name == "max" {
-                    format!("for the largest magnitude write `max_abs({x}{along})`: the largest element when the values are non-negative (SM3's accumulators, squared gradients); for the larger of two values, `max(a, b)`")
-                } else {
-                    format!("for the smallest element write `-max_abs(-({x}){along})` when the values are non-positive, or keep a non-negative quantity and take `max_abs`; for the smaller of two values, `min(a, b)`")
-                }),
-            );
-            self.check_args(args);
-            return None;
-        }
+        let b = builtins::reduction_form(name, positional.len()).unwrap_or(b);
         let mut axis = None;
         let mut ok = true;
         let decomposition = matches!(b.kind, Kind::InvRoot | Kind::Eigvecs | Kind::Eigvals | Kind::Qr);
@@ -576,7 +555,7 @@ impl Checker<'_> {
                         } else if decomposition {
                             "a decomposition takes one named argument, `precision = f32` or `precision = f64`"
                         } else {
-                            "only the reductions `sum`, `mean`, `norm` and `max_abs` take `axis = 0 | 1`, the decompositions `inv_root`, `eigvecs`, `eigvals`, `qr` take `precision = f32 | f64`, and `inv_root` takes `method = eigh | newton`"
+                            "only the reductions `sum`, `mean`, `norm`, `max_abs`, `max(x)` and `min(x)` take `axis = 0 | 1`, the decompositions `inv_root`, `eigvecs`, `eigvals`, `qr` take `precision = f32 | f64`, and `inv_root` takes `method = eigh | newton`"
                         }),
                 );
                 ok = false;
