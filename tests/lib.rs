@@ -38,6 +38,7 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "kfac", cases: &["kfac-default"], matrix_only: true, lr: 0.05 },
     Entry { name: "sophia_g", cases: &["sophia_g-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "sm3", cases: &["sm3-optax"], matrix_only: false, lr: 0.05 },
+    Entry { name: "lookahead_adam", cases: &["lookahead_adam-optax"], matrix_only: false, lr: 0.05 },
 ];
 
 pub fn root() -> PathBuf {
