@@ -49,6 +49,9 @@ enum Command {
     },
     /// Step an optimizer on a backend and on the reference interpreter with the same random
     /// data (awkward shapes, many tensors, random hyperparameters) and compare every step.
+    /// Where a discontinuous operation (`sign`, a comparison) flipped on a value that is
+    /// exactly zero in float32, the values the float32-rounded interpreter explains are
+    /// counted and printed instead of failing.
     ///
     /// Exit 0 when every case agrees, 1 when one does not, 2 when it cannot run.
     Verify(verify::VerifyArgs),
