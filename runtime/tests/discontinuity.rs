@@ -7,15 +7,11 @@
 use gdc_runtime::verify::{has_discontinuity, reconcile, Trajectory};
 use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
 
-const SIGNUM: &str = "optimizer signum {
-  hyper lr = 0.01
-  hyper beta = 0.9
-  state m = zeros
-  update(p, g) {
-    m = beta * m + (1 - beta) * g
-    p = p - lr * sign(m)
-  }
-}";
+/// Signum, as `gdc verify`'s test steps it (cli/tests/optimizers/signum.gd).
+fn signum() -> Program {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cli/tests/optimizers/signum.gd");
+    Program::compile(&std::fs::read_to_string(path).expect("reads")).expect("compiles")
+}
 
 const SGD: &str = "optimizer sgd {
   hyper lr = 0.01
@@ -30,7 +26,7 @@ fn one_step(values: &[f32]) -> Trajectory {
 
 #[test]
 fn flips_are_counted_and_real_disagreements_still_fail() {
-    let program = Program::compile(SIGNUM).expect("compiles");
+    let program = signum();
     assert!(has_discontinuity(program.plan()));
     let specs = [ParamSpec::new("w", &[3])];
     let want = one_step(&[1.0, 0.99, 0.5]);
@@ -67,7 +63,7 @@ fn a_program_without_a_discontinuity_gets_no_second_opinion() {
 /// and `sign` jumps; the float32-rounded interpreter and the CPU both see 0.
 #[test]
 fn the_float32_interpreter_rounds_as_the_cpu_does() {
-    let program = Program::compile(SIGNUM).expect("compiles");
+    let program = signum();
     let specs = [ParamSpec::new("w", &[1])];
     // m1 = 0.1 * 0.7 and 0.9 m1 + 0.1 * -0.63: exactly 0 in float32, -6e-10 in float64.
     let (g1, g2) = (0.7f32, -0.63f32);

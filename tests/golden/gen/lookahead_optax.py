@@ -3,13 +3,11 @@ sync_period=4, slow_step_size=0.5) in float32 from synced parameters, 13 steps (
 and a step after the last), on a 7x5 matrix and a vector of 5; the parameters are optax's
 `params.fast` and `expected_state` holds `slow.<param>` (`params.slow`). Needs jax and
 optax==0.2.8: `python3 tests/golden/gen/lookahead_optax.py`."""
-import json
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from case import floats, write_case
 
 assert optax.__version__ == "0.2.8", optax.__version__
 HYPER = {"lr": 0.01, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "sync_period": 4, "slow_step_size": 0.5}
@@ -28,21 +26,18 @@ for t in range(STEPS):
     grads = {k: (rng.standard_normal(s) * scale).astype(np.float32) for k, s in SHAPES.items()}
     updates, state = opt.update({k: jnp.asarray(v) for k, v in grads.items()}, state, p)
     p = optax.apply_updates(p, updates)
-    flat = lambda v: [float(x) for x in np.asarray(v, dtype=np.float32).ravel()]
     steps.append({
         "grads": {k: [float(x) for x in v.ravel()] for k, v in grads.items()},
-        "expected": {k: flat(v) for k, v in p.fast.items()},
-        "expected_state": {f"slow.{k}": flat(v) for k, v in p.slow.items()},
+        "expected": {k: floats(v) for k, v in p.fast.items()},
+        "expected_state": {f"slow.{k}": floats(v) for k, v in p.slow.items()},
     })
-case = {
-    "format": "gdc-golden-1",
-    "optimizer": "lookahead_adam",
-    "reference": f"optax {optax.__version__} (jax {jax.__version__}), optax.lookahead(optax.adam)",
-    "hyper": HYPER,
-    "params": [{"name": k, "shape": s, "init": [float(x) for x in params[k].ravel()]} for k, s in SHAPES.items()],
-    "steps": steps,
-    "tolerance": {"rel": 2e-5, "abs": 2e-6},
-}
-out = pathlib.Path(__file__).resolve().parents[1] / "lookahead_adam-optax.json"
-out.write_text(json.dumps(case) + "\n")
-print(f"wrote {out}")
+write_case(
+    "lookahead_adam-optax",
+    "lookahead_adam",
+    f"optax {optax.__version__} (jax {jax.__version__}), optax.lookahead(optax.adam)",
+    HYPER,
+    SHAPES,
+    params,
+    steps,
+    {"rel": 2e-5, "abs": 2e-6},
+)

@@ -2,13 +2,11 @@
 run in float32 on a 7x5 matrix, a [1, 6] row, a [6, 1] column and a vector of 5, for 12 steps
 whose gradients change scale by up to 1000x and are zero on some elements (SM3's where(acc >
 0, ...) branch). Needs jax and optax==0.2.8: `python3 tests/golden/gen/sm3_optax.py`."""
-import json
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from case import floats, write_case
 
 assert optax.__version__ == "0.2.8", optax.__version__
 HYPER = {"lr": 0.05, "momentum": 0.9, "eps": 1e-8}
@@ -33,17 +31,15 @@ for t in range(STEPS):
     p = optax.apply_updates(p, updates)
     steps.append({
         "grads": {k: [float(x) for x in v.ravel()] for k, v in grads.items()},
-        "expected": {k: [float(x) for x in np.asarray(v, dtype=np.float32).ravel()] for k, v in p.items()},
+        "expected": {k: floats(v) for k, v in p.items()},
     })
-case = {
-    "format": "gdc-golden-1",
-    "optimizer": "sm3",
-    "reference": f"optax {optax.__version__} (jax {jax.__version__}), optax.sm3",
-    "hyper": HYPER,
-    "params": [{"name": k, "shape": s, "init": [float(x) for x in params[k].ravel()]} for k, s in SHAPES.items()],
-    "steps": steps,
-    "tolerance": {"rel": 2e-5, "abs": 2e-6},
-}
-out = pathlib.Path(__file__).resolve().parents[1] / "sm3-optax.json"
-out.write_text(json.dumps(case) + "\n")
-print(f"wrote {out}")
+write_case(
+    "sm3-optax",
+    "sm3",
+    f"optax {optax.__version__} (jax {jax.__version__}), optax.sm3",
+    HYPER,
+    SHAPES,
+    params,
+    steps,
+    {"rel": 2e-5, "abs": 2e-6},
+)
