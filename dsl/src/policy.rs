@@ -288,8 +288,8 @@ impl Renamer<'_> {
                 }
                 self.block(body);
             }
-            Stmt::With { value: period, body, .. } => {
-                self.expr(period);
+            Stmt::With { value, body, .. } => {
+                self.expr(value);
                 self.block(body);
             }
             Stmt::Return { value, .. } => self.expr(value),
@@ -350,7 +350,7 @@ fn uses_global_reduction(o: &Optimizer) -> bool {
             }
             Stmt::For { start, end, body, .. } => expr(start) || expr(end) || block(body),
             Stmt::Every { period, phase, body, .. } => expr(period) || phase.as_ref().is_some_and(expr) || block(body),
-            Stmt::With { value: period, body, .. } => expr(period) || block(body),
+            Stmt::With { value, body, .. } => expr(value) || block(body),
         })
     }
     o.updates.iter().any(|u| block(&u.body))

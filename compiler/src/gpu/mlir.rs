@@ -660,7 +660,7 @@ fn grid(
         if *by_rows {
             continue;
         }
-        let zero64 = e.f64_identity(ReduceKind::of(func, *red));
+        let identity = e.f64_identity(ReduceKind::of(func, *red));
         let lo = e.index_of(tid);
         let hi = e.index_of(&cols_n);
         let base = slot_base[ai].clone();
@@ -668,7 +668,7 @@ fn grid(
             let c = e.i64_of(c);
             let at = e.i64op("addi", &base, &c);
             let p = e.gep("%partials", &at, "f64");
-            e.store(&zero64, &p, "f64", 8);
+            e.store(&identity, &p, "f64", 8);
             Ok(vec![])
         })?;
     }

@@ -251,6 +251,7 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         "sort_perm" => Op::SortPerm,
         "across.sum" => Op::AcrossParams(ReduceKind::Sum),
         "across.max_abs" => Op::AcrossParams(ReduceKind::MaxAbs),
+        "across.max" => Op::AcrossParams(ReduceKind::Max),
         "store" => match (first("a target")?, imm.get(1)) {
             ("param", _) => Op::Store(Target::Param),
             ("state", Some(n)) => Op::Store(Target::State(index_of(m.states.iter().map(|s| s.name.clone()), n)?)),
