@@ -59,6 +59,31 @@ pub struct Optimizer {
     /// (empty otherwise).
     pub routed: Vec<String>,
     pub routes: Vec<RouteDecl>,
+    /// `part adamw`, `part adam = scale_by_adam`: the optimizers its update calls.
+    pub parts: Vec<PartDecl>,
+    /// `optimizer lookahead(base) { ... }`: a wrapper's optimizer parameters.
+    pub part_params: Vec<Ident>,
+    /// `optimizer lookahead_adam = lookahead(adam)`: a wrapper given its optimizers (the
+    /// optimizer has no members of its own).
+    pub instance: Option<Instance>,
+}
+
+/// `part NAME` or `part NAME = TARGET`.
+#[derive(Clone, Debug)]
+pub struct PartDecl {
+    /// The name the update calls it by.
+    pub name: Ident,
+    /// The optimizer it is; `None` when it is `name` itself, whose names are kept.
+    pub target: Option<Ident>,
+    pub span: Span,
+}
+
+/// `lookahead(adam)`: a wrapper and the optimizers given for its parameters.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub wrapper: Ident,
+    pub args: Vec<Ident>,
+    pub span: Span,
 }
 
 /// The type a hyperparameter is declared with.

@@ -4,10 +4,12 @@
 pub mod ast;
 pub mod builtins;
 pub mod check;
+pub mod compose;
 pub mod diagnostic;
 pub mod parse;
 pub mod policy;
 pub mod print;
+pub mod rename;
 pub mod span;
 pub mod types;
 
@@ -18,20 +20,17 @@ pub use span::Span;
 
 /// Parses and checks a source file: the AST when there are no errors, plus every diagnostic
 /// (warnings included) found. A policy comes back merged into one optimizer
-/// ([`policy::merge`]), its used optimizers checked each on its own.
+/// ([`policy::merge`]), its used optimizers checked each on its own; an optimizer made of
+/// parts comes back with them inlined ([`compose::expand`]).
 pub fn front_end(source: &str) -> (Option<ast::File>, Vec<Diagnostic>) {
     match parse(source) {
         Err(diags) => (None, diags),
-        Ok(file) if !file.policies.is_empty() || !file.uses.is_empty() => {
-            let mut diags = policy::check(&file);
-            if file.policies.is_empty() {
-                let span = file.uses[0].span;
-                diags.push(
-                    Diagnostic::error("E0026", "`use` is for policies", span)
-                        .label("no policy in this file")
-                        .hint("a file that uses optimizers routes parameters to them: add `policy NAME { ... }`"),
-                );
+        Ok(file) if !file.policies.is_empty() => {
+            let (file, mut diags) = compose::expand_policy(&file);
+            if has_errors(&diags) {
+                return (None, diags);
             }
+            diags.extend(policy::check(&file));
             for body in file.uses.iter().filter_map(|u| u.body.as_ref()) {
                 diags.extend(check(body));
             }
@@ -42,7 +41,11 @@ pub fn front_end(source: &str) -> (Option<ast::File>, Vec<Diagnostic>) {
             }
         }
         Ok(file) => {
-            let diags = check(&file);
+            let (file, mut diags) = compose::expand(&file);
+            if has_errors(&diags) {
+                return (None, diags);
+            }
+            diags.extend(check(&file));
             if has_errors(&diags) {
                 (None, diags)
             } else {

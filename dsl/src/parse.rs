@@ -175,6 +175,7 @@ fn rule_name(rule: &Rule) -> &'static str {
         Rule::state_decl | Rule::kw_state => "`state`",
         Rule::global_decl | Rule::kw_global => "`global`",
         Rule::input_decl | Rule::kw_input | Rule::kw_optional => "`input`",
+        Rule::part_decl | Rule::kw_part => "`part`",
         Rule::prepare_block | Rule::kw_prepare => "`prepare`",
         Rule::update_def | Rule::kw_update => "`update`",
         Rule::kw_let | Rule::kw_var | Rule::kw_if | Rule::kw_for | Rule::kw_every | Rule::kw_with | Rule::kw_return => {
@@ -301,7 +302,7 @@ fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
     } else if found.is_empty() {
         "the file ended early: is a closing `}` missing?"
     } else if has("`hyper`") {
-        "an optimizer holds `hyper`, `state`, `input`, `global`, `prepare { ... }` and `update(p, g) { ... }`; statements such as `let` go inside `prepare` or `update`"
+        "an optimizer holds `hyper`, `state`, `input`, `global`, `part`, `prepare { ... }` and `update(p, g) { ... }`; statements such as `let` go inside `prepare` or `update`"
     } else if has("a statement") {
         "each line of a block is `let`, `var`, an assignment `x = ...`, `if`, `for`, `every` or `return`"
     } else if has("`=`") && found.starts_with(':') {
@@ -355,6 +356,7 @@ fn not_keyword(pair: &Pair<Rule>) -> bool {
             | Rule::kw_return
             | Rule::kw_use
             | Rule::kw_policy
+            | Rule::kw_part
     )
 }
 
@@ -422,10 +424,24 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
         span,
         routed: Vec::new(),
         routes: Vec::new(),
+        parts: Vec::new(),
+        part_params: Vec::new(),
+        instance: None,
     };
     for member in inner {
         let span: Span = span_of(&member);
         match member.as_rule() {
+            Rule::opt_params => opt.part_params = member.into_inner().map(ident).collect(),
+            Rule::instance => {
+                let mut it = member.into_inner().map(ident);
+                let wrapper = it.next().expect("a wrapper's name");
+                opt.instance = Some(Instance { wrapper, args: it.collect(), span });
+            }
+            Rule::part_decl => {
+                let mut it = member.into_inner().filter(not_keyword).map(ident);
+                let name = it.next().expect("a part's name");
+                opt.parts.push(PartDecl { name, target: it.next(), span });
+            }
             Rule::hyper_decl => {
                 let mut it = member.into_inner().filter(not_keyword).peekable();
                 let name = ident(it.next().expect("hyper name"));

@@ -7,35 +7,56 @@
 
 use crate::ast::*;
 use crate::diagnostic::Diagnostic;
+use crate::rename::Renamer;
 use crate::span::Span;
 use std::collections::HashSet;
 use std::path::Path;
 
-/// The source of `path` with every `use "file.gd"` of a policy inlined as
-/// `use "file.gd" { <file's text> }` after the policy's own text (paths relative to `path`'s
-/// folder). A file that uses nothing comes back as it is. Errors: unreadable files, a used file that itself uses
-/// files.
+/// The source of `path` with every `use "file.gd"` inlined as `use "file.gd" { <file's
+/// text> }` after the file's own text (paths relative to the using file's folder), the used
+/// files' own `use`s inlined the same way inside them, each file once. A file that uses
+/// nothing comes back as it is. Errors: unreadable files, a used file that holds a policy,
+/// uses nested deeper than [`MAX_USE_DEPTH`].
 pub fn load(path: &Path) -> Result<String, String> {
+    let mut seen = HashSet::new();
+    seen.insert(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
+    load_text(path, &mut seen, 0)
+}
+
+/// How deep `use`s may nest (a file that uses a file that uses ...).
+pub const MAX_USE_DEPTH: usize = 16;
+
+fn load_text(path: &Path, seen: &mut HashSet<std::path::PathBuf>, depth: usize) -> Result<String, String> {
     let source = crate::parse::read_source(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let Ok(file) = crate::parse(&source) else { return Ok(source) };
     let dir = path.parent().unwrap_or(Path::new("."));
-    // The policy's own text keeps every byte where it was (each bodiless `use` is blanked),
-    // so diagnostics point at its lines; the used files follow it, inlined.
+    // The file's own text keeps every byte where it was (each bodiless `use` is blanked), so
+    // diagnostics point at its lines; the used files follow it, inlined.
     let mut out = source.clone();
     let mut tail = String::new();
     for u in file.uses.iter().filter(|u| u.body.is_none()) {
+        let (a, b) = (u.span.start as usize, u.span.end as usize);
+        out.replace_range(a..b, &" ".repeat(b - a));
         let used = dir.join(&u.path);
-        let text = crate::parse::read_source(&used)
-            .map_err(|e| format!("{}: `use \"{}\"`: cannot read {}: {e}", path.display(), u.path, used.display()))?;
-        if crate::parse(&text).is_ok_and(|f| !f.uses.is_empty() || !f.policies.is_empty()) {
+        if !seen.insert(used.canonicalize().unwrap_or_else(|_| used.clone())) {
+            continue;
+        }
+        if depth >= MAX_USE_DEPTH {
             return Err(format!(
-                "{}: `use \"{}\"`: a used file must hold one optimizer, not a policy",
+                "{}: `use \"{}\"`: uses nest deeper than {MAX_USE_DEPTH} files",
                 path.display(),
                 u.path
             ));
         }
-        let (a, b) = (u.span.start as usize, u.span.end as usize);
-        out.replace_range(a..b, &" ".repeat(b - a));
+        let text =
+            load_text(&used, seen, depth + 1).map_err(|e| format!("{}: `use \"{}\"`: {e}", path.display(), u.path))?;
+        if crate::parse(&text).is_ok_and(|f| !f.policies.is_empty()) {
+            return Err(format!(
+                "{}: `use \"{}\"`: a used file holds optimizers, not a policy",
+                path.display(),
+                u.path
+            ));
+        }
         tail.push_str(&format!("\nuse \"{}\" {{\n{text}\n}}", u.path));
     }
     out.push_str(&tail);
@@ -157,6 +178,9 @@ pub fn merge(file: &File) -> File {
         span: policy.span,
         routed: Vec::new(),
         routes: policy.routes.clone(),
+        parts: Vec::new(),
+        part_params: Vec::new(),
+        instance: None,
     };
     let mut fns = Vec::new();
     let mut prepare = Vec::new();
@@ -179,8 +203,8 @@ pub fn merge(file: &File) -> File {
                 }
             }
         }
-        let r = Renamer { prefix: &prefix, names: &names, fns: &fn_names };
-        let fn_only = Renamer { prefix: &prefix, names: &HashSet::new(), fns: &fn_names };
+        let r = Renamer::prefixing(&prefix, &names, &fn_names);
+        let fn_only = Renamer::prefixing(&prefix, None, &fn_names);
         for f in &body.fns {
             let mut f = f.clone();
             f.name.name = format!("{prefix}{}", f.name.name);
@@ -229,103 +253,6 @@ pub fn merge(file: &File) -> File {
         opt.prepares.push(Block { stmts: prepare, span: policy.span });
     }
     File { fns, optimizers: vec![opt], uses: Vec::new(), policies: Vec::new() }
-}
-
-/// Prefixes the names one used optimizer defines (and its functions' names) wherever they
-/// are referred to. Nothing can shadow them (`let` never shadows), so every occurrence of
-/// such a name refers to the optimizer's own.
-struct Renamer<'a> {
-    prefix: &'a str,
-    names: &'a HashSet<String>,
-    fns: &'a HashSet<String>,
-}
-
-impl Renamer<'_> {
-    fn name(&self, n: &mut String) {
-        if self.names.contains(n.as_str()) {
-            *n = format!("{}{n}", self.prefix);
-        }
-    }
-
-    fn block(&self, b: &mut Block) {
-        for s in &mut b.stmts {
-            self.stmt(s);
-        }
-    }
-
-    fn stmt(&self, s: &mut Stmt) {
-        match s {
-            Stmt::Let { names, value, .. } => {
-                for n in names {
-                    self.name(&mut n.name);
-                }
-                self.expr(value);
-            }
-            Stmt::Var { name, value, .. } => {
-                self.name(&mut name.name);
-                self.expr(value);
-            }
-            Stmt::Assign { target, value, .. } => {
-                self.name(&mut target.name);
-                self.expr(value);
-            }
-            Stmt::If { cond, then, otherwise, .. } => {
-                self.expr(cond);
-                self.block(then);
-                if let Some(o) = otherwise {
-                    self.block(o);
-                }
-            }
-            Stmt::For { start, end, body, .. } => {
-                self.expr(start);
-                self.expr(end);
-                self.block(body);
-            }
-            Stmt::Every { period, phase, body, .. } => {
-                self.expr(period);
-                if let Some(p) = phase {
-                    self.expr(p);
-                }
-                self.block(body);
-            }
-            Stmt::With { value, body, .. } => {
-                self.expr(value);
-                self.block(body);
-            }
-            Stmt::Return { value, .. } => self.expr(value),
-        }
-    }
-
-    fn expr(&self, e: &mut Expr) {
-        match &mut e.kind {
-            ExprKind::Number(_) | ExprKind::Bool(_) => {}
-            ExprKind::Name(n) => self.name(n),
-            ExprKind::Unary(_, a) | ExprKind::Transpose(a) => self.expr(a),
-            ExprKind::Binary(_, a, b) => {
-                self.expr(a);
-                self.expr(b);
-            }
-            ExprKind::Call(f, args) => {
-                if self.fns.contains(&f.name) {
-                    f.name = format!("{}{}", self.prefix, f.name);
-                }
-                if f.name == "has_role" {
-                    return;
-                }
-                for a in args {
-                    // `axis = 1`, `precision = f32`, `has_role(bias)`: not names to rename.
-                    if a.name.is_none() {
-                        self.expr(&mut a.value);
-                    }
-                }
-            }
-            ExprKind::Tuple(items) => {
-                for x in items {
-                    self.expr(x);
-                }
-            }
-        }
-    }
 }
 
 /// Whether an optimizer calls `global_norm`, `global_sum` or `global_max_abs`.

@@ -15,8 +15,25 @@ pub fn file_text(file: &File) -> String {
         block_body(&mut out, &f.body, 1);
         out.push_str("}\n\n");
     }
+    for u in &file.uses {
+        let _ = writeln!(out, "use \"{}\"\n", u.path);
+    }
     for o in &file.optimizers {
-        let _ = writeln!(out, "optimizer {} {{", o.name.name);
+        if let Some(inst) = &o.instance {
+            let args: Vec<&str> = inst.args.iter().map(|a| a.name.as_str()).collect();
+            let _ = writeln!(out, "optimizer {} = {}({})\n", o.name.name, inst.wrapper.name, args.join(", "));
+            continue;
+        }
+        let params: Vec<&str> = o.part_params.iter().map(|p| p.name.as_str()).collect();
+        let params = if params.is_empty() { String::new() } else { format!("({})", params.join(", ")) };
+        let _ = writeln!(out, "optimizer {}{params} {{", o.name.name);
+        for part in &o.parts {
+            match &part.target {
+                Some(t) => writeln!(out, "  part {} = {}", part.name.name, t.name),
+                None => writeln!(out, "  part {}", part.name.name),
+            }
+            .expect("writing to a String");
+        }
         for h in &o.hypers {
             let ty = h.ty.map(|(t, _)| format!(": {}", scalar_text(t))).unwrap_or_default();
             let range = h

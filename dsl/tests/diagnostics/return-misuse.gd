@@ -1,4 +1,4 @@
-// expect: E0016
+// expect: E0029
 optimizer sgd {
   hyper lr = 0.01
   update(p, g) {
