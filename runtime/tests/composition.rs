@@ -10,7 +10,10 @@ use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
 
 /// Each example, its state names, and hyperparameters that make every stage matter
 /// (clipping active, warmup and decay both reached).
-const CASES: &[(&str, &[&str], &[(&str, f32)])] = &[
+/// An example's name, its state names and hyperparameter settings.
+type Case = (&'static str, &'static [&'static str], &'static [(&'static str, f64)]);
+
+const CASES: &[Case] = &[
     ("adamw_ema", &["m", "v", "ema"], &[("lr", 0.02), ("weight_decay", 0.1), ("ema_decay", 0.7)]),
     (
         "adamw_clip_cosine",
