@@ -40,3 +40,14 @@ optimizer add_decayed_weights {
     return u + weight_decay * p
   }
 }
+
+// Cautious masking (Liang, Chen, Liu, Liu, "Cautious Optimizers: Improving Training with One
+// Line of Code", 2024): the direction u zeroed where its sign disagrees with the gradient g's,
+// the rest divided by the fraction kept (at least 1e-3), as the authors' C-AdamW and timm do.
+// Called as `cautious(g, u)`: the gradient in the parameter's place.
+optimizer cautious {
+  update(g, u) {
+    let mask = where(u * g > 0, 1, 0)
+    return u * (mask / max(mean(mask), 1e-3))
+  }
+}
