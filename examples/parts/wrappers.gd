@@ -33,3 +33,38 @@ optimizer lookahead(base) {
     }
   }
 }
+
+// Schedule-free (Defazio, Yang, Mehta, Mishchenko, Khaled, Cutkosky, "The Road Less
+// Scheduled", NeurIPS 2024), as schedulefree's ScheduleFreeWrapper in train mode: the
+// parameter is the point y where gradients are taken; `base` steps the iterate z (state)
+// with that gradient, the average x is recovered from y and z, moved towards z by the
+// step's weight, and y interpolates between them again. The weight of step t is
+// t^r * lr_max^weight_lr_power with lr_max the largest learning rate so far: it reads `lr`,
+// the wrapped optimizer's learning rate.
+optimizer schedule_free(base) {
+  hyper beta = 0.9               // the wrapper's momentum (schedulefree's `momentum`)
+  hyper weight_decay_at_y = 0.0
+  hyper r = 0.0
+  hyper weight_lr_power = 2.0
+
+  // Shared by all parameters and carried across steps.
+  global lr_max = 0
+  global weight_sum = 0
+
+  state z = p   // the base optimizer's iterate
+
+  prepare {
+    lr_max = max(lr, lr_max)
+    let weight = step ^ r * lr_max ^ weight_lr_power
+    weight_sum = weight_sum + weight
+    let ckp1 = weight / weight_sum
+  }
+
+  update(p, g) {
+    z = z - lr * weight_decay_at_y * p
+    p = p - lr * weight_decay_at_y * (1 - beta) * p
+    let x = lerp(p, z, 1 - 1 / beta)
+    z = base(z, g)
+    p = lerp(lerp(x, z, ckp1), z, 1 - beta)
+  }
+}
