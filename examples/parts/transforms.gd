@@ -51,3 +51,61 @@ optimizer cautious {
     return u * (mask / max(mean(mask), 1e-3))
   }
 }
+
+// Shampoo's preconditioner (Gupta, Koren, Singer, ICML 2018) as a transformation: statistics
+// from the gradient g, applied to the direction u, `precondition_shampoo(g, u)` (Distributed
+// Shampoo preconditions its filtered gradient). A matrix is preconditioned from both sides by
+// the inverse fourth roots of the sums of g g^T and g^T g, a vector by the inverse square
+// root of the sum of g g^T; the sums start at eps * I, and the roots are recomputed on steps
+// 1, K+1, 2K+1, ... (K = precondition_frequency).
+optimizer precondition_shampoo {
+  hyper eps = 1e-12
+  hyper precondition_frequency: int = 1 in 1..=1000000
+
+  state L: [rows, rows] = eps * eye    // row statistics
+  state R: [cols, cols] = eps * eye    // column statistics (matrices)
+  state PL: [rows, rows] = eye         // their inverse roots, as last computed
+  state PR: [cols, cols] = eye
+
+  update(g: [rows, cols], u) {
+    L = L + g @ g.T
+    R = R + g.T @ g
+    every precondition_frequency {
+      PL = inv_root(L, 4)
+      PR = inv_root(R, 4)
+    }
+    return PL @ u @ PR
+  }
+
+  update(g: [rows], u) {
+    L = L + outer(g, g)
+    every precondition_frequency {
+      PL = inv_root(L, 2)
+    }
+    return PL @ u
+  }
+}
+
+// Adam's diagonal preconditioner as a transformation: the bias-corrected moving average of
+// g^2, applied to the direction u, `precondition_adam(g, u)` (Distributed Shampoo's Adam
+// grafting).
+optimizer precondition_adam {
+  hyper beta2 = 0.999
+  hyper eps = 1e-8
+
+  state v = zeros
+
+  update(g, u) {
+    v = lerp(v, g * g, 1 - beta2)
+    return u / (sqrt(v / (1 - beta2 ^ step)) + eps)
+  }
+}
+
+// Grafting (Agarwal, Anil, Hazan, Koren, Zhang, "Disentangling Adaptive Gradient Methods
+// from Learning Rates", 2020): the direction d at the norm of m, per parameter,
+// `graft(m, d)`: Distributed Shampoo's default, Shampoo's direction at Adam's magnitude.
+optimizer graft {
+  update(m, d) {
+    return d * (norm(m) / norm(d))
+  }
+}
