@@ -62,7 +62,7 @@ impl fmt::Display for Target {
 }
 
 /// A hyperparameter as the artifact's consumers see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HyperSchema {
     pub name: String,
@@ -74,6 +74,20 @@ pub struct HyperSchema {
     /// The inclusive range, if declared. Stored as exact decimal text.
     #[serde(with = "exact_range")]
     pub range: Option<(f64, f64)>,
+    /// `optional hyper`: may be unset (NaN; the default of `= none`).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// Equal when every field is, the defaults bit for bit (an unset default is NaN).
+impl PartialEq for HyperSchema {
+    fn eq(&self, other: &HyperSchema) -> bool {
+        self.name == other.name
+            && self.ty == other.ty
+            && self.default.to_bits() == other.default.to_bits()
+            && self.range == other.range
+            && self.optional == other.optional
+    }
 }
 
 /// A state variable: its name and printed shape (`like(p)`, `[rows]`, `f32`, ...).
@@ -210,6 +224,7 @@ fn schemas(c: &Compiled) -> (Vec<HyperSchema>, Vec<StateSchema>) {
             ty: hyper_ty_name(h.ty).into(),
             default: h.default,
             range: h.range,
+            optional: h.optional,
         })
         .collect();
     let states = m.states.iter().map(|s| StateSchema { name: s.name.clone(), shape: s.shape.to_string() }).collect();

@@ -46,6 +46,8 @@ pub enum InterpError {
     UnknownHyper { name: String, known: String },
     #[error("hyperparameter `{name}` is {ty}, but {value} is not")]
     HyperType { name: String, ty: &'static str, value: f64 },
+    #[error("hyperparameter `{name}` is not optional: it cannot be unset (declare it `optional hyper {name} = none`)")]
+    NotOptional { name: String },
     #[error("hyperparameter `{name}` must be within {lo}..={hi}, got {value}")]
     HyperRange { name: String, lo: f64, hi: f64, value: f64 },
     #[error("optimizer `{optimizer}` has no update for parameter `{param}` of shape {shape:?}: {why}")]
@@ -665,6 +667,10 @@ pub fn check_hyper(m: &Module, name: &str, value: f64) -> Result<usize, InterpEr
         return Err(InterpError::UnknownHyper { name: name.into(), known });
     };
     let h = &m.hypers[i];
+    // An optional hyperparameter is unset with NaN (`Optimizer::unset_hyper`).
+    if h.optional && value.is_nan() {
+        return Ok(i);
+    }
     let ok = match h.ty {
         HyperTy::F32 => value.is_finite(),
         HyperTy::Int => value.fract() == 0.0,

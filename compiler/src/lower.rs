@@ -32,7 +32,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
             let ty = match (h.ty.map(|t| t.0), &h.default.kind) {
                 (Some(ast::ScalarTy::Int), _) => HyperTy::Int,
                 (Some(ast::ScalarTy::Bool), _) | (None, ExprKind::Bool(_)) => HyperTy::Bool,
-                (None, ExprKind::Name(_)) => HyperTy::Precision,
+                (None, ExprKind::Name(n)) if n != "none" => HyperTy::Precision,
                 _ => HyperTy::F32,
             };
             HyperInfo {
@@ -40,6 +40,7 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
                 ty,
                 default: literal_value(&h.default),
                 range: h.range.as_ref().map(|(a, b)| (literal_value(a), literal_value(b))),
+                optional: h.optional,
             }
         })
         .collect();
@@ -204,6 +205,8 @@ fn literal_value(e: &Expr) -> f64 {
         ExprKind::Number(v) => *v,
         ExprKind::Bool(b) => f64::from(u8::from(*b)),
         ExprKind::Unary(UnOp::Neg, inner) => -literal_value(inner),
+        // `optional hyper h = none`: unset is NaN, which `present(h)` tests.
+        ExprKind::Name(n) if n == "none" => f64::NAN,
         ExprKind::Name(n) => gdc_dsl::builtins::precision_value(n).unwrap_or(0.0),
         _ => 0.0,
     }
@@ -724,6 +727,17 @@ impl<'a> Lowerer<'a> {
                 Some(ExprKind::Name(n)) => self.module.inputs.iter().position(|x| x.name == *n),
                 _ => None,
             };
+            // An optional hyperparameter is unset while it holds NaN: `h == h` is false then.
+            let hyper = match pos.first().map(|e| &e.kind) {
+                Some(ExprKind::Name(n)) if input.is_none() => {
+                    self.module.hypers.iter().position(|h| h.name == *n && h.optional)
+                }
+                _ => None,
+            };
+            if let Some(h) = hyper {
+                let v = self.emit(Op::Hyper(h), vec![], Some(Ty::NUM));
+                return self.emit(Op::Binary(Binary::Eq), vec![v, v], None);
+            }
             // The checker accepts only an optional input's name; `false` keeps lowering total.
             return match input {
                 Some(i) => self.emit(Op::Present(i), vec![], None),

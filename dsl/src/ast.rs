@@ -96,6 +96,9 @@ pub enum ScalarTy {
 
 #[derive(Clone, Debug)]
 pub struct HyperDecl {
+    /// `optional hyper max_norm = none`: may be unset (`none`), read only under
+    /// `if present(max_norm)`.
+    pub optional: bool,
     pub name: Ident,
     /// The declared type; `None` when it is taken from the default's literal.
     pub ty: Option<(ScalarTy, Span)>,

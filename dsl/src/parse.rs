@@ -444,6 +444,7 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
             }
             Rule::hyper_decl => {
                 let mut it = member.into_inner().filter(not_keyword).peekable();
+                let optional = it.next_if(|p| p.as_rule() == Rule::kw_optional).is_some();
                 let name = ident(it.next().expect("hyper name"));
                 let ty = it.next_if(|p| p.as_rule() == Rule::hyper_ty).map(|p| (scalar_ty(p.as_str()), span_of(&p)));
                 let default = build_expr(it.next().expect("hyper default"));
@@ -451,7 +452,7 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
                     let mut r = r.into_inner().filter(not_keyword);
                     (build_expr(r.next().expect("lo")), build_expr(r.next().expect("hi")))
                 });
-                opt.hypers.push(HyperDecl { name, ty, default, range, span });
+                opt.hypers.push(HyperDecl { optional, name, ty, default, range, span });
             }
             Rule::state_decl => {
                 let mut it = member.into_inner().filter(not_keyword).peekable();

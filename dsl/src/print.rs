@@ -41,7 +41,8 @@ pub fn file_text(file: &File) -> String {
                 .as_ref()
                 .map(|(lo, hi)| format!(" in {}..={}", expr_text(lo), expr_text(hi)))
                 .unwrap_or_default();
-            let _ = writeln!(out, "  hyper {}{ty} = {}{range}", h.name.name, expr_text(&h.default));
+            let optional = if h.optional { "optional " } else { "" };
+            let _ = writeln!(out, "  {optional}hyper {}{ty} = {}{range}", h.name.name, expr_text(&h.default));
         }
         for s in &o.states {
             let shape = match (s.bf16, s.shape.as_ref()) {

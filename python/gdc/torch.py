@@ -62,7 +62,12 @@ def _precision_bits(info, value):
 
 
 def _check_value(program, info, name, value):
-    """The float the runtime takes for `value` of hyperparameter `name`, range-checked."""
+    """The float the runtime takes for `value` of hyperparameter `name`, range-checked; an
+    optional hyperparameter's `None` (unset) is NaN."""
+    if value is None:
+        if not info.optional:
+            raise HyperparameterError(f"hyperparameter `{name}` is not optional: it cannot be None")
+        return math.nan
     value = _precision_bits(info, value)
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -726,7 +731,10 @@ class Optimizer(torch.optim.Optimizer):
         last = binding.hypers
         for name, info in self._infos.items():
             value = _precision_bits(info, group[name])
-            if last.get(name) != value:
+            if value is None and name in last and math.isnan(last[name]):
+                continue
+            # Not `last.get(name)`: an unset optional hyperparameter is None in the group.
+            if name not in last or last[name] != value:
                 changed.append((name, _check_value(self.program, info, name, value)))
         return changed
 
@@ -1039,6 +1047,8 @@ def _only_dtype(opt):
 
 
 def _typed(info, value):
+    if info.optional and (value is None or (isinstance(value, float) and math.isnan(value))):
+        return None
     if info.type == "precision":
         bits = _precision_bits(info, value)
         return next((n for n, b in _PRECISIONS.items() if b == bits), value)

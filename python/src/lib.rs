@@ -151,20 +151,24 @@ fn load(path: PathBuf) -> PyResult<Program> {
 }
 
 /// A hyperparameter as declared: name, type (`f32`, `int`, `bool` or `precision`), default
-/// (booleans as 0 or 1, precisions as their bits of significand: 24, 11, 8) and range (`(lo, hi)`, inclusive) if it has one.
+/// (booleans as 0 or 1, precisions as their bits of significand: 24, 11, 8; NaN for an
+/// optional one unset by default), range (`(lo, hi)`, inclusive) if it has one, and whether
+/// it is optional (`optional hyper`: may be unset, `None` in Python).
 #[pyclass(frozen, get_all, module = "gdc._native")]
 struct Hyper {
     name: String,
     r#type: &'static str,
     default: f64,
     range: Option<(f64, f64)>,
+    optional: bool,
 }
 
 #[pymethods]
 impl Hyper {
     fn __repr__(&self) -> String {
         let range = self.range.map(|(lo, hi)| format!(", range=({lo}, {hi})")).unwrap_or_default();
-        format!("Hyper(name={:?}, type={:?}, default={}{range})", self.name, self.r#type, self.default)
+        let optional = if self.optional { ", optional=True" } else { "" };
+        format!("Hyper(name={:?}, type={:?}, default={}{range}{optional})", self.name, self.r#type, self.default)
     }
 }
 
@@ -231,7 +235,13 @@ impl Program {
         let m = &self.program.plan().module;
         m.hypers
             .iter()
-            .map(|h| Hyper { name: h.name.clone(), r#type: hyper_type(h.ty), default: h.default, range: h.range })
+            .map(|h| Hyper {
+                name: h.name.clone(),
+                r#type: hyper_type(h.ty),
+                default: h.default,
+                range: h.range,
+                optional: h.optional,
+            })
             .collect()
     }
 

@@ -492,6 +492,16 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Unsets an optional hyperparameter (`optional hyper h`): `present(h)` is false, and the
+    /// statements it guards are skipped, until it is set again. The value is NaN while unset.
+    pub fn unset_hyper(&mut self, name: &str) -> Result<(), RuntimeError> {
+        let m = &self.program.plan().module;
+        if m.hypers.iter().any(|h| h.name == name && !h.optional) {
+            return Err(interp::InterpError::NotOptional { name: name.into() }.into());
+        }
+        self.set_hyper(name, f64::NAN)
+    }
+
     fn hyper_values(&self) -> &[f64] {
         match &self.engine {
             Engine::Cpu(e) => &e.counters.hypers,

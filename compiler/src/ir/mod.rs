@@ -503,6 +503,8 @@ pub struct HyperInfo {
     /// Booleans are 0 or 1.
     pub default: f64,
     pub range: Option<(f64, f64)>,
+    /// `optional hyper`: NaN means unset (the default of `= none`).
+    pub optional: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

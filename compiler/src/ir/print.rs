@@ -171,7 +171,8 @@ pub fn hyper_text(h: &HyperInfo) -> String {
         HyperTy::Bool => ("bool", format!("{}", h.default != 0.0)),
         HyperTy::Precision => ("precision", precision_name(h.default).to_string()),
     };
-    let mut s = format!("hyper {}: {ty} = {default}", h.name);
+    let optional = if h.optional { "optional " } else { "" };
+    let mut s = format!("{optional}hyper {}: {ty} = {default}", h.name);
     if let Some((lo, hi)) = h.range {
         let _ = write!(s, " in {lo:?}..={hi:?}");
     }

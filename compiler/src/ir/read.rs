@@ -30,7 +30,9 @@ pub fn read_module(text: &str) -> Result<Module, String> {
             m.name = rest.trim().to_string();
             m.optimizers = vec![m.name.clone()];
         } else if let Some(rest) = line.strip_prefix("hyper ") {
-            m.hypers.push(read_hyper(rest).ok_or_else(|| err("bad hyper"))?);
+            m.hypers.push(read_hyper(rest, false).ok_or_else(|| err("bad hyper"))?);
+        } else if let Some(rest) = line.strip_prefix("optional hyper ") {
+            m.hypers.push(read_hyper(rest, true).ok_or_else(|| err("bad hyper"))?);
         } else if let Some(rest) = line.strip_prefix("state ") {
             let (name, ty) = rest.split_once(':').ok_or_else(|| err("bad state"))?;
             let (bf16, ty) = match ty.trim().strip_prefix("bf16 ") {
@@ -109,7 +111,7 @@ pub fn read_module(text: &str) -> Result<Module, String> {
     Ok(m)
 }
 
-fn read_hyper(rest: &str) -> Option<HyperInfo> {
+fn read_hyper(rest: &str, optional: bool) -> Option<HyperInfo> {
     let (name, rest) = rest.split_once(':')?;
     let (ty, rest) = rest.split_once('=')?;
     let ty = match ty.trim() {
@@ -134,7 +136,7 @@ fn read_hyper(rest: &str) -> Option<HyperInfo> {
             None => d.parse().ok()?,
         },
     };
-    Some(HyperInfo { name: name.trim().into(), ty, default, range })
+    Some(HyperInfo { name: name.trim().into(), ty, default, range, optional })
 }
 
 pub fn read_type(t: &str) -> Option<Ty> {

@@ -181,6 +181,15 @@ impl Checker<'_> {
                 );
                 return None;
             }
+            Entity::Hyper { optional: true, .. } if !self.present.iter().any(|p| p == name) => {
+                self.error(
+                    Diagnostic::error("E0027", format!("optional hyperparameter `{name}` may be unset here"), span)
+                        .label("read where no `present` test holds")
+                        .note(entry.span, "declared `optional`")
+                        .hint(format!("read it inside `if present({name}) {{ ... }}`: while `{name}` is unset, that block is skipped")),
+                );
+                return None;
+            }
             Entity::Input { optional } => {
                 let shape = entry.ty.as_ref().map(|t| t.shape.clone()).unwrap_or(Shape::Like);
                 if !super::shape_available(update_dims, &shape, &self.input_dims) {
@@ -455,9 +464,9 @@ impl Checker<'_> {
         ok.then_some(Ty::BOOL)
     }
 
-    /// `present(h)`: one optional input, in an update.
+    /// `present(h)`: one optional input, in an update, or one optional hyperparameter.
     fn check_present(&mut self, args: &[Arg], span: Span) -> Option<Ty> {
-        let hint = "`present(h)` takes the name of an input declared `optional input h`";
+        let hint = "`present(h)` takes the name of an input declared `optional input h` or a hyperparameter declared `optional hyper h`";
         let [arg] = args else {
             self.error(
                 Diagnostic::error("E0003", format!("`present` takes 1 argument, got {}", args.len()), span)
@@ -475,6 +484,16 @@ impl Checker<'_> {
                 if e.entity == (Entity::Input { optional: true }) && matches!(self.ctx, Ctx::Update { .. }) =>
             {
                 Some(Ty::BOOL)
+            }
+            Some((_, e)) if matches!(e.entity, Entity::Hyper { optional: true, .. }) => Some(Ty::BOOL),
+            Some((n, e)) if matches!(e.entity, Entity::Hyper { optional: false, .. }) => {
+                self.error(
+                    Diagnostic::error("E0027", format!("hyperparameter `{n}` is not optional"), arg.value.span)
+                        .label("always set")
+                        .note(e.span, "declared here")
+                        .hint(format!("declare it `optional hyper {n} = none` if it may be unset")),
+                );
+                None
             }
             Some((n, e)) if e.entity == (Entity::Input { optional: false }) => {
                 self.error(

@@ -198,7 +198,7 @@ impl Checker<'_> {
             }
             let ty = self.check_hyper(h);
             let int = matches!(h.ty, Some((ScalarTy::Int, _)));
-            self.declare(&h.name.name, h.name.span, Entity::Hyper { int }, ty);
+            self.declare(&h.name.name, h.name.span, Entity::Hyper { int, optional: h.optional }, ty);
         }
         for gl in &opt.globals {
             self.check_global(gl);
@@ -664,6 +664,32 @@ impl Checker<'_> {
                 .label("too large")
                 .hint("write a smaller literal; f32 holds values up to about 3.4e38")
         };
+        let bool_declared = matches!(h.ty, Some((ScalarTy::Bool, _))) || matches!(h.default.kind, ExprKind::Bool(_));
+        if h.optional && bool_declared {
+            self.error(
+                Diagnostic::error("E0019", format!("the bool `{name}` cannot be optional"), h.name.span)
+                    .label("a bool is set or not already")
+                    .hint(format!("declare `hyper {name} = false` and test it with `if {name}`")),
+            );
+            return None;
+        }
+        if matches!(&h.default.kind, ExprKind::Name(n) if n == "none") {
+            if !h.optional {
+                self.error(
+                    Diagnostic::error(
+                        "E0019",
+                        format!("`{name}` is not optional: it cannot default to `none`"),
+                        h.default.span,
+                    )
+                    .label("unset by default")
+                    .hint(format!(
+                        "declare it `optional hyper {name} = none` (read under `if present({name})`), or give a value"
+                    )),
+                );
+                return None;
+            }
+            return Some(Ty::NUM);
+        }
         let Some(default) = literal(&h.default) else {
             self.error(not_literal(&h.default, "default"));
             return None;

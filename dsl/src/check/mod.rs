@@ -36,6 +36,8 @@ pub(crate) fn is_builtin_name(name: &str) -> bool {
 pub(crate) enum Entity {
     Hyper {
         int: bool,
+        /// `optional hyper`: read only under `if present(name)`.
+        optional: bool,
     },
     /// A hyperparameter whose value is a precision (`hyper ns_precision = bf16`): read only
     /// by `with precision = ...`.

@@ -315,7 +315,7 @@ impl Checker<'_> {
             ExprKind::Name(n) if end => {
                 let hyper = self.file.optimizers.first().and_then(|o| o.hypers.iter().find(|h| &h.name.name == n));
                 match (self.lookup(n).map(|e| e.entity), hyper) {
-                    (Some(Entity::Hyper { int: true }), Some(h)) => match h.range.as_ref().map(|(_, hi)| literal(hi)) {
+                    (Some(Entity::Hyper { int: true, .. }), Some(h)) => match h.range.as_ref().map(|(_, hi)| literal(hi)) {
                         Some(Some(Ok(hi))) if hi > MAX_UNROLL => self.too_many_iterations(e, hi),
                         Some(_) => {}
                         None => self.error(
@@ -364,7 +364,7 @@ impl Checker<'_> {
                     .and_then(|o| o.hypers.iter().find(|h| &h.name.name == n))
                     .is_some_and(|h| h.range.is_some());
                 match self.scopes.iter().rev().find_map(|s| s.get(n)).map(|e| e.entity.clone()) {
-                    Some(Entity::Hyper { int: true }) => ranged,
+                    Some(Entity::Hyper { int: true, .. }) => ranged,
                     // Passed on to a loop: the enclosing function's callers must pass a static
                     // value too.
                     Some(Entity::FnParam { int: true }) => {
@@ -424,7 +424,7 @@ impl Checker<'_> {
         if let ExprKind::Name(n) = &e.kind {
             let hyper = self.file.optimizers.first().and_then(|o| o.hypers.iter().find(|h| &h.name.name == n)).cloned();
             match (self.lookup(n).map(|x| x.entity), hyper) {
-                (Some(Entity::Hyper { int: true }), Some(h)) => {
+                (Some(Entity::Hyper { int: true, .. }), Some(h)) => {
                     let lowest = h.range.as_ref().and_then(|(lo, _)| number(lo)).or_else(|| number(&h.default));
                     if lowest.is_some_and(|v| v < 1.0) {
                         bad(
