@@ -57,7 +57,9 @@ optimizer schedule_free(base) {
     lr_max = max(lr, lr_max)
     let weight = step ^ r * lr_max ^ weight_lr_power
     weight_sum = weight_sum + weight
-    let ckp1 = weight / weight_sum
+    // While every learning rate so far was 0 the average has no weight (schedulefree would
+    // divide by zero): nothing moves.
+    let ckp1 = where(weight_sum != 0, weight / weight_sum, 0)
   }
 
   update(p, g) {
