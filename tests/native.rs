@@ -17,7 +17,7 @@ use gdc_runtime::{Backend, Options, ParamSpec, Program};
 use gdc_tests::{source, OPTIMIZERS};
 
 fn shapes(name: &str, matrix_only: bool) -> Vec<Vec<usize>> {
-    let small = matches!(name, "shampoo" | "soap" | "kfac");
+    let small = matches!(name, "shampoo" | "grafted_shampoo" | "soap" | "kfac");
     let mut s = vec![vec![5, 7], vec![1, 1]];
     if !small {
         s.push(vec![37, 129]);
