@@ -18,6 +18,28 @@ use crate::rename::Renamer;
 use crate::span::Span;
 use std::collections::{HashMap, HashSet};
 
+/// Where a part's update was inlined: its body as written, the call, the part's name. A
+/// diagnostic the checker reports inside the body gets a note at the call ([`annotate`]).
+#[derive(Clone, Debug)]
+pub struct CallSite {
+    pub body: Span,
+    pub call: Span,
+    pub part: String,
+}
+
+/// Adds to each diagnostic inside an inlined part a note at the call that inlined it (and at
+/// the call of the part that called that one, for nested parts).
+pub fn annotate(diags: &mut [Diagnostic], sites: &[CallSite]) {
+    for d in diags {
+        let mut at = d.span;
+        for _ in 0..sites.len() {
+            let Some(site) = sites.iter().find(|s| s.body.start <= at.start && at.end <= s.body.end) else { break };
+            d.notes.push((site.call, format!("in part `{}`, called here", site.part)));
+            at = site.call;
+        }
+    }
+}
+
 /// An optimizer with its parts inlined, and the functions it calls.
 #[derive(Clone)]
 struct Unit {
@@ -44,9 +66,9 @@ fn composes(file: &File) -> bool {
 
 /// An optimizer file with its program (the last optimizer) expanded: one optimizer and
 /// the functions it calls. A file that composes nothing comes back as it is.
-pub fn expand(file: &File) -> (File, Vec<Diagnostic>) {
+pub fn expand(file: &File) -> (File, Vec<Diagnostic>, Vec<CallSite>) {
     if !composes(file) {
-        return (file.clone(), Vec::new());
+        return (file.clone(), Vec::new(), Vec::new());
     }
     let mut c = Composer::new(file);
     for u in file.uses.iter().filter(|u| u.body.is_none()) {
@@ -57,7 +79,7 @@ pub fn expand(file: &File) -> (File, Vec<Diagnostic>) {
         );
     }
     let Some(program) = file.optimizers.last() else {
-        return (file.clone(), c.diags);
+        return (file.clone(), c.diags, c.sites);
     };
     let out = c.program(program, &file.fns);
     for o in &file.optimizers[..file.optimizers.len() - 1] {
@@ -78,16 +100,18 @@ pub fn expand(file: &File) -> (File, Vec<Diagnostic>) {
         }
     }
     match out {
-        Some(unit) if c.diags.is_empty() => {
-            (File { fns: unit.fns, optimizers: vec![unit.opt], uses: Vec::new(), policies: Vec::new() }, c.diags)
-        }
-        _ => (file.clone(), c.diags),
+        Some(unit) if c.diags.is_empty() => (
+            File { fns: unit.fns, optimizers: vec![unit.opt], uses: Vec::new(), policies: Vec::new() },
+            c.diags,
+            c.sites,
+        ),
+        _ => (file.clone(), c.diags, c.sites),
     }
 }
 
 /// A policy file with each used file's program expanded (parts found anywhere in the files
 /// the policy brought in).
-pub fn expand_policy(file: &File) -> (File, Vec<Diagnostic>) {
+pub fn expand_policy(file: &File) -> (File, Vec<Diagnostic>, Vec<CallSite>) {
     let mut c = Composer::new(file);
     let mut out = file.clone();
     for (u, original) in out.uses.iter_mut().zip(&file.uses) {
@@ -101,7 +125,7 @@ pub fn expand_policy(file: &File) -> (File, Vec<Diagnostic>) {
         }
     }
     let diags = std::mem::take(&mut c.diags);
-    (out, diags)
+    (out, diags, c.sites)
 }
 
 /// A part as the update calls it.
@@ -121,11 +145,18 @@ struct Composer<'a> {
     /// The optimizers being expanded, innermost last (a part of itself is an error).
     stack: Vec<String>,
     visited: HashSet<String>,
+    sites: Vec<CallSite>,
 }
 
 impl<'a> Composer<'a> {
     fn new(file: &'a File) -> Composer<'a> {
-        let mut c = Composer { pool: HashMap::new(), diags: Vec::new(), stack: Vec::new(), visited: HashSet::new() };
+        let mut c = Composer {
+            pool: HashMap::new(),
+            diags: Vec::new(),
+            stack: Vec::new(),
+            visited: HashSet::new(),
+            sites: Vec::new(),
+        };
         c.collect(file);
         c
     }
@@ -682,6 +713,7 @@ impl<'a> Composer<'a> {
                 r.bound.insert(n.name.clone(), a.value.clone());
             }
         }
+        self.sites.push(CallSite { body: update.body.span, call: span, part: name.clone() });
         let mut body = update.body.clone();
         r.block(&mut body);
         let ret = match body.stmts.last() {

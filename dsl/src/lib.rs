@@ -26,13 +26,15 @@ pub fn front_end(source: &str) -> (Option<ast::File>, Vec<Diagnostic>) {
     match parse(source) {
         Err(diags) => (None, diags),
         Ok(file) if !file.policies.is_empty() => {
-            let (file, mut diags) = compose::expand_policy(&file);
+            let (file, mut diags, sites) = compose::expand_policy(&file);
             if has_errors(&diags) {
                 return (None, diags);
             }
             diags.extend(policy::check(&file));
             for body in file.uses.iter().filter_map(|u| u.body.as_ref()) {
-                diags.extend(check(body));
+                let mut found = check(body);
+                compose::annotate(&mut found, &sites);
+                diags.extend(found);
             }
             if has_errors(&diags) {
                 (None, diags)
@@ -41,11 +43,13 @@ pub fn front_end(source: &str) -> (Option<ast::File>, Vec<Diagnostic>) {
             }
         }
         Ok(file) => {
-            let (file, mut diags) = compose::expand(&file);
+            let (file, mut diags, sites) = compose::expand(&file);
             if has_errors(&diags) {
                 return (None, diags);
             }
-            diags.extend(check(&file));
+            let mut found = check(&file);
+            compose::annotate(&mut found, &sites);
+            diags.extend(found);
             if has_errors(&diags) {
                 (None, diags)
             } else {
