@@ -117,3 +117,30 @@ fn composed_optimizers_step_bit_for_bit_as_written() {
         }
     }
 }
+
+/// A policy routes to a composed optimizer like to any other: `adamw_ema` (itself
+/// `weight_ema(adamw)`, from files it uses) beside Muon, its names under `adamw_ema.`.
+#[test]
+fn a_policy_routes_to_a_composed_optimizer() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/optimizers");
+    let dir = std::env::temp_dir().join(format!("gdc-composed-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let policy = format!(
+        "use \"{root}/muon.gd\"\nuse \"{root}/adamw_ema.gd\"\npolicy p {{\n  hidden [rows, cols] -> muon\n  _ -> adamw_ema\n}}\n"
+    );
+    std::fs::write(dir.join("p.gd"), policy).expect("write");
+    let program = Program::compile_file(dir.join("p.gd")).expect("compiles");
+    let specs = [ParamSpec::new("w", &[6, 4]).with_role(gdc_runtime::Role::Hidden), ParamSpec::new("b", &[4])];
+    let mut opt =
+        Optimizer::with_options(&program, &specs, Options { backend: Backend::Cpu, threads: Some(1) }).expect("binds");
+    opt.set_hyper("adamw_ema.ema_decay", 0.0).expect("the composed optimizer's hyperparameter, prefixed");
+    let mut params: Vec<Vec<f32>> = specs.iter().enumerate().map(|(i, s)| values(s.numel(), i as u64)).collect();
+    let grads: Vec<Vec<f32>> = specs.iter().enumerate().map(|(i, s)| values(s.numel(), 50 + i as u64)).collect();
+    let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+    let gviews: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+    opt.step(&mut views, &gviews).expect("steps");
+    // With ema_decay 0 the average is the stepped parameter itself.
+    assert_eq!(opt.state("b", "adamw_ema.ema").expect("the bias is AdamW's"), params[1]);
+    assert!(opt.state("w", "muon.buf").is_some(), "the hidden matrix is Muon's");
+    let _ = std::fs::remove_dir_all(&dir);
+}
