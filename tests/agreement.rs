@@ -24,7 +24,7 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
 /// with the CPU backend.
 fn shapes(seed: u64, name: &str, matrix_only: bool) -> Vec<Vec<usize>> {
     let pick = |k: u64, lo: usize, hi: usize| lo + (noise(seed * 31 + k, 1)[0].abs() * (hi - lo) as f32) as usize;
-    let small = name == "shampoo" || name == "soap";
+    let small = matches!(name, "shampoo" | "grafted_shampoo" | "soap");
     let n = pick(1, 2, 9);
     let mut s = if name == "soap" { vec![vec![n, n]] } else { vec![vec![n, pick(2, 2, 9)]] };
     s.push(vec![1, 1]);

@@ -57,9 +57,12 @@ optimizer cautious {
 // Shampoo preconditions its filtered gradient). A matrix is preconditioned from both sides by
 // the inverse fourth roots of the sums of g g^T and g^T g, a vector by the inverse square
 // root of the sum of g g^T; the sums start at eps * I, and the roots are recomputed on steps
-// 1, K+1, 2K+1, ... (K = precondition_frequency).
+// 1, K+1, 2K+1, ... (K = precondition_frequency). eps is shampoo.gd's 1e-2, not Distributed
+// Shampoo's 1e-12: eps * I is always added here, and a rank-deficient statistic accumulated
+// in float32 then has rounding noise far above 1e-12 in its null space, which the root
+// amplifies.
 optimizer precondition_shampoo {
-  hyper eps = 1e-12
+  hyper eps = 1e-2
   hyper precondition_frequency: int = 1 in 1..=1000000
 
   state L: [rows, rows] = eps * eye    // row statistics
