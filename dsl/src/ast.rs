@@ -363,3 +363,53 @@ pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
 }
+
+/// Calls `f` on `e` and every expression inside it, outermost first.
+pub fn visit_expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Number(_) | ExprKind::Bool(_) | ExprKind::Name(_) => {}
+        ExprKind::Unary(_, a) | ExprKind::Transpose(a) => visit_expr(a, f),
+        ExprKind::Binary(_, a, b) => {
+            visit_expr(a, f);
+            visit_expr(b, f);
+        }
+        ExprKind::Call(_, args) => args.iter().for_each(|a| visit_expr(&a.value, f)),
+        ExprKind::Tuple(items) => items.iter().for_each(|x| visit_expr(x, f)),
+    }
+}
+
+/// Calls `f` on every expression of a block, nested blocks' included, in source order.
+pub fn visit_exprs(b: &Block, f: &mut impl FnMut(&Expr)) {
+    for s in &b.stmts {
+        match s {
+            Stmt::Let { value, .. }
+            | Stmt::Var { value, .. }
+            | Stmt::Assign { value, .. }
+            | Stmt::Return { value, .. } => visit_expr(value, f),
+            Stmt::If { cond, then, otherwise, .. } => {
+                visit_expr(cond, f);
+                visit_exprs(then, f);
+                if let Some(o) = otherwise {
+                    visit_exprs(o, f);
+                }
+            }
+            Stmt::For { start, end, body, .. } => {
+                visit_expr(start, f);
+                visit_expr(end, f);
+                visit_exprs(body, f);
+            }
+            Stmt::Every { period, phase, body, .. } => {
+                visit_expr(period, f);
+                if let Some(p) = phase {
+                    visit_expr(p, f);
+                }
+                visit_exprs(body, f);
+            }
+            Stmt::With { value, body, .. } => {
+                visit_expr(value, f);
+                visit_exprs(body, f);
+            }
+        }
+    }
+}

@@ -761,14 +761,9 @@ fn public_renamer(part: &Part) -> Renamer {
 
 /// Whether an expression reads `name`.
 fn mentions(e: &Expr, name: &str) -> bool {
-    match &e.kind {
-        ExprKind::Number(_) | ExprKind::Bool(_) => false,
-        ExprKind::Name(n) => n == name,
-        ExprKind::Unary(_, a) | ExprKind::Transpose(a) => mentions(a, name),
-        ExprKind::Binary(_, a, b) => mentions(a, name) || mentions(b, name),
-        ExprKind::Call(_, args) => args.iter().any(|a| mentions(&a.value, name)),
-        ExprKind::Tuple(items) => items.iter().any(|x| mentions(x, name)),
-    }
+    let mut found = false;
+    visit_expr(e, &mut |x| found |= matches!(&x.kind, ExprKind::Name(n) if n == name));
+    found
 }
 
 /// Where an optimizer's update returns (a transformation), if it does.
@@ -788,54 +783,6 @@ fn calls(b: &Block, name: &str) -> bool {
         }
     });
     found
-}
-
-/// Every expression of a block, nested ones included.
-fn visit_exprs(b: &Block, f: &mut impl FnMut(&Expr)) {
-    fn expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
-        f(e);
-        match &e.kind {
-            ExprKind::Number(_) | ExprKind::Bool(_) | ExprKind::Name(_) => {}
-            ExprKind::Unary(_, a) | ExprKind::Transpose(a) => expr(a, f),
-            ExprKind::Binary(_, a, b) => {
-                expr(a, f);
-                expr(b, f);
-            }
-            ExprKind::Call(_, args) => args.iter().for_each(|a| expr(&a.value, f)),
-            ExprKind::Tuple(items) => items.iter().for_each(|x| expr(x, f)),
-        }
-    }
-    for s in &b.stmts {
-        match s {
-            Stmt::Let { value, .. }
-            | Stmt::Var { value, .. }
-            | Stmt::Assign { value, .. }
-            | Stmt::Return { value, .. } => expr(value, f),
-            Stmt::If { cond, then, otherwise, .. } => {
-                expr(cond, f);
-                visit_exprs(then, f);
-                if let Some(o) = otherwise {
-                    visit_exprs(o, f);
-                }
-            }
-            Stmt::For { start, end, body, .. } => {
-                expr(start, f);
-                expr(end, f);
-                visit_exprs(body, f);
-            }
-            Stmt::Every { period, phase, body, .. } => {
-                expr(period, f);
-                if let Some(p) = phase {
-                    expr(p, f);
-                }
-                visit_exprs(body, f);
-            }
-            Stmt::With { value, body, .. } => {
-                expr(value, f);
-                visit_exprs(body, f);
-            }
-        }
-    }
 }
 
 /// The names a block binds: `let`, `var` and loop variables, nested blocks included.

@@ -257,28 +257,11 @@ pub fn merge(file: &File) -> File {
 
 /// Whether an optimizer calls `global_norm`, `global_sum` or `global_max_abs`.
 fn uses_global_reduction(o: &Optimizer) -> bool {
-    fn expr(e: &Expr) -> bool {
-        match &e.kind {
-            ExprKind::Number(_) | ExprKind::Bool(_) | ExprKind::Name(_) => false,
-            ExprKind::Unary(_, a) | ExprKind::Transpose(a) => expr(a),
-            ExprKind::Binary(_, a, b) => expr(a) || expr(b),
-            ExprKind::Call(f, args) => f.name.starts_with("global_") || args.iter().any(|a| expr(&a.value)),
-            ExprKind::Tuple(items) => items.iter().any(expr),
-        }
+    let mut found = false;
+    for u in &o.updates {
+        visit_exprs(&u.body, &mut |e| {
+            found |= matches!(&e.kind, ExprKind::Call(f, _) if f.name.starts_with("global_"))
+        });
     }
-    fn block(b: &Block) -> bool {
-        b.stmts.iter().any(|s| match s {
-            Stmt::Let { value, .. }
-            | Stmt::Var { value, .. }
-            | Stmt::Assign { value, .. }
-            | Stmt::Return { value, .. } => expr(value),
-            Stmt::If { cond, then, otherwise, .. } => {
-                expr(cond) || block(then) || otherwise.as_ref().is_some_and(block)
-            }
-            Stmt::For { start, end, body, .. } => expr(start) || expr(end) || block(body),
-            Stmt::Every { period, phase, body, .. } => expr(period) || phase.as_ref().is_some_and(expr) || block(body),
-            Stmt::With { value, body, .. } => expr(value) || block(body),
-        })
-    }
-    o.updates.iter().any(|u| block(&u.body))
+    found
 }
