@@ -41,6 +41,7 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "lookahead_adam", cases: &["lookahead_adam-optax"], matrix_only: false, lr: 0.05 },
     Entry { name: "cautious_adamw", cases: &["cautious_adamw-authors"], matrix_only: false, lr: 0.05 },
     Entry { name: "schedule_free_sgd", cases: &["schedule_free_sgd-wrapper"], matrix_only: false, lr: 0.05 },
+    Entry { name: "prodigy", cases: &["prodigy-optax"], matrix_only: false, lr: 1.0 },
     Entry { name: "grafted_shampoo", cases: &["grafted_shampoo-distributed"], matrix_only: false, lr: 0.05 },
 ];
 

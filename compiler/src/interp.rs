@@ -275,8 +275,13 @@ impl Interpreter {
             self.step -= 1;
             return Err(e);
         }
+        let mut stores = Vec::new();
         for vi in 0..self.plan.variants.len() {
-            self.run_variant(vi, &mut mp, &mg, inputs)?;
+            stores.extend(self.run_variant(vi, &mut mp, &mg, inputs)?);
+        }
+        // Globals the update assigned: read at their old value by every parameter, stored once.
+        for (gi, x) in stores {
+            self.globals[gi] = x;
         }
         for (bp, p) in self.params.iter().zip(&mp) {
             params[bp.param][bp.offset..bp.offset + bp.numel].copy_from_slice(p);
@@ -461,6 +466,54 @@ pub fn run_prepare(plan: &Plan, inputs: &HostInputs) -> Result<(Vec<(usize, f64)
     }
     let outs = m.prepare_outs.iter().map(|(_, v)| env.get(v).copied().unwrap_or(f64::NAN)).collect();
     Ok((stores, outs))
+}
+
+/// The globals an update stores this step, from its plan's `after` list (run once after
+/// every item of the step has run for every parameter): `known(v)` gives a scalar the step
+/// already computed (host, the first member's own, or a reduction over every parameter
+/// already folded), `fold(kind, arg)` folds a reduction over every member from each
+/// member's `arg`. Every backend computes them through this, in float64, so they agree.
+pub fn globals_after_step(
+    func: &Func,
+    after: &[Value],
+    inputs: &HostInputs,
+    known: &dyn Fn(Value) -> Option<f64>,
+    fold: &dyn Fn(ReduceKind, Value) -> f64,
+) -> Result<Vec<(usize, f64)>, InterpError> {
+    let mut env: HashMap<Value, f64> = HashMap::new();
+    let mut stores = Vec::new();
+    for v in after {
+        let value = |a: &Value, env: &HashMap<Value, f64>| {
+            env.get(a).copied().or_else(|| known(*a)).ok_or_else(|| {
+                InterpError::Internal(format!("the global stored after the step reads {a}, which nothing computed"))
+            })
+        };
+        let inst = func.inst(*v);
+        if let Op::Store(Target::Global(gi)) = inst.op {
+            stores.push((gi, value(&inst.args[0], &env)?));
+            continue;
+        }
+        if let Some(x) = known(*v) {
+            env.insert(*v, x);
+            continue;
+        }
+        if let Some(g) = inst.guard {
+            if value(&g, &env)? == 0.0 {
+                env.insert(*v, f64::NAN);
+                continue;
+            }
+        }
+        let x = match inst.op {
+            Op::AcrossParams(kind) => fold(kind, inst.args[0]),
+            _ => {
+                let args = inst.args.iter().map(|a| value(a, &env)).collect::<Result<Vec<_>, _>>()?;
+                host_op(&inst.op, &args, inputs)
+                    .ok_or_else(|| InterpError::Internal(format!("{v} ({:?}) is not a host scalar", inst.op)))?
+            }
+        };
+        env.insert(*v, x);
+    }
+    Ok(stores)
 }
 
 /// One tensor the engines bind and step: a whole parameter, or one matrix of a parameter
@@ -823,14 +876,14 @@ impl Interpreter {
 
     /// One step of every member of variant `vi`, item by item across the members (so that a
     /// reduction over all parameters, `AcrossParams`, is folded between the item that makes
-    /// it and the items that read it).
+    /// it and the items that read it). Returns the globals the update stores (global, value).
     fn run_variant(
         &mut self,
         vi: usize,
         mp: &mut [Vec<f64>],
         mg: &[Vec<f64>],
         inputs: &StepInputs<f64>,
-    ) -> Result<(), InterpError> {
+    ) -> Result<Vec<(usize, f64)>, InterpError> {
         let func = &self.plan.module.variants[vi].update;
         let fplan = &self.plan.variants[vi].update;
         let across: Vec<(Value, ReduceKind, Value)> = func
@@ -877,10 +930,25 @@ impl Interpreter {
                 }
             }
         }
+        let mut stores = Vec::new();
+        if let (false, Some((_, bp, host, param, _, _))) = (fplan.after.is_empty(), ctxs.first()) {
+            let hosts = HostInputs {
+                hypers: &self.hypers,
+                step: self.step,
+                globals: &self.globals,
+                prepare_outs: &self.prepare_outs,
+                param: Some(bp),
+            };
+            let known = |v: Value| param.get(&v).or_else(|| host.get(&v)).copied();
+            let fold = |kind: ReduceKind, arg: Value| {
+                ctxs.iter().filter_map(|c| c.5.get(&arg)).fold(0.0, |acc, t| kind.fold(acc, t.as_scalar()))
+            };
+            stores = globals_after_step(func, &fplan.after, &hosts, &known, &fold)?;
+        }
         for (i, _, _, _, buffers, _) in ctxs {
             self.params[i].states = buffers.states;
         }
-        Ok(())
+        Ok(stores)
     }
 
     fn guarded_host(

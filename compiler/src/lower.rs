@@ -138,6 +138,13 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
             let v = l.emit(Op::PrepareOut(i), vec![], Some(ty));
             l.bind(name, v);
         }
+        // Globals are read at their value before the step; one the update assigns (the
+        // checker proved its value the same for every parameter) is stored once, after
+        // every parameter has run.
+        let globals: Vec<Value> = (0..module.globals.len()).map(|i| l.emit(Op::Global(i), vec![], None)).collect();
+        for (g, v) in module.globals.iter().zip(&globals) {
+            l.bind(&g.name, *v);
+        }
         l.push_scope();
         for stmt in &u.body.stmts {
             l.stmt(stmt);
@@ -147,6 +154,12 @@ pub fn lower(file: &ast::File) -> Result<Module, Box<Diagnostic>> {
         if p_final != p0 {
             let v = l.fit(p_final, &pshape);
             l.emit(Op::Store(Target::Param), vec![v], None);
+        }
+        for (i, g) in module.globals.iter().enumerate() {
+            let v = l.lookup(&g.name);
+            if v != globals[i] {
+                l.emit(Op::Store(Target::Global(i)), vec![v], None);
+            }
         }
         let mut used = Vec::new();
         for (i, s) in module.states.iter().enumerate() {

@@ -109,6 +109,18 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
         for u in &file.uses {
             let Some(o) = u.body.as_ref().and_then(|b| b.optimizers.first()) else { continue };
             let Some(route) = policy.routes.iter().find(|r| r.target.name == o.name.name) else { continue };
+            if let Some(global) = global_assigned_in_update(o) {
+                d.push(
+                    Diagnostic::error(
+                        "E0025",
+                        format!("`{}` assigns global `{global}` in its update, which a policy cannot give it", o.name.name),
+                        route.target.span,
+                    )
+                    .label("its update stores a value once per step")
+                    .note(policy.name.span, "this policy routes parameters to several optimizers")
+                    .hint("each routed optimizer steps its own parameters, so the global would be computed from only them: route everything to it, or assign the global in its `prepare`"),
+                );
+            }
             if uses_global_reduction(o) {
                 d.push(
                     Diagnostic::error(
@@ -264,4 +276,20 @@ fn uses_global_reduction(o: &Optimizer) -> bool {
         });
     }
     found
+}
+
+/// The first global an update of `o` assigns (a value stored once per step), if any.
+fn global_assigned_in_update(o: &Optimizer) -> Option<String> {
+    fn in_block(b: &Block, globals: &[&str]) -> Option<String> {
+        b.stmts.iter().find_map(|s| match s {
+            Stmt::Assign { target, .. } if globals.contains(&target.name.as_str()) => Some(target.name.clone()),
+            Stmt::If { then, otherwise, .. } => {
+                in_block(then, globals).or_else(|| otherwise.as_ref().and_then(|o| in_block(o, globals)))
+            }
+            Stmt::For { body, .. } | Stmt::Every { body, .. } | Stmt::With { body, .. } => in_block(body, globals),
+            _ => None,
+        })
+    }
+    let globals: Vec<&str> = o.globals.iter().map(|g| g.name.name.as_str()).collect();
+    o.updates.iter().find_map(|u| in_block(&u.body, &globals))
 }

@@ -40,6 +40,8 @@ CASES = [
     ("muon_adamw", {}),
     ("shampoo", {}),
     ("soap", {}),
+    # Globals the update assigns from reductions over every parameter (d, the numerator).
+    ("prodigy", {"estim_lr0": 1e-2, "weight_decay": 0.01}),
 ]
 
 
@@ -180,7 +182,7 @@ def zero_equals_single(rank, world, port):
 
 # Programs whose shards reduce across ranks agree with one process up to the float64
 # rounding of the combined sums; the rest bit for bit.
-REDUCING = ("lamb", "adamw_clip_cosine", "adafactor")
+REDUCING = ("lamb", "adamw_clip_cosine", "adafactor", "prodigy")
 
 
 def check_equal(what, got, want, name):
@@ -200,6 +202,7 @@ DCP_CASES = [
     ("adafactor", {}),
     ("muon_adamw", {}),
     ("shampoo", {}),
+    ("prodigy", {"estim_lr0": 1e-2, "weight_decay": 0.01}),
 ]
 
 

@@ -265,6 +265,7 @@ impl CpuEngine {
         let m = &plan.module;
         let init = what == Run::Init;
         let mut non_finite = Vec::new();
+        let mut stores = Vec::new();
         let mut init_temps: Vec<Vec<Padded>> = Vec::new();
         if init {
             for bp in &self.params {
@@ -396,6 +397,13 @@ impl CpuEngine {
                     }
                 }
             }
+            if what == Run::Step {
+                stores.extend(self.globals_after(func_of, fplan, &members, &envs, prepare_outs)?);
+            }
+        }
+        // Globals the update assigned: every parameter read the old value; stored once.
+        for (gi, x) in stores {
+            self.counters.globals[gi] = x;
         }
         Ok(non_finite)
     }

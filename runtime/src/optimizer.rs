@@ -526,6 +526,17 @@ impl Optimizer {
         Some(self.hyper_values()[i])
     }
 
+    /// A global's current value (Prodigy's step size estimate `d`, for a training log), or
+    /// `None` if the program declares no global of that name.
+    pub fn global(&self, name: &str) -> Option<f64> {
+        let i = self.program.plan().module.globals.iter().position(|g| g.name == name)?;
+        match (&self.engine, self.store()) {
+            (Engine::Interp(it), _) => it.globals.get(i).copied(),
+            (_, Some(e)) => e.counters().globals.get(i).copied(),
+            (_, None) => None,
+        }
+    }
+
     /// The hyperparameters: name, type and current value.
     pub fn hypers(&self) -> Vec<(String, HyperTy, f64)> {
         self.program

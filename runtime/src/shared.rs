@@ -166,6 +166,29 @@ pub(crate) trait HostSide: StateStore {
         Ok(envs)
     }
 
+    /// The globals the update of `members`' variant stores after its step
+    /// ([`interp::globals_after_step`]): from the first member's scalars, with reductions
+    /// over every parameter folded in member order.
+    fn globals_after(
+        &self,
+        func_of: (&Module, &Func),
+        fplan: &FuncPlan,
+        members: &[usize],
+        envs: &Scalars,
+        prepare_outs: &[f64],
+    ) -> Result<Vec<(usize, f64)>, RuntimeError> {
+        let Some(&first) = members.first() else { return Ok(Vec::new()) };
+        if fplan.after.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs = self.host_inputs(first, prepare_outs);
+        let known = |v: Value| envs.get(0, v);
+        let fold = |kind: gdc_compiler::ir::ReduceKind, arg: Value| {
+            (0..members.len()).filter_map(|mi| envs.get(mi, arg)).fold(0.0, |acc, x| kind.fold(acc, x))
+        };
+        Ok(interp::globals_after_step(func_of.1, &fplan.after, &inputs, &known, &fold)?)
+    }
+
     /// Computes an item's own scalars (`scalars`: device scalars from earlier reductions)
     /// for every member and returns the members (`mi`) whose `guard` holds: those the item
     /// runs for.

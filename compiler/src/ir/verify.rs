@@ -13,8 +13,11 @@
 //! 6. Each target is stored at most once per function, with a value of its shape (or one
 //!    that broadcasts to it).
 //! 7. The prepare function reads no parameter, gradient, state or shape scalar and stores
-//!    only globals; init and update functions store no globals; init functions read no
-//!    gradient and no state; only update functions read inputs.
+//!    only globals; init functions store no globals, read no gradient and no state; only
+//!    update functions read inputs.
+//! 8. A global an update stores is uniform, the same for every parameter: computed only from
+//!    constants, hyperparameters, `step`, globals, `prepare`'s outputs and reductions over
+//!    every parameter (`AcrossParams`), under a guard computed the same way.
 
 use super::print::{inst_text, module_text};
 use super::*;
@@ -59,8 +62,20 @@ pub fn verify(m: &Module) -> Result<(), String> {
 fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), (Value, String)> {
     let param_shape = pattern.map_or(Shape::Like, Pattern::param_shape);
     let mut stored = HashSet::new();
+    // Whether each value is uniform (invariant 8).
+    let mut uniform: Vec<bool> = Vec::with_capacity(func.insts.len());
     for v in func.values() {
         let inst = func.inst(v);
+        let all_uniform =
+            |uniform: &[bool]| inst.args.iter().chain(&inst.guard).all(|a| uniform.get(a.index()) == Some(&true));
+        uniform.push(match inst.op {
+            Op::Const(_) | Op::Bool(_) | Op::Hyper(_) | Op::Step | Op::Global(_) | Op::PrepareOut(_) => true,
+            Op::AcrossParams(_) => inst.guard.is_none_or(|g| uniform.get(g.index()) == Some(&true)),
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Store(Target::Global(_)) => {
+                inst.ty.as_ref().is_none_or(Ty::is_scalar) && all_uniform(&uniform)
+            }
+            _ => false,
+        });
         let fail = |why: String| Err((v, why));
         for a in inst.args.iter().chain(&inst.guard) {
             if a.index() >= v.index() {
@@ -99,6 +114,7 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
         let allowed = match (func.kind, &inst.op) {
             (FuncKind::Prepare, Op::Param | Op::Grad | Op::Load(_) | Op::Shape(_) | Op::PrepareOut(_)) => false,
             (FuncKind::Prepare, Op::Store(t)) => matches!(t, Target::Global(_)),
+            (FuncKind::Update, Op::Store(Target::Global(_))) => uniform[v.index()],
             (_, Op::Store(Target::Global(_))) => false,
             (FuncKind::Init, Op::Grad | Op::Load(_) | Op::PrepareOut(_)) => false,
             (FuncKind::Prepare | FuncKind::Init, Op::Input(_) | Op::Present(_)) => false,

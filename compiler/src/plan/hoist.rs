@@ -9,6 +9,9 @@
 //!   phase(load of scalar state)                      = device
 //!   phase(reduction, tensor, store)                  = kernel
 //!   phase(other scalar)  = max(phase(args), phase(guard)), kernel arguments counting as device
+//!
+//! A global an update assigns is stored once per step, after every parameter has run:
+//! `after_step` lists what the host computes then.
 
 use super::Phase;
 use crate::ir::{Func, Op, Target, Value};
@@ -41,8 +44,37 @@ pub fn phases(func: &Func) -> Vec<Phase> {
     out
 }
 
-/// The host prelude (once per step) and the per-parameter block, each in order.
+/// The host prelude (once per step) and the per-parameter block, each in order (stores of
+/// globals come after the step: `after_step`).
 pub fn host_blocks(func: &Func, phases: &[Phase]) -> (Vec<Value>, Vec<Value>) {
-    let pick = |p: Phase| func.values().filter(|v| phases[v.index()] == p).collect();
+    let pick = |p: Phase| {
+        func.values().filter(|v| phases[v.index()] == p && !matches!(func.inst(*v).op, Op::Store(_))).collect()
+    };
     (pick(Phase::Host), pick(Phase::Param))
+}
+
+/// What the host computes after every item of an update's step, in order: each global the
+/// update stores, preceded by the scalars its value needs that the prelude did not compute
+/// (reductions over every parameter, scalars derived from them). The verifier proved these
+/// the same for every parameter, so the host computes them once.
+pub fn after_step(func: &Func, phases: &[Phase]) -> Vec<Value> {
+    let mut need = vec![false; func.insts.len()];
+    let mut stack: Vec<Value> =
+        func.values().filter(|v| matches!(func.inst(*v).op, Op::Store(Target::Global(_)))).collect();
+    while let Some(v) = stack.pop() {
+        if need[v.index()] {
+            continue;
+        }
+        let inst = func.inst(v);
+        let store = matches!(inst.op, Op::Store(_));
+        if !store && matches!(phases[v.index()], Phase::Host | Phase::Param) {
+            continue;
+        }
+        need[v.index()] = true;
+        // A reduction over every parameter is folded from each member's own reduction.
+        if !matches!(inst.op, Op::AcrossParams(_)) {
+            stack.extend(inst.args.iter().chain(&inst.guard));
+        }
+    }
+    func.values().filter(|v| need[v.index()]).collect()
 }

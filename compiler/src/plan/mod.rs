@@ -100,6 +100,10 @@ pub struct FuncPlan {
     pub temps: Vec<Shape>,
     /// The gradient check's item (update plans only; see `check.rs`).
     pub check: Option<GradientCheck>,
+    /// What the host computes once after every item of the step has run for every
+    /// parameter (update plans only): the globals the update stores and the scalars their
+    /// values need (`hoist::after_step`).
+    pub after: Vec<Value>,
 }
 
 /// Where an update plan's gradient check is: its kernel item, and the reduction that
@@ -158,7 +162,8 @@ pub fn build(mut module: Module) -> Result<Plan, String> {
 fn plan_func(func: &Func) -> Result<FuncPlan, String> {
     let phases = hoist::phases(func);
     let (host, param) = hoist::host_blocks(func, &phases);
+    let after = hoist::after_step(func, &phases);
     let (mut items, mut temps) = fuse::fuse(func, &phases)?;
     reuse::share_temps(&mut items, &mut temps);
-    Ok(FuncPlan { host, param, items, temps, check: None })
+    Ok(FuncPlan { host, param, items, temps, check: None, after })
 }

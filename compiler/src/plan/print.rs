@@ -91,6 +91,12 @@ fn func_text(out: &mut String, m: &Module, func: &Func, plan: &FuncPlan, indent:
             }
         }
     }
+    if !plan.after.is_empty() {
+        let _ = writeln!(out, "{indent}host, once after every parameter's step:");
+        for v in &plan.after {
+            let _ = writeln!(out, "{indent}  {}", inst_text(m, func, *v));
+        }
+    }
 }
 
 /// The whole plan as text.

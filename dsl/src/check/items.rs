@@ -593,6 +593,7 @@ impl Checker<'_> {
             seen.push((dims, head(u), batched));
             self.ctx = Ctx::Update { dims };
             self.assigned.clear();
+            self.per_param.clear();
             self.push();
             let pshape = if dims == 0 { Shape::Like } else { Shape::dims(pattern_dims) };
             for n in builtins::SHAPE_SCALARS {

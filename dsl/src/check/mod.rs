@@ -9,6 +9,7 @@
 mod expr;
 mod items;
 mod stmt;
+mod uniform;
 
 use crate::ast::File;
 use crate::diagnostic::Diagnostic;
@@ -133,6 +134,12 @@ pub(crate) struct Checker<'a> {
     pub loop_bound_params: HashMap<String, Vec<usize>>,
     /// Where a global reduction (`global_norm`, ...) was used, if anywhere.
     pub uses_global_reduction: Option<Span>,
+    /// Where an update first assigns a global (a value stored once per step), if anywhere.
+    pub assigns_global_in_update: Option<Span>,
+    /// The current update's locals whose value may differ between parameters (`uniform.rs`).
+    pub per_param: Vec<String>,
+    /// The conditions of the enclosing `if`s that differ between parameters, outermost first.
+    pub per_param_conds: Vec<Span>,
     /// Per function, the pairs of its dimension names that an elementwise operation
     /// broadcasts against each other (`[c] - [r, c]`, `[r] * [c]`), with where: a call that
     /// binds both names to one dimension makes that operation ambiguous (`[n] - [n, n]`:
@@ -165,6 +172,9 @@ impl<'a> Checker<'a> {
             in_progress: Vec::new(),
             loop_bound_params: HashMap::new(),
             uses_global_reduction: None,
+            assigns_global_in_update: None,
+            per_param: Vec::new(),
+            per_param_conds: Vec::new(),
             fn_broadcasts: HashMap::new(),
             input_dims: Vec::new(),
             present: Vec::new(),
@@ -262,6 +272,14 @@ impl<'a> Checker<'a> {
                         .label("reduces over every parameter")
                         .note(opt.updates[1].span, "a second update")
                         .hint("parameters of different updates are stepped apart, so a global reduction could not see them all: write one `update(p, g)`"),
+                );
+            }
+            if let (Some(span), true) = (self.assigns_global_in_update, opt.updates.len() > 1) {
+                self.error(
+                    Diagnostic::error("E0025", "a global assigned in `update` needs an optimizer with one update", span)
+                        .label("stored once per step")
+                        .note(opt.updates[1].span, "a second update")
+                        .hint("parameters of different updates are stepped apart, so each update would store its own value: write one `update(p, g)`, or assign the global in `prepare`"),
                 );
             }
         }

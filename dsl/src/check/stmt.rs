@@ -50,6 +50,7 @@ impl Checker<'_> {
                 if names.len() == 1 {
                     let ty = self.check_expr(value);
                     self.declare(&names[0].name, names[0].span, Entity::Let, ty);
+                    self.note_local_value(&names[0].name, value);
                     return;
                 }
                 let ExprKind::Tuple(items) = &value.kind else {
@@ -77,17 +78,23 @@ impl Checker<'_> {
                     return;
                 }
                 let tys: Vec<Option<Ty>> = items.iter().map(|e| self.check_expr(e)).collect();
-                for (n, ty) in names.iter().zip(tys) {
+                for ((n, ty), item) in names.iter().zip(tys).zip(items) {
                     self.declare(&n.name, n.span, Entity::Let, ty);
+                    self.note_local_value(&n.name, item);
                 }
             }
             Stmt::Var { name, value, .. } => {
                 let ty = self.check_expr(value);
                 self.declare(&name.name, name.span, Entity::Var, ty);
+                self.note_local_value(&name.name, value);
             }
             Stmt::Assign { target, op, value, span } => self.check_assign(&target.name, target.span, *op, value, *span),
             Stmt::If { cond, then, otherwise, .. } => {
                 self.check_condition(cond, "`if`");
+                let per_param = matches!(self.ctx, Ctx::Update { .. }) && self.per_param_name(cond).is_some();
+                if per_param {
+                    self.per_param_conds.push(cond.span);
+                }
                 let before = self.assigned.clone();
                 let outer_present = self.present.clone();
                 self.present.extend(present_in(cond, true));
@@ -102,6 +109,9 @@ impl Checker<'_> {
                     self.assigned = after_then.into_iter().filter(|s| after_else.contains(s)).collect();
                 } else {
                     self.assigned = before;
+                }
+                if per_param {
+                    self.per_param_conds.pop();
                 }
             }
             Stmt::For { var, start, end, body, .. } => {
@@ -212,6 +222,9 @@ impl Checker<'_> {
                 d.note(entry.span, "declared here")
             }
         };
+        if entry.entity == Entity::Var {
+            self.note_local_value(name, value);
+        }
         let d = match (&entry.entity, self.ctx) {
             (Entity::Hyper { .. } | Entity::PrecisionHyper, _) => Some(
                 Diagnostic::error("E0006", format!("cannot assign to hyperparameter `{name}`"), span)
@@ -237,7 +250,13 @@ impl Checker<'_> {
                 Some(refuse("the `prepare` binding", "values from `prepare` are read-only in `update`"))
             }
             (Entity::Global, Ctx::Prepare) => None,
-            (Entity::Global, _) => Some(refuse("the global", "globals change once per step, in `prepare { ... }`")),
+            (Entity::Global, Ctx::Update { .. }) => {
+                self.check_global_in_update(name, span, value);
+                None
+            }
+            (Entity::Global, _) => {
+                Some(refuse("the global", "globals change in `prepare { ... }` or in `update`, once per step"))
+            }
             (Entity::State { .. }, Ctx::Prepare) => Some(self.state_in_prepare(name, span, &entry)),
             (Entity::State { .. }, Ctx::Update { dims }) if matches!(&entry.ty, Some(t) if !super::shape_available(dims, &t.shape, &[])) => {
                 Some(self.state_needs_matrix(name, span, &entry))

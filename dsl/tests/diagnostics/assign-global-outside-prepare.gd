@@ -1,4 +1,4 @@
-// expect: E0013
+// expect: E0013 E0030
 optimizer clipped {
   hyper lr = 0.01
   global scale = 1
@@ -6,7 +6,7 @@ optimizer clipped {
     let s = 2 * lr
   }
   update(p, g) {
-    scale = 2
+    scale = 2 * numel
     s = 3
     step = 1
     p = p - lr * scale * s * g

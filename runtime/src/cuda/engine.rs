@@ -295,6 +295,7 @@ impl CudaEngine {
         let m = &plan.module;
         let init = what == Run::Init;
         let mut non_finite = Vec::new();
+        let mut stores = Vec::new();
         let mut init_temps: Vec<Vec<DevBuf<f32>>> = Vec::new();
         if init {
             for bp in &self.params {
@@ -337,6 +338,13 @@ impl CudaEngine {
                     }
                 }
             }
+            if what == Run::Step {
+                stores.extend(self.globals_after((m, func), fplan, &members, &envs, prepare_outs)?);
+            }
+        }
+        // Globals the update assigned: every parameter read the old value; stored once.
+        for (gi, x) in stores {
+            self.counters_mut().globals[gi] = x;
         }
         // The initialisers' temporaries are freed on return: let their users finish.
         self.dev.sync(match what {

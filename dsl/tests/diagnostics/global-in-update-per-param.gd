@@ -1,0 +1,21 @@
+// expect: E0030
+optimizer estimate {
+  hyper lr = 0.01
+  global d = 1
+  global peak = 0
+  global hits = 0
+  state m = zeros
+
+  update(p, g) {
+    m = 0.9 * m + 0.1 * g
+    let local = sum(g * g)
+    var scale = 1
+    scale = local + 1
+    d = max(d, global_sum(abs(m)))
+    peak = max(peak, scale)
+    if norm(g) > 1 {
+      hits = hits + 1
+    }
+    p = p - lr * d * m
+  }
+}
