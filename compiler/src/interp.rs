@@ -533,7 +533,8 @@ pub struct Member {
 
 /// The variant parameter `name` of `shape` and role `role` is stepped by: a policy's first
 /// route that admits it picks the optimizer (a file of one optimizer has no routes), then
-/// that optimizer's most specific update that fits the rank.
+/// that optimizer's most specific update that fits the rank (rank 3 or more: an `update(p, g)` that
+/// keeps per-axis state before the matrix update, which would see the parameter reshaped).
 pub fn route(m: &Module, name: &str, shape: &[usize], role: Role) -> Result<usize, InterpError> {
     let owner = if m.routes.is_empty() {
         0
@@ -551,11 +552,17 @@ pub fn route(m: &Module, name: &str, shape: &[usize], role: Role) -> Result<usiz
         }
     };
     let find = |p: Pattern| m.variants.iter().position(|v| v.optimizer == owner && v.pattern == p);
+    // An `update(p, g)` that keeps per-axis state (`axis_min`, `axis_max`) covers a
+    // parameter's real axes, which the matrix update would see reshaped to [rows, cols].
+    let per_axis = find(Pattern::Any).filter(|&vi| {
+        m.variants[vi].update.insts.iter().any(|i| matches!(i.op, Op::AxisMin | Op::AxisMax))
+    });
     // The most specific update that fits the parameter's rank.
     let variant = match shape.len() {
         0 => find(Pattern::Any),
         1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
-        _ => find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
+        2 => find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
+        _ => per_axis.or_else(|| find(Pattern::Matrix)).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
     };
     variant.ok_or_else(|| {
         let matrices = find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).is_some();
@@ -999,7 +1006,64 @@ pub fn size_of(name: &str, bp: &BoundParam) -> usize {
     match name {
         "rows" => bp.rows,
         "cols" => bp.cols,
+        gdc_dsl::builtins::AXES => axis_sizes(&bp.shape).iter().sum(),
         _ => bp.numel,
+    }
+}
+
+/// The axes per-axis state covers for a member of shape `shape`: its dimensions, or one axis
+/// of length 1 for a scalar parameter.
+pub fn axis_sizes(shape: &[usize]) -> Vec<usize> {
+    if shape.is_empty() {
+        vec![1]
+    } else {
+        shape.to_vec()
+    }
+}
+
+/// `axis_min(acc)` over a member of shape `dims` (see [`axis_sizes`]): each element the
+/// smallest of its indices' entries of `acc`, `min` as the backend computes it. The one
+/// definition every backend follows.
+pub fn axis_min<T: Copy>(dims: &[usize], acc: &[T], out: &mut [T], min: impl Fn(T, T) -> T) {
+    let dims = axis_sizes(dims);
+    let offsets: Vec<usize> = dims.iter().scan(0, |o, d| Some(std::mem::replace(o, *o + d))).collect();
+    let mut index = vec![0usize; dims.len()];
+    for x in out.iter_mut() {
+        let mut m = acc[offsets[0] + index[0]];
+        for k in 1..dims.len() {
+            m = min(m, acc[offsets[k] + index[k]]);
+        }
+        *x = m;
+        for k in (0..dims.len()).rev() {
+            index[k] += 1;
+            if index[k] < dims[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+}
+
+/// `axis_max(x)` over a member of shape `dims`: per axis and index, the largest element of
+/// `x` with that index on that axis, folded in element order by `max` (which propagates
+/// NaN); `lowest` starts each fold.
+pub fn axis_max<T: Copy>(dims: &[usize], x: &[T], out: &mut [T], lowest: T, max: impl Fn(T, T) -> T) {
+    let dims = axis_sizes(dims);
+    let offsets: Vec<usize> = dims.iter().scan(0, |o, d| Some(std::mem::replace(o, *o + d))).collect();
+    out.iter_mut().for_each(|o| *o = lowest);
+    let mut index = vec![0usize; dims.len()];
+    for &v in x {
+        for k in 0..dims.len() {
+            let o = &mut out[offsets[k] + index[k]];
+            *o = max(*o, v);
+        }
+        for k in (0..dims.len()).rev() {
+            index[k] += 1;
+            if index[k] < dims[k] {
+                break;
+            }
+            index[k] = 0;
+        }
     }
 }
 
@@ -1366,6 +1430,16 @@ fn eval_exact(
         }
         Op::Qr(_) => qr(&args[0].data, args[0].sizes[0], args[0].sizes[1]),
         Op::SortPerm => sort_perm(&args[0].data),
+        Op::AxisMin => {
+            let mut o = vec![0.0; bp.numel];
+            axis_min(&bp.shape, &args[0].data, &mut o, |a, b| eval_binary(crate::ir::Binary::Min, a, b));
+            o
+        }
+        Op::AxisMax => {
+            let mut o = vec![0.0; size_of(gdc_dsl::builtins::AXES, bp)];
+            axis_max(&bp.shape, &args[0].data, &mut o, f64::NEG_INFINITY, |a, b| eval_binary(crate::ir::Binary::Max, a, b));
+            o
+        }
         Op::Transpose => {
             let (r, c) = (args[0].sizes[0], args[0].sizes[1]);
             (0..r * c).map(|idx| args[0].data[(idx % r) * c + idx / r]).collect()

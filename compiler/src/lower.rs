@@ -918,6 +918,11 @@ impl<'a> Lowerer<'a> {
                 self.emit(Op::Eye, vec![], Some(ty))
             }
             "outer" => self.emit(Op::Outer, vec![x, vals[1]], None),
+            "axis_min" => {
+                let ty = Ty::num(self.pshape.clone());
+                self.emit(Op::AxisMin, vec![x], Some(ty))
+            }
+            "axis_max" => self.emit(Op::AxisMax, vec![x], None),
             "inv_root" => self.emit(Op::InvRoot(precision, method), vec![x, vals[1]], None),
             "eigvecs" => self.emit(Op::Eigvecs(precision), vec![x], None),
             "eigvals" => self.emit(Op::Eigvals(precision), vec![x], None),

@@ -35,6 +35,11 @@ pub enum Kind {
     HasRole,
     /// `present(h)`: whether the optional input `h` came with this step.
     Present,
+    /// `axis_min(acc)`: per-axis state (`[axes]`) to the parameter's shape, each element the
+    /// smallest of its indices' entries; `axis_max(x)`: the parameter's shape to `[axes]`,
+    /// each entry the largest element with that index on that axis (SM3's cover).
+    AxisMin,
+    AxisMax,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +69,18 @@ pub const FUNCTIONS: &[Builtin] = &[
     Builtin { name: "max_abs", arity: 1, kind: Kind::Reduce, doc: "largest absolute value" },
     Builtin { name: "dot", arity: 2, kind: Kind::Dot, doc: "sum of the elementwise product" },
     Builtin { name: "eye", arity: 1, kind: Kind::Eye, doc: "identity shaped like a square matrix" },
+    Builtin {
+        name: "axis_min",
+        arity: 1,
+        kind: Kind::AxisMin,
+        doc: "axis_min(acc)[i, j, ...] = min(acc's entry for i on axis 0, for j on axis 1, ...) for per-axis state acc: [axes]",
+    },
+    Builtin {
+        name: "axis_max",
+        arity: 1,
+        kind: Kind::AxisMax,
+        doc: "axis_max(x): per axis and index, the largest element of x with that index on that axis (shape [axes])",
+    },
     Builtin { name: "outer", arity: 2, kind: Kind::Outer, doc: "outer(a, b)[i, j] = a[i] * b[j] for vectors a, b" },
     Builtin {
         name: "eigvecs",
@@ -202,6 +219,11 @@ pub const INIT_NAMES: &[&str] = &["zeros", "eye"];
 
 /// Dimension names a state shape may use.
 pub const DIMS: &[&str] = &["rows", "cols"];
+
+/// The dimension of per-axis state (`state acc: [axes]`): one entry per index of each axis
+/// of the parameter, axis after axis (a `[3, 4, 5]` parameter has 3 + 4 + 5). It stands alone
+/// in a shape and meets the parameter's shape only through `axis_min` and `axis_max`.
+pub const AXES: &str = "axes";
 
 /// The precisions of matrix products as the bits of significand a product's operands keep
 /// (products accumulate in float32 always): the value a precision hyperparameter holds.

@@ -96,9 +96,13 @@ pub enum ShapeError {
 pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, ShapeError> {
     use Shape::*;
     let mismatch = || ShapeError::Mismatch(format!("{a} and {b} do not broadcast"));
+    let per_axis = |s: &Shape| matches!(s, Dims(d) if d.iter().any(|n| n == crate::builtins::AXES));
     match (a, b) {
         (Scalar, s) | (s, Scalar) => Ok(s.clone()),
         _ if a == b => Ok(a.clone()),
+        _ if per_axis(a) || per_axis(b) => Err(ShapeError::Mismatch(format!(
+            "{a} and {b} do not broadcast: per-axis state `[axes]` meets the parameter's shape only through `axis_min` and `axis_max`"
+        ))),
         (Like, _) | (_, Like) => Err(mismatch()),
         (Dims(x), Dims(y)) => match (x.len(), y.len()) {
             (1, 1) => Ok(Dims(vec![x[0].clone(), y[0].clone()])),

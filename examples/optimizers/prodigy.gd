@@ -7,7 +7,9 @@
 // Paper: Mishchenko, Defazio, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner"
 // (ICML 2024).
 // Matches: optax 0.2.8's contrib.prodigy (golden case prodigy-optax), beta3 defaulting to
-// sqrt(beta2) as there, weight decay decoupled and scaled by d * lr.
+// sqrt(beta2) as there, weight decay decoupled and scaled by d * lr. Where the denominator is
+// 0 (a zero learning rate, zero gradients) d stays as it was; optax divides by it and d
+// becomes NaN, the authors' PyTorch code (prodigyopt 1.1.2) skips the whole step.
 optimizer prodigy {
   hyper lr = 1.0
   hyper beta1 = 0.9
@@ -48,7 +50,10 @@ optimizer prodigy {
     exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * dg * dg
     grad_sum = b3 * grad_sum + sum_weight * dg / estim_lr0
     numerator = b3 * numerator + d / estim_lr0 * dlr * global_sum(g * (p0 - p))
-    d = max(d, estim_lr_coef * numerator / global_sum(abs(grad_sum)))
+    let denominator = global_sum(abs(grad_sum))
+    if denominator > 0 {
+      d = max(d, estim_lr_coef * numerator / denominator)
+    }
     p = p - weight_decay * dlr * p - dlr * exp_avg / (sqrt(exp_avg_sq) + d * eps)
   }
 }

@@ -6,7 +6,11 @@
 // Matches: optax 0.2.8's sm3 (golden case sm3-optax): scale_by_sm3 with b2 = 1 (the
 // accumulators only grow), g / sqrt(nu + eps) where nu > 0 and 0 elsewhere, the momentum
 // nu = momentum * nu + (1 - momentum) * that, then -lr. Vectors keep a whole accumulator
-// (optax's rank-1 case). Rank 3 and above is not SM3's per-axis cover yet: it is refused.
+// (optax's rank-1 case). A parameter of rank 3 or more (a convolution kernel) or a scalar
+// takes the last update: one accumulator per index of each of its axes (`[axes]`: a
+// [3, 4, 5] tensor keeps 3 + 4 + 5), an element's own the smallest of its indices', each
+// index's the largest over its elements (optax's cover). The matrix and vector updates are
+// that same cover for rank 2 and 1, written so that each step is one fused pass.
 optimizer sm3 {
   hyper lr = 0.1
   hyper momentum = 0.9
@@ -14,6 +18,7 @@ optimizer sm3 {
 
   state acc_rows: [rows] = zeros   // per row: the largest accumulator of its elements
   state acc_cols: [cols] = zeros   // per column
+  state acc_axes: [axes] = zeros   // rank 3 or more: per axis, per index
   state mom = zeros                // the momentum of the scaled gradient
 
   update(p: [rows, cols], g) {
@@ -30,6 +35,14 @@ optimizer sm3 {
     let u = where(acc > 0, g * rsqrt(acc + eps), 0)
     mom = lerp(u, mom, momentum)
     acc_rows = acc
+    p = p - lr * mom
+  }
+
+  update(p, g) {
+    let acc = g * g + axis_min(acc_axes)
+    let u = where(acc > 0, g * rsqrt(acc + eps), 0)
+    mom = lerp(u, mom, momentum)
+    acc_axes = axis_max(acc)
     p = p - lr * mom
   }
 }

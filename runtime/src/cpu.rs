@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, internal, non_finite_after, size_of, state_use, writes_param, Combine, Counters, HostSide, Outcome,
+    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine, Counters, HostSide, Outcome,
     Partial, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
@@ -551,10 +551,7 @@ impl CpuEngine {
             }
             let mut operands: Vec<crate::linalg::Operand> = Vec::with_capacity(inst.args.len());
             for (ai, a) in inst.args.iter().enumerate() {
-                let mut sizes: Vec<usize> = names(&func.ty(*a).shape)
-                    .iter()
-                    .map(|n| size_of(n, [bp.numel as u64, bp.rows as u64, bp.cols as u64]))
-                    .collect();
+                let mut sizes = operand_sizes(&func.ty(*a).shape, bp);
                 if !host_values[ai].is_empty() {
                     operands.push((&host_values[ai][..], sizes));
                     continue;

@@ -132,6 +132,26 @@ fn run_op(op: &Op, args: &[Operand], out: &mut [f32], threads: usize) -> Result<
             }
             Ok(None)
         }
+        // Per-axis state: the operand's sizes are the member's axes (`shared::operand_sizes`).
+        Op::AxisMin => {
+            let (acc, dims) = arg(0)?;
+            expect(dims.iter().product())?;
+            if acc.len() != dims.iter().sum::<usize>() {
+                return Err(internal(format!("axis_min of {} entries for axes {dims:?}", acc.len())));
+            }
+            interp::axis_min(dims, acc, out, |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) });
+            Ok(None)
+        }
+        Op::AxisMax => {
+            let (x, dims) = arg(0)?;
+            expect(dims.iter().sum())?;
+            if x.len() != dims.iter().product::<usize>() {
+                return Err(internal(format!("axis_max of {} elements for axes {dims:?}", x.len())));
+            }
+            let max = |a: f32, b: f32| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
+            interp::axis_max(dims, x, out, f32::NEG_INFINITY, max);
+            Ok(None)
+        }
         other => Err(internal(format!("{other:?} is not a library call"))),
     }
 }

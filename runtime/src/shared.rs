@@ -22,6 +22,18 @@ pub(crate) fn size_of(name: &str, sizes: [u64; 3]) -> usize {
     sizes[gdc_compiler::cpu::abi::size_index(name)] as usize
 }
 
+/// The sizes a library call's operand of `shape` is given for member `bp`: one per named
+/// dimension, except that the parameter's own shape and per-axis state (`[axes]`) give the
+/// member's axes (what `axis_min` and `axis_max` need).
+pub(crate) fn operand_sizes(shape: &gdc_dsl::types::Shape, bp: &BoundParam) -> Vec<usize> {
+    use gdc_dsl::types::Shape;
+    match shape {
+        Shape::Like => interp::axis_sizes(&bp.shape),
+        Shape::Dims(d) if d.len() == 1 && d[0] == gdc_dsl::builtins::AXES => interp::axis_sizes(&bp.shape),
+        _ => interp::names_of(shape).iter().map(|n| interp::size_of(n, bp)).collect(),
+    }
+}
+
 /// Which states a variant's functions touch.
 pub(crate) fn state_use(m: &Module, init: &Func, update: &Func) -> Vec<bool> {
     let mut used = vec![false; m.states.len()];

@@ -343,6 +343,13 @@ pub enum Op {
     /// `sort_perm(key)`: the permutation matrix P, P[idx[j], j] = 1, with idx the order of
     /// `key` descending (ties in index order).
     SortPerm,
+    /// `axis_min(acc)`: per-axis state (`[axes]`: one entry per index of each axis of the
+    /// member's shape, axis after axis) to the parameter's shape, each element the smallest
+    /// of its indices' entries. A parameter of rank 0 counts as one axis of length 1.
+    AxisMin,
+    /// `axis_max(x)`: the parameter's shape to `[axes]`, each entry the largest element of
+    /// `x` with that index on that axis (NaN propagates).
+    AxisMax,
     Store(Target),
 }
 
@@ -361,6 +368,8 @@ impl Op {
                 | Op::EigvecsDesc(_)
                 | Op::Qr(_)
                 | Op::SortPerm
+                | Op::AxisMin
+                | Op::AxisMax
                 | Op::Store(_)
         )
     }
@@ -699,7 +708,9 @@ pub fn result_type(op: &Op, args: &[&Ty], declared: Option<&Ty>) -> Option<Ty> {
         | Op::Input(_)
         | Op::Load(_)
         | Op::Eye
-        | Op::Broadcast => declared.cloned(),
+        | Op::Broadcast
+        | Op::AxisMin => declared.cloned(),
+        Op::AxisMax => num(Shape::dims(&[gdc_dsl::builtins::AXES])),
         Op::Unary(Unary::Not) => Some((*args.first()?).clone()),
         Op::Unary(_) => num(args.first()?.shape.clone()),
         Op::Binary(b) => {

@@ -134,6 +134,8 @@ pub fn op_text(m: &Module, op: &Op) -> String {
         }
         Op::Transpose => "transpose".into(),
         Op::Outer => "outer".into(),
+        Op::AxisMin => "axis_min".into(),
+        Op::AxisMax => "axis_max".into(),
         Op::InvRoot(p, RootMethod::Eigh) => with_precision("inv_root", *p),
         Op::InvRoot(p, RootMethod::Newton) => format!("{}.newton", with_precision("inv_root", *p)),
         Op::Eigvecs(p) => with_precision("eigvecs", *p),

@@ -238,6 +238,8 @@ fn read_inst(m: &Module, line: &str) -> Result<Inst, String> {
         }
         "transpose" => Op::Transpose,
         "outer" => Op::Outer,
+        "axis_min" => Op::AxisMin,
+        "axis_max" => Op::AxisMax,
         "inv_root" => Op::InvRoot(Precision::F64, RootMethod::Eigh),
         "inv_root.f32" => Op::InvRoot(Precision::F32, RootMethod::Eigh),
         "inv_root.newton" => Op::InvRoot(Precision::F64, RootMethod::Newton),

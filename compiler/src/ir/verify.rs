@@ -36,6 +36,8 @@ fn arity(op: &Op) -> usize {
         | Op::EigvecsDesc(_)
         | Op::Qr(_)
         | Op::SortPerm
+        | Op::AxisMin
+        | Op::AxisMax
         | Op::Store(_) => 1,
         Op::Binary(_) | Op::MatMul { .. } | Op::Outer | Op::InvRoot(..) => 2,
         Op::Select => 3,
@@ -158,6 +160,13 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
                 }
             }
             Op::Eye => matches!(ty.shape.rank2(), Some((a, b)) if a == b).then(|| ty.clone()),
+            // Per-axis state and the parameter's shape, each into the other.
+            Op::AxisMin | Op::AxisMax => {
+                let axes = Shape::dims(&[gdc_dsl::builtins::AXES]);
+                let (from, to) =
+                    if inst.op == Op::AxisMin { (&axes, &param_shape) } else { (&param_shape, &axes) };
+                (arg_tys[0].shape == *from).then(|| Ty::num(to.clone()))
+            }
             Op::PrepareOut(i) => Some(m.prepare.ty(m.prepare_outs[*i].1).clone()),
             Op::Hyper(i) => Some(if m.hypers[*i].ty == HyperTy::Bool { Ty::BOOL } else { Ty::NUM }),
             op => result_type(op, &arg_tys, Some(ty)),

@@ -113,7 +113,7 @@ fn vector(shape: &Shape) -> bool {
 pub fn cut_by_rows(shape: &Shape) -> bool {
     match shape {
         Shape::Like => true,
-        Shape::Dims(d) => d.iter().any(|n| n != "cols"),
+        Shape::Dims(d) => d.iter().any(|n| n == "rows"),
         Shape::Scalar => false,
     }
 }

@@ -316,6 +316,39 @@ impl Checker<'_> {
         }
     }
 
+    /// `axis_min(acc)` (per-axis state to the parameter's shape) and `axis_max(x)` (the
+    /// parameter's shape to per-axis state): only in an update, whose parameter they cover.
+    fn check_per_axis(&mut self, name: &str, kind: Kind, arg: &Ty, arg_span: Span, span: Span) -> Option<Ty> {
+        let Ctx::Update { dims } = self.ctx else {
+            self.error(
+                Diagnostic::error("E0023", format!("`{name}` cannot be used here"), span)
+                    .label(self.outside_update())
+                    .hint("`axis_min` and `axis_max` cover the parameter being updated: call them in `update`"),
+            );
+            return None;
+        };
+        let pshape = match dims {
+            0 => Shape::Like,
+            1 => Shape::dims(&["rows"]),
+            _ => Shape::dims(&["rows", "cols"]),
+        };
+        let axes = Shape::dims(&[crate::builtins::AXES]);
+        let (want, out, hint) = if kind == Kind::AxisMin {
+            (&axes, &pshape, "declare the accumulators as `state acc: [axes] = zeros` and write `axis_min(acc)`")
+        } else {
+            (&pshape, &axes, "`axis_max(x)` takes a value shaped like the parameter (`g * g`, a state like `p`)")
+        };
+        if arg.shape != *want || arg.elem != Elem::Num {
+            self.error(
+                Diagnostic::error("E0005", format!("`{name}` needs {want}, found {arg}"), arg_span)
+                    .label(format!("this is {arg}"))
+                    .hint(hint),
+            );
+            return None;
+        }
+        Some(Ty::num(out.clone()))
+    }
+
     /// Where code outside an update runs, as a label for "cannot be used here".
     fn outside_update(&self) -> &'static str {
         match self.ctx {
@@ -732,6 +765,7 @@ impl Checker<'_> {
                 Some(Ty::NUM)
             }
             Kind::HasRole | Kind::Present => None,
+            Kind::AxisMin | Kind::AxisMax => self.check_per_axis(name, b.kind, &tys[0], positional[0].value.span, span),
             Kind::Outer => match (&tys[0].shape, &tys[1].shape) {
                 (Shape::Dims(a), Shape::Dims(b)) if a.len() == 1 && b.len() == 1 => {
                     Some(Ty::num(Shape::Dims(vec![a[0].clone(), b[0].clone()])))

@@ -409,13 +409,25 @@ impl Checker<'_> {
             None => Shape::Like,
             Some(se) => {
                 let mut ok = true;
+                let per_axis = se.dims.iter().any(|d| d.name == builtins::AXES);
+                if per_axis && se.dims.len() > 1 {
+                    ok = false;
+                    self.error(
+                        Diagnostic::error("E0020", "`axes` stands alone in a state shape", se.span)
+                            .label("`axes` with other dimensions")
+                            .hint("`state acc: [axes]` keeps one entry per index of each axis of the parameter; it has no rows or columns of its own"),
+                    );
+                }
                 for d in &se.dims {
+                    if d.name == builtins::AXES {
+                        continue;
+                    }
                     if !builtins::DIMS.contains(&d.name.as_str()) {
                         ok = false;
                         self.error(
                             Diagnostic::error("E0020", format!("unknown dimension `{}` in a state shape", d.name), d.span)
                                 .label("not a dimension")
-                                .hint("state shapes are built from `rows` and `cols`: `[rows]`, `[cols]`, `[rows, rows]`, `[cols, cols]`, `[rows, cols]`, or `[]` for a scalar"),
+                                .hint("state shapes are built from `rows` and `cols`: `[rows]`, `[cols]`, `[rows, rows]`, `[cols, cols]`, `[rows, cols]`, `[]` for a scalar, or `[axes]` for one entry per index of each axis"),
                         );
                     }
                 }

@@ -95,6 +95,8 @@ pub(crate) fn has_dim(dims: usize, name: &str) -> bool {
     match name {
         "rows" => dims >= 1,
         "cols" => dims >= 2,
+        // Per-axis state exists for a parameter of any rank.
+        crate::builtins::AXES => true,
         _ => false,
     }
 }

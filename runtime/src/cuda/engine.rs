@@ -8,7 +8,7 @@
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
 use crate::shared::{
-    counted_step, internal, non_finite_after, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run,
+    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run,
     Scalars, StateStore,
 };
 use crate::RuntimeError;
@@ -499,12 +499,11 @@ impl CudaEngine {
         let out = self.buffer_ptr(i, l.output, init, pp, gp, init_temps)?;
         let inst = func.inst(l.inst);
         let bp = &self.params[i];
-        let psizes = [bp.numel as u64, bp.rows as u64, bp.cols as u64];
         // Each operand: a device buffer or a host scalar, with its sizes.
         let mut args: Vec<(Result<DevPtr, f64>, Vec<usize>)> = Vec::new();
         for a in &inst.args {
             let ty = func.ty(*a);
-            let sizes: Vec<usize> = names(&ty.shape).iter().map(|n| size_of(n, psizes)).collect();
+            let sizes = operand_sizes(&ty.shape, bp);
             if ty.is_scalar() && !l.inputs.iter().any(|(v, _)| v == a) {
                 let x = env.get(mi, *a).ok_or_else(|| internal(format!("{a} is not available")))?;
                 args.push((Err(x), sizes));

@@ -1,5 +1,6 @@
 """Writes tests/golden/sm3-optax.json: optax 0.2.8's sm3 (scale_by_sm3(momentum), then -lr)
-run in float32 on a 7x5 matrix, a [1, 6] row, a [6, 1] column and a vector of 5, for 12 steps
+run in float32 on a 7x5 matrix, a [1, 6] row, a [6, 1] column, a vector of 5, a [3, 4, 5] tensor
+and a [2, 1, 3, 2] tensor (one accumulator per index of each axis: gdc's `[axes]` state), for 12 steps
 whose gradients change scale by up to 1000x and are zero on some elements (SM3's where(acc >
 0, ...) branch). Needs jax and optax==0.2.8: `python3 tests/golden/gen/sm3_optax.py`."""
 import jax
@@ -10,7 +11,7 @@ from case import floats, write_case
 
 assert optax.__version__ == "0.2.8", optax.__version__
 HYPER = {"lr": 0.05, "momentum": 0.9, "eps": 1e-8}
-SHAPES = {"w": [7, 5], "row": [1, 6], "col": [6, 1], "b": [5]}
+SHAPES = {"w": [7, 5], "row": [1, 6], "col": [6, 1], "b": [5], "t": [3, 4, 5], "k": [2, 1, 3, 2]}
 STEPS = 12
 
 rng = np.random.default_rng(21)
