@@ -554,15 +554,16 @@ pub fn route(m: &Module, name: &str, shape: &[usize], role: Role) -> Result<usiz
     let find = |p: Pattern| m.variants.iter().position(|v| v.optimizer == owner && v.pattern == p);
     // An `update(p, g)` that keeps per-axis state (`axis_min`, `axis_max`) covers a
     // parameter's real axes, which the matrix update would see reshaped to [rows, cols].
-    let per_axis = find(Pattern::Any).filter(|&vi| {
-        m.variants[vi].update.insts.iter().any(|i| matches!(i.op, Op::AxisMin | Op::AxisMax))
-    });
+    let per_axis = find(Pattern::Any)
+        .filter(|&vi| m.variants[vi].update.insts.iter().any(|i| matches!(i.op, Op::AxisMin | Op::AxisMax)));
     // The most specific update that fits the parameter's rank.
     let variant = match shape.len() {
         0 => find(Pattern::Any),
         1 => find(Pattern::Vector).or_else(|| find(Pattern::Any)),
         2 => find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
-        _ => per_axis.or_else(|| find(Pattern::Matrix)).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any)),
+        _ => {
+            per_axis.or_else(|| find(Pattern::Matrix)).or_else(|| find(Pattern::Batched)).or_else(|| find(Pattern::Any))
+        }
     };
     variant.ok_or_else(|| {
         let matrices = find(Pattern::Matrix).or_else(|| find(Pattern::Batched)).is_some();
@@ -1437,7 +1438,9 @@ fn eval_exact(
         }
         Op::AxisMax => {
             let mut o = vec![0.0; size_of(gdc_dsl::builtins::AXES, bp)];
-            axis_max(&bp.shape, &args[0].data, &mut o, f64::NEG_INFINITY, |a, b| eval_binary(crate::ir::Binary::Max, a, b));
+            axis_max(&bp.shape, &args[0].data, &mut o, f64::NEG_INFINITY, |a, b| {
+                eval_binary(crate::ir::Binary::Max, a, b)
+            });
             o
         }
         Op::Transpose => {

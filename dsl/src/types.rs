@@ -88,6 +88,8 @@ pub enum ShapeError {
     Mismatch(String),
     /// The operation needs named dimensions, but the value only has the parameter's shape.
     NeedsMatrix(String),
+    /// Per-axis state (`[axes]`) met another shape.
+    PerAxis(String),
 }
 
 /// The shape of an elementwise operation on two operands: a scalar goes with anything;
@@ -100,7 +102,7 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, ShapeError> {
     match (a, b) {
         (Scalar, s) | (s, Scalar) => Ok(s.clone()),
         _ if a == b => Ok(a.clone()),
-        _ if per_axis(a) || per_axis(b) => Err(ShapeError::Mismatch(format!(
+        _ if per_axis(a) || per_axis(b) => Err(ShapeError::PerAxis(format!(
             "{a} and {b} do not broadcast: per-axis state `[axes]` meets the parameter's shape only through `axis_min` and `axis_max`"
         ))),
         (Like, _) | (_, Like) => Err(mismatch()),

@@ -8,8 +8,8 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine, Counters, HostSide, Outcome,
-    Partial, Run, Scalars, StateStore,
+    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine, Counters,
+    HostSide, Outcome, Partial, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use gdc_compiler::chunks::{CallExtent, Chunk, Chunking};

@@ -163,8 +163,7 @@ fn verify_func(m: &Module, func: &Func, pattern: Option<Pattern>) -> Result<(), 
             // Per-axis state and the parameter's shape, each into the other.
             Op::AxisMin | Op::AxisMax => {
                 let axes = Shape::dims(&[gdc_dsl::builtins::AXES]);
-                let (from, to) =
-                    if inst.op == Op::AxisMin { (&axes, &param_shape) } else { (&param_shape, &axes) };
+                let (from, to) = if inst.op == Op::AxisMin { (&axes, &param_shape) } else { (&param_shape, &axes) };
                 (arg_tys[0].shape == *from).then(|| Ty::num(to.clone()))
             }
             Op::PrepareOut(i) => Some(m.prepare.ty(m.prepare_outs[*i].1).clone()),

@@ -93,6 +93,11 @@ impl Checker<'_> {
     /// value without named dimensions (E0009).
     pub(crate) fn shape_error(&mut self, err: ShapeError, span: Span) {
         let d = match err {
+            ShapeError::PerAxis(msg) => {
+                Diagnostic::error("E0005", format!("shape mismatch: {msg}"), span)
+                    .label("shapes do not agree")
+                    .hint("`axis_min(acc)` gives each element of the parameter the smallest of its indices' entries; `axis_max(x)` gives each entry the largest element at its index")
+            }
             ShapeError::Mismatch(msg) => Diagnostic::error("E0005", format!("shape mismatch: {msg}"), span)
                 .label("shapes do not agree")
                 .hint("shapes are named: `[rows]` repeats along columns of `[rows, cols]`; use `.T` or a reduction with `axis =` to line them up"),

@@ -8,8 +8,8 @@
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
 use crate::shared::{
-    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters, HostSide, Outcome, Run,
-    Scalars, StateStore,
+    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters, HostSide,
+    Outcome, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
