@@ -61,6 +61,12 @@ def _precision_bits(info, value):
     return value
 
 
+def _runtime_value(info, value):
+    """The float the runtime holds for a checked value of a hyperparameter: its precision's
+    bits, or NaN for an unset (None) optional one."""
+    return math.nan if value is None else float(_precision_bits(info, value))
+
+
 def _check_value(program, info, name, value):
     """The float the runtime takes for `value` of hyperparameter `name`, range-checked; an
     optional hyperparameter's `None` (unset) is NaN."""
@@ -649,7 +655,7 @@ class Optimizer(torch.optim.Optimizer):
                 raise CheckpointError(f"param group {gi} holds parameters {ids} here, {list(b['params'])} in the state dict")
             group = self.param_groups[gi]
             hypers = [
-                (name, float(_precision_bits(info, new_groups[gi].get(name, group[name]))))
+                (name, _runtime_value(info, new_groups[gi].get(name, group[name])))
                 for name, info in self._infos.items()
             ]
             states = {k: {s: t for s, t in state_dict["state"].get(i, {}).items() if s != "step"} for k, i in enumerate(ids)}
@@ -948,7 +954,7 @@ class Optimizer(torch.optim.Optimizer):
                 indices.append(ids_here[id(p)])
             binding = _Binding(self, gi, dtype, indices)
             hypers = [
-                (name, float(_precision_bits(info, new_groups[gi].get(name, group[name]))))
+                (name, _runtime_value(info, new_groups[gi].get(name, group[name])))
                 for name, info in self._infos.items()
             ]
             tensors = []
