@@ -8,7 +8,9 @@
 //! guard when nothing in between needs it (`merge`); and a select between a guarded store's
 //! value and the state it replaces is read from that state after the store
 //! (`stored_selects`). A store guarded by a host scalar fuses as a conditional write of the
-//! kernel of its value.
+//! kernel of its value. A value stored to a float32 state is read back from that state by
+//! the items after the store (`stored_values`), so it needs no temporary, and elementwise
+//! work on such values and on buffers sinks, chains of it whole, into its one consumer.
 //!
 //! Loads of the parameter, the gradient and state are not instructions of any one kernel:
 //! each kernel that uses one reads the buffer itself. A value used outside the item that
@@ -35,7 +37,7 @@ fn is_reduce(op: &Op) -> bool {
 }
 
 /// The item each kernel instruction is placed in, then the items with their buffers.
-pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), String> {
+pub fn fuse(func: &Func, phases: &[Phase], bf16: &[bool]) -> Result<(Vec<Item>, Vec<Shape>), String> {
     let n = func.insts.len();
     // Reductions each value depends on, transitively.
     let mut red_deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
@@ -111,9 +113,13 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             users_of[a.index()].push(v);
         }
     }
-    sink(func, phases, &items, &users_of, &mut item_of, &mut members);
+    let stored = stored_values(func, &items, &item_of, &members, bf16);
+    sink(func, phases, &items, &users_of, &stored, &mut item_of, &mut members);
     merge(func, &items, &red_deps, &users_of, &mut item_of, &mut members);
     let from_store = stored_selects(func, phases, &item_of, &mut members);
+    // Merging may have moved stores: where each stored value is read back from now.
+    let stored = stored_values(func, &items, &item_of, &members, bf16);
+    let readable = |v: Value, it: usize| stored.get(&v).filter(|(_, st)| *st < it).map(|(b, _)| *b);
 
     // Materialise values used outside their item.
     let mut temps: Vec<Shape> = Vec::new();
@@ -186,6 +192,8 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
             let ai = func.inst(a);
             let buffer = if let Some(b) = from_store.get(&a) {
                 *b
+            } else if let Some(b) = readable(a, it) {
+                b
             } else if let Some(b) = leaf_buffer(&ai.op) {
                 if ai.ty.as_ref().is_some_and(|t| t.is_scalar()) {
                     return Ok(());
@@ -252,7 +260,8 @@ pub fn fuse(func: &Func, phases: &[Phase]) -> Result<(Vec<Item>, Vec<Shape>), St
                         }
                         _ => {}
                     }
-                    let used_elsewhere = users[m.index()].iter().any(|u| *u != it);
+                    // Users after the store read the value back from its state.
+                    let used_elsewhere = users[m.index()].iter().any(|u| *u != it && readable(*m, *u).is_none());
                     let scalar_red = is_reduce(&inst.op) && inst.ty.as_ref().is_some_and(|t| t.is_scalar());
                     // A full reduction feeds device scalars, which any later item may read.
                     if scalar_red {
@@ -294,6 +303,7 @@ fn sink(
     phases: &[Phase],
     items: &[Option<(Shape, Option<Value>)>],
     users: &[Vec<Value>],
+    stored: &HashMap<Value, (Buffer, usize)>,
     item_of: &mut [Option<usize>],
     members: &mut [Vec<Value>],
 ) {
@@ -336,21 +346,97 @@ fn sink(
         if *domain != func.ty(v).shape || (*guard != own && own.is_some()) {
             continue;
         }
-        let movable = inst.args.iter().chain(&inst.guard).all(|a| {
-            let ai = func.inst(*a);
-            match leaf_buffer(&ai.op) {
-                Some(b) => stored_in.get(&b).is_none_or(|s| *s >= to),
-                None => phases[a.index()] != Phase::Kernel || item_of[a.index()] == Some(to),
-            }
-        });
-        if !movable {
+        let mut chain = vec![v];
+        if !sinkable(func, phases, users, stored, &stored_in, item_of, (from, to), v, &mut chain)
+            || chain.len() >= members[from].len()
+        {
             continue;
         }
-        members[from].retain(|m| *m != v);
-        members[to].push(v);
+        members[from].retain(|m| !chain.contains(m));
+        for m in chain {
+            members[to].push(m);
+            item_of[m.index()] = Some(to);
+        }
         members[to].sort();
-        item_of[v.index()] = Some(to);
     }
+}
+
+/// Whether `v`'s arguments are available in item `to`: buffers not overwritten before it,
+/// scalars, values of `to` itself, values read back from the state they were stored to
+/// before `to`, or elementwise values of `from` used only by `v` that can move with it (added
+/// to `chain`, the values that move).
+#[allow(clippy::too_many_arguments)]
+fn sinkable(
+    func: &Func,
+    phases: &[Phase],
+    users: &[Vec<Value>],
+    stored: &HashMap<Value, (Buffer, usize)>,
+    stored_in: &HashMap<Buffer, usize>,
+    item_of: &[Option<usize>],
+    (from, to): (usize, usize),
+    v: Value,
+    chain: &mut Vec<Value>,
+) -> bool {
+    let inst = func.inst(v);
+    inst.args.iter().chain(&inst.guard).all(|a| {
+        let ai = func.inst(*a);
+        if let Some(b) = leaf_buffer(&ai.op) {
+            return stored_in.get(&b).is_none_or(|s| *s >= to);
+        }
+        if phases[a.index()] != Phase::Kernel || item_of[a.index()] == Some(to) || chain.contains(a) {
+            return true;
+        }
+        if stored.get(a).is_some_and(|(_, st)| *st < to) {
+            return true;
+        }
+        let with_v = item_of[a.index()] == Some(from)
+            && ai.op.is_elementwise()
+            && !matches!(ai.op, Op::Store(_))
+            && ai.guard.is_none()
+            && func.ty(*a).shape == func.ty(v).shape
+            && users[a.index()].iter().all(|u| *u == v);
+        if !with_v {
+            return false;
+        }
+        chain.push(*a);
+        sinkable(func, phases, users, stored, stored_in, item_of, (from, to), *a, chain)
+    })
+}
+
+/// The values stored, unguarded, to a float32 state by an unguarded kernel, with the state's
+/// buffer and the store's item: after that item the state holds exactly the value. (A bf16
+/// state holds it rounded; the parameter may be a bf16 copy.) Only a value of the state's
+/// own type (that of a load of it) counts, not one broadcast into it.
+fn stored_values(
+    func: &Func,
+    items: &[Option<(Shape, Option<Value>)>],
+    item_of: &[Option<usize>],
+    members: &[Vec<Value>],
+    bf16: &[bool],
+) -> HashMap<Value, (Buffer, usize)> {
+    let mut load_ty = HashMap::new();
+    for v in func.values() {
+        if let Op::Load(s) = func.inst(v).op {
+            load_ty.insert(s, func.ty(v).clone());
+        }
+    }
+    let mut out = HashMap::new();
+    for (it, ms) in members.iter().enumerate() {
+        if !matches!(&items[it], Some((_, None))) {
+            continue;
+        }
+        for m in ms {
+            let inst = func.inst(*m);
+            let Op::Store(Target::State(s)) = inst.op else { continue };
+            let x = inst.args[0];
+            let same_ty = load_ty.get(&s).is_some_and(|t| t == func.ty(x));
+            if inst.guard.is_none() && !bf16.get(s).copied().unwrap_or(true) && same_ty && item_of[x.index()].is_some()
+            {
+                out.insert(x, (Buffer::State(s), it));
+            }
+        }
+    }
+    out
 }
 
 /// Merges a kernel into the next kernel of its domain and guard when nothing between them

@@ -149,21 +149,23 @@ pub struct Plan {
 /// Schedules an optimised module into a plan.
 pub fn build(mut module: Module) -> Result<Plan, String> {
     let prepare = module.prepare.values().collect();
+    let bf16: Vec<bool> = module.states.iter().map(|s| s.bf16).collect();
     let mut variants = Vec::new();
     for v in &mut module.variants {
-        let init = plan_func(&v.init).map_err(|e| format!("init of {:?}: {e}", v.pattern))?;
-        let mut update = plan_func(&v.update).map_err(|e| format!("update of {:?}: {e}", v.pattern))?;
+        let init = plan_func(&v.init, &bf16).map_err(|e| format!("init of {:?}: {e}", v.pattern))?;
+        let mut update = plan_func(&v.update, &bf16).map_err(|e| format!("update of {:?}: {e}", v.pattern))?;
         check::add(&mut v.update, &mut update, v.pattern.param_shape());
         variants.push(VariantPlan { pattern: v.pattern, init, update });
     }
     Ok(Plan { module, prepare, variants })
 }
 
-fn plan_func(func: &Func) -> Result<FuncPlan, String> {
+/// `bf16`: which states are stored as bfloat16 (a value stored there reads back rounded).
+fn plan_func(func: &Func, bf16: &[bool]) -> Result<FuncPlan, String> {
     let phases = hoist::phases(func);
     let (host, param) = hoist::host_blocks(func, &phases);
     let after = hoist::after_step(func, &phases);
-    let (mut items, mut temps) = fuse::fuse(func, &phases)?;
+    let (mut items, mut temps) = fuse::fuse(func, &phases, bf16)?;
     reuse::share_temps(&mut items, &mut temps);
     Ok(FuncPlan { host, param, items, temps, check: None, after })
 }
