@@ -1023,48 +1023,61 @@ pub fn axis_sizes(shape: &[usize]) -> Vec<usize> {
 }
 
 /// `axis_min(acc)` over a member of shape `dims` (see [`axis_sizes`]): each element the
-/// smallest of its indices' entries of `acc`, `min` as the backend computes it. The one
-/// definition every backend follows.
+/// smallest of its indices' entries of `acc`, folded axis after axis by `min` as the backend
+/// computes it. The one definition every backend follows: row by row over the last axis, the
+/// leading axes' entries folded once per row.
 pub fn axis_min<T: Copy>(dims: &[usize], acc: &[T], out: &mut [T], min: impl Fn(T, T) -> T) {
     let dims = axis_sizes(dims);
-    let offsets: Vec<usize> = dims.iter().scan(0, |o, d| Some(std::mem::replace(o, *o + d))).collect();
-    let mut index = vec![0usize; dims.len()];
-    for x in out.iter_mut() {
-        let mut m = acc[offsets[0] + index[0]];
-        for k in 1..dims.len() {
-            m = min(m, acc[offsets[k] + index[k]]);
+    let offsets = axis_offsets(&dims);
+    let (lead, last) = (dims.len() - 1, dims[dims.len() - 1]);
+    let last_acc = &acc[offsets[lead]..offsets[lead] + last];
+    let mut index = vec![0usize; lead];
+    for row in out.chunks_mut(last.max(1)) {
+        match (0..lead).map(|k| acc[offsets[k] + index[k]]).reduce(&min) {
+            Some(m) => row.iter_mut().zip(last_acc).for_each(|(o, a)| *o = min(m, *a)),
+            None => row.copy_from_slice(last_acc),
         }
-        *x = m;
-        for k in (0..dims.len()).rev() {
-            index[k] += 1;
-            if index[k] < dims[k] {
-                break;
-            }
-            index[k] = 0;
-        }
+        next_index(&mut index, &dims[..lead]);
     }
 }
 
 /// `axis_max(x)` over a member of shape `dims`: per axis and index, the largest element of
-/// `x` with that index on that axis, folded in element order by `max` (which propagates
-/// NaN); `lowest` starts each fold.
+/// `x` with that index on that axis, by `max` (which propagates NaN); `lowest` starts each
+/// entry. Row by row over the last axis: its entries take the row elementwise, the leading
+/// axes' entries the row's largest.
 pub fn axis_max<T: Copy>(dims: &[usize], x: &[T], out: &mut [T], lowest: T, max: impl Fn(T, T) -> T) {
     let dims = axis_sizes(dims);
-    let offsets: Vec<usize> = dims.iter().scan(0, |o, d| Some(std::mem::replace(o, *o + d))).collect();
+    let offsets = axis_offsets(&dims);
+    let (lead, last) = (dims.len() - 1, dims[dims.len() - 1]);
     out.iter_mut().for_each(|o| *o = lowest);
-    let mut index = vec![0usize; dims.len()];
-    for &v in x {
-        for k in 0..dims.len() {
-            let o = &mut out[offsets[k] + index[k]];
-            *o = max(*o, v);
-        }
-        for k in (0..dims.len()).rev() {
-            index[k] += 1;
-            if index[k] < dims[k] {
-                break;
+    let mut index = vec![0usize; lead];
+    for row in x.chunks(last.max(1)) {
+        let last_out = &mut out[offsets[lead]..offsets[lead] + last];
+        last_out.iter_mut().zip(row).for_each(|(o, v)| *o = max(*o, *v));
+        if lead > 0 {
+            let m = row.iter().fold(lowest, |a, v| max(a, *v));
+            for k in 0..lead {
+                let o = &mut out[offsets[k] + index[k]];
+                *o = max(*o, m);
             }
-            index[k] = 0;
         }
+        next_index(&mut index, &dims[..lead]);
+    }
+}
+
+/// Where each axis's entries start in per-axis state: 0, d0, d0 + d1, ...
+fn axis_offsets(dims: &[usize]) -> Vec<usize> {
+    dims.iter().scan(0, |o, d| Some(std::mem::replace(o, *o + d))).collect()
+}
+
+/// The next multi-index over `dims` in row-major order (wrapping to zeros at the end).
+fn next_index(index: &mut [usize], dims: &[usize]) {
+    for k in (0..dims.len()).rev() {
+        index[k] += 1;
+        if index[k] < dims[k] {
+            return;
+        }
+        index[k] = 0;
     }
 }
 
