@@ -97,6 +97,9 @@ const SHAPES: &[&[usize]] = &[
     &[130, 3],
     &[2, 3, 4],
     &[3, 6000],
+    // Rank 3 and 4 (an update with per-axis state takes them, not the matrix update).
+    &[4, 3, 33],
+    &[3, 1, 5, 2],
 ];
 
 /// The most elements a shape may give any buffer or domain of its variant (a vector of
