@@ -30,6 +30,8 @@ impl Checker<'_> {
             }
             // A reduction over every parameter is one value for all of them.
             ExprKind::Call(f, _) if f.name.starts_with("global_") => None,
+            // The parameter's role.
+            ExprKind::Call(f, _) if f.name == "has_role" => Some((f.name.clone(), e.span)),
             ExprKind::Call(_, args) => args.iter().find_map(|a| self.per_param_name(&a.value)),
             ExprKind::Unary(_, a) | ExprKind::Transpose(a) => self.per_param_name(a),
             ExprKind::Binary(_, a, b) => self.per_param_name(a).or_else(|| self.per_param_name(b)),

@@ -16,6 +16,7 @@ optimizer estimate {
     if norm(g) > 1 {
       hits = hits + 1
     }
+    d = where(has_role(bias), d, 2 * d)
     p = p - lr * d * m
   }
 }
