@@ -312,6 +312,19 @@ class Optimizer(torch.optim.Optimizer):
         own = [b.stepper.skipped_steps for b in self._bindings.values() if isinstance(b, _Binding)]
         return self._skipped + max(own, default=0)
 
+    def global_value(self, name, group=0):
+        """The current value of the program's global `name` for param group `group`: one
+        scalar for the group's parameters, such as Prodigy's step size estimate `d`, to log as
+        training runs (prodigyopt keeps it in `param_groups[i]["d"]`). None before the group
+        has stepped. Raises GdcError if the program has no global of that name."""
+        steppers = [s for b in self._bindings.values() if b.group_index == group for s in b.steppers()]
+        if not steppers:
+            return None
+        value = steppers[0].global_value(name)
+        if value is None:
+            raise GdcError(f"program `{self.program.name}` has no global named `{name}`")
+        return value
+
     @property
     def communication(self):
         """What this rank has contributed to collectives over all steps with sharded state

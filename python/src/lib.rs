@@ -525,6 +525,11 @@ impl Stepper {
         self.opt.hyper(name)
     }
 
+    /// The current value of the program's global `name` (`None`: no such global).
+    fn global_value(&self, name: &str) -> Option<f64> {
+        self.opt.global(name)
+    }
+
     fn set_nonfinite(&mut self, policy: &str) -> PyResult<()> {
         self.opt.set_non_finite(parse_policy(policy)?);
         Ok(())

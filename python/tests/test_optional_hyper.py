@@ -89,6 +89,7 @@ def test_an_unset_hyperparameter_survives_a_state_dict_round_trip():
     run(ref, ref_opt, range(8))
     params, opt = make()
     assert opt.param_groups[0]["beta3"] is None
+    assert opt.global_value("d") is None, "nothing stepped yet"
     run(params, opt, range(5))
     saved = opt.state_dict()
     fresh_params, fresh = make()
@@ -102,4 +103,7 @@ def test_an_unset_hyperparameter_survives_a_state_dict_round_trip():
         assert torch.equal(p.detach(), q.detach())
     d_saved = saved["gdc"]["bindings"][0]["globals"]["d"]
     assert d_saved > 1e-2, "d grew from estim_lr0 and is in the state dict"
+    assert opt.global_value("d") == d_saved
+    with pytest.raises(gdc.GdcError, match="no global named `e`"):
+        opt.global_value("e")
     assert fresh.state_dict()["gdc"]["bindings"][0]["globals"]["d"] == ref_opt.state_dict()["gdc"]["bindings"][0]["globals"]["d"]
