@@ -2,7 +2,8 @@
 //! initialisers) it says which scalars the host computes once per step (`host`), which once
 //! per parameter (`param`: they depend on the shape), and the ordered items of the step:
 //! fused elementwise kernels (with their reductions) and library calls (matrix products,
-//! transposes), each possibly guarded by a boolean scalar (`every`, `if`).
+//! transposes), each possibly guarded by a boolean scalar (`every`, `if`), and what the host
+//! computes once after every parameter's step (`after`: the globals an update assigns).
 //!
 //! Data moves between items only through buffers (the parameter, the gradient, state,
 //! temporaries) and reduction slots; a kernel reads each of its input buffers once and
