@@ -319,10 +319,10 @@ pub fn example_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/optimizers").join(format!("{name}.gd"))
 }
 
-/// The text of `examples/optimizers/NAME.gd`.
+/// The source of `examples/optimizers/NAME.gd`, with the files it `use`s inlined (a composed
+/// example, such as `adamw_ema = weight_ema(adamw)`, compiles from it).
 pub fn example_source(name: &str) -> Result<String, String> {
-    let path = example_path(name);
-    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    gdc_dsl::policy::load(&example_path(name))
 }
 
 #[cfg(test)]
@@ -332,6 +332,14 @@ mod tests {
     use gdc_runtime::{Backend, Optimizer, Options, ParamSpec, Program};
 
     const SHAPES: [&[usize]; 4] = [&[9, 7], &[40_000], &[5], &[]];
+
+    #[test]
+    fn a_composed_example_compiles_from_its_source() {
+        let src = example_source("adamw_ema").expect("readable");
+        let program = Program::compile(&src).expect("adamw_ema.gd (weight_ema(adamw)) compiles with its uses");
+        assert_eq!(program.name(), "adamw_ema");
+        assert!(example_source("no_such_optimizer").is_err());
+    }
 
     /// Within 1e-5 relative, where an element that cancels to near zero is taken relative to
     /// 1% of the buffer's largest magnitude: it carries the float32 rounding of its terms
