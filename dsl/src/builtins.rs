@@ -182,6 +182,12 @@ pub fn function(name: &str) -> Option<&'static Builtin> {
     FUNCTIONS.iter().find(|b| b.name == name)
 }
 
+/// Whether `name` is the built-in function of `kind` (a user function may be named
+/// `global_scale`; it is not a global reduction).
+pub fn is(name: &str, kind: Kind) -> bool {
+    function(name).is_some_and(|b| b.kind == kind)
+}
+
 /// `max` and `min` with one positional argument: reductions, as numpy's `max(x, axis = 1)`
 /// (two arguments compare elementwise).
 pub const EXTREMA: [Builtin; 2] = [

@@ -109,28 +109,30 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
         for u in &file.uses {
             let Some(o) = u.body.as_ref().and_then(|b| b.optimizers.first()) else { continue };
             let Some(route) = policy.routes.iter().find(|r| r.target.name == o.name.name) else { continue };
-            if let Some(global) = global_assigned_in_update(o) {
+            // One error per route: the first thing the routed optimizer does over every
+            // parameter (a global it assigns, else a global reduction).
+            let why = match global_assigned_in_update(o) {
+                Some(global) => Some((
+                    format!("assigns global `{global}` in its update"),
+                    "its update stores a value once per step",
+                    "each routed optimizer steps its own parameters, so the global would be computed from only them: route everything to it, or assign the global in its `prepare`",
+                )),
+                None => uses_global_reduction(o).then(|| (
+                    "uses a global reduction".to_string(),
+                    "its update reduces over every parameter",
+                    "each routed optimizer steps its own parameters, so `global_norm` would see only them: clip in one optimizer over all parameters, or route everything to it",
+                )),
+            };
+            if let Some((what, label, hint)) = why {
                 d.push(
                     Diagnostic::error(
                         "E0025",
-                        format!("`{}` assigns global `{global}` in its update, which a policy cannot give it", o.name.name),
+                        format!("`{}` {what}, which a policy cannot give it", o.name.name),
                         route.target.span,
                     )
-                    .label("its update stores a value once per step")
+                    .label(label)
                     .note(policy.name.span, "this policy routes parameters to several optimizers")
-                    .hint("each routed optimizer steps its own parameters, so the global would be computed from only them: route everything to it, or assign the global in its `prepare`"),
-                );
-            }
-            if uses_global_reduction(o) {
-                d.push(
-                    Diagnostic::error(
-                        "E0025",
-                        format!("`{}` uses a global reduction, which a policy cannot give it", o.name.name),
-                        route.target.span,
-                    )
-                    .label("its update reduces over every parameter")
-                    .note(policy.name.span, "this policy routes parameters to several optimizers")
-                        .hint("each routed optimizer steps its own parameters, so `global_norm` would see only them: clip in one optimizer over all parameters, or route everything to it"),
+                    .hint(hint),
                 );
             }
         }
@@ -272,7 +274,8 @@ fn uses_global_reduction(o: &Optimizer) -> bool {
     let mut found = false;
     for u in &o.updates {
         visit_exprs(&u.body, &mut |e| {
-            found |= matches!(&e.kind, ExprKind::Call(f, _) if f.name.starts_with("global_"))
+            found |=
+                matches!(&e.kind, ExprKind::Call(f, _) if crate::builtins::is(&f.name, crate::builtins::Kind::Global))
         });
     }
     found

@@ -6,6 +6,7 @@
 
 use super::{Checker, Ctx, Entity};
 use crate::ast::{Expr, ExprKind};
+use crate::builtins::{self, Kind};
 use crate::diagnostic::Diagnostic;
 use crate::span::Span;
 
@@ -29,9 +30,9 @@ impl Checker<'_> {
                 varies.then(|| (n.clone(), e.span))
             }
             // A reduction over every parameter is one value for all of them.
-            ExprKind::Call(f, _) if f.name.starts_with("global_") => None,
+            ExprKind::Call(f, _) if builtins::is(&f.name, Kind::Global) => None,
             // The parameter's role.
-            ExprKind::Call(f, _) if f.name == "has_role" => Some((f.name.clone(), e.span)),
+            ExprKind::Call(f, _) if builtins::is(&f.name, Kind::HasRole) => Some((f.name.clone(), e.span)),
             ExprKind::Call(_, args) => args.iter().find_map(|a| self.per_param_name(&a.value)),
             ExprKind::Unary(_, a) | ExprKind::Transpose(a) => self.per_param_name(a),
             ExprKind::Binary(_, a, b) => self.per_param_name(a).or_else(|| self.per_param_name(b)),
