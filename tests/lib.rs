@@ -35,6 +35,7 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry { name: "adamw_ema", cases: &["adamw_ema-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "adamw_mup", cases: &["adamw_mup-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "muon_adamw", cases: &["muon_adamw-default"], matrix_only: false, lr: 0.02 },
+    Entry { name: "muon_adamw_clip", cases: &["muon_adamw_clip-torch"], matrix_only: false, lr: 0.02 },
     Entry { name: "kfac", cases: &["kfac-default"], matrix_only: true, lr: 0.05 },
     Entry { name: "sophia_g", cases: &["sophia_g-default"], matrix_only: false, lr: 0.05 },
     Entry { name: "sm3", cases: &["sm3-optax"], matrix_only: false, lr: 0.05 },

@@ -8,7 +8,7 @@ use crate::ir::{
     eval_binary, eval_unary, round_significand, Func, HyperTy, Module, Op, Pattern, Precision, ReduceKind, Role,
     RootMethod, ShapeScalar, Target, Value, BF16_BITS, F32_BITS, TF32_BITS,
 };
-use crate::plan::{Buffer, FuncPlan, Item, Pass, Plan};
+use crate::plan::{folds, Buffer, FuncPlan, Item, Pass, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
 
@@ -275,10 +275,7 @@ impl Interpreter {
             self.step -= 1;
             return Err(e);
         }
-        let mut stores = Vec::new();
-        for vi in 0..self.plan.variants.len() {
-            stores.extend(self.run_variant(vi, &mut mp, &mg, inputs)?);
-        }
+        let stores = self.run_step(&mut mp, &mg, inputs)?;
         // Globals the update assigned: read at their old value by every parameter, stored once.
         for (gi, x) in stores {
             self.globals[gi] = x;
@@ -882,31 +879,25 @@ impl Interpreter {
         Ok(())
     }
 
-    /// One step of every member of variant `vi`, item by item across the members (so that a
-    /// reduction over all parameters, `AcrossParams`, is folded between the item that makes
-    /// it and the items that read it). Returns the globals the update stores (global, value).
-    fn run_variant(
+    /// One step of every member, item by item across the members of each variant, in the
+    /// order of [`folds::schedule`] (so that a reduction over every parameter,
+    /// `AcrossParams`, is folded over every member of every variant between the items that
+    /// make its parts and those that read it). Returns the globals the update stores
+    /// (global, value).
+    fn run_step(
         &mut self,
-        vi: usize,
         mp: &mut [Vec<f64>],
         mg: &[Vec<f64>],
         inputs: &StepInputs<f64>,
     ) -> Result<Vec<(usize, f64)>, InterpError> {
-        let func = &self.plan.module.variants[vi].update;
-        let fplan = &self.plan.variants[vi].update;
-        let across: Vec<(Value, ReduceKind, Value)> = func
-            .values()
-            .filter_map(|v| match func.inst(v).op {
-                Op::AcrossParams(kind) => Some((v, kind, func.inst(v).args[0])),
-                _ => None,
-            })
-            .collect();
-        let mut ctxs = Vec::new();
+        let n_variants = self.plan.variants.len();
+        let active: Vec<usize> = (0..n_variants).filter(|vi| self.params.iter().any(|bp| bp.variant == *vi)).collect();
+        let schedule = folds::schedule(&self.plan, &active, false, Pass::Step).map_err(InterpError::Internal)?;
+        let mut runs: Vec<Vec<Ctx>> = (0..n_variants).map(|_| Vec::new()).collect();
         for (i, p) in mp.iter_mut().enumerate() {
-            if self.params[i].variant != vi {
-                continue;
-            }
             let bp = self.params[i].clone();
+            let vi = bp.variant;
+            let (func, fplan) = (&self.plan.module.variants[vi].update, &self.plan.variants[vi].update);
             let (host, param) = self.scalar_envs(func, fplan, &bp)?;
             let given = inputs.members.get(i).map(Vec::as_slice).unwrap_or_default();
             let inputs = (0..self.plan.module.inputs.len())
@@ -916,45 +907,78 @@ impl Interpreter {
                 .collect();
             let buffers =
                 Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()], inputs };
-            ctxs.push((i, bp, host, param, buffers, HashMap::<Value, Tensor>::new()));
+            runs[vi].push(Ctx { i, bp, host, param, buffers, slots: HashMap::new() });
         }
-        for (_, item) in fplan.items_of(Pass::Step) {
-            for (_, bp, host, param, buffers, slots) in ctxs.iter_mut() {
-                run_item(&self.plan.module, func, fplan, item, bp, buffers, host, param, slots, self.float32)?;
-            }
-            let Item::Kernel(k) = item else { continue };
-            for (v, kind, arg) in &across {
-                if !k.reductions.contains(arg) {
-                    continue;
-                }
-                let mut total = 0.0f64;
-                for (_, _, _, _, _, slots) in &ctxs {
-                    if let Some(t) = slots.get(arg) {
-                        total = kind.fold(total, t.as_scalar());
+        let slots: Vec<Vec<folds::Slot>> = self.plan.module.variants.iter().map(|v| folds::slots(&v.update)).collect();
+        for stage in schedule {
+            match stage {
+                folds::Stage::Items { variant, items } => {
+                    let func = &self.plan.module.variants[variant].update;
+                    let fplan = &self.plan.variants[variant].update;
+                    for (_, item) in fplan.items_of(Pass::Step).filter(|(ii, _)| items.contains(ii)) {
+                        for c in runs[variant].iter_mut() {
+                            let (bp, buffers, host, param, slots) =
+                                (&c.bp, &mut c.buffers, &c.host, &c.param, &mut c.slots);
+                            run_item(
+                                &self.plan.module,
+                                func,
+                                fplan,
+                                item,
+                                bp,
+                                buffers,
+                                host,
+                                param,
+                                slots,
+                                self.float32,
+                            )?;
+                        }
                     }
                 }
-                for (_, _, _, param, _, _) in ctxs.iter_mut() {
-                    param.insert(*v, total);
+                folds::Stage::Fold { slot } => {
+                    let mut total = 0.0f64;
+                    for &vi in &active {
+                        let s = slots[vi][slot];
+                        for c in &runs[vi] {
+                            // A kernel's reduction, or a scalar the member had before any item.
+                            let part = c.slots.get(&s.part).map(Tensor::as_scalar);
+                            if let Some(x) =
+                                part.or_else(|| c.param.get(&s.part).or_else(|| c.host.get(&s.part)).copied())
+                            {
+                                total = s.kind.fold(total, x);
+                            }
+                        }
+                    }
+                    for &vi in &active {
+                        let v = slots[vi][slot].value;
+                        for c in runs[vi].iter_mut() {
+                            c.param.insert(v, total);
+                        }
+                    }
                 }
             }
         }
         let mut stores = Vec::new();
-        if let (false, Some((_, bp, host, param, _, _))) = (fplan.after.is_empty(), ctxs.first()) {
-            let hosts = HostInputs {
-                hypers: &self.hypers,
-                step: self.step,
-                globals: &self.globals,
-                prepare_outs: &self.prepare_outs,
-                param: Some(bp),
-            };
-            let known = |v: Value| param.get(&v).or_else(|| host.get(&v)).copied();
-            let fold = |kind: ReduceKind, arg: Value| {
-                ctxs.iter().filter_map(|c| c.5.get(&arg)).fold(0.0, |acc, t| kind.fold(acc, t.as_scalar()))
-            };
-            stores = globals_after_step(func, &fplan.after, &hosts, &known, &fold)?;
+        for &vi in &active {
+            let func = &self.plan.module.variants[vi].update;
+            let fplan = &self.plan.variants[vi].update;
+            let ctxs = &runs[vi];
+            if let (false, Some(c)) = (fplan.after.is_empty(), ctxs.first()) {
+                let hosts = HostInputs {
+                    hypers: &self.hypers,
+                    step: self.step,
+                    globals: &self.globals,
+                    prepare_outs: &self.prepare_outs,
+                    param: Some(&c.bp),
+                };
+                let known = |v: Value| c.param.get(&v).or_else(|| c.host.get(&v)).copied();
+                let fold = |kind: ReduceKind, arg: Value| {
+                    ctxs.iter().filter_map(|c| c.slots.get(&arg)).fold(0.0, |acc, t| kind.fold(acc, t.as_scalar()))
+                };
+                stores.extend(globals_after_step(func, &fplan.after, &hosts, &known, &fold)?);
+            }
         }
-        for (i, _, _, _, buffers, _) in ctxs {
-            self.params[i].states = buffers.states;
+        for c in runs.into_iter().flatten() {
+            self.params[c.i].states = c.buffers.states;
         }
         Ok(stores)
     }
@@ -973,6 +997,17 @@ impl Interpreter {
         }
         self.host_scalar(func, v, env, p)
     }
+}
+
+/// One member's step in progress: its index, binding, host and per-parameter scalars,
+/// buffers and the reductions its kernels made.
+struct Ctx<'a> {
+    i: usize,
+    bp: BoundParam,
+    host: HashMap<Value, f64>,
+    param: HashMap<Value, f64>,
+    buffers: Buffers<'a>,
+    slots: HashMap<Value, Tensor>,
 }
 
 struct Buffers<'a> {

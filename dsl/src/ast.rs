@@ -31,6 +31,10 @@ pub struct UseDecl {
 #[derive(Clone, Debug)]
 pub struct PolicyDecl {
     pub name: Ident,
+    /// Transformations every parameter's gradient goes through, in order, before the
+    /// optimizer its route picks (`part clip_by_global_norm`): one stage for every parameter,
+    /// so a global reduction in it spans all of them.
+    pub parts: Vec<PartDecl>,
     pub routes: Vec<RouteDecl>,
     pub span: Span,
 }

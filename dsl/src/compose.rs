@@ -109,23 +109,140 @@ pub fn expand(file: &File) -> (File, Vec<Diagnostic>, Vec<CallSite>) {
     }
 }
 
-/// A policy file with each used file's program expanded (parts found anywhere in the files
-/// the policy brought in).
+/// A policy file with each routed optimizer expanded (parts found anywhere in the files the
+/// policy brought in). A used file's program is its last optimizer; a used file whose
+/// program no route names (a library of parts, such as `transforms.gd`) is left as it is.
 pub fn expand_policy(file: &File) -> (File, Vec<Diagnostic>, Vec<CallSite>) {
     let mut c = Composer::new(file);
     let mut out = file.clone();
     for (u, original) in out.uses.iter_mut().zip(&file.uses) {
         let Some(body) = &original.body else { continue };
+        let Some(program) = routed_program(file, body) else { continue };
         if !composes(body) {
             continue;
         }
-        let Some(program) = body.optimizers.last() else { continue };
         if let Some(unit) = c.program(program, &body.fns) {
             u.body = Some(File { fns: unit.fns, optimizers: vec![unit.opt], uses: Vec::new(), policies: Vec::new() });
         }
     }
     let diags = std::mem::take(&mut c.diags);
     (out, diags, c.sites)
+}
+
+/// The program of used file `body` (its last optimizer) when a route of `file`'s policy
+/// names it.
+pub fn routed_program<'f>(file: &File, body: &'f File) -> Option<&'f Optimizer> {
+    let program = body.optimizers.last()?;
+    let policy = file.policies.first()?;
+    policy.routes.iter().any(|r| r.target.name == program.name.name).then_some(program)
+}
+
+/// A policy whose routed optimizers were expanded ([`expand_policy`]) with its parts put in
+/// front of each: every routed update becomes `p = routed(p, sN(p, ... s1(p, g)))`, so the
+/// parts run for every parameter (their global reductions span them all). Also returns the
+/// names the parts declare (kept, or under `clip.` for `part clip = clip_by_global_norm`):
+/// the policy's own, not prefixed by a routed optimizer's name when merged. A part must be
+/// a transformation without `prepare`, globals or inputs (`E0029`). With `build` false
+/// (the routed optimizers had errors) the parts are only checked.
+pub fn stage_policy(file: &File, build: bool) -> (File, Vec<String>, Vec<Diagnostic>, Vec<CallSite>) {
+    let Some(policy) = file.policies.first() else { return (file.clone(), Vec::new(), Vec::new(), Vec::new()) };
+    let wrappers: Vec<Optimizer> = file
+        .uses
+        .iter()
+        .filter_map(|u| u.body.as_ref().and_then(|b| routed_program(file, b)))
+        .map(|program| stage_wrapper(policy, &program.name))
+        .collect();
+    let mut c = Composer::new(file);
+    let mut shared = Vec::new();
+    for d in &policy.parts {
+        let target = d.target.as_ref().unwrap_or(&d.name);
+        let Some(src) = c.lookup(target) else { continue };
+        let Some(unit) = c.unit(src, None) else { continue };
+        let o = &unit.opt;
+        let refuse = |what: &str, span: Span| {
+            Diagnostic::error("E0029", format!("a policy's part is a transformation, and `{}` {what}", target.name), d.span)
+                .label("put in front of every routed optimizer")
+                .note(span, what.to_string())
+                .hint("a policy's parts transform every gradient before its route (`clip_by_global_norm`): an update `update(p, u) { ... return d }` with hyperparameters and state only")
+        };
+        let why = if returns(o).is_none() {
+            Some(refuse("assigns its parameter", o.name.span))
+        } else if let Some(b) = o.prepares.first() {
+            Some(refuse("has a `prepare`", b.span))
+        } else if let Some(g) = o.globals.first() {
+            Some(refuse("keeps globals", g.span))
+        } else {
+            o.inputs.first().map(|i| refuse("takes inputs", i.span))
+        };
+        if let Some(diag) = why {
+            c.diags.push(diag);
+            continue;
+        }
+        let prefix = if d.target.is_some() { format!("{}.", d.name.name) } else { String::new() };
+        shared.extend(public_names(o).into_iter().map(|(n, _)| format!("{prefix}{n}")));
+    }
+    let mut out = file.clone();
+    let mut wrappers = wrappers.iter();
+    for (u, original) in out.uses.iter_mut().zip(&file.uses) {
+        let Some(body) = &original.body else { continue };
+        let Some(program) = routed_program(file, body) else { continue };
+        let Some(wrapper) = wrappers.next() else { break };
+        if !build || !c.diags.is_empty() {
+            continue;
+        }
+        let Some(base) = c.unit(Source { opt: program, fns: &body.fns }, None) else { continue };
+        let Some(mut unit) = c.unit(Source { opt: wrapper, fns: &[] }, Some(&[(program.name.clone(), base)])) else {
+            continue;
+        };
+        unit.opt.name = program.name.clone();
+        u.body = Some(File { fns: unit.fns, optimizers: vec![unit.opt], uses: Vec::new(), policies: Vec::new() });
+    }
+    let diags = std::mem::take(&mut c.diags);
+    (out, shared, diags, c.sites)
+}
+
+/// `optimizer POLICY(routed) { part s1 ... update(p, g) { p = routed(p, sN(p, ... s1(p, g))) } }`:
+/// the policy's parts in front of one routed optimizer, spans at the policy.
+fn stage_wrapper(policy: &PolicyDecl, routed: &Ident) -> Optimizer {
+    let at = policy.name.span;
+    let name = |n: &str, span: Span| Expr { kind: ExprKind::Name(n.to_string()), span };
+    let call = |f: &Ident, u: Expr, span: Span| Expr {
+        kind: ExprKind::Call(f.clone(), vec![Arg { name: None, value: name("p", span) }, Arg { name: None, value: u }]),
+        span,
+    };
+    let mut u = name("g", at);
+    for part in &policy.parts {
+        u = call(&part.name, u, part.span);
+    }
+    let routed = Ident { name: routed.name.clone(), span: at };
+    let p = |n: &str| Param { name: Ident { name: n.to_string(), span: at }, ty: None, span: at };
+    let assign = Stmt::Assign {
+        target: Ident { name: "p".into(), span: at },
+        op: AssignOp::Set,
+        value: call(&routed, u, at),
+        span: at,
+    };
+    Optimizer {
+        name: policy.name.clone(),
+        hypers: Vec::new(),
+        states: Vec::new(),
+        inputs: Vec::new(),
+        globals: Vec::new(),
+        prepares: Vec::new(),
+        updates: vec![UpdateDef {
+            param: p("p"),
+            grad: p("g"),
+            body: Block { stmts: vec![assign], span: at },
+            span: at,
+            owner: 0,
+        }],
+        span: policy.span,
+        routed: Vec::new(),
+        routes: Vec::new(),
+        parts: policy.parts.clone(),
+        part_params: vec![routed],
+        instance: None,
+    }
 }
 
 /// A part as the update calls it.

@@ -32,14 +32,37 @@ pub fn front_end(source: &str) -> (Option<ast::File>, Vec<Diagnostic>) {
             }
             diags.extend(policy::check(&file));
             for body in file.uses.iter().filter_map(|u| u.body.as_ref()) {
+                if compose::routed_program(&file, body).is_none() {
+                    continue;
+                }
                 let mut found = check(body);
+                compose::annotate(&mut found, &sites);
+                diags.extend(found);
+            }
+            if file.policies[0].parts.is_empty() {
+                return (if has_errors(&diags) { None } else { Some(policy::merge(&file, &[])) }, diags);
+            }
+            // The policy's parts in front of every routed optimizer (the parts are checked in
+            // any case; put in front only of optimizers without errors), each checked again
+            // with them (only their errors: the rest was reported above).
+            let (staged, shared, more, sites) = compose::stage_policy(&file, !has_errors(&diags));
+            diags.extend(more);
+            if has_errors(&diags) {
+                return (None, diags);
+            }
+            for body in staged.uses.iter().filter_map(|u| u.body.as_ref()) {
+                if compose::routed_program(&staged, body).is_none() {
+                    continue;
+                }
+                let mut found = check::check_staged(body);
+                found.retain(|d| d.severity == Severity::Error);
                 compose::annotate(&mut found, &sites);
                 diags.extend(found);
             }
             if has_errors(&diags) {
                 (None, diags)
             } else {
-                (Some(policy::merge(&file)), diags)
+                (Some(policy::merge(&staged, &shared)), diags)
             }
         }
         Ok(file) => {

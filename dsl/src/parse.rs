@@ -381,6 +381,14 @@ fn build_file(pair: Pair<Rule>) -> File {
                 let span = span_of(&item);
                 let mut it = item.into_inner().filter(not_keyword);
                 let name = ident(it.next().expect("a policy's name"));
+                let mut it = it.peekable();
+                let mut parts = Vec::new();
+                while let Some(p) = it.next_if(|p| p.as_rule() == Rule::part_decl) {
+                    let span = span_of(&p);
+                    let mut names = p.into_inner().filter(not_keyword).map(ident);
+                    let name = names.next().expect("a part's name");
+                    parts.push(PartDecl { name, target: names.next(), span });
+                }
                 let routes = it
                     .map(|r| {
                         let span = span_of(&r);
@@ -401,7 +409,7 @@ fn build_file(pair: Pair<Rule>) -> File {
                         RouteDecl { roles, shape, target: last.expect("a route's target"), span }
                     })
                     .collect();
-                file.policies.push(PolicyDecl { name, routes, span });
+                file.policies.push(PolicyDecl { name, parts, routes, span });
             }
             _ => {}
         }

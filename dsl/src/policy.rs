@@ -91,7 +91,7 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
             );
             continue;
         };
-        if let Some(o) = body.optimizers.first() {
+        if let Some(o) = body.optimizers.last() {
             if names.iter().any(|(n, _)| *n == o.name.name) {
                 d.push(
                     Diagnostic::error("E0026", format!("two used optimizers are named `{}`", o.name.name), u.span)
@@ -107,7 +107,7 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
     let routed: HashSet<&str> = policy.routes.iter().map(|r| r.target.name.as_str()).collect();
     if routed.len() > 1 {
         for u in &file.uses {
-            let Some(o) = u.body.as_ref().and_then(|b| b.optimizers.first()) else { continue };
+            let Some(o) = u.body.as_ref().and_then(|b| crate::compose::routed_program(file, b)) else { continue };
             let Some(route) = policy.routes.iter().find(|r| r.target.name == o.name.name) else { continue };
             // One error per route: the first thing the routed optimizer does over every
             // parameter (a global it assigns, else a global reduction).
@@ -120,7 +120,7 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
                 None => uses_global_reduction(o).then(|| (
                     "uses a global reduction".to_string(),
                     "its update reduces over every parameter",
-                    "each routed optimizer steps its own parameters, so `global_norm` would see only them: clip in one optimizer over all parameters, or route everything to it",
+                    "each routed optimizer steps its own parameters, so `global_norm` would see only them: clip in front of every route with a policy part (`part clip_grad_norm`, examples/parts/transforms.gd), or route everything to it",
                 )),
             };
             if let Some((what, label, hint)) = why {
@@ -178,8 +178,10 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
     d
 }
 
-/// Merges a checked policy into one optimizer named after the policy.
-pub fn merge(file: &File) -> File {
+/// Merges a checked policy into one optimizer named after the policy: its routed optimizers'
+/// names prefixed by theirs, except `shared`, the names of the policy's own parts
+/// ([`crate::compose::stage_policy`]), declared once and kept.
+pub fn merge(file: &File, shared: &[String]) -> File {
     let policy = &file.policies[0];
     let mut opt = Optimizer {
         name: policy.name.clone(),
@@ -198,8 +200,11 @@ pub fn merge(file: &File) -> File {
     };
     let mut fns = Vec::new();
     let mut prepare = Vec::new();
-    for (owner, body) in file.uses.iter().filter_map(|u| u.body.as_ref()).enumerate() {
-        let Some(o) = body.optimizers.first() else { continue };
+    // The policy's parts' names, declared once (each routed optimizer holds a copy).
+    let (mut shared_hypers, mut shared_states) = (Vec::new(), Vec::new());
+    for body in file.uses.iter().filter_map(|u| u.body.as_ref()) {
+        let Some(o) = crate::compose::routed_program(file, body) else { continue };
+        let owner = opt.routed.len();
         let prefix = format!("{}.", o.name.name);
         let fn_names: HashSet<String> = body.fns.iter().map(|f| f.name.name.clone()).collect();
         let mut names: HashSet<String> = HashSet::new();
@@ -217,6 +222,7 @@ pub fn merge(file: &File) -> File {
                 }
             }
         }
+        names.retain(|n| !shared.contains(n));
         let r = Renamer::prefixing(&prefix, &names, &fn_names);
         let fn_only = Renamer::prefixing(&prefix, None, &fn_names);
         for f in &body.fns {
@@ -225,14 +231,25 @@ pub fn merge(file: &File) -> File {
             fn_only.block(&mut f.body);
             fns.push(f);
         }
+        let once = |name: &str, declared: &mut Vec<String>| {
+            if !shared.iter().any(|n| n == name) {
+                return Some(format!("{prefix}{name}"));
+            }
+            (!declared.iter().any(|d| d == name)).then(|| {
+                declared.push(name.to_string());
+                name.to_string()
+            })
+        };
         for h in &o.hypers {
             let mut h = h.clone();
-            h.name.name = format!("{prefix}{}", h.name.name);
+            let Some(name) = once(&h.name.name, &mut shared_hypers) else { continue };
+            h.name.name = name;
             opt.hypers.push(h);
         }
         for s in &o.states {
             let mut s = s.clone();
-            s.name.name = format!("{prefix}{}", s.name.name);
+            let Some(name) = once(&s.name.name, &mut shared_states) else { continue };
+            s.name.name = name;
             if let Some(e) = &mut s.init {
                 r.expr(e);
             }

@@ -14,6 +14,17 @@ optimizer clip_by_global_norm {
   }
 }
 
+// torch.nn.utils.clip_grad_norm_: the directions of every parameter scaled together by
+// min(1, max_norm / (norm + 1e-6)), norm their joint 2-norm (PyTorch's rule; optax's
+// clip_by_global_norm above has no 1e-6 and leaves a norm equal to max_norm alone).
+optimizer clip_grad_norm {
+  hyper max_norm = 1.0
+
+  update(p, u) {
+    return u * min(1, max_norm / (global_norm(u) + 1e-6))
+  }
+}
+
 // optax.scale_by_adam: Adam's bias-corrected first moment over the root of its second.
 optimizer scale_by_adam {
   hyper beta1 = 0.9

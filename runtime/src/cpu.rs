@@ -8,8 +8,8 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine, Counters,
-    HostSide, Outcome, Partial, Run, Scalars, StateStore,
+    counted_step, fold_slot, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine,
+    Counters, HostSide, Outcome, Partial, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use gdc_compiler::chunks::{CallExtent, Chunk, Chunking};
@@ -18,6 +18,7 @@ use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
 use gdc_compiler::inputs::{Given, StepInputs};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, ReduceKind, Value};
+use gdc_compiler::plan::folds::{self, Stage};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use rayon::prelude::*;
@@ -275,30 +276,50 @@ impl CpuEngine {
                 );
             }
         }
+        let active: Vec<usize> =
+            (0..plan.variants.len()).filter(|vi| self.params.iter().any(|bp| bp.variant == *vi)).collect();
+        let schedule = folds::schedule(&plan, &active, init, what.pass()).map_err(internal)?;
+        let mut runs: Vec<(Vec<usize>, Scalars)> = Vec::with_capacity(plan.variants.len());
         for vi in 0..plan.variants.len() {
             let members: Vec<usize> = (0..self.params.len()).filter(|i| self.params[*i].variant == vi).collect();
-            if members.is_empty() {
-                continue;
-            }
+            let func = if init { &m.variants[vi].init } else { &m.variants[vi].update };
+            // The check reads only the gradient and constants, which are computed on demand.
+            let envs = match what {
+                _ if members.is_empty() => Scalars::new(0),
+                Run::Check => Scalars::new(members.len()),
+                _ => self.prelude(
+                    (m, func),
+                    if init { &plan.variants[vi].init } else { &plan.variants[vi].update },
+                    &members,
+                    prepare_outs,
+                )?,
+            };
+            runs.push((members, envs));
+        }
+        for stage in schedule {
+            let (vi, items) = match stage {
+                Stage::Items { variant, items } => (variant, items),
+                Stage::Fold { slot } => {
+                    fold_slot(&plan, &active, slot, &mut runs);
+                    continue;
+                }
+            };
+            let (members, envs) = &mut runs[vi];
+            let members: &[usize] = members;
             let (func, fplan, compiled) = if init {
                 (&m.variants[vi].init, &plan.variants[vi].init, &code.variants[vi].0)
             } else {
                 (&m.variants[vi].update, &plan.variants[vi].update, &code.variants[vi].1)
             };
             let func_of = (m, func);
-            // The check reads only the gradient and constants, which are computed on demand.
-            let mut envs = match what {
-                Run::Check => Scalars::new(members.len()),
-                _ => self.prelude(func_of, fplan, &members, prepare_outs)?,
-            };
-            for (ii, item) in fplan.items_of(what.pass()) {
+            for (ii, item) in fplan.items_of(what.pass()).filter(|(ii, _)| items.contains(ii)) {
                 match item {
                     Item::Kernel(k) => {
                         let Some(ck) = &compiled[ii] else {
                             return Err(internal(format!("kernel k{} was not compiled", k.id)));
                         };
                         let mut calls = Vec::new();
-                        let run = self.item_members(func_of, &k.scalars, k.guard, &members, &mut envs, prepare_outs)?;
+                        let run = self.item_members(func_of, &k.scalars, k.guard, members, envs, prepare_outs)?;
                         // An item whose guard held for no parameter costs nothing: no pool
                         // round trip (an unrolled loop's iterations past a hyperparameter's
                         // bound are hundreds of such items).
@@ -312,7 +333,7 @@ impl CpuEngine {
                             // Each scalar four times over, one per vector lane (see the ABI).
                             let mut scalars = Vec::with_capacity(4 * ck.abi.scalars.len());
                             for v in &ck.abi.scalars {
-                                let x = self.scalar_for(func_of, *v, &envs, (mi, i), prepare_outs)?;
+                                let x = self.scalar_for(func_of, *v, envs, (mi, i), prepare_outs)?;
                                 scalars.extend([x as f32; 4]);
                             }
                             let bp = &self.params[i];
@@ -385,20 +406,23 @@ impl CpuEngine {
                         for (mi, r, x) in slots {
                             envs.set(mi, r, x);
                         }
-                        non_finite.extend(non_finite_after(fplan, ii, &members, &envs));
+                        non_finite.extend(non_finite_after(fplan, ii, members, envs));
                     }
                     Item::Lib(l) => {
-                        let jobs =
-                            self.item_members(func_of, &l.scalars, l.guard, &members, &mut envs, prepare_outs)?;
+                        let jobs = self.item_members(func_of, &l.scalars, l.guard, members, envs, prepare_outs)?;
                         if jobs.is_empty() {
                             continue;
                         }
-                        self.run_lib(l, func, &members, &jobs, &envs, init, &mut init_temps, params, grads, inputs)?;
+                        self.run_lib(l, func, members, &jobs, envs, init, &mut init_temps, params, grads, inputs)?;
                     }
                 }
             }
-            if what == Run::Step {
-                stores.extend(self.globals_after(func_of, fplan, &members, &envs, prepare_outs)?);
+        }
+        if what == Run::Step {
+            for &vi in &active {
+                let (members, envs) = &runs[vi];
+                let (func, fplan) = (&m.variants[vi].update, &plan.variants[vi].update);
+                stores.extend(self.globals_after((m, func), fplan, members, envs, prepare_outs)?);
             }
         }
         // Globals the update assigned: every parameter read the old value; stored once.

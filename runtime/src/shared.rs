@@ -5,6 +5,7 @@
 use crate::RuntimeError;
 use gdc_compiler::interp::{self, BoundParam, HostInputs, InterpError};
 use gdc_compiler::ir::{Func, Module, Op, Value};
+use gdc_compiler::plan::folds;
 use gdc_compiler::plan::{Buffer, FuncPlan, Kernel, Pass, Plan};
 use rustc_hash::FxHashMap;
 
@@ -213,17 +214,7 @@ pub(crate) trait HostSide: StateStore {
         envs: &mut Scalars,
         prepare_outs: &[f64],
     ) -> Result<Vec<usize>, RuntimeError> {
-        // A reduction over every parameter: folded in member order (so the result does not
-        // depend on how the work was split), the same value for every member.
-        for v in scalars {
-            if let Op::AcrossParams(kind) = func_of.1.inst(*v).op {
-                let arg = func_of.1.inst(*v).args[0];
-                let total = (0..members.len()).filter_map(|mi| envs.get(mi, arg)).fold(0.0, |acc, x| kind.fold(acc, x));
-                for mi in 0..members.len() {
-                    envs.set(mi, *v, total);
-                }
-            }
-        }
+        // A reduction over every parameter was folded before (`fold_slot`).
         let mut run = Vec::with_capacity(members.len());
         for (mi, &i) in members.iter().enumerate() {
             for v in scalars {
@@ -235,6 +226,27 @@ pub(crate) trait HostSide: StateStore {
             }
         }
         Ok(run)
+    }
+}
+
+/// Folds slot `slot` of the step ([`folds::schedule`]) over every member of every variant
+/// in `active` (`runs[vi]`: the variant's members and scalars), variant by variant, each in
+/// member order (so the result does not depend on how the work was split), and gives every
+/// member the result.
+pub(crate) fn fold_slot(plan: &Plan, active: &[usize], slot: usize, runs: &mut [(Vec<usize>, Scalars)]) {
+    let slot_of = |vi: usize| folds::slots(&plan.module.variants[vi].update)[slot];
+    let mut total = 0.0f64;
+    for &vi in active {
+        let s = slot_of(vi);
+        let (members, envs) = &runs[vi];
+        total = (0..members.len()).filter_map(|mi| envs.get(mi, s.part)).fold(total, |acc, x| s.kind.fold(acc, x));
+    }
+    for &vi in active {
+        let s = slot_of(vi);
+        let (members, envs) = &mut runs[vi];
+        for mi in 0..members.len() {
+            envs.set(mi, s.value, total);
+        }
     }
 }
 

@@ -262,3 +262,33 @@ fn reducing_optimizers_step_shards_with_combined_partials_as_the_whole() {
     let lamb = example("lamb");
     assert!(!sharded_equals_whole(&lamb, &ParamSpec::new("w", &[7, 5]), 2), "lamb's shards would agree");
 }
+
+/// A policy clipped in front of its routes (`part clip_grad_norm`) folds one norm over the
+/// parameters of every route: stepped by reducing shards, every route's partials combine
+/// into it across ranks, in the same calls on every rank, as the whole step does.
+#[test]
+fn a_clipped_policy_steps_shards_with_one_norm_over_every_route() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = std::env::temp_dir().join(format!("gdc-clipped-policy-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("optimizers")).expect("temp dir");
+    std::fs::create_dir_all(dir.join("parts")).expect("temp dir");
+    for f in ["optimizers/adamw.gd", "optimizers/lion.gd", "parts/transforms.gd"] {
+        std::fs::copy(examples.join(f), dir.join(f)).expect("copy");
+    }
+    let policy = "use \"../parts/transforms.gd\"\nuse \"adamw.gd\"\nuse \"lion.gd\"\n\
+                  policy clipped {\n  part clip_grad_norm\n  hidden -> lion\n  _ -> adamw\n}\n";
+    std::fs::write(dir.join("optimizers/clipped.gd"), policy).expect("write");
+    let program = Program::compile_file(dir.join("optimizers/clipped.gd")).expect("compiles");
+    let specs = [
+        ParamSpec::new("w", &[7, 5]).with_role(Role::Hidden),
+        ParamSpec::new("b", &[2, 3]),
+        ParamSpec::new("c", &[9]).with_role(Role::Hidden),
+    ];
+    for spec in &specs {
+        assert_eq!(program.locality(spec).expect("routes"), Locality::Reduces, "{:?}", spec.shape);
+    }
+    for world in [1, 2, 3] {
+        let worst = combined_shards_vs_whole(&program, &specs, world);
+        assert!(worst < 1e-6, "at {world} ranks: shards differ from the whole by {worst:e}");
+    }
+}

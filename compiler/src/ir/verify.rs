@@ -18,6 +18,9 @@
 //! 8. A global an update stores is uniform, the same for every parameter: computed only from
 //!    constants, hyperparameters, `step`, globals, `prepare`'s outputs and reductions over
 //!    every parameter (`AcrossParams`), under a guard computed the same way.
+//! 9. Every variant's update folds the same reductions over every parameter: its
+//!    `AcrossParams` instructions, in order, have the same kinds as every other variant's
+//!    (`plan/folds.rs` folds slot `k` of every variant together). Init and `prepare` fold none.
 
 use super::print::{inst_text, module_text};
 use super::*;
@@ -57,6 +60,27 @@ pub fn verify(m: &Module) -> Result<(), String> {
                 module_text(m)
             ));
         }
+    }
+    let folds = |f: &Func| -> Vec<ReduceKind> {
+        f.insts.iter().filter_map(|i| if let Op::AcrossParams(k) = i.op { Some(k) } else { None }).collect()
+    };
+    if let Some(first) = m.variants.first() {
+        let kinds = folds(&first.update);
+        for (vi, v) in m.variants.iter().enumerate() {
+            let (these, init) = (folds(&v.update), folds(&v.init));
+            if these != kinds || !init.is_empty() {
+                return Err(format!(
+                    "IR verifier: variant {vi} folds {these:?} over every parameter (init {init:?}), variant 0 {kinds:?}: every update must fold the same reductions (invariant 9)\n--- module ---\n{}",
+                    module_text(m)
+                ));
+            }
+        }
+    }
+    if !folds(&m.prepare).is_empty() {
+        return Err(format!(
+            "IR verifier: `prepare` folds over every parameter (invariant 9)\n--- module ---\n{}",
+            module_text(m)
+        ));
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! skip or refuse such steps, and never within the step.
 
 pub mod check;
+pub mod folds;
 pub mod fuse;
 pub mod hoist;
 pub mod locality;

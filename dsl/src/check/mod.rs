@@ -27,6 +27,17 @@ pub fn check(file: &File) -> Checked {
     c.diags
 }
 
+/// Checks a routed optimizer with a policy's parts in front of its update
+/// (`compose::stage_policy`). Its global reductions are the parts' (the optimizer's own were
+/// refused when it was checked alone), the same in each of its updates: the engines fold
+/// them over every parameter of every update, so several updates may hold them.
+pub fn check_staged(file: &File) -> Checked {
+    let mut c = Checker::new(file);
+    c.reductions_span_updates = true;
+    c.check_file();
+    c.diags
+}
+
 /// `step` and the shape scalars: names no declaration may take.
 pub(crate) fn is_builtin_name(name: &str) -> bool {
     name == "step" || crate::builtins::SHAPE_SCALARS.contains(&name)
@@ -138,6 +149,9 @@ pub(crate) struct Checker<'a> {
     pub uses_global_reduction: Option<Span>,
     /// Where an update first assigns a global (a value stored once per step), if anywhere.
     pub assigns_global_in_update: Option<Span>,
+    /// Whether global reductions are a policy's parts', the same in every update
+    /// ([`check_staged`]): then several updates may hold them.
+    pub reductions_span_updates: bool,
     /// The current update's locals whose value may differ between parameters (`uniform.rs`).
     pub per_param: Vec<String>,
     /// The conditions of the enclosing `if`s that differ between parameters, outermost first.
@@ -175,6 +189,7 @@ impl<'a> Checker<'a> {
             loop_bound_params: HashMap::new(),
             uses_global_reduction: None,
             assigns_global_in_update: None,
+            reductions_span_updates: false,
             per_param: Vec::new(),
             per_param_conds: Vec::new(),
             fn_broadcasts: HashMap::new(),
@@ -268,7 +283,9 @@ impl<'a> Checker<'a> {
         self.check_fns();
         if let Some(opt) = file.optimizers.first() {
             self.check_optimizer(opt);
-            if let (Some(span), true) = (self.uses_global_reduction, opt.updates.len() > 1) {
+            if let (Some(span), true) =
+                (self.uses_global_reduction, opt.updates.len() > 1 && !self.reductions_span_updates)
+            {
                 self.error(
                     Diagnostic::error("E0025", "a global reduction needs an optimizer with one update", span)
                         .label("reduces over every parameter")

@@ -8,8 +8,8 @@
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
 use crate::shared::{
-    counted_step, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters, HostSide,
-    Outcome, Run, Scalars, StateStore,
+    counted_step, fold_slot, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters,
+    HostSide, Outcome, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
 use cudarc::cublas::sys::{cublasOperation_t, cublasSgeam};
@@ -18,6 +18,7 @@ use gdc_compiler::artifact::ArtifactError;
 use gdc_compiler::gpu::abi::{self, GpuProgram, KernelAbi, Mode};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, Op, BF16_BITS, F32_BITS, TF32_BITS};
+use gdc_compiler::plan::folds::{self, Stage};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
@@ -307,39 +308,61 @@ impl CudaEngine {
                 init_temps.push(temps);
             }
         }
+        let active: Vec<usize> =
+            (0..plan.variants.len()).filter(|vi| self.params.iter().any(|bp| bp.variant == *vi)).collect();
+        let schedule = folds::schedule(&plan, &active, init, what.pass()).map_err(internal)?;
+        let mut runs: Vec<(Vec<usize>, Scalars)> = Vec::with_capacity(plan.variants.len());
         for vi in 0..plan.variants.len() {
             let members: Vec<usize> = (0..self.params.len()).filter(|i| self.params[*i].variant == vi).collect();
-            if members.is_empty() {
-                continue;
-            }
             let (func, fplan) = if init {
                 (&m.variants[vi].init, &plan.variants[vi].init)
             } else {
                 (&m.variants[vi].update, &plan.variants[vi].update)
             };
             // The check reads only the gradient and constants, which are computed on demand.
-            let mut envs = match what {
+            let envs = match what {
+                _ if members.is_empty() => Scalars::new(0),
                 Run::Check => Scalars::new(members.len()),
                 _ => self.prelude((m, func), fplan, &members, prepare_outs)?,
             };
-            for (ii, item) in fplan.items_of(what.pass()) {
+            runs.push((members, envs));
+        }
+        for stage in schedule {
+            let (vi, items) = match stage {
+                Stage::Items { variant, items } => (variant, items),
+                Stage::Fold { slot } => {
+                    fold_slot(&plan, &active, slot, &mut runs);
+                    continue;
+                }
+            };
+            let (members, envs) = &mut runs[vi];
+            let members: &[usize] = members;
+            let (func, fplan) = if init {
+                (&m.variants[vi].init, &plan.variants[vi].init)
+            } else {
+                (&m.variants[vi].update, &plan.variants[vi].update)
+            };
+            for (ii, item) in fplan.items_of(what.pass()).filter(|(ii, _)| items.contains(ii)) {
                 match item {
                     Item::Kernel(k) => {
                         let key = (vi, init, ii);
-                        self.run_kernel(key, k, func, &members, &mut envs, pp, gp, &init_temps, prepare_outs)?;
-                        non_finite.extend(non_finite_after(fplan, ii, &members, &envs));
+                        self.run_kernel(key, k, func, members, envs, pp, gp, &init_temps, prepare_outs)?;
+                        non_finite.extend(non_finite_after(fplan, ii, members, envs));
                     }
                     Item::Lib(l) => {
-                        let jobs =
-                            self.item_members((m, func), &l.scalars, l.guard, &members, &mut envs, prepare_outs)?;
+                        let jobs = self.item_members((m, func), &l.scalars, l.guard, members, envs, prepare_outs)?;
                         for mi in jobs {
-                            self.run_lib(l, func, members[mi], &envs, mi, init, pp, gp, &init_temps)?;
+                            self.run_lib(l, func, members[mi], envs, mi, init, pp, gp, &init_temps)?;
                         }
                     }
                 }
             }
-            if what == Run::Step {
-                stores.extend(self.globals_after((m, func), fplan, &members, &envs, prepare_outs)?);
+        }
+        if what == Run::Step {
+            for &vi in &active {
+                let (members, envs) = &runs[vi];
+                let (func, fplan) = (&m.variants[vi].update, &plan.variants[vi].update);
+                stores.extend(self.globals_after((m, func), fplan, members, envs, prepare_outs)?);
             }
         }
         // Globals the update assigned: every parameter read the old value; stored once.

@@ -10,15 +10,17 @@ def floats(v):
     return [float(x) for x in np.asarray(v, dtype=np.float32).ravel()]
 
 
-def write_case(name, optimizer, reference, hyper, shapes, init, steps, tolerance):
+def write_case(name, optimizer, reference, hyper, shapes, init, steps, tolerance, roles=None):
     """Writes tests/golden/{name}.json: `shapes` and `init` keyed by parameter name, `steps`
-    a list of {"grads", "expected"[, "expected_state"]} with values already listed."""
+    a list of {"grads", "expected"[, "expected_state"]} with values already listed, `roles`
+    (optional) each parameter's role by name."""
     case = {
         "format": "gdc-golden-1",
         "optimizer": optimizer,
         "reference": reference,
         "hyper": hyper,
-        "params": [{"name": k, "shape": s, "init": floats(init[k])} for k, s in shapes.items()],
+        "params": [dict({"name": k, "shape": s, "init": floats(init[k])}, **({"role": roles[k]} if roles else {}))
+                   for k, s in shapes.items()],
         "steps": steps,
         "tolerance": tolerance,
     }
