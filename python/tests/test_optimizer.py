@@ -212,6 +212,45 @@ def test_muon_adamw_routes_by_inferred_roles():
     assert set(opt.state[model.head.weight]) == {"step", "adamw.m", "adamw.v"}
 
 
+def test_a_policy_clipped_in_front_matches_clip_grad_norm_then_muon_and_adamw():
+    """`part clip_grad_norm` in a policy is PyTorch's recipe: one clip_grad_norm_ over every
+    parameter, then torch.optim.Muon on the hidden matrices and AdamW on the rest (Muon's
+    Newton-Schulz in float32 on both sides, as in the golden case muon_adamw_clip-torch)."""
+    import inspect
+
+    import torch.optim._muon as muon_impl
+
+    ours, ref = make_net(), make_net()
+    roles = gdc.torch.infer_roles(ours)
+    hypers = {"max_norm": 0.5, "muon.ns_precision": 24, "muon.lr": 0.02, "adamw.lr": 3e-3}
+    opt = gdc.torch.Optimizer(OPTIMIZERS / "muon_adamw_clip.gd", ours.named_parameters(), roles=roles, **hypers)
+    hidden = [p for n, p in ref.named_parameters() if roles[n] == "hidden"]
+    rest = [p for n, p in ref.named_parameters() if roles[n] != "hidden"]
+    muon = torch.optim.Muon(hidden, lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True)
+    adamw = torch.optim.AdamW(rest, lr=3e-3, weight_decay=0.01, foreach=False)
+    original = muon_impl._zeropower_via_newtonschulz
+    source = inspect.getsource(original).replace("torch.bfloat16", "torch.float32")
+    scope = dict(muon_impl.__dict__)
+    exec(compile(source, "muon_f32", "exec"), scope)
+    muon_impl._zeropower_via_newtonschulz = scope["_zeropower_via_newtonschulz"]
+    try:
+        norms = []
+        for k in range(6):
+            x, y = batch(k)
+            for model in (ours, ref):
+                model.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.5)))
+            muon.step()
+            adamw.step()
+    finally:
+        muon_impl._zeropower_via_newtonschulz = original
+    assert max(norms) > 0.5, f"the gradients were never clipped: {norms}"
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"`{name}`: {m}")
+
+
 # ----- state_dict -----------------------------------------------------------------------
 
 
