@@ -72,6 +72,27 @@ pub struct Optimizer {
     pub instance: Option<Instance>,
 }
 
+impl Optimizer {
+    /// An optimizer of this name that declares nothing yet.
+    pub fn new(name: Ident, span: Span) -> Optimizer {
+        Optimizer {
+            name,
+            hypers: Vec::new(),
+            states: Vec::new(),
+            inputs: Vec::new(),
+            globals: Vec::new(),
+            prepares: Vec::new(),
+            updates: Vec::new(),
+            span,
+            routed: Vec::new(),
+            routes: Vec::new(),
+            parts: Vec::new(),
+            part_params: Vec::new(),
+            instance: None,
+        }
+    }
+}
+
 /// `part NAME` or `part NAME = TARGET`.
 #[derive(Clone, Debug)]
 pub struct PartDecl {

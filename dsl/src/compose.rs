@@ -223,12 +223,6 @@ fn stage_wrapper(policy: &PolicyDecl, routed: &Ident) -> Optimizer {
         span: at,
     };
     Optimizer {
-        name: policy.name.clone(),
-        hypers: Vec::new(),
-        states: Vec::new(),
-        inputs: Vec::new(),
-        globals: Vec::new(),
-        prepares: Vec::new(),
         updates: vec![UpdateDef {
             param: p("p"),
             grad: p("g"),
@@ -236,12 +230,9 @@ fn stage_wrapper(policy: &PolicyDecl, routed: &Ident) -> Optimizer {
             span: at,
             owner: 0,
         }],
-        span: policy.span,
-        routed: Vec::new(),
-        routes: Vec::new(),
         parts: policy.parts.clone(),
         part_params: vec![routed],
-        instance: None,
+        ..Optimizer::new(policy.name.clone(), policy.span)
     }
 }
 

@@ -421,21 +421,7 @@ fn build_optimizer(pair: Pair<Rule>) -> Optimizer {
     let span = span_of(&pair);
     let mut inner = pair.into_inner().filter(not_keyword);
     let name = ident(inner.next().expect("optimizer name"));
-    let mut opt = Optimizer {
-        name,
-        hypers: Vec::new(),
-        states: Vec::new(),
-        inputs: Vec::new(),
-        globals: Vec::new(),
-        prepares: Vec::new(),
-        updates: Vec::new(),
-        span,
-        routed: Vec::new(),
-        routes: Vec::new(),
-        parts: Vec::new(),
-        part_params: Vec::new(),
-        instance: None,
-    };
+    let mut opt = Optimizer::new(name, span);
     for member in inner {
         let span: Span = span_of(&member);
         match member.as_rule() {

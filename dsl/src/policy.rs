@@ -183,21 +183,7 @@ pub fn check(file: &File) -> Vec<Diagnostic> {
 /// ([`crate::compose::stage_policy`]), declared once and kept.
 pub fn merge(file: &File, shared: &[String]) -> File {
     let policy = &file.policies[0];
-    let mut opt = Optimizer {
-        name: policy.name.clone(),
-        hypers: Vec::new(),
-        states: Vec::new(),
-        inputs: Vec::new(),
-        globals: Vec::new(),
-        prepares: Vec::new(),
-        updates: Vec::new(),
-        span: policy.span,
-        routed: Vec::new(),
-        routes: policy.routes.clone(),
-        parts: Vec::new(),
-        part_params: Vec::new(),
-        instance: None,
-    };
+    let mut opt = Optimizer { routes: policy.routes.clone(), ..Optimizer::new(policy.name.clone(), policy.span) };
     let mut fns = Vec::new();
     let mut prepare = Vec::new();
     // The policy's parts' names, declared once (each routed optimizer holds a copy).

@@ -179,6 +179,36 @@ pub(crate) trait HostSide: StateStore {
         Ok(envs)
     }
 
+    /// The variants of a pass that have members (ascending), and per variant (all of them,
+    /// by index) its members and their scalars ([`HostSide::prelude`]; the gradient check
+    /// computes what it reads on demand).
+    #[allow(clippy::type_complexity)]
+    fn variant_runs(
+        &self,
+        plan: &Plan,
+        what: Run,
+        prepare_outs: &[f64],
+    ) -> Result<(Vec<usize>, Vec<(Vec<usize>, Scalars)>), RuntimeError> {
+        let m = &plan.module;
+        let active: Vec<usize> =
+            (0..plan.variants.len()).filter(|vi| self.bound().iter().any(|bp| bp.variant == *vi)).collect();
+        let mut runs = Vec::with_capacity(plan.variants.len());
+        for vi in 0..plan.variants.len() {
+            let members: Vec<usize> = (0..self.bound().len()).filter(|i| self.bound()[*i].variant == vi).collect();
+            let (func, fplan) = match what {
+                Run::Init => (&m.variants[vi].init, &plan.variants[vi].init),
+                _ => (&m.variants[vi].update, &plan.variants[vi].update),
+            };
+            let envs = match what {
+                _ if members.is_empty() => Scalars::new(0),
+                Run::Check => Scalars::new(members.len()),
+                _ => self.prelude((m, func), fplan, &members, prepare_outs)?,
+            };
+            runs.push((members, envs));
+        }
+        Ok((active, runs))
+    }
+
     /// The globals the update of `members`' variant stores after its step
     /// ([`interp::globals_after_step`]): from the first member's scalars, with reductions
     /// over every parameter folded in member order.

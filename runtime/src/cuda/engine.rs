@@ -308,25 +308,8 @@ impl CudaEngine {
                 init_temps.push(temps);
             }
         }
-        let active: Vec<usize> =
-            (0..plan.variants.len()).filter(|vi| self.params.iter().any(|bp| bp.variant == *vi)).collect();
+        let (active, mut runs) = self.variant_runs(&plan, what, prepare_outs)?;
         let schedule = folds::schedule(&plan, &active, init, what.pass()).map_err(internal)?;
-        let mut runs: Vec<(Vec<usize>, Scalars)> = Vec::with_capacity(plan.variants.len());
-        for vi in 0..plan.variants.len() {
-            let members: Vec<usize> = (0..self.params.len()).filter(|i| self.params[*i].variant == vi).collect();
-            let (func, fplan) = if init {
-                (&m.variants[vi].init, &plan.variants[vi].init)
-            } else {
-                (&m.variants[vi].update, &plan.variants[vi].update)
-            };
-            // The check reads only the gradient and constants, which are computed on demand.
-            let envs = match what {
-                _ if members.is_empty() => Scalars::new(0),
-                Run::Check => Scalars::new(members.len()),
-                _ => self.prelude((m, func), fplan, &members, prepare_outs)?,
-            };
-            runs.push((members, envs));
-        }
         for stage in schedule {
             let (vi, items) = match stage {
                 Stage::Items { variant, items } => (variant, items),
