@@ -119,3 +119,41 @@ fn a_policy_part_keeps_its_own_names() {
     assert!(opt.set_hyper("adamw.max_norm", 1.0).is_err(), "not under a routed optimizer's name");
     assert!(opt.hyper("adamw.lr").is_some() && opt.hyper("muon.lr").is_some(), "the routed ones are prefixed");
 }
+
+/// A route whose optimizer ignores its gradient (a frozen embedding) still joins the clip's
+/// norm, as `clip_grad_norm_(model.parameters())` counts every gradient: its variant keeps
+/// the norm's pass though nothing of it reads the result.
+#[test]
+fn a_frozen_route_still_counts_in_the_norm() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = std::env::temp_dir().join(format!("gdc-frozen-policy-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("optimizers")).expect("temp dir");
+    std::fs::create_dir_all(dir.join("parts")).expect("temp dir");
+    for f in ["optimizers/adamw.gd", "parts/transforms.gd"] {
+        std::fs::copy(examples.join(f), dir.join(f)).expect("copy");
+    }
+    std::fs::write(dir.join("optimizers/keep.gd"), "optimizer keep {\n  update(p, g) {\n    p = p\n  }\n}\n")
+        .expect("write");
+    let policy = "use \"../parts/transforms.gd\"\nuse \"adamw.gd\"\nuse \"keep.gd\"\n\
+                  policy frozen {\n  part clip_grad_norm\n  embedding -> keep\n  _ -> adamw\n}\n";
+    std::fs::write(dir.join("optimizers/frozen.gd"), policy).expect("write");
+    let program = Program::compile_file(dir.join("optimizers/frozen.gd")).expect("compiles");
+    let specs =
+        [ParamSpec::new("e", &[11, 6]).with_role(Role::Embedding), ParamSpec::new("b", &[6]).with_role(Role::Bias)];
+    for (backend, threads) in [(Backend::Cpu, 2), (Backend::Interp, 1)] {
+        let mut opt =
+            Optimizer::with_options(&program, &specs, Options { backend, threads: Some(threads) }).expect("binds");
+        let g = vec![noise(3, 66, 1.0), noise(4, 6, 1.0)];
+        let mut params = vec![noise(5, 66, 0.5), noise(6, 6, 0.5)];
+        let frozen = params[0].clone();
+        step(&mut opt, &mut params, &g);
+        assert_eq!(params[0], frozen, "{backend:?}: the frozen route moves nothing");
+        let c = (1.0 / (norm(&g) + 1e-6)).min(1.0);
+        assert!(c < 0.9 * (1.0 / norm(&g[1..])).min(1.0), "the frozen gradient matters to the norm");
+        let m = opt.state("b", "adamw.m").expect("state");
+        for (x, gk) in m.iter().zip(&g[1]) {
+            let want = 0.1 * c * f64::from(*gk);
+            assert!((f64::from(*x) - want).abs() <= 1e-6 * want.abs() + 1e-9, "{backend:?}: {x} != {want}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! Dead-code elimination: an instruction lives if it is a store, a `prepare` output some
-//! update reads, or an argument or guard of a living instruction; the rest are removed.
+//! Dead-code elimination: an instruction lives if it is a store, a fold over every
+//! parameter (`AcrossParams`), a `prepare` output some update reads, or an argument or guard
+//! of a living instruction; the rest are removed.
 //! Across functions: a `prepare` output no update reads is dropped, and an initialiser of
 //! state that the variant's update neither reads nor writes is removed, so that state is
 //! never allocated.
@@ -64,7 +65,10 @@ pub fn dce(func: &mut Func, roots: &[Value]) -> Vec<Option<Value>> {
         live[r.index()] = true;
     }
     for i in (0..n).rev() {
-        if !func.insts[i].op.is_pure() {
+        // A fold over every parameter lives though this function may not read it: every
+        // variant's part joins one fold (`plan/folds.rs`), so each variant must make its part
+        // (a policy's clip in front of a route that ignores its gradient).
+        if !func.insts[i].op.is_pure() || matches!(func.insts[i].op, Op::AcrossParams(_)) {
             live[i] = true;
         }
         if live[i] {
