@@ -909,7 +909,6 @@ impl Interpreter {
                 Buffers { p, g: &mg[i], states: bp.states.clone(), temps: vec![None; fplan.temps.len()], inputs };
             runs[vi].push(Ctx { i, bp, host, param, buffers, slots: HashMap::new() });
         }
-        let slots: Vec<Vec<folds::Slot>> = self.plan.module.variants.iter().map(|v| folds::slots(&v.update)).collect();
         for stage in schedule {
             match stage {
                 folds::Stage::Items { variant, items } => {
@@ -934,11 +933,10 @@ impl Interpreter {
                         }
                     }
                 }
-                folds::Stage::Fold { slot } => {
+                folds::Stage::Fold { slots } => {
                     let mut total = 0.0f64;
-                    for &vi in &active {
-                        let s = slots[vi][slot];
-                        for c in &runs[vi] {
+                    for (vi, s) in &slots {
+                        for c in &runs[*vi] {
                             // A kernel's reduction, or a scalar the member had before any item.
                             let part = c.slots.get(&s.part).map(Tensor::as_scalar);
                             if let Some(x) =
@@ -948,10 +946,9 @@ impl Interpreter {
                             }
                         }
                     }
-                    for &vi in &active {
-                        let v = slots[vi][slot].value;
-                        for c in runs[vi].iter_mut() {
-                            c.param.insert(v, total);
+                    for (vi, s) in &slots {
+                        for c in runs[*vi].iter_mut() {
+                            c.param.insert(s.value, total);
                         }
                     }
                 }

@@ -146,11 +146,11 @@ pub fn routed_program<'f>(file: &File, body: &'f File) -> Option<&'f Optimizer> 
 /// (the routed optimizers had errors) the parts are only checked.
 pub fn stage_policy(file: &File, build: bool) -> (File, Vec<String>, Vec<Diagnostic>, Vec<CallSite>) {
     let Some(policy) = file.policies.first() else { return (file.clone(), Vec::new(), Vec::new(), Vec::new()) };
-    let wrappers: Vec<Optimizer> = file
+    // Each routed optimizer's wrapper, by use (made before the composer, which borrows them).
+    let wrappers: Vec<Option<Optimizer>> = file
         .uses
         .iter()
-        .filter_map(|u| u.body.as_ref().and_then(|b| routed_program(file, b)))
-        .map(|program| stage_wrapper(policy, &program.name))
+        .map(|u| u.body.as_ref().and_then(|b| routed_program(file, b)).map(|p| stage_wrapper(policy, &p.name)))
         .collect();
     let mut c = Composer::new(file);
     let mut shared = Vec::new();
@@ -182,11 +182,9 @@ pub fn stage_policy(file: &File, build: bool) -> (File, Vec<String>, Vec<Diagnos
         shared.extend(public_names(o).into_iter().map(|(n, _)| format!("{prefix}{n}")));
     }
     let mut out = file.clone();
-    let mut wrappers = wrappers.iter();
-    for (u, original) in out.uses.iter_mut().zip(&file.uses) {
-        let Some(body) = &original.body else { continue };
+    for ((u, original), wrapper) in out.uses.iter_mut().zip(&file.uses).zip(&wrappers) {
+        let (Some(body), Some(wrapper)) = (&original.body, wrapper) else { continue };
         let Some(program) = routed_program(file, body) else { continue };
-        let Some(wrapper) = wrappers.next() else { break };
         if !build || !c.diags.is_empty() {
             continue;
         }

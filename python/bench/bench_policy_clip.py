@@ -4,7 +4,7 @@ gdc.torch.Optimizer on muon_adamw_clip.gd (`part clip_grad_norm` in front of Muo
 against PyTorch's recipe, `torch.nn.utils.clip_grad_norm_(foreach=True)` then
 `torch.optim.Muon` and `torch.optim.AdamW(fused=True)`, and both without the clip
 (muon_adamw.gd; Muon + fused AdamW), on a GPT-style parameter set (4 layers at d_model 256,
-vocab 8192, context 256, untied head: 4.7 M elements, 2.2 M of them in Muon's matrices).
+vocab 8192, context 256, untied head: 7.42 M elements, 3.15 M of them in Muon's 16 matrices).
 
     python3 python/bench/bench_policy_clip.py [--rounds 5] [--threads 2]
 

@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use crate::shared::{
-    counted_step, fold_slot, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine,
+    counted_step, in_fold_order, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Combine,
     Counters, HostSide, Outcome, Partial, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
@@ -18,7 +18,6 @@ use gdc_compiler::cpu::{CompiledKernel, CpuProgram};
 use gdc_compiler::inputs::{Given, StepInputs};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, ReduceKind, Value};
-use gdc_compiler::plan::folds::{self, Stage};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use rayon::prelude::*;
@@ -277,17 +276,7 @@ impl CpuEngine {
             }
         }
         let (active, mut runs) = self.variant_runs(&plan, what, prepare_outs)?;
-        let schedule = folds::schedule(&plan, &active, init, what.pass()).map_err(internal)?;
-        for stage in schedule {
-            let (vi, items) = match stage {
-                Stage::Items { variant, items } => (variant, items),
-                Stage::Fold { slot } => {
-                    fold_slot(&plan, &active, slot, &mut runs);
-                    continue;
-                }
-            };
-            let (members, envs) = &mut runs[vi];
-            let members: &[usize] = members;
+        in_fold_order(&plan, &active, init, what.pass(), &mut runs, |vi, items, members, envs| {
             let (func, fplan, compiled) = if init {
                 (&m.variants[vi].init, &plan.variants[vi].init, &code.variants[vi].0)
             } else {
@@ -399,7 +388,8 @@ impl CpuEngine {
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         if what == Run::Step {
             for &vi in &active {
                 let (members, envs) = &runs[vi];

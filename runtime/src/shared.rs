@@ -244,7 +244,7 @@ pub(crate) trait HostSide: StateStore {
         envs: &mut Scalars,
         prepare_outs: &[f64],
     ) -> Result<Vec<usize>, RuntimeError> {
-        // A reduction over every parameter was folded before (`fold_slot`).
+        // A reduction over every parameter was folded before (`in_fold_order`).
         let mut run = Vec::with_capacity(members.len());
         for (mi, &i) in members.iter().enumerate() {
             for v in scalars {
@@ -259,25 +259,43 @@ pub(crate) trait HostSide: StateStore {
     }
 }
 
-/// Folds slot `slot` of the step ([`folds::schedule`]) over every member of every variant
-/// in `active` (`runs[vi]`: the variant's members and scalars), variant by variant, each in
-/// member order (so the result does not depend on how the work was split), and gives every
-/// member the result.
-pub(crate) fn fold_slot(plan: &Plan, active: &[usize], slot: usize, runs: &mut [(Vec<usize>, Scalars)]) {
-    let slot_of = |vi: usize| folds::slots(&plan.module.variants[vi].update)[slot];
-    let mut total = 0.0f64;
-    for &vi in active {
-        let s = slot_of(vi);
-        let (members, envs) = &runs[vi];
-        total = (0..members.len()).filter_map(|mi| envs.get(mi, s.part)).fold(total, |acc, x| s.kind.fold(acc, x));
-    }
-    for &vi in active {
-        let s = slot_of(vi);
-        let (members, envs) = &mut runs[vi];
-        for mi in 0..members.len() {
-            envs.set(mi, s.value, total);
+/// Runs a pass in the order of [`folds::schedule`] over the variants with members: `run`
+/// gets each stretch of a variant's items (its index, the item range, its members and their
+/// scalars); between stretches each fold slot is folded over every member of every variant,
+/// variant by variant, each in member order (so the result does not depend on how the work
+/// was split), and every member is given the result.
+pub(crate) fn in_fold_order(
+    plan: &Plan,
+    active: &[usize],
+    init: bool,
+    pass: Pass,
+    runs: &mut [(Vec<usize>, Scalars)],
+    mut run: impl FnMut(usize, std::ops::Range<usize>, &[usize], &mut Scalars) -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
+    for stage in folds::schedule(plan, active, init, pass).map_err(internal)? {
+        match stage {
+            folds::Stage::Items { variant, items } => {
+                let (members, envs) = &mut runs[variant];
+                run(variant, items, members, envs)?;
+            }
+            folds::Stage::Fold { slots } => {
+                let mut total = 0.0f64;
+                for (vi, s) in &slots {
+                    let (members, envs) = &runs[*vi];
+                    total = (0..members.len())
+                        .filter_map(|mi| envs.get(mi, s.part))
+                        .fold(total, |acc, x| s.kind.fold(acc, x));
+                }
+                for (vi, s) in &slots {
+                    let (members, envs) = &mut runs[*vi];
+                    for mi in 0..members.len() {
+                        envs.set(mi, s.value, total);
+                    }
+                }
+            }
         }
     }
+    Ok(())
 }
 
 /// One whole-tensor reduction (a sum or a max-abs) of one bound member, as this process

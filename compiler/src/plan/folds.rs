@@ -42,8 +42,9 @@ pub enum Stage {
     /// Runs the items of `variant`'s plan whose indices (in `FuncPlan::items`) lie in
     /// `items`, those of the pass only, in order.
     Items { variant: usize, items: Range<usize> },
-    /// Folds slot `slot` over every member of every variant in `active`.
-    Fold { slot: usize },
+    /// Folds one slot over every member of every variant: each variant with its own
+    /// instruction of that slot (the fold's value and its members' parts).
+    Fold { slots: Vec<(usize, Slot)> },
 }
 
 /// The order of a pass over the variants `active` (those with members, ascending) of the
@@ -59,6 +60,7 @@ pub fn schedule(plan: &Plan, active: &[usize], init: bool, pass: Pass) -> Result
         }
     };
     let mut ends: Vec<Vec<usize>> = Vec::new();
+    let mut all: Vec<Vec<Slot>> = Vec::new();
     let mut kinds: Option<Vec<ReduceKind>> = None;
     for &vi in active {
         let (func, fp) = fplan(vi);
@@ -89,6 +91,7 @@ pub fn schedule(plan: &Plan, active: &[usize], init: bool, pass: Pass) -> Result
             at.push(end);
         }
         ends.push(at);
+        all.push(own);
     }
     let n = if pass == Pass::Step { kinds.map_or(0, |k| k.len()) } else { 0 };
     let mut cursor = vec![0; active.len()];
@@ -101,7 +104,7 @@ pub fn schedule(plan: &Plan, active: &[usize], init: bool, pass: Pass) -> Result
                 cursor[ai] = end;
             }
         }
-        out.push(Stage::Fold { slot });
+        out.push(Stage::Fold { slots: active.iter().zip(&all).map(|(&vi, own)| (vi, own[slot])).collect() });
     }
     for (ai, &vi) in active.iter().enumerate() {
         let len = fplan(vi).1.items.len();

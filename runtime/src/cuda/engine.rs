@@ -8,7 +8,7 @@
 
 use super::driver::{cuda, parse_arch, slice_ptr, DevBuf, DevPtr, Device, Scratch};
 use crate::shared::{
-    counted_step, fold_slot, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters,
+    counted_step, in_fold_order, internal, non_finite_after, operand_sizes, size_of, state_use, writes_param, Counters,
     HostSide, Outcome, Run, Scalars, StateStore,
 };
 use crate::RuntimeError;
@@ -18,7 +18,6 @@ use gdc_compiler::artifact::ArtifactError;
 use gdc_compiler::gpu::abi::{self, GpuProgram, KernelAbi, Mode};
 use gdc_compiler::interp::{self, elements_of as shape_len, names_of as names, BoundParam};
 use gdc_compiler::ir::{Func, Op, BF16_BITS, F32_BITS, TF32_BITS};
-use gdc_compiler::plan::folds::{self, Stage};
 use gdc_compiler::plan::{Buffer, Item, Kernel, LibCall, Plan};
 use gdc_dsl::types::Shape;
 use std::collections::HashMap;
@@ -309,17 +308,7 @@ impl CudaEngine {
             }
         }
         let (active, mut runs) = self.variant_runs(&plan, what, prepare_outs)?;
-        let schedule = folds::schedule(&plan, &active, init, what.pass()).map_err(internal)?;
-        for stage in schedule {
-            let (vi, items) = match stage {
-                Stage::Items { variant, items } => (variant, items),
-                Stage::Fold { slot } => {
-                    fold_slot(&plan, &active, slot, &mut runs);
-                    continue;
-                }
-            };
-            let (members, envs) = &mut runs[vi];
-            let members: &[usize] = members;
+        in_fold_order(&plan, &active, init, what.pass(), &mut runs, |vi, items, members, envs| {
             let (func, fplan) = if init {
                 (&m.variants[vi].init, &plan.variants[vi].init)
             } else {
@@ -340,7 +329,8 @@ impl CudaEngine {
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         if what == Run::Step {
             for &vi in &active {
                 let (members, envs) = &runs[vi];
